@@ -1,0 +1,100 @@
+"""cffi builder (API mode) for ptcopy's C engine: the extension module ``ptcopy._engine``.
+
+Inputs, all in this directory:
+  cdef.h            the declarations cffi exposes to Python (plain C; constants as ``...``)
+  ptcopy_engine.h   the engine's public header, included by the generated wrapper
+  *.c               the engine's sources, compiled into the same extension
+
+Used two ways:
+  * by setuptools through ``setup(cffi_modules=["cffi_build/build_engine.py:ffibuilder"])``
+    (``pip install -e .`` builds the module in place, next to ptcopy/);
+  * directly, ``python cffi_build/build_engine.py --tmpdir DIR``, which builds
+    DIR/ptcopy/_engine*.so (scripts/test.sh does this for the sanitizer build in build/asan/).
+
+Extra compiler and linker flags come from the environment variables PTCOPY_CFLAGS and
+PTCOPY_LDFLAGS (split like a shell would); they come after the defaults, so they win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from pathlib import Path
+
+import cffi
+
+# Under setuptools, cffi runs this file with a __file__ relative to the project root and the
+# current directory there; ffibuilder.compile() changes directory into its tmpdir. Absolute
+# paths keep both working whatever the current directory is.
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+MODULE_NAME = "ptcopy._engine"
+CDEF_FILE = HERE / "cdef.h"
+PUBLIC_HEADER = "ptcopy_engine.h"
+
+# The generated wrapper is compiled with the same flags as the engine's own sources; it compiles
+# cleanly with -Wall -Wextra -Werror, so no -Wno-... is needed.
+BASE_CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-pthread"]
+BASE_LDFLAGS = ["-pthread"]
+
+
+def _env_flags(name: str) -> list[str]:
+    return shlex.split(os.environ.get(name, ""))
+
+
+def _read_cdef() -> str:
+    try:
+        return CDEF_FILE.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SystemExit(
+            f"build_engine.py: {CDEF_FILE} is missing: it holds the declarations of the C engine"
+            " that cffi exposes to Python"
+        ) from None
+
+
+def _sources() -> list[str]:
+    sources = sorted(str(p) for p in HERE.glob("*.c"))
+    if not sources:
+        raise SystemExit(f"build_engine.py: no C sources (*.c) found in {HERE}")
+    return sources
+
+
+def make_builder() -> cffi.FFI:
+    builder = cffi.FFI()
+    builder.cdef(_read_cdef())
+    builder.set_source(
+        MODULE_NAME,
+        f'#include "{PUBLIC_HEADER}"',
+        sources=_sources(),
+        include_dirs=[str(HERE)],
+        extra_compile_args=BASE_CFLAGS + _env_flags("PTCOPY_CFLAGS"),
+        extra_link_args=BASE_LDFLAGS + _env_flags("PTCOPY_LDFLAGS"),
+        libraries=[],
+    )
+    return builder
+
+
+ffibuilder = make_builder()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=f"Build {MODULE_NAME} into DIR/ptcopy/ (for a separate, e.g. sanitized, build)."
+    )
+    parser.add_argument(
+        "--tmpdir",
+        metavar="DIR",
+        default=str(REPO / "build" / "engine"),
+        help="build directory; the module lands in DIR/ptcopy/ (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    tmpdir = Path(args.tmpdir).resolve()
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    output = ffibuilder.compile(tmpdir=str(tmpdir), verbose=True)
+    print(f"build_engine.py: built {output}")
+
+
+if __name__ == "__main__":
+    main()

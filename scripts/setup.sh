@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Install everything ptcopy needs on a Debian 12 machine, as root, and (re)build it in ./.venv.
+#
+#   sudo bash scripts/setup.sh
+#
+# Idempotent: Debian packages are installed only when one is missing (apt-get update only then),
+# the virtualenv is reused while it works, and `pip install -e` runs every time so the C engine is
+# rebuilt from the current sources. Quiet on success; on failure it names the step and shows the
+# end of that step's output.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$REPO/.venv"
+
+# Debian packages: compiler and Python headers for the cffi build (libasan/libubsan come with gcc),
+# FUSE 3 for the userspace data path, and the tools the tests drive (losetup, mkfs, modprobe, rsync).
+PACKAGES=(
+    build-essential pkg-config libffi-dev
+    python3 python3-dev python3-venv
+    fuse3 libfuse3-dev
+    util-linux mount e2fsprogs kmod rsync
+    ca-certificates
+)
+
+LOG=$(mktemp -t ptcopy-setup.XXXXXX)
+trap 'rm -f "$LOG"' EXIT
+
+die() {
+    echo "setup.sh: ERROR: $*" >&2
+    exit 1
+}
+
+# run DESCRIPTION CMD...: run CMD with its output kept in $LOG, shown only when it fails.
+run() {
+    local what=$1
+    shift
+    echo "setup.sh: $what"
+    if ! "$@" >"$LOG" 2>&1; then
+        echo "----- last lines of output ($*) -----" >&2
+        tail -n 60 "$LOG" >&2
+        echo "-----" >&2
+        die "$what failed"
+    fi
+}
+
+[[ $(id -u) -eq 0 ]] || die "run me as root (sudo bash scripts/setup.sh): I install Debian packages"
+command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian 12 (bookworm)"
+
+# --- Debian packages -------------------------------------------------------------------------
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing+=("$pkg")
+    fi
+done
+if ((${#missing[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    run "apt-get update" apt-get update -qq
+    run "installing ${missing[*]}" \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    echo "setup.sh: Debian packages already installed"
+fi
+
+# --- virtualenv ------------------------------------------------------------------------------
+# Made with whichever python3 comes first on PATH (under sudo that is Debian's). An existing venv
+# is kept as long as its interpreter still runs and is new enough.
+PYTHON=$(command -v python3) || die "python3 not found on PATH"
+venv_ok() {
+    [[ -x "$VENV/bin/python" ]] &&
+        "$VENV/bin/python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null &&
+        "$VENV/bin/python" -m pip --version >/dev/null 2>&1
+}
+if ! venv_ok; then
+    "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null ||
+        die "$PYTHON is $("$PYTHON" --version 2>&1); ptcopy needs Python >= 3.11"
+    rm -rf "$VENV"
+    run "creating virtualenv $VENV with $PYTHON ($("$PYTHON" --version 2>&1))" \
+        "$PYTHON" -m venv "$VENV"
+fi
+
+run "upgrading pip" "$VENV/bin/python" -m pip install -q --upgrade pip
+
+# --- ptcopy itself (builds the C engine) -------------------------------------------------------
+[[ -f "$REPO/cffi_build/cdef.h" ]] ||
+    die "cffi_build/cdef.h is missing: the C engine cannot be built without its declarations"
+run "installing ptcopy (editable, with test tools) and building the C engine" \
+    "$VENV/bin/python" -m pip install -q -e "${REPO}[test]"
+
+echo "setup.sh: done; virtualenv in $VENV"

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Install everything and run the whole test suite (what CI runs through .ci/run):
+#
+#   sudo bash scripts/test.sh
+#
+# Steps: setup.sh, ruff, mypy, pytest (all tests), then a sanitizer pass: the C engine rebuilt with
+# AddressSanitizer + UBSan into build/asan/ and the engine tests (not the slow ones) run against it.
+# Stops at the first failing step with a non-zero exit status.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+VENV="$REPO/.venv"
+ASAN_DIR="$REPO/build/asan"
+
+step_no=0
+step() {
+    step_no=$((step_no + 1))
+    printf '\n======== [%d/6] %s ========\n' "$step_no" "$*"
+}
+fail() {
+    echo "test.sh: FAILED in step [$step_no/6]: $*" >&2
+    exit 1
+}
+
+step "setup: Debian packages, virtualenv, editable install + C engine build"
+bash "$REPO/scripts/setup.sh" || fail "scripts/setup.sh"
+
+step "ruff check"
+"$VENV/bin/ruff" check "$REPO" || fail "ruff found problems"
+
+step "mypy (strict, package ptcopy)"
+"$VENV/bin/mypy" || fail "mypy found problems"
+
+step "pytest: all tests"
+# The console script, not `python -m pytest`: that would put the current directory on sys.path.
+"$VENV/bin/pytest" -q tests || fail "pytest"
+
+step "sanitizer build: C engine with ASan + UBSan into build/asan/"
+# A copy of the package (without the normal build's extension) with the sanitized extension built
+# inside it; PYTHONPATH=build/asan then makes `import ptcopy` pick this copy.
+rm -rf "$ASAN_DIR"
+mkdir -p "$ASAN_DIR"
+rsync -a --exclude '*.so' --exclude '__pycache__' "$REPO/ptcopy" "$ASAN_DIR/" ||
+    fail "copying ptcopy/ into $ASAN_DIR"
+# Python's own CFLAGS, which every extension inherits, carry -DNDEBUG and -fwrapv: -UNDEBUG keeps
+# the engine's assert()s, and -fno-wrapv makes signed overflow undefined again so UBSan reports it.
+if ! PTCOPY_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -O1 -UNDEBUG -fno-wrapv" \
+    PTCOPY_LDFLAGS="-fsanitize=address,undefined" \
+    "$VENV/bin/python" "$REPO/cffi_build/build_engine.py" --tmpdir "$ASAN_DIR" \
+    >"$ASAN_DIR/build.log" 2>&1; then
+    tail -n 60 "$ASAN_DIR/build.log" >&2
+    fail "sanitizer build (full log: $ASAN_DIR/build.log)"
+fi
+ls "$ASAN_DIR"/ptcopy/_engine*.so
+
+step "pytest under ASan + UBSan: tests/engine, not slow"
+LIBASAN=$(gcc -print-file-name=libasan.so)
+[[ -e "$LIBASAN" ]] || fail "libasan.so not found (gcc -print-file-name=libasan.so gave '$LIBASAN')"
+# Python is not built with ASan, so the runtime is preloaded; Python's own allocations are never
+# freed at exit by design, hence no leak detection. tests/conftest.py checks, with
+# PTCOPY_EXPECT_ASAN=1, that the sanitized extension is really the one imported.
+# --capture=sys: with pytest's default fd-level capture, a sanitizer report (written to fd 2 just
+# before the process exits) would be swallowed and the step would fail without saying why.
+PYTHONPATH="$ASAN_DIR" \
+    LD_PRELOAD="$LIBASAN" \
+    ASAN_OPTIONS="detect_leaks=0" \
+    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+    PTCOPY_EXPECT_ASAN=1 \
+    "$VENV/bin/pytest" -q --capture=sys -m "not slow" tests/engine || fail "pytest under ASan + UBSan"
