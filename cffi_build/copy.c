@@ -1,0 +1,602 @@
+/* Copies and updates: starting them at one point in time (one set or a group), the copier
+ * thread, abort, wait, progress and reset.
+ *
+ * Starting fixes the point in time with every involved master's gate held exclusive:
+ *   phase 1 records the copy in the header and ORs the shadow bitmap into the copy bitmap,
+ *           then flushes: this is the commit point; a failure here is rolled back on every set;
+ *   phase 2 clears the shadow bitmaps and flushes (a failure here only leaves extra bits set,
+ *           which costs copying, never correctness).
+ * The copier moves chunks in runs of up to 1 MiB, syncs the target once per batch, and only
+ * then clears the copy bits of chunks that nobody touched in between.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define OFFLINE_MASK (PT_F_MASTER_OFFLINE | PT_F_SHADOW_OFFLINE | PT_F_BITMAP_OFFLINE | \
+                      PT_F_OVERFLOW_OFFLINE)
+#define MAX_RUNS 256
+
+enum action { A_NONE, A_COPY, A_NEW_PIT };
+
+static void reap(pt_set *s)   /* caller holds ctl_mu */
+{
+    if (s->thr_live && s->thr_done) {
+        pthread_join(s->thr, NULL);   /* finished already: returns at once */
+        s->thr_live = false;
+    }
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* ---- the copier ---- */
+
+typedef struct run {
+    uint64_t c, n;
+} run;
+
+static int copy_run(pt_set *s, uint64_t c, uint64_t n, uint8_t *buf)
+{
+    /* contiguous on both sides unless the shadow is compact: then chunk by chunk */
+    bool whole = !s->compact;
+    for (uint64_t i = 0; i < n && whole; i++)
+        whole = pt_bit_get(&s->C, c + i);
+    if (whole) {
+        uint64_t off = c << s->cshift;
+        uint64_t len = 0;
+        for (uint64_t i = 0; i < n; i++)
+            len += pt_chunk_len(s, c + i);
+        pt_vol *src = s->dir == PT_TO_SHADOW ? &s->m->vol : &s->shadow;
+        pt_vol *dst = s->dir == PT_TO_SHADOW ? &s->shadow : &s->m->vol;
+        int rc = pt_vol_pread(src, buf, len, off);
+        if (rc) {
+            pt_set_offline(s, src == &s->m->vol ? PT_F_MASTER_OFFLINE : PT_F_SHADOW_OFFLINE);
+            return rc;
+        }
+        rc = pt_vol_pwrite(dst, buf, len, off);
+        if (rc)
+            pt_set_offline(s, dst == &s->m->vol ? PT_F_MASTER_OFFLINE : PT_F_SHADOW_OFFLINE);
+        return rc;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        if (!pt_bit_get(&s->C, c + i))
+            continue;
+        int rc = pt_copy_chunk(s, c + i, s->dir, buf);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int target_sync(pt_set *s)
+{
+    if (s->dir == PT_TO_MASTER) {
+        if (pt_vol_sync(&s->m->vol) != 0) {
+            pt_set_offline(s, PT_F_MASTER_OFFLINE);
+            return -EIO;
+        }
+        return 0;
+    }
+    if (pt_vol_sync(&s->shadow) != 0) {
+        pt_set_offline(s, PT_F_SHADOW_OFFLINE);
+        return -EIO;
+    }
+    if (s->ov && pt_vol_sync(&s->ov->vol) != 0) {
+        pt_set_offline(s, PT_F_OVERFLOW_OFFLINE);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Clears the copy bits of a synced batch, for the chunks no write touched since. */
+static void retire(pt_set *s, const run *runs, int nruns)
+{
+    pt_master *m = s->m;
+    pthread_rwlock_rdlock(&m->gate);
+    for (int r = 0; r < nruns; r++) {
+        pt_lock_range(m, runs[r].c, runs[r].c + runs[r].n - 1, true);
+        pthread_mutex_lock(&s->meta_mu);
+        for (uint64_t c = runs[r].c; c < runs[r].c + runs[r].n; c++) {
+            if (!pt_bit_get(&s->C, c))
+                continue;
+            pt_clear_C(s, c);
+            /* a dependent chunk restored to the master is no longer the shadow's own */
+            if (s->compact && !pt_bit_get(&s->D, c))
+                pt_slot_free(s, c);
+        }
+        pthread_mutex_unlock(&s->meta_mu);
+        pt_unlock_range(m, runs[r].c, runs[r].c + runs[r].n - 1);
+    }
+    pthread_rwlock_unlock(&m->gate);
+}
+
+static void finish(pt_set *s, int result)
+{
+    pt_master *m = s->m;
+    bool stopped = atomic_load(&s->stop_req) && !result;
+    pthread_rwlock_wrlock(&m->gate);
+    pthread_mutex_lock(&s->meta_mu);
+    bool complete = s->C.count == 0;
+    if (!stopped) {
+        if (!complete)   /* aborted or failed: what was not copied still differs */
+            pt_bits_or(&s->D, &s->C, pt_image_mark, &s->img);
+        s->pflags &= ~PT_PF_COPYING;
+        if (complete)
+            s->pflags &= ~PT_PF_INCOMPLETE;
+        else
+            s->pflags |= PT_PF_INCOMPLETE;
+        s->hdr_dirty = true;
+    }
+    s->copying = false;
+    pthread_mutex_unlock(&s->meta_mu);
+    pthread_rwlock_unlock(&m->gate);
+    if (!stopped && !complete && pt_meta_flush(s) == 0) {
+        /* the differences are durable in the shadow bitmap: now the copy bitmap can go */
+        pthread_mutex_lock(&s->meta_mu);
+        pt_bits_zero(&s->C, pt_image_mark, &s->img);
+        pthread_mutex_unlock(&s->meta_mu);
+    }
+    int frc = pt_meta_flush(s);
+    atomic_store(&s->end_ns, pt_now_ns());
+    atomic_store(&s->result, result ? result : (stopped ? 0 : frc));
+    pthread_mutex_lock(&s->ctl_mu);
+    s->thr_done = true;
+    pthread_cond_broadcast(&s->ctl_cv);
+    pthread_mutex_unlock(&s->ctl_mu);
+}
+
+static void *copier(void *arg)
+{
+    pt_set *s = arg;
+    pt_master *m = s->m;
+    uint64_t maxrun = PT_IO_MAX >> s->cshift;
+    if (maxrun == 0)
+        maxrun = 1;
+    uint8_t *buf = malloc((size_t)(maxrun << s->cshift));
+    run runs[MAX_RUNS];
+    int rc = buf ? 0 : -ENOMEM;
+    uint64_t pos = 0, since_pause = 0, since_flush = 0;
+    while (!rc) {
+        if (atomic_load(&s->abort_req) || atomic_load(&s->stop_req))
+            break;
+        int nruns = 0;
+        uint64_t batch = 0;
+        while (!rc && nruns < MAX_RUNS && batch < PT_COPY_BATCH) {
+            if (atomic_load(&s->abort_req) || atomic_load(&s->stop_req))
+                break;
+            pthread_rwlock_rdlock(&m->gate);
+            uint64_t c = pt_bits_next(&s->C, pos);
+            if (c >= s->nchunks) {
+                pthread_rwlock_unlock(&m->gate);
+                break;
+            }
+            uint64_t n = pt_bits_run(&s->C, c, maxrun);
+            pt_lock_range(m, c, c + n - 1, true);
+            rc = copy_run(s, c, n, buf);
+            pt_unlock_range(m, c, c + n - 1);
+            pthread_rwlock_unlock(&m->gate);
+            runs[nruns].c = c;
+            runs[nruns++].n = n;
+            batch += n << s->cshift;
+            pos = c + n;
+            since_pause += n;
+            unsigned units = atomic_load(&s->units), delay = atomic_load(&s->delay_ms);
+            if (delay && since_pause >= units) {
+                since_pause = 0;
+                sleep_ms(delay);
+            }
+        }
+        if (nruns == 0) {
+            if (rc || s->C.count == 0 || atomic_load(&s->abort_req) ||
+                atomic_load(&s->stop_req))
+                break;
+            pos = 0;   /* bits left behind us (a chunk that failed and came back): go again */
+            continue;
+        }
+        if (!rc)
+            rc = target_sync(s);
+        if (!rc)
+            retire(s, runs, nruns);
+        since_flush += batch;
+        if (!rc && since_flush >= 8 * PT_COPY_BATCH) {
+            since_flush = 0;
+            pt_meta_flush(s);   /* bounds the work redone after a crash */
+        }
+    }
+    free(buf);
+    finish(s, rc < 0 ? -rc : rc);
+    return NULL;
+}
+
+static int spawn(pt_set *s, pt_error *err)
+{
+    atomic_store(&s->abort_req, 0);
+    atomic_store(&s->stop_req, 0);
+    atomic_store(&s->result, 0);
+    atomic_store(&s->total, s->C.count);
+    atomic_store(&s->start_ns, pt_now_ns());
+    atomic_store(&s->end_ns, 0);
+    s->thr_done = false;
+    int rc = pthread_create(&s->thr, NULL, copier, s);
+    if (rc) {
+        s->thr_done = true;
+        return pt_fail(err, rc, "cannot start the copy thread of set %s", s->name);
+    }
+    s->thr_live = true;
+    return 0;
+}
+
+/* Resume a copy recorded in the header (after open). Caller holds ctl_mu. */
+int pt_copy_start_locked(pt_set *s, pt_error *err)
+{
+    pthread_rwlock_wrlock(&s->m->gate);
+    s->dir = (s->pflags & PT_PF_TO_MASTER) ? PT_TO_MASTER : PT_TO_SHADOW;
+    s->copying = true;
+    pthread_rwlock_unlock(&s->m->gate);
+    int rc = spawn(s, err);
+    if (rc) {
+        pthread_rwlock_wrlock(&s->m->gate);
+        s->copying = false;
+        pthread_rwlock_unlock(&s->m->gate);
+    }
+    return rc;
+}
+
+void pt_copy_stop(pt_set *s)
+{
+    pthread_mutex_lock(&s->ctl_mu);
+    if (s->thr_live) {
+        atomic_store(&s->stop_req, 1);
+        pthread_mutex_unlock(&s->ctl_mu);
+        pthread_join(s->thr, NULL);
+        pthread_mutex_lock(&s->ctl_mu);
+        s->thr_live = false;
+        atomic_store(&s->stop_req, 0);
+    }
+    pthread_mutex_unlock(&s->ctl_mu);
+}
+
+/* ---- starting copies ---- */
+
+static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
+{
+    reap(s);
+    if (s->lock_owner && s->lock_owner != owner)
+        return pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
+                       (long long)s->lock_owner);
+    if (s->thr_live || s->copying)
+        return pt_fail(err, PT_E_COPY_IN_PROGRESS,
+                       "set %s is already copying; wait for it or abort it", s->name);
+    unsigned f = atomic_load(&s->rflags) & OFFLINE_MASK;
+    if (f)
+        return pt_fail(err, PT_E_OFFLINE, "a volume of set %s is offline; reset the set first",
+                       s->name);
+    pthread_mutex_lock(&s->meta_mu);
+    uint32_t pf = s->pflags;
+    pthread_mutex_unlock(&s->meta_mu);
+    bool last_to_master = pf & PT_PF_TO_MASTER;
+    if (dir == PT_TO_MASTER) {
+        if (s->m->nsets > 1)
+            return pt_fail(err, PT_E_DEPENDENCY,
+                           "master %s has %d shadows; writing it from one would change the "
+                           "point in time of the others", s->m->vol.path, s->m->nsets);
+        if (pf & PT_PF_OUT_OF_SPACE)
+            return pt_fail(err, PT_E_OUT_OF_SPACE,
+                           "shadow of set %s lost chunks when it ran out of space; it cannot "
+                           "be copied to the master", s->name);
+        if ((pf & PT_PF_INCOMPLETE) && !last_to_master)
+            return pt_fail(err, PT_E_INCOMPLETE,
+                           "shadow of set %s was left incomplete by an aborted copy; update "
+                           "it from the master first", s->name);
+    } else if ((pf & PT_PF_INCOMPLETE) && last_to_master) {
+        return pt_fail(err, PT_E_INCOMPLETE,
+                       "master of set %s was left incomplete by an aborted restore; finish it "
+                       "with an update to the master first", s->name);
+    }
+    return 0;
+}
+
+static enum action plan(const pt_set *s, int dir)
+{
+    return (s->kind == PT_DEPENDENT && dir == PT_TO_SHADOW) ? A_NEW_PIT : A_COPY;
+}
+
+/* phase 1: the commit point. Caller holds the gate exclusive. */
+static int phase1(pt_set *s, int dir, int full, pt_error *err)
+{
+    pthread_mutex_lock(&s->meta_mu);
+    uint32_t saved = s->pflags;
+    s->pflags |= PT_PF_COPYING;
+    if (dir == PT_TO_MASTER)
+        s->pflags |= PT_PF_TO_MASTER;
+    else
+        s->pflags &= ~PT_PF_TO_MASTER;
+    s->hdr_dirty = true;
+    if (full && s->kind == PT_INDEPENDENT)
+        pt_bits_fill(&s->C, pt_image_mark, &s->img);
+    else
+        pt_bits_or(&s->C, &s->D, pt_image_mark, &s->img);
+    pthread_mutex_unlock(&s->meta_mu);
+    int rc = pt_meta_flush(s);
+    if (rc) {
+        pthread_mutex_lock(&s->meta_mu);
+        s->pflags = saved;
+        pt_bits_zero(&s->C, pt_image_mark, &s->img);
+        pthread_mutex_unlock(&s->meta_mu);
+        return pt_fail(err, -rc, "bitmap volume %s of set %s: cannot record the copy: %s",
+                       s->bitmap.path, s->name, strerror(-rc));
+    }
+    return 0;
+}
+
+static void undo_phase1(pt_set *s)
+{
+    pthread_mutex_lock(&s->meta_mu);
+    s->pflags &= ~PT_PF_COPYING;
+    s->hdr_dirty = true;
+    pt_bits_zero(&s->C, pt_image_mark, &s->img);
+    pthread_mutex_unlock(&s->meta_mu);
+    pt_meta_flush(s);
+}
+
+static void phase2(pt_set *s, enum action a, int dir)
+{
+    pthread_mutex_lock(&s->meta_mu);
+    if (a == A_NEW_PIT) {
+        for (uint64_t c = pt_bits_next(&s->D, 0); s->compact && c < s->nchunks;
+             c = pt_bits_next(&s->D, c + 1))
+            pt_slot_free(s, c);
+        s->pflags &= ~(PT_PF_OUT_OF_SPACE | PT_PF_INCOMPLETE | 0x40u);
+        s->lost = 0;
+        s->hdr_dirty = true;
+    }
+    pt_bits_zero(&s->D, pt_image_mark, &s->img);
+    pthread_mutex_unlock(&s->meta_mu);
+    if (a == A_COPY) {
+        s->copying = true;
+        s->dir = dir;
+    }
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Caller holds every set's ctl_mu. */
+static int start_locked(pt_set **sets, int n, int dir, int full, int64_t owner,
+                        bool checked, uint64_t *frozen_ns, pt_error *err)
+{
+    int rc = 0;
+    for (int i = 0; i < n && !rc && !checked; i++)
+        rc = check_can_copy(sets[i], dir, owner, err);
+    if (rc)
+        return rc;
+    pt_master *ms[PT_MAX_SIBLINGS * 4];
+    int nm = 0;
+    for (int i = 0; i < n; i++) {
+        bool seen = false;
+        for (int j = 0; j < nm && !seen; j++)
+            seen = ms[j] == sets[i]->m;
+        if (!seen && nm < (int)(sizeof ms / sizeof ms[0]))
+            ms[nm++] = sets[i]->m;
+    }
+    qsort(ms, (size_t)nm, sizeof ms[0], cmp_ptr);
+    for (int j = 0; j < nm; j++)
+        pthread_rwlock_wrlock(&ms[j]->gate);
+    uint64_t t0 = pt_now_ns();
+    int done = 0;
+    for (; done < n && !rc; done++)
+        if (plan(sets[done], dir) == A_COPY)
+            rc = phase1(sets[done], dir, full, err);
+    if (rc) {
+        for (int i = 0; i < done - 1; i++)
+            if (plan(sets[i], dir) == A_COPY)
+                undo_phase1(sets[i]);
+    } else {
+        for (int i = 0; i < n; i++)
+            phase2(sets[i], plan(sets[i], dir), dir);
+    }
+    uint64_t t1 = pt_now_ns();
+    for (int j = nm - 1; j >= 0; j--)
+        pthread_rwlock_unlock(&ms[j]->gate);
+    if (frozen_ns)
+        *frozen_ns = t1 - t0;
+    if (rc)
+        return rc;
+    for (int i = 0; i < n; i++) {
+        pt_set *s = sets[i];
+        pt_meta_flush(s);   /* phase 2 durable; a failure only leaves extra bits */
+        if (plan(s, dir) == A_COPY && spawn(s, NULL) != 0) {
+            pthread_rwlock_wrlock(&s->m->gate);
+            s->copying = false;
+            pthread_rwlock_unlock(&s->m->gate);
+            pt_fail(err, EAGAIN, "set %s: the copy is recorded but its thread could not start; "
+                    "reset the set to resume it", s->name);
+            rc = -EAGAIN;
+        }
+    }
+    return rc;
+}
+
+int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
+                  uint64_t *frozen_ns, pt_error *err)
+{
+    if (n <= 0 || n > PT_MAX_SIBLINGS * 4)
+        return pt_fail(err, PT_E_INVALID, "a group copy needs between 1 and %d sets",
+                       PT_MAX_SIBLINGS * 4);
+    if (dir != PT_TO_SHADOW && dir != PT_TO_MASTER)
+        return pt_fail(err, PT_E_INVALID, "direction %d is neither to-shadow (0) nor "
+                       "to-master (1)", dir);
+    pt_set **sets = malloc((size_t)n * sizeof *sets);
+    if (!sets)
+        return pt_fail(err, ENOMEM, "out of memory");
+    memcpy(sets, in, (size_t)n * sizeof *sets);
+    qsort(sets, (size_t)n, sizeof *sets, cmp_ptr);
+    for (int i = 1; i < n; i++)
+        if (sets[i] == sets[i - 1]) {
+            free(sets);
+            return pt_fail(err, PT_E_INVALID, "set %s is named twice", sets[i]->name);
+        }
+    for (int i = 0; i < n; i++)
+        pthread_mutex_lock(&sets[i]->ctl_mu);
+    int rc = start_locked(sets, n, dir, full, owner, false, frozen_ns, err);
+    for (int i = n - 1; i >= 0; i--)
+        pthread_mutex_unlock(&sets[i]->ctl_mu);
+    free(sets);
+    return rc;
+}
+
+int pt_set_copy(pt_set *s, int direction, int full, int64_t owner, pt_error *err)
+{
+    return pt_group_copy(&s, 1, direction, full, owner, NULL, err);
+}
+
+int pt_set_abort(pt_set *s, pt_error *err)
+{
+    pthread_mutex_lock(&s->ctl_mu);
+    reap(s);
+    if (!s->thr_live) {
+        pthread_mutex_unlock(&s->ctl_mu);
+        return pt_fail(err, PT_E_NO_COPY, "set %s has no copy running", s->name);
+    }
+    atomic_store(&s->abort_req, 1);
+    while (!s->thr_done)
+        pthread_cond_wait(&s->ctl_cv, &s->ctl_mu);
+    reap(s);
+    pthread_mutex_unlock(&s->ctl_mu);
+    return 0;
+}
+
+int pt_set_wait(pt_set *s, int timeout_ms, pt_error *err)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ms >= 0) {
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&s->ctl_mu);
+    int rc = 0;
+    while (s->thr_live && !s->thr_done && !rc) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&s->ctl_cv, &s->ctl_mu);
+        else if (pthread_cond_timedwait(&s->ctl_cv, &s->ctl_mu, &dl) == ETIMEDOUT)
+            rc = pt_fail(err, PT_E_TIMEOUT, "set %s is still copying", s->name);
+    }
+    if (!rc) {
+        reap(s);
+        int r = atomic_load(&s->result);
+        if (r && !atomic_load(&s->abort_req))
+            rc = pt_fail(err, r, "the copy of set %s failed: %s; reset the set", s->name,
+                         strerror(r < PT_E_INVALID ? r : EIO));
+    }
+    pthread_mutex_unlock(&s->ctl_mu);
+    return rc;
+}
+
+int pt_set_progress(pt_set *s, pt_progress *o)
+{
+    memset(o, 0, sizeof *o);
+    pthread_mutex_lock(&s->ctl_mu);
+    o->active = s->thr_live && !s->thr_done;
+    o->direction = s->dir;
+    o->aborting = atomic_load(&s->abort_req);
+    o->result = atomic_load(&s->result);
+    pthread_mutex_unlock(&s->ctl_mu);
+    uint64_t total = atomic_load(&s->total);
+    pthread_mutex_lock(&s->meta_mu);
+    uint64_t left = o->active ? s->C.count : 0;
+    pthread_mutex_unlock(&s->meta_mu);
+    if (!o->active && o->result == 0 && !o->aborting)
+        left = 0;
+    o->chunks_total = total;
+    o->chunks_done = total > left ? total - left : 0;
+    o->bytes_total = total << s->cshift;
+    o->bytes_done = o->chunks_done << s->cshift;
+    uint64_t st = atomic_load(&s->start_ns), en = atomic_load(&s->end_ns);
+    if (st) {
+        o->elapsed_ns = (en ? en : pt_now_ns()) - st;
+        if (o->elapsed_ns)
+            o->rate = (uint64_t)((double)o->bytes_done * 1e9 / (double)o->elapsed_ns);
+    }
+    return 0;
+}
+
+/* ---- reset ---- */
+
+static int probe(pt_vol *v)
+{
+    uint8_t b[512];
+    if (v->fd < 0)
+        return 0;
+    int rc = pt_vol_pread(v, b, v->size < sizeof b ? (size_t)v->size : sizeof b, 0);
+    if (!rc)
+        atomic_store(&v->offline, 0);
+    return rc;
+}
+
+int pt_set_reset(pt_set *s, int64_t owner, pt_error *err)
+{
+    pthread_mutex_lock(&s->ctl_mu);
+    reap(s);
+    int rc = 0;
+    unsigned f = atomic_load(&s->rflags) & OFFLINE_MASK;
+    pthread_mutex_lock(&s->meta_mu);
+    uint32_t pf = s->pflags;
+    pthread_mutex_unlock(&s->meta_mu);
+    if (s->lock_owner && s->lock_owner != owner)
+        rc = pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
+                     (long long)s->lock_owner);
+    else if (s->thr_live)
+        rc = pt_fail(err, PT_E_COPY_IN_PROGRESS, "set %s is copying; abort it first", s->name);
+    if (rc || (!f && !(pf & PT_PF_OUT_OF_SPACE))) {
+        pthread_mutex_unlock(&s->ctl_mu);
+        return rc;   /* nothing offline, nothing lost: nothing to do */
+    }
+    pt_vol *vols[4] = {&s->m->vol, &s->shadow, s->bitmap_mem ? NULL : &s->bitmap,
+                       s->ov ? &s->ov->vol : NULL};
+    for (int i = 0; i < 4 && !rc; i++)
+        if (vols[i] && (rc = probe(vols[i])) != 0)
+            rc = pt_fail(err, PT_E_OFFLINE, "%s volume %s of set %s still fails: %s",
+                         vols[i]->role, vols[i]->path, s->name, strerror(-rc));
+    if (!rc) {
+        atomic_fetch_and(&s->rflags, ~OFFLINE_MASK);
+        if (f & PT_F_BITMAP_OFFLINE) {   /* rewrite all of it: we do not know what landed */
+            pthread_mutex_lock(&s->meta_mu);
+            s->img.ndirty = UINT64_MAX;
+            s->hdr_dirty = true;
+            pthread_mutex_unlock(&s->meta_mu);
+            int r = pt_meta_flush(s);
+            if (r)
+                rc = pt_fail(err, -r, "bitmap volume %s still fails", s->bitmap.path);
+        }
+    }
+    if (!rc) {
+        bool restore = (pf & PT_PF_TO_MASTER) && (f & PT_F_MASTER_OFFLINE) &&
+                       (pf & (PT_PF_COPYING | PT_PF_INCOMPLETE));
+        int dir = restore ? PT_TO_MASTER : PT_TO_SHADOW;
+        if (!restore && s->kind == PT_DEPENDENT) {
+            pthread_mutex_lock(&s->meta_mu);
+            s->pflags &= ~PT_PF_INCOMPLETE;
+            pthread_mutex_unlock(&s->meta_mu);
+        }
+        pt_set *one[1] = {s};
+        rc = start_locked(one, 1, dir, 1, owner, true, NULL, err);
+    }
+    pthread_mutex_unlock(&s->ctl_mu);
+    return rc;
+}

@@ -1,0 +1,295 @@
+/* Internal structures of the ptcopy engine. Not part of the cffi interface.
+ *
+ * Lock order (outer to inner): set ctl_mu (sorted by address when several) -> master gate
+ * (sorted by address) -> chunk stripes (ascending) -> set meta_mu -> overflow mu.
+ * Group-commit locks (pt_gcommit.mu) are leaves: nothing else is taken while one is held.
+ */
+#ifndef PTCOPY_INTERNAL_H
+#define PTCOPY_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "ptcopy_engine.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "ptcopy's bitmap words assume a little-endian host"
+#endif
+
+#define PT_PAGE 4096u
+#define PT_HDR_SIZE 4096u
+#define PT_STRIPES 1024u
+#define PT_MAX_SIBLINGS 64
+#define PT_OV_MAX_SETS 128
+#define PT_IO_MAX (1u << 20)       /* largest single data I/O the copier issues */
+#define PT_COPY_BATCH (8u << 20)   /* bytes copied between two target syncs */
+#define PT_DEFAULT_UNITS 256u
+
+/* ---- errors ---- */
+int pt_fail(pt_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+uint64_t pt_now_ns(void);      /* CLOCK_MONOTONIC */
+uint64_t pt_wall_ns(void);     /* CLOCK_REALTIME */
+uint32_t pt_crc32c(const void *data, size_t len);
+void pt_uuid_generate(uint8_t out[16]);
+bool pt_uuid_is_zero(const uint8_t u[16]);
+void pt_uuid_str(const uint8_t u[16], char out[37]);
+
+/* ---- group commit: run fn once for many concurrent callers ---- */
+typedef int (*pt_gc_fn)(void *arg);
+typedef struct pt_gcommit {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t started;    /* generation of the last run begun */
+    uint64_t completed;  /* generation of the last run finished */
+    uint64_t err_gen;    /* last generation that failed */
+    int err_rc;
+    bool running;
+} pt_gcommit;
+int pt_gc_init(pt_gcommit *g);
+void pt_gc_destroy(pt_gcommit *g);
+/* Returns once a run of fn that began after this call has finished; its result. */
+int pt_gc_run(pt_gcommit *g, pt_gc_fn fn, void *arg);
+
+/* ---- volumes ---- */
+typedef struct pt_vol {
+    int fd;
+    bool is_blk;
+    dev_t dev;
+    ino_t ino;
+    uint64_t size;
+    char path[512];
+    const char *role;       /* "master", "shadow", ... (static string) */
+    atomic_int offline;
+    atomic_int inject;      /* fault injection: fail every I/O */
+    pt_gcommit sync;
+} pt_vol;
+int pt_vol_open(pt_vol *v, const pt_volspec *spec, const char *role, pt_error *err);
+void pt_vol_close(pt_vol *v);
+bool pt_vol_same(const pt_vol *a, const pt_vol *b);
+int pt_vol_pread(pt_vol *v, void *buf, size_t len, uint64_t off);
+int pt_vol_pwrite(pt_vol *v, const void *buf, size_t len, uint64_t off);
+int pt_vol_sync(pt_vol *v);   /* group-committed fdatasync */
+int pt_vol_zero(pt_vol *v, uint64_t off, uint64_t len);
+
+/* ---- bitmaps with per-page population counts (fast scans of huge sparse bitmaps) ---- */
+#define PT_BITS_PER_PAGE (PT_PAGE * 8u)
+typedef struct pt_bits {
+    uint64_t *w;          /* words inside the metadata image */
+    uint64_t nbits;
+    uint64_t npages;
+    uint32_t *pcnt;       /* set bits per page */
+    uint64_t count;
+    uint64_t img_off;     /* byte offset of w inside the image (for dirty marking) */
+} pt_bits;
+int pt_bits_attach(pt_bits *b, uint64_t *words, uint64_t nbits, uint64_t img_off);
+void pt_bits_free(pt_bits *b);
+static inline bool pt_bit_get(const pt_bits *b, uint64_t i)
+{
+    return (__atomic_load_n(&b->w[i >> 6], __ATOMIC_RELAXED) >> (i & 63)) & 1u;
+}
+bool pt_bit_set(pt_bits *b, uint64_t i);     /* true if it changed */
+bool pt_bit_clear(pt_bits *b, uint64_t i);   /* true if it changed */
+uint64_t pt_bits_next(const pt_bits *b, uint64_t from);  /* nbits when none */
+uint64_t pt_bits_run(const pt_bits *b, uint64_t from, uint64_t max);
+/* Page-granular bulk operations; each calls mark(ctx, img_off) for every page it changes. */
+typedef void (*pt_mark_fn)(void *ctx, uint64_t img_off);
+void pt_bits_or(pt_bits *dst, const pt_bits *src, pt_mark_fn mark, void *ctx);
+void pt_bits_zero(pt_bits *b, pt_mark_fn mark, void *ctx);
+void pt_bits_fill(pt_bits *b, pt_mark_fn mark, void *ctx);
+void pt_bits_recount(pt_bits *b);
+
+/* ---- an in-memory image of on-disk metadata with dirty-page tracking ---- */
+typedef struct pt_image {
+    uint8_t *buf;
+    uint64_t size;        /* bytes, multiple of PT_PAGE */
+    uint64_t file_off;    /* where buf[0] lives on the volume */
+    uint8_t *pdirty;
+    uint64_t *dlist;
+    uint64_t ndirty;
+    uint64_t dcap;
+} pt_image;
+int pt_image_alloc(pt_image *im, uint64_t size, uint64_t file_off);
+void pt_image_free(pt_image *im);
+void pt_image_mark(void *im, uint64_t img_off);
+/* Move the dirty pages into a staging list (caller holds the owner's lock). */
+typedef struct pt_staged {
+    uint64_t *pages;
+    uint8_t *data;
+    uint64_t n;
+} pt_staged;
+int pt_image_stage(pt_image *im, pt_staged *st);
+int pt_staged_write(pt_vol *v, uint64_t file_off, pt_staged *st);
+void pt_staged_free(pt_staged *st);
+
+/* ---- engine objects ---- */
+typedef struct pt_master {
+    pt_vol vol;
+    int nsets;
+    pt_set *sets[PT_MAX_SIBLINGS];
+    uint32_t chunk;
+    /* Writers and copiers hold gate shared; freezes (copy start, group point in time) hold it
+     * exclusive. Writer-preferring so a freeze is not starved by steady I/O. */
+    pthread_rwlock_t gate;
+    pthread_rwlock_t stripes[PT_STRIPES];
+    struct pt_master *next;
+} pt_master;
+
+struct pt_overflow {
+    pt_engine *eng;
+    pt_vol vol;
+    /* never changed after open */
+    uint8_t uuid[16];
+    uint32_t chunk;
+    uint64_t nchunks;
+    uint64_t data_off;
+    /* protected by mu */
+    pthread_mutex_t mu;
+    pt_image img;          /* the allocation bitmap */
+    pt_bits alloc;
+    pt_bits refs;          /* reconcile after an unclean stop: chunks the open sets reference */
+    uint8_t set_uuids[PT_OV_MAX_SETS][16];
+    int nsets;
+    int nopen;             /* open sets attached */
+    int nreconciled;       /* attached sets whose references were counted */
+    bool counters_valid;
+    bool hdr_dirty;
+    uint64_t hint;
+    pt_gcommit gc;
+    struct pt_overflow *next;
+};
+
+struct pt_engine {
+    pthread_mutex_t mu;     /* the lists below */
+    pt_master *masters;
+    pt_set *sets;
+    pt_overflow *overflows;
+};
+
+/* persistent flags in the bitmap header */
+#define PT_PF_COMPACT 0x01u
+#define PT_PF_COPYING 0x02u
+#define PT_PF_TO_MASTER 0x04u
+#define PT_PF_OUT_OF_SPACE 0x08u
+#define PT_PF_INCOMPLETE 0x10u
+#define PT_PF_NEED_RESYNC 0x20u
+
+/* compact index entries: 0 none, 1..0x7fffffff shadow slot + 1, >= 0x80000000 overflow slot */
+#define PT_IDX_OV 0x80000000u
+#define PT_IDX_NONE 0u
+
+struct pt_set {
+    pt_engine *eng;
+    pt_master *m;
+    pt_vol shadow;
+    pt_vol bitmap;
+    bool bitmap_mem;
+    /* never changed after open */
+    int kind;
+    bool compact;
+    uint32_t chunk;
+    unsigned cshift;
+    uint64_t master_size;
+    uint64_t shadow_size;
+    uint64_t nchunks;
+    uint64_t shadow_slots;
+    uint64_t idx_off, dbm_off, cbm_off, total_size;
+    uint8_t uuid[16];
+    char name[512];         /* the shadow path: sets are named by their shadow, as in iiadm */
+
+    /* protected by meta_mu */
+    pthread_mutex_t meta_mu;
+    pt_image img;
+    pt_bits D;              /* shadow bitmap: chunk may differ / dependent: shadow holds it */
+    pt_bits C;              /* copy bitmap: a copy still has to move the chunk */
+    uint32_t *idx;          /* compact index (inside img) */
+    uint64_t *slots;        /* compact: shadow slots in use (memory only) */
+    uint64_t slots_used, slot_hint, ov_used, lost;
+    /* compact slots freed in memory, handed back only once the freeing flush is durable */
+    uint32_t *rel;
+    uint64_t nrel, relcap;
+    uint32_t pflags;
+    uint64_t generation;
+    uint64_t last_modified;
+    uint8_t ov_uuid[16];
+    bool hdr_dirty;
+    pt_gcommit meta_gc;
+    pt_overflow *ov;
+
+    /* protected by ctl_mu */
+    pthread_mutex_t ctl_mu;
+    pthread_cond_t ctl_cv;
+    pthread_t thr;
+    bool thr_live;          /* a copier thread exists (maybe finished, not yet joined) */
+    bool thr_done;
+    int64_t lock_owner;
+    /* read by I/O under the gate; changed only with the gate held exclusive */
+    bool copying;
+    int dir;
+    /* atomics */
+    atomic_int abort_req;
+    atomic_int stop_req;
+    atomic_uint rflags;     /* runtime PT_F_* offline bits */
+    atomic_uint delay_ms;
+    atomic_uint units;
+    atomic_uint_fast64_t total, done_base, start_ns, end_ns;
+    atomic_int result;
+    struct pt_set *next;
+};
+
+/* meta.c */
+int pt_meta_layout(uint64_t master_size, uint64_t shadow_size, uint32_t chunk, int kind,
+                   uint64_t *idx_off, uint64_t *dbm_off, uint64_t *cbm_off, uint64_t *total,
+                   pt_error *err);
+int pt_meta_create(pt_set *s, pt_error *err);
+int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_error *err);
+int pt_meta_flush(pt_set *s);          /* group-committed; 0 or -errno */
+int pt_meta_write_header(pt_set *s, uint32_t state, pt_error *err);
+void pt_meta_mark(pt_set *s, uint64_t img_off);  /* caller holds meta_mu */
+void pt_meta_free(pt_set *s);
+void pt_meta_release(pt_set *s, uint32_t *rel, uint64_t n);
+/* bit helpers that keep the image dirty map right; caller holds meta_mu */
+void pt_set_D(pt_set *s, uint64_t c);
+void pt_clear_D(pt_set *s, uint64_t c);
+void pt_set_C(pt_set *s, uint64_t c);
+void pt_clear_C(pt_set *s, uint64_t c);
+void pt_idx_put(pt_set *s, uint64_t c, uint32_t v);
+static inline uint32_t pt_idx_get(const pt_set *s, uint64_t c)
+{
+    return __atomic_load_n(&s->idx[c], __ATOMIC_RELAXED);
+}
+
+#define PT_STATE_CLEAN 1u
+#define PT_STATE_DIRTY 2u
+#define PT_STATE_DISABLED 3u
+
+/* overflow.c */
+int pt_ov_alloc(pt_overflow *ov, uint64_t *slot);   /* -ENOSPC when full; caller holds s->meta_mu */
+void pt_ov_release(pt_overflow *ov, uint64_t slot);
+int pt_ov_flush(pt_overflow *ov);
+int pt_ov_add_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err);
+int pt_ov_remove_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err);
+bool pt_ov_has_set(pt_overflow *ov, const uint8_t uuid[16]);
+void pt_ov_set_opened(pt_overflow *ov, pt_set *s);
+void pt_ov_set_closed(pt_overflow *ov);
+
+/* set.c */
+uint64_t pt_chunk_len(const pt_set *s, uint64_t c);
+void pt_set_offline(pt_set *s, unsigned flag);
+int pt_slot_alloc(pt_set *s, uint64_t c, bool *lost);   /* caller holds meta_mu */
+void pt_slot_free(pt_set *s, uint64_t c);               /* caller holds meta_mu */
+int pt_phys(pt_set *s, uint64_t c, pt_vol **vol, uint64_t *off);
+void pt_engine_lock_sets(pt_engine *e);
+
+/* io.c */
+void pt_lock_range(pt_master *m, uint64_t c0, uint64_t c1, bool excl);
+void pt_unlock_range(pt_master *m, uint64_t c0, uint64_t c1);
+int pt_copy_chunk(pt_set *s, uint64_t c, int dir, void *buf);
+
+/* copy.c */
+int pt_copy_start_locked(pt_set *s, pt_error *err);   /* resume after open */
+void pt_copy_stop(pt_set *s);                          /* suspend for close */
+
+#endif

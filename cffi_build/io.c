@@ -1,0 +1,419 @@
+/* The I/O path: reads with redirection, writes with copy-on-write and copy-on-demand.
+ *
+ * Every request holds its master's gate shared and the stripes of the chunks it touches
+ * (exclusive for writes), so a chunk's bits and its data change together as one step.
+ * A write first prepares every chunk (copies old data where the point in time needs it,
+ * sets bits), then makes those copies and bits durable with group-committed syncs, and only
+ * then writes the caller's data: the ordering rules of ARCHITECTURE.md.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+void pt_lock_range(pt_master *m, uint64_t c0, uint64_t c1, bool excl)
+{
+    uint64_t n = c1 - c0 + 1;
+    unsigned a = (unsigned)(c0 % PT_STRIPES), b = (unsigned)(c1 % PT_STRIPES);
+    /* ascending stripe order avoids deadlock between overlapping requests */
+    for (unsigned i = 0; i < PT_STRIPES; i++) {
+        bool in = n >= PT_STRIPES || (a <= b ? (i >= a && i <= b) : (i <= b || i >= a));
+        if (!in)
+            continue;
+        if (excl)
+            pthread_rwlock_wrlock(&m->stripes[i]);
+        else
+            pthread_rwlock_rdlock(&m->stripes[i]);
+    }
+}
+
+void pt_unlock_range(pt_master *m, uint64_t c0, uint64_t c1)
+{
+    uint64_t n = c1 - c0 + 1;
+    unsigned a = (unsigned)(c0 % PT_STRIPES), b = (unsigned)(c1 % PT_STRIPES);
+    for (unsigned i = 0; i < PT_STRIPES; i++) {
+        bool in = n >= PT_STRIPES || (a <= b ? (i >= a && i <= b) : (i <= b || i >= a));
+        if (in)
+            pthread_rwlock_unlock(&m->stripes[i]);
+    }
+}
+
+static void vol_failed(pt_set *s, pt_vol *v)
+{
+    unsigned f = v == &s->m->vol ? PT_F_MASTER_OFFLINE
+               : v == &s->shadow ? PT_F_SHADOW_OFFLINE
+               : (s->ov && v == &s->ov->vol) ? PT_F_OVERFLOW_OFFLINE : PT_F_BITMAP_OFFLINE;
+    if (f == PT_F_OVERFLOW_OFFLINE)
+        atomic_store(&v->offline, 1);
+    pt_set_offline(s, f);
+}
+
+/* Copies chunk c between master and the shadow's physical place for it. Caller holds the
+ * chunk's stripe exclusive; buf holds a chunk. */
+int pt_copy_chunk(pt_set *s, uint64_t c, int dir, void *buf)
+{
+    uint64_t len = pt_chunk_len(s, c);
+    pt_vol *pv;
+    uint64_t po;
+    int rc = pt_phys(s, c, &pv, &po);
+    if (rc)
+        return rc;
+    pt_vol *mv = &s->m->vol;
+    uint64_t mo = c << s->cshift;
+    pt_vol *src = dir == PT_TO_SHADOW ? mv : pv, *dst = dir == PT_TO_SHADOW ? pv : mv;
+    uint64_t so = dir == PT_TO_SHADOW ? mo : po, dof = dir == PT_TO_SHADOW ? po : mo;
+    if (atomic_load(&src->offline) || atomic_load(&dst->offline))
+        return -EIO;
+    rc = pt_vol_pread(src, buf, len, so);
+    if (rc) {
+        vol_failed(s, src);
+        return rc;
+    }
+    rc = pt_vol_pwrite(dst, buf, len, dof);
+    if (rc)
+        vol_failed(s, dst);
+    return rc;
+}
+
+/* ---- reads ---- */
+
+static int locate(pt_set *s, int side, uint64_t c, pt_vol **v, uint64_t *off)
+{
+    pt_master *m = s->m;
+    if (side == PT_MASTER) {
+        for (int i = 0; i < m->nsets; i++) {
+            pt_set *x = m->sets[i];
+            if (x->copying && x->dir == PT_TO_MASTER && pt_bit_get(&x->C, c))
+                return pt_phys(x, c, v, off) == 0 ? 0 : -EIO;
+        }
+        *v = &m->vol;
+        *off = c << s->cshift;
+        return 0;
+    }
+    bool own;
+    if (s->kind == PT_INDEPENDENT)
+        own = !(s->copying && s->dir == PT_TO_SHADOW && pt_bit_get(&s->C, c));
+    else
+        own = pt_bit_get(&s->D, c) || pt_bit_get(&s->C, c);
+    if (!own) {
+        *v = &m->vol;
+        *off = c << s->cshift;
+        return 0;
+    }
+    int rc = pt_phys(s, c, v, off);
+    return rc == -ENOENT ? -PT_E_OUT_OF_SPACE : rc;
+}
+
+static int check_io(pt_set *s, int side, uint64_t off, size_t len, pt_error *err)
+{
+    if (side != PT_MASTER && side != PT_SHADOW)
+        return pt_fail(err, PT_E_INVALID, "side %d is neither master (0) nor shadow (1)", side);
+    if (off > s->master_size || len > s->master_size - off)
+        return pt_fail(err, PT_E_INVALID,
+                       "range %llu+%zu is beyond the end of the %llu-byte %s of set %s",
+                       (unsigned long long)off, len, (unsigned long long)s->master_size,
+                       side == PT_MASTER ? "master" : "shadow", s->name);
+    unsigned f = atomic_load(&s->rflags);
+    if (side == PT_MASTER && (f & PT_F_MASTER_OFFLINE))
+        return pt_fail(err, PT_E_OFFLINE, "master volume %s of set %s is offline; reset the set",
+                       s->m->vol.path, s->name);
+    if (side == PT_SHADOW && (f & PT_F_SHADOW_OFFLINE))
+        return pt_fail(err, PT_E_OFFLINE, "shadow volume %s of set %s is offline; reset the set",
+                       s->shadow.path, s->name);
+    return 0;
+}
+
+static int io_error(pt_set *s, pt_vol *v, int rc, const char *what, pt_error *err)
+{
+    if (rc == -PT_E_OUT_OF_SPACE)
+        return pt_fail(err, PT_E_OUT_OF_SPACE,
+                       "set %s lost this point-in-time chunk when its shadow ran out of space; "
+                       "update or reset the set", s->name);
+    if (v)
+        vol_failed(s, v);
+    return pt_fail(err, rc < 0 ? -rc : EIO, "%s %s volume %s of set %s failed: %s", what,
+                   v ? v->role : "a", v ? v->path : "?", s->name, strerror(rc < 0 ? -rc : EIO));
+}
+
+int pt_set_read(pt_set *s, int side, uint64_t off, void *buf, size_t len, pt_error *err)
+{
+    int rc = check_io(s, side, off, len, err);
+    if (rc || len == 0)
+        return rc;
+    pt_master *m = s->m;
+    uint64_t c0 = off >> s->cshift, c1 = (off + len - 1) >> s->cshift;
+    pthread_rwlock_rdlock(&m->gate);
+    pt_lock_range(m, c0, c1, false);
+    uint8_t *out = buf;
+    pt_vol *rv = NULL;
+    uint64_t roff = 0, rlen = 0;
+    uint8_t *rbuf = out;
+    uint64_t pos = off, end = off + len;
+    while (pos < end && !rc) {
+        uint64_t c = pos >> s->cshift, in = pos - (c << s->cshift);
+        uint64_t n = pt_chunk_len(s, c) - in;
+        if (n > end - pos)
+            n = end - pos;
+        pt_vol *v;
+        uint64_t po;
+        rc = locate(s, side, c, &v, &po);
+        if (rc) {
+            rc = io_error(s, NULL, rc, "reading", err);
+            break;
+        }
+        po += in;
+        if (rv == v && roff + rlen == po) {
+            rlen += n;
+        } else {
+            if (rlen && (rc = pt_vol_pread(rv, rbuf, rlen, roff)) != 0) {
+                rc = io_error(s, rv, rc, "reading", err);
+                break;
+            }
+            rv = v;
+            roff = po;
+            rlen = n;
+            rbuf = out + (pos - off);
+        }
+        pos += n;
+    }
+    if (!rc && rlen && (rc = pt_vol_pread(rv, rbuf, rlen, roff)) != 0)
+        rc = io_error(s, rv, rc, "reading", err);
+    pt_unlock_range(m, c0, c1);
+    pthread_rwlock_unlock(&m->gate);
+    return rc;
+}
+
+/* ---- writes ---- */
+
+typedef struct wctx {
+    pt_set *s;
+    bool master_data, shadow_data, ov_data, ov_meta, meta;
+} wctx;
+
+static void note_data(pt_set *s, uint64_t c, wctx *w)
+{
+    pt_vol *v;
+    uint64_t o;
+    if (pt_phys(s, c, &v, &o) == 0) {
+        if (v == &s->shadow)
+            w->shadow_data = true;
+        else
+            w->ov_data = true;
+    }
+}
+
+static void mark_D(pt_set *s, uint64_t c, bool clear_c, wctx *w)
+{
+    pthread_mutex_lock(&s->meta_mu);
+    if (clear_c)
+        pt_clear_C(s, c);
+    pt_set_D(s, c);
+    pthread_mutex_unlock(&s->meta_mu);
+    w->meta = true;
+}
+
+/* Allocates chunk c's place on a compact shadow. -ENOSPC when none is left. */
+static int alloc_phys(pt_set *s, uint64_t c, wctx *w)
+{
+    if (!s->compact || pt_idx_get(s, c) != PT_IDX_NONE)
+        return 0;
+    bool spilled;
+    pthread_mutex_lock(&s->meta_mu);
+    int rc = pt_slot_alloc(s, c, &spilled);
+    pthread_mutex_unlock(&s->meta_mu);
+    if (spilled)
+        w->ov_meta = true;
+    if (!rc)
+        w->meta = true;
+    return rc;
+}
+
+/* Prepares set s (the writer's set or a sibling on the same master) for a write of master
+ * chunk c. Fails only when the master itself fails: the shadow never fails a master write. */
+static int prep_master(pt_set *s, uint64_t c, bool full, wctx *w, void *buf)
+{
+    unsigned rf = atomic_load(&s->rflags);
+    if (s->copying && pt_bit_get(&s->C, c)) {
+        if (s->dir == PT_TO_SHADOW) {
+            if (!(rf & PT_F_SHADOW_OFFLINE) && pt_copy_chunk(s, c, PT_TO_SHADOW, buf) == 0)
+                w->shadow_data = true;
+        } else if (!full) {
+            if (pt_copy_chunk(s, c, PT_TO_MASTER, buf) != 0)
+                return -EIO;
+            w->master_data = true;
+        }
+        mark_D(s, c, true, w);
+    } else if (rf & PT_F_SHADOW_OFFLINE) {
+        mark_D(s, c, false, w);   /* nothing left to protect, but remember the difference */
+    } else if (s->kind == PT_DEPENDENT) {
+        if (pt_bit_get(&s->D, c))
+            return 0;
+        if (alloc_phys(s, c, w) == -ENOSPC) {
+            /* out of space: the master write goes ahead, the point-in-time chunk is lost */
+            pthread_mutex_lock(&s->meta_mu);
+            if (!(s->pflags & PT_PF_OUT_OF_SPACE)) {
+                s->pflags |= PT_PF_OUT_OF_SPACE;
+                s->hdr_dirty = true;
+            }
+            s->lost++;
+            pthread_mutex_unlock(&s->meta_mu);
+        } else if (pt_copy_chunk(s, c, PT_TO_SHADOW, buf) == 0) {
+            note_data(s, c, w);
+        }
+        mark_D(s, c, false, w);
+    } else if (!pt_bit_get(&s->D, c)) {
+        mark_D(s, c, false, w);
+    }
+    return (atomic_load(&s->rflags) & PT_F_MASTER_OFFLINE) ? -EIO : 0;
+}
+
+/* Prepares a write of shadow chunk c. */
+static int prep_shadow(pt_set *s, uint64_t c, bool full, wctx *w, void *buf)
+{
+    if (s->copying && pt_bit_get(&s->C, c)) {
+        /* the copy must see this chunk's point-in-time data before the shadow changes */
+        if (s->dir == PT_TO_MASTER) {
+            if (pt_copy_chunk(s, c, PT_TO_MASTER, buf) != 0)
+                return -EIO;
+            w->master_data = true;
+        } else if (!full) {
+            if (pt_copy_chunk(s, c, PT_TO_SHADOW, buf) != 0)
+                return -EIO;
+            w->shadow_data = true;
+        }
+        mark_D(s, c, true, w);
+        return 0;
+    }
+    if (pt_bit_get(&s->D, c))
+        return 0;
+    if (s->kind == PT_DEPENDENT) {
+        int rc = alloc_phys(s, c, w);
+        if (rc)
+            return -PT_E_OUT_OF_SPACE;
+        if (!full) {   /* a partial write lands on the point-in-time data */
+            if (pt_copy_chunk(s, c, PT_TO_SHADOW, buf) != 0)
+                return -EIO;
+            note_data(s, c, w);
+        }
+    }
+    mark_D(s, c, false, w);
+    return 0;
+}
+
+/* Makes what the preparation did durable, in order: data, overflow map, bitmap. */
+static int commit(pt_master *m, wctx *ws, int n, int side)
+{
+    bool master_synced = false;
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        wctx *w = &ws[i];
+        pt_set *s = w->s;
+        if (w->master_data && !master_synced) {
+            master_synced = true;
+            if (pt_vol_sync(&m->vol) != 0) {
+                vol_failed(s, &m->vol);
+                rc = -EIO;
+            }
+        }
+        if (w->shadow_data && pt_vol_sync(&s->shadow) != 0)
+            vol_failed(s, &s->shadow);
+        if (w->ov_data && s->ov && pt_vol_sync(&s->ov->vol) != 0)
+            vol_failed(s, &s->ov->vol);
+        if (w->ov_meta && s->ov && pt_ov_flush(s->ov) != 0)
+            pt_set_offline(s, PT_F_OVERFLOW_OFFLINE);
+        if (w->meta)
+            pt_meta_flush(s);   /* failure takes the bitmap (and so the shadow) offline */
+        unsigned f = atomic_load(&s->rflags);
+        if (side == PT_SHADOW && (f & PT_F_SHADOW_OFFLINE))
+            rc = -EIO;
+        if (f & PT_F_MASTER_OFFLINE && (side == PT_MASTER || w->master_data))
+            rc = -EIO;
+    }
+    return rc;
+}
+
+int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
+                 pt_error *err)
+{
+    int rc = check_io(s, side, off, len, err);
+    if (rc || len == 0)
+        return rc;
+    pt_master *m = s->m;
+    void *cbuf = malloc(s->chunk);
+    if (!cbuf)
+        return pt_fail(err, ENOMEM, "out of memory");
+    uint64_t c0 = off >> s->cshift, c1 = (off + len - 1) >> s->cshift;
+    pthread_rwlock_rdlock(&m->gate);
+    pt_lock_range(m, c0, c1, true);
+    wctx ws[PT_MAX_SIBLINGS];
+    int n = side == PT_MASTER ? m->nsets : 1;
+    for (int i = 0; i < n; i++) {
+        memset(&ws[i], 0, sizeof ws[i]);
+        ws[i].s = side == PT_MASTER ? m->sets[i] : s;
+    }
+    for (uint64_t c = c0; c <= c1 && !rc; c++) {
+        uint64_t cs = c << s->cshift;
+        bool full = off <= cs && off + len >= cs + pt_chunk_len(s, c);
+        for (int i = 0; i < n && !rc; i++)
+            rc = side == PT_MASTER ? prep_master(ws[i].s, c, full, &ws[i], cbuf)
+                                   : prep_shadow(s, c, full, &ws[0], cbuf);
+    }
+    int crc = commit(m, ws, n, side);
+    if (!rc)
+        rc = crc;
+    if (!rc && side == PT_MASTER) {
+        rc = pt_vol_pwrite(&m->vol, buf, len, off);
+        if (rc)
+            rc = io_error(s, &m->vol, rc, "writing", err);
+    } else if (!rc) {
+        const uint8_t *p = buf;
+        uint64_t pos = off, end = off + len;
+        while (pos < end && !rc) {
+            uint64_t c = pos >> s->cshift, in = pos - (c << s->cshift);
+            uint64_t k = pt_chunk_len(s, c) - in;
+            if (k > end - pos)
+                k = end - pos;
+            pt_vol *v;
+            uint64_t po;
+            rc = pt_phys(s, c, &v, &po);
+            if (rc)
+                rc = io_error(s, NULL, -PT_E_OUT_OF_SPACE, "writing", err);
+            else if ((rc = pt_vol_pwrite(v, p + (pos - off), k, po + in)) != 0)
+                rc = io_error(s, v, rc, "writing", err);
+            pos += k;
+        }
+    } else if (rc == -PT_E_OUT_OF_SPACE) {
+        rc = pt_fail(err, PT_E_OUT_OF_SPACE,
+                     "shadow of set %s has no free chunk left (and no overflow space); "
+                     "attach an overflow volume or update the shadow", s->name);
+    } else {
+        rc = pt_fail(err, PT_E_OFFLINE, "%s of set %s went offline during the write; "
+                     "reset the set", side == PT_MASTER ? "master" : "shadow", s->name);
+    }
+    if (!rc)
+        __atomic_store_n(&s->last_modified, pt_wall_ns(), __ATOMIC_RELAXED);
+    pt_unlock_range(m, c0, c1);
+    pthread_rwlock_unlock(&m->gate);
+    free(cbuf);
+    return rc;
+}
+
+int pt_set_flush(pt_set *s, pt_error *err)
+{
+    int rc;
+    if ((rc = pt_vol_sync(&s->m->vol)) != 0)
+        return io_error(s, &s->m->vol, rc, "flushing", err);
+    if ((rc = pt_vol_sync(&s->shadow)) != 0)
+        return io_error(s, &s->shadow, rc, "flushing", err);
+    if (s->ov && (rc = pt_vol_sync(&s->ov->vol)) != 0)
+        return io_error(s, &s->ov->vol, rc, "flushing", err);
+    if (s->ov && (rc = pt_ov_flush(s->ov)) != 0)
+        return io_error(s, &s->ov->vol, rc, "flushing", err);
+    pthread_mutex_lock(&s->meta_mu);
+    s->hdr_dirty = true;   /* records last-modified */
+    pthread_mutex_unlock(&s->meta_mu);
+    if ((rc = pt_meta_flush(s)) != 0)
+        return io_error(s, &s->bitmap, rc, "flushing", err);
+    return 0;
+}

@@ -1,0 +1,493 @@
+/* Overflow volumes: chunk stores shared by several compact dependent sets.
+ *
+ * Layout: a 4 KiB header, an allocation bitmap (1 bit per chunk), then the chunks.
+ * Ordering: an allocation bit is durable before any set's index entry that points at the chunk
+ * (pt_ov_flush before the set's metadata flush), and a chunk is released only after the set's
+ * cleared entry is durable (meta.c releases after its flush). A crash can so leak a chunk but
+ * never hand one to two sets; leaks are reclaimed when every attached set has been reopened.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static const char MAGIC[8] = {'P', 'T', 'C', 'O', 'P', 'Y', 'O', 'V'};
+#define VERSION 1u
+
+enum {
+    O_MAGIC = 0, O_VERSION = 8, O_HDRSIZE = 12, O_UUID = 16, O_CHUNK = 32, O_STATE = 36,
+    O_NCHUNKS = 40, O_DATA = 48, O_ALLOC = 56, O_USED = 64, O_NSETS = 72, O_SETS = 128,
+    O_CRC = PT_HDR_SIZE - 4
+};
+
+static uint64_t round_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
+
+static void encode(pt_overflow *ov, uint8_t *h, uint32_t state)
+{
+    memset(h, 0, PT_HDR_SIZE);
+    memcpy(h + O_MAGIC, MAGIC, 8);
+    uint32_t v32 = VERSION;
+    memcpy(h + O_VERSION, &v32, 4);
+    v32 = PT_HDR_SIZE;
+    memcpy(h + O_HDRSIZE, &v32, 4);
+    memcpy(h + O_UUID, ov->uuid, 16);
+    memcpy(h + O_CHUNK, &ov->chunk, 4);
+    memcpy(h + O_STATE, &state, 4);
+    memcpy(h + O_NCHUNKS, &ov->nchunks, 8);
+    memcpy(h + O_DATA, &ov->data_off, 8);
+    uint64_t alloc_off = PT_HDR_SIZE;
+    memcpy(h + O_ALLOC, &alloc_off, 8);
+    memcpy(h + O_USED, &ov->alloc.count, 8);
+    uint32_t n = (uint32_t)ov->nsets;
+    memcpy(h + O_NSETS, &n, 4);
+    memcpy(h + O_SETS, ov->set_uuids, (size_t)ov->nsets * 16);
+    uint32_t crc = pt_crc32c(h, O_CRC);
+    memcpy(h + O_CRC, &crc, 4);
+}
+
+static int write_header(pt_overflow *ov, uint32_t state, pt_error *err)
+{
+    uint8_t h[PT_HDR_SIZE];
+    encode(ov, h, state);
+    int rc = pt_vol_pwrite(&ov->vol, h, sizeof h, 0);
+    if (!rc)
+        rc = pt_vol_sync(&ov->vol);
+    if (rc) {
+        atomic_store(&ov->vol.offline, 1);
+        return pt_fail(err, -rc, "overflow volume %s: cannot write its header: %s",
+                       ov->vol.path, strerror(-rc));
+    }
+    return 0;
+}
+
+static int setup(pt_overflow *ov, pt_engine *eng, pt_error *err)
+{
+    ov->eng = eng;
+    int rc = pthread_mutex_init(&ov->mu, NULL);
+    if (rc)
+        return pt_fail(err, rc, "out of resources");
+    rc = pt_gc_init(&ov->gc);
+    if (rc) {
+        pthread_mutex_destroy(&ov->mu);
+        return pt_fail(err, -rc, "out of resources");
+    }
+    uint64_t bm = round_up((ov->nchunks + 7) / 8, PT_PAGE);
+    rc = pt_image_alloc(&ov->img, bm, PT_HDR_SIZE);
+    if (!rc)
+        rc = pt_bits_attach(&ov->alloc, (uint64_t *)ov->img.buf, ov->nchunks, 0);
+    if (rc)
+        return pt_fail(err, -rc, "no memory for overflow volume %s", ov->vol.path);
+    return 0;
+}
+
+static void release_all(pt_overflow *ov)
+{
+    pt_bits_free(&ov->alloc);
+    pt_bits_free(&ov->refs);
+    pt_image_free(&ov->img);
+    if (ov->eng) {
+        pt_gc_destroy(&ov->gc);
+        pthread_mutex_destroy(&ov->mu);
+    }
+    pt_vol_close(&ov->vol);
+    free(ov);
+}
+
+static void link_in(pt_engine *eng, pt_overflow *ov)
+{
+    pthread_mutex_lock(&eng->mu);
+    ov->next = eng->overflows;
+    eng->overflows = ov;
+    pthread_mutex_unlock(&eng->mu);
+}
+
+static int check_unused(pt_engine *eng, pt_vol *v, pt_error *err)
+{
+    int rc = 0;
+    pthread_mutex_lock(&eng->mu);
+    for (pt_overflow *o = eng->overflows; o && !rc; o = o->next)
+        if (pt_vol_same(&o->vol, v))
+            rc = pt_fail(err, PT_E_IN_USE, "%s is already open as an overflow volume", v->path);
+    for (pt_master *m = eng->masters; m && !rc; m = m->next)
+        if (pt_vol_same(&m->vol, v))
+            rc = pt_fail(err, PT_E_IN_USE, "%s is the master volume of a set", v->path);
+    for (pt_set *s = eng->sets; s && !rc; s = s->next)
+        if (pt_vol_same(&s->shadow, v) || pt_vol_same(&s->bitmap, v))
+            rc = pt_fail(err, PT_E_IN_USE, "%s is a volume of set %s", v->path, s->name);
+    pthread_mutex_unlock(&eng->mu);
+    return rc;
+}
+
+int pt_overflow_init(pt_engine *eng, const pt_volspec *vol, uint32_t chunk_size,
+                     pt_overflow **out, pt_error *err)
+{
+    if (!chunk_size)
+        chunk_size = PT_CHUNK_DEFAULT;
+    if (chunk_size < PT_CHUNK_MIN || chunk_size > PT_CHUNK_MAX || (chunk_size & (chunk_size - 1)))
+        return pt_fail(err, PT_E_INVALID,
+                       "chunk size %u is not a power of two between 4 KiB and 1 MiB", chunk_size);
+    pt_overflow *ov = calloc(1, sizeof *ov);
+    if (!ov)
+        return pt_fail(err, ENOMEM, "out of memory");
+    int rc = pt_vol_open(&ov->vol, vol, "overflow", err);
+    if (!rc)
+        rc = check_unused(eng, &ov->vol, err);
+    if (rc) {
+        release_all(ov);
+        return rc;
+    }
+    ov->chunk = chunk_size;
+    uint64_t size = ov->vol.size;
+    uint64_t n = size > PT_HDR_SIZE ? (size - PT_HDR_SIZE) / chunk_size : 0;
+    for (;;) {
+        ov->data_off = round_up(PT_HDR_SIZE + round_up((n + 7) / 8, PT_PAGE), chunk_size);
+        if (n == 0 || ov->data_off + n * chunk_size <= size)
+            break;
+        n--;
+    }
+    if (n == 0) {
+        uint64_t need = round_up(PT_HDR_SIZE + PT_PAGE, chunk_size) + chunk_size;
+        rc = pt_fail(err, PT_E_TOO_SMALL,
+                     "overflow volume %s is %llu bytes; it needs at least %llu for one chunk",
+                     ov->vol.path, (unsigned long long)size, (unsigned long long)need);
+        release_all(ov);
+        return rc;
+    }
+    ov->nchunks = n;
+    pt_uuid_generate(ov->uuid);
+    rc = setup(ov, eng, err);
+    if (!rc) {
+        uint8_t zero[PT_HDR_SIZE] = {0};
+        rc = pt_vol_pwrite(&ov->vol, zero, sizeof zero, 0);
+        if (!rc)
+            rc = pt_vol_zero(&ov->vol, PT_HDR_SIZE, ov->img.size);
+        if (rc)
+            rc = pt_fail(err, -rc, "overflow volume %s: cannot initialise: %s", ov->vol.path,
+                         strerror(-rc));
+    }
+    ov->counters_valid = true;
+    if (!rc)
+        rc = write_header(ov, PT_STATE_DIRTY, err);
+    if (rc) {
+        release_all(ov);
+        return rc;
+    }
+    link_in(eng, ov);
+    *out = ov;
+    return 0;
+}
+
+static int bad(pt_overflow *ov, pt_error *err, const char *why)
+{
+    return pt_fail(err, PT_E_BAD_HEADER, "overflow volume %s: %s", ov->vol.path, why);
+}
+
+int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, pt_error *err)
+{
+    pt_overflow *ov = calloc(1, sizeof *ov);
+    if (!ov)
+        return pt_fail(err, ENOMEM, "out of memory");
+    uint8_t h[PT_HDR_SIZE];
+    int rc = pt_vol_open(&ov->vol, vol, "overflow", err);
+    if (!rc)
+        rc = check_unused(eng, &ov->vol, err);
+    if (!rc && ov->vol.size < PT_HDR_SIZE)
+        rc = bad(ov, err, "too small to be an overflow volume");
+    if (!rc) {
+        rc = pt_vol_pread(&ov->vol, h, sizeof h, 0);
+        if (rc)
+            rc = pt_fail(err, -rc, "overflow volume %s: cannot read its header: %s",
+                         ov->vol.path, strerror(-rc));
+    }
+    uint32_t state = 0, v32 = 0, crc = 0, nsets = 0;
+    if (!rc) {
+        memcpy(&v32, h + O_VERSION, 4);
+        memcpy(&crc, h + O_CRC, 4);
+        memcpy(&state, h + O_STATE, 4);
+        memcpy(&nsets, h + O_NSETS, 4);
+        memcpy(&ov->chunk, h + O_CHUNK, 4);
+        memcpy(&ov->nchunks, h + O_NCHUNKS, 8);
+        memcpy(&ov->data_off, h + O_DATA, 8);
+        if (memcmp(h, MAGIC, 8) != 0)
+            rc = bad(ov, err, "bad overflow magic: not an initialised overflow volume");
+        else if (v32 != VERSION)
+            rc = bad(ov, err, "written by an unsupported format version");
+        else if (crc != pt_crc32c(h, O_CRC))
+            rc = bad(ov, err, "header checksum mismatch (corrupted)");
+        else if (state != PT_STATE_CLEAN && state != PT_STATE_DIRTY)
+            rc = bad(ov, err, "unknown state marker (corrupted)");
+        else if (nsets > PT_OV_MAX_SETS || ov->chunk < PT_CHUNK_MIN ||
+                 ov->chunk > PT_CHUNK_MAX || (ov->chunk & (ov->chunk - 1)) ||
+                 ov->data_off + ov->nchunks * ov->chunk > ov->vol.size || ov->nchunks == 0)
+            rc = bad(ov, err, "header fields out of range (corrupted or truncated)");
+    }
+    if (!rc) {
+        memcpy(ov->uuid, h + O_UUID, 16);
+        ov->nsets = (int)nsets;
+        memcpy(ov->set_uuids, h + O_SETS, (size_t)nsets * 16);
+        rc = setup(ov, eng, err);
+    }
+    if (!rc) {
+        rc = pt_vol_pread(&ov->vol, ov->img.buf, ov->img.size, PT_HDR_SIZE);
+        if (rc)
+            rc = pt_fail(err, -rc, "overflow volume %s: cannot read its allocation map: %s",
+                         ov->vol.path, strerror(-rc));
+    }
+    if (!rc) {
+        pt_bits_recount(&ov->alloc);
+        ov->counters_valid = state == PT_STATE_CLEAN || nsets == 0;
+        if (!ov->counters_valid) {
+            uint64_t *w = calloc((ov->nchunks + 63) / 64 + 1, 8);
+            if (!w || pt_bits_attach(&ov->refs, w, ov->nchunks, 0) != 0) {
+                free(w);
+                ov->refs.w = NULL;
+                rc = pt_fail(err, ENOMEM, "no memory for overflow volume %s", ov->vol.path);
+            }
+        }
+    }
+    if (!rc)
+        rc = write_header(ov, PT_STATE_DIRTY, err);
+    if (rc) {
+        free(ov->refs.w);
+        release_all(ov);
+        return rc;
+    }
+    link_in(eng, ov);
+    *out = ov;
+    return 0;
+}
+
+static void unlink_ov(pt_overflow *ov)
+{
+    pt_engine *eng = ov->eng;
+    pthread_mutex_lock(&eng->mu);
+    for (pt_overflow **p = &eng->overflows; *p; p = &(*p)->next)
+        if (*p == ov) {
+            *p = ov->next;
+            break;
+        }
+    pthread_mutex_unlock(&eng->mu);
+}
+
+static void free_refs(pt_overflow *ov)
+{
+    free(ov->refs.w);
+    ov->refs.w = NULL;
+    pt_bits_free(&ov->refs);
+}
+
+int pt_overflow_close(pt_overflow *ov, pt_error *err)
+{
+    pthread_mutex_lock(&ov->mu);
+    int nopen = ov->nopen;
+    pthread_mutex_unlock(&ov->mu);
+    if (nopen)
+        return pt_fail(err, PT_E_IN_USE, "overflow volume %s is used by %d open set(s)",
+                       ov->vol.path, nopen);
+    int rc = pt_ov_flush(ov);
+    if (!rc)
+        rc = write_header(ov, ov->counters_valid ? PT_STATE_CLEAN : PT_STATE_DIRTY, err);
+    else
+        pt_fail(err, -rc, "overflow volume %s: cannot write its allocation map: %s",
+                ov->vol.path, strerror(-rc));
+    unlink_ov(ov);
+    free_refs(ov);
+    release_all(ov);
+    return rc;
+}
+
+int pt_overflow_delete(pt_overflow *ov, pt_error *err)
+{
+    pthread_mutex_lock(&ov->mu);
+    int nsets = ov->nsets, nopen = ov->nopen;
+    pthread_mutex_unlock(&ov->mu);
+    if (nsets || nopen)
+        return pt_fail(err, PT_E_DEPENDENCY,
+                       "overflow volume %s still has %d set(s) attached; detach them first",
+                       ov->vol.path, nsets);
+    uint8_t zero[PT_HDR_SIZE] = {0};
+    int rc = pt_vol_pwrite(&ov->vol, zero, sizeof zero, 0);
+    if (!rc)
+        rc = pt_vol_sync(&ov->vol);
+    if (rc)
+        return pt_fail(err, -rc, "overflow volume %s: cannot wipe its header: %s", ov->vol.path,
+                       strerror(-rc));
+    unlink_ov(ov);
+    free_refs(ov);
+    release_all(ov);
+    return 0;
+}
+
+int pt_overflow_status(pt_overflow *ov, pt_ov_status *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&ov->mu);
+    out->chunk_size = ov->chunk;
+    out->counters_valid = ov->counters_valid;
+    out->offline = atomic_load(&ov->vol.offline) != 0;
+    out->nsets = ov->nsets;
+    out->chunks_total = ov->nchunks;
+    out->chunks_used = ov->alloc.count;
+    memcpy(out->uuid, ov->uuid, 16);
+    pthread_mutex_unlock(&ov->mu);
+    return 0;
+}
+
+int pt_overflow_set_uuid(pt_overflow *ov, int i, uint8_t *out16)
+{
+    pthread_mutex_lock(&ov->mu);
+    int rc = 0;
+    if (i < 0 || i >= ov->nsets)
+        rc = -PT_E_INVALID;
+    else
+        memcpy(out16, ov->set_uuids[i], 16);
+    pthread_mutex_unlock(&ov->mu);
+    return rc;
+}
+
+/* ---- used by sets ---- */
+
+int pt_ov_alloc(pt_overflow *ov, uint64_t *slot)
+{
+    if (atomic_load(&ov->vol.offline))
+        return -EIO;
+    pthread_mutex_lock(&ov->mu);
+    int rc = -ENOSPC;
+    if (ov->alloc.count < ov->nchunks) {
+        for (uint64_t k = 0; k < ov->nchunks; k++) {
+            uint64_t i = (ov->hint + k) % ov->nchunks;
+            if (!pt_bit_get(&ov->alloc, i)) {
+                pt_bit_set(&ov->alloc, i);
+                pt_image_mark(&ov->img, i / 8);
+                ov->hint = i + 1;
+                *slot = i;
+                rc = 0;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&ov->mu);
+    return rc;
+}
+
+void pt_ov_release(pt_overflow *ov, uint64_t slot)
+{
+    pthread_mutex_lock(&ov->mu);
+    if (slot < ov->nchunks && pt_bit_clear(&ov->alloc, slot))
+        pt_image_mark(&ov->img, slot / 8);
+    pthread_mutex_unlock(&ov->mu);
+}
+
+static int ov_flush_fn(void *arg)
+{
+    pt_overflow *ov = arg;
+    pt_staged st;
+    pthread_mutex_lock(&ov->mu);
+    int rc = pt_image_stage(&ov->img, &st);
+    pthread_mutex_unlock(&ov->mu);
+    if (rc)
+        return rc;
+    if (st.n) {
+        rc = pt_staged_write(&ov->vol, PT_HDR_SIZE, &st);
+        if (!rc)
+            rc = atomic_load(&ov->vol.inject) ? -EIO : (fdatasync(ov->vol.fd) ? -errno : 0);
+    }
+    pt_staged_free(&st);
+    return rc;
+}
+
+int pt_ov_flush(pt_overflow *ov)
+{
+    if (atomic_load(&ov->vol.offline))
+        return -EIO;
+    int rc = pt_gc_run(&ov->gc, ov_flush_fn, ov);
+    if (rc)
+        atomic_store(&ov->vol.offline, 1);
+    return rc;
+}
+
+bool pt_ov_has_set(pt_overflow *ov, const uint8_t uuid[16])
+{
+    pthread_mutex_lock(&ov->mu);
+    bool found = false;
+    for (int i = 0; i < ov->nsets && !found; i++)
+        found = memcmp(ov->set_uuids[i], uuid, 16) == 0;
+    pthread_mutex_unlock(&ov->mu);
+    return found;
+}
+
+int pt_ov_add_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err)
+{
+    if (pt_ov_has_set(ov, uuid))
+        return 0;
+    pthread_mutex_lock(&ov->mu);
+    if (ov->nsets >= PT_OV_MAX_SETS) {
+        pthread_mutex_unlock(&ov->mu);
+        return pt_fail(err, PT_E_IN_USE, "overflow volume %s already serves %d sets",
+                       ov->vol.path, PT_OV_MAX_SETS);
+    }
+    memcpy(ov->set_uuids[ov->nsets++], uuid, 16);
+    int rc = write_header(ov, PT_STATE_DIRTY, err);
+    if (rc)
+        ov->nsets--;
+    pthread_mutex_unlock(&ov->mu);
+    return rc;
+}
+
+int pt_ov_remove_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err)
+{
+    pthread_mutex_lock(&ov->mu);
+    int rc = 0;
+    for (int i = 0; i < ov->nsets; i++) {
+        if (memcmp(ov->set_uuids[i], uuid, 16) != 0)
+            continue;
+        uint8_t saved[16];
+        memcpy(saved, ov->set_uuids[i], 16);
+        memmove(ov->set_uuids[i], ov->set_uuids[i + 1], (size_t)(ov->nsets - i - 1) * 16);
+        ov->nsets--;
+        rc = write_header(ov, PT_STATE_DIRTY, err);
+        if (rc) {   /* put it back: nothing half-changed */
+            memmove(ov->set_uuids[i + 1], ov->set_uuids[i], (size_t)(ov->nsets - i) * 16);
+            memcpy(ov->set_uuids[i], saved, 16);
+            ov->nsets++;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&ov->mu);
+    return rc;
+}
+
+/* Count an opening set's references; once every attached set has been counted after an
+ * unclean stop, the allocation map is replaced by the references (leaks reclaimed). */
+void pt_ov_set_opened(pt_overflow *ov, pt_set *s)
+{
+    pthread_mutex_lock(&ov->mu);
+    ov->nopen++;
+    if (!ov->counters_valid && ov->refs.w) {
+        for (uint64_t c = 0; s->compact && c < s->nchunks; c++) {
+            uint32_t v = s->idx[c];
+            if ((v & PT_IDX_OV) && (uint64_t)(v & ~PT_IDX_OV) < ov->nchunks)
+                pt_bit_set(&ov->refs, v & ~PT_IDX_OV);
+        }
+        if (++ov->nreconciled >= ov->nsets) {
+            uint64_t nw = (ov->nchunks + 63) / 64;
+            memcpy(ov->alloc.w, ov->refs.w, nw * 8);
+            pt_bits_recount(&ov->alloc);
+            ov->img.ndirty = UINT64_MAX;   /* rewrite the whole map */
+            ov->counters_valid = true;
+            pthread_mutex_unlock(&ov->mu);
+            free_refs(ov);
+            return;
+        }
+    }
+    pthread_mutex_unlock(&ov->mu);
+}
+
+void pt_ov_set_closed(pt_overflow *ov)
+{
+    pthread_mutex_lock(&ov->mu);
+    ov->nopen--;
+    pthread_mutex_unlock(&ov->mu);
+}

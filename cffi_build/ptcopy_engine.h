@@ -1,0 +1,215 @@
+/*
+ * ptcopy engine: point-in-time copy sets (master + shadow + bitmap volume).
+ *
+ * The contract:
+ *  - Every function returns 0 or a negative code: -errno for system errors, -PT_E_* for ptcopy's
+ *    own vocabulary. When a pt_error is passed, it receives the code and a message that names the
+ *    volume and the problem. Nothing is half-changed when a call fails.
+ *  - All functions are thread safe. I/O calls may run concurrently from many threads; control
+ *    calls (copy, update, abort, attach, close) serialise against each other per set.
+ *  - The engine owns everything it opens. pt_engine_free() closes every set and overflow volume.
+ *  - No callbacks: long work runs on engine threads; callers poll pt_set_progress().
+ */
+#ifndef PTCOPY_ENGINE_H
+#define PTCOPY_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PT_CHUNK_DEFAULT 32768u
+#define PT_CHUNK_MIN 4096u
+#define PT_CHUNK_MAX 1048576u
+
+enum pt_kind { PT_INDEPENDENT = 0, PT_DEPENDENT = 1 };
+enum pt_side { PT_MASTER = 0, PT_SHADOW = 1 };
+enum pt_dir { PT_TO_SHADOW = 0, PT_TO_MASTER = 1 };
+enum pt_volrole { PT_VOL_MASTER = 0, PT_VOL_SHADOW = 1, PT_VOL_BITMAP = 2, PT_VOL_OVERFLOW = 3 };
+enum pt_bitmap_which { PT_BITS_SHADOW = 0, PT_BITS_COPY = 1 };
+
+/* ptcopy's error vocabulary (returned negated). System errors are returned as -errno. */
+enum pt_errcode {
+    PT_E_INVALID = 1001,       /* an argument is out of range or malformed */
+    PT_E_TOO_SMALL = 1002,     /* a volume is smaller than needed */
+    PT_E_BAD_HEADER = 1003,    /* bitmap/overflow header corrupted or foreign */
+    PT_E_SIZE_MISMATCH = 1004, /* volume size differs from what the header records */
+    PT_E_IN_USE = 1005,        /* volume already used, or set locked by another owner */
+    PT_E_COPY_IN_PROGRESS = 1006,
+    PT_E_WRONG_KIND = 1007,    /* operation not valid for this kind of set */
+    PT_E_DEPENDENCY = 1008,    /* something still depends on it */
+    PT_E_OFFLINE = 1009,       /* a volume is offline */
+    PT_E_OUT_OF_SPACE = 1010,  /* a compact shadow lost point-in-time chunks */
+    PT_E_SAME_VOLUME = 1011,   /* two roles given the same volume */
+    PT_E_NOT_LOCKED = 1012,
+    PT_E_INCOMPLETE = 1013,    /* target left incomplete by an aborted copy */
+    PT_E_IO = 1014,            /* an I/O error took a volume offline */
+    PT_E_TIMEOUT = 1015,
+    PT_E_ALREADY = 1016,
+    PT_E_NOT_FOUND = 1017,
+    PT_E_NO_COPY = 1018        /* abort/wait with no copy running */
+};
+
+/* Set flags reported by pt_set_status(). */
+#define PT_F_COPYING 0x0001u
+#define PT_F_TO_MASTER 0x0002u
+#define PT_F_ABORT_REQUESTED 0x0004u
+#define PT_F_COMPACT 0x0008u
+#define PT_F_OUT_OF_SPACE 0x0010u
+#define PT_F_SPILLED 0x0020u
+#define PT_F_MASTER_OFFLINE 0x0040u
+#define PT_F_SHADOW_OFFLINE 0x0080u
+#define PT_F_BITMAP_OFFLINE 0x0100u
+#define PT_F_OVERFLOW_OFFLINE 0x0200u
+#define PT_F_RECOVERED 0x0400u /* opened after an unclean stop */
+#define PT_F_INCOMPLETE 0x0800u /* a copy was aborted: the target is not yet the point in time */
+
+typedef struct pt_error {
+    int code;
+    char msg[512];
+} pt_error;
+
+typedef struct pt_engine pt_engine;
+typedef struct pt_set pt_set;
+typedef struct pt_overflow pt_overflow;
+
+/* A volume: a path (always, used in messages and to open it when fd < 0) and an optional open
+ * descriptor (dup'ed by the engine; the caller keeps its own). */
+typedef struct pt_volspec {
+    const char *path;
+    int fd;
+} pt_volspec;
+
+typedef struct pt_set_config {
+    int kind;                /* enum pt_kind */
+    uint32_t chunk_size;     /* 0 = PT_CHUNK_DEFAULT */
+    int bitmap_in_memory;    /* no bitmap volume: nothing survives a stop */
+    uint8_t uuid[16];        /* all zero = generate */
+    uint32_t copy_delay_ms;  /* throttle: pause this long ... */
+    uint32_t copy_units;     /* ... after this many chunks (0 = default 256) */
+} pt_set_config;
+
+typedef struct pt_progress {
+    int active;
+    int direction;      /* enum pt_dir */
+    int aborting;
+    int result;         /* 0, or the error that ended the last copy */
+    uint64_t chunks_done;
+    uint64_t chunks_total;
+    uint64_t bytes_done;
+    uint64_t bytes_total;
+    uint64_t rate;      /* bytes per second over the last copy's run */
+    uint64_t elapsed_ns;
+} pt_progress;
+
+typedef struct pt_status {
+    int kind;
+    uint32_t flags;
+    uint32_t chunk_size;
+    uint32_t copy_delay_ms;
+    uint32_t copy_units;
+    uint64_t master_size;
+    uint64_t shadow_size;
+    uint64_t chunks;
+    uint64_t diff_chunks;        /* shadow-bitmap bits set */
+    uint64_t copy_chunks;        /* copy-bitmap bits set */
+    uint64_t shadow_slots;       /* compact: chunk slots on the shadow volume; else = chunks */
+    uint64_t shadow_slots_used;  /* compact: slots in use on the shadow */
+    uint64_t overflow_used;      /* compact: chunks this set holds on its overflow volume */
+    uint64_t lost_chunks;        /* compact: point-in-time chunks lost to out-of-space */
+    uint64_t generation;
+    uint64_t last_modified_ns;
+    int64_t lock_owner;          /* 0 = not locked */
+    uint64_t bitmap_size;
+    uint8_t uuid[16];
+    uint8_t overflow_uuid[16];
+} pt_status;
+
+typedef struct pt_ov_status {
+    uint32_t chunk_size;
+    int counters_valid;  /* 0 when opened after an unclean stop and not yet reconciled */
+    int offline;
+    int nsets;           /* sets attached (recorded in the overflow header) */
+    uint64_t chunks_total;
+    uint64_t chunks_used;
+    uint8_t uuid[16];
+} pt_ov_status;
+
+/* ---- engine ---------------------------------------------------------------------------- */
+pt_engine *pt_engine_new(void);
+void pt_engine_free(pt_engine *eng);
+
+/* ---- bitmap volumes ---------------------------------------------------------------------- */
+/* Bytes a bitmap volume needs for these volume sizes (compact when shadow < master). */
+int pt_bitmap_size(uint64_t master_size, uint64_t shadow_size, uint32_t chunk_size,
+                   int kind, uint64_t *out, pt_error *err);
+
+/* ---- sets -------------------------------------------------------------------------------- */
+/* Enable a new set: writes a fresh bitmap header (refuses a bitmap that is too small) and
+ * starts the full copy of an independent set. ov may be NULL. */
+int pt_set_enable(pt_engine *eng, const pt_volspec *master, const pt_volspec *shadow,
+                  const pt_volspec *bitmap, const pt_set_config *cfg, pt_overflow *ov,
+                  pt_set **out, pt_error *err);
+/* Open an existing set from its bitmap volume (after a clean or unclean stop). An interrupted
+ * copy resumes. ov must be the overflow volume the header names, when it names one. */
+int pt_set_open(pt_engine *eng, const pt_volspec *master, const pt_volspec *shadow,
+                const pt_volspec *bitmap, pt_overflow *ov, pt_set **out, pt_error *err);
+/* Stop serving the set: suspends a running copy (it resumes on the next open), flushes,
+ * marks the bitmap clean and frees the handle. */
+int pt_set_close(pt_set *set, pt_error *err);
+/* End the set: refused while a copy runs; invalidates the bitmap header so it cannot be
+ * resumed by accident, releases overflow chunks, frees the handle. On failure the set stays
+ * open and unchanged. */
+int pt_set_disable(pt_set *set, pt_error *err);
+
+/* I/O through the set. side: enum pt_side. The shadow's logical size is the master's. */
+int pt_set_read(pt_set *set, int side, uint64_t offset, void *buf, size_t len, pt_error *err);
+int pt_set_write(pt_set *set, int side, uint64_t offset, const void *buf, size_t len,
+                 pt_error *err);
+/* Make every completed write durable on master, shadow, overflow and bitmap. */
+int pt_set_flush(pt_set *set, pt_error *err);
+
+/* Copy (full=1) or update (full=0) in a direction; returns at once, a C thread does the work.
+ * owner: the caller's identity for the PID lock (0 = none). */
+int pt_set_copy(pt_set *set, int direction, int full, int64_t owner, pt_error *err);
+int pt_set_abort(pt_set *set, pt_error *err);
+/* Wait for the running copy: 0 when none runs any more, -PT_E_TIMEOUT after timeout_ms
+ * (negative = forever). Returns the copy's error if it failed. */
+int pt_set_wait(pt_set *set, int timeout_ms, pt_error *err);
+int pt_set_progress(pt_set *set, pt_progress *out);
+int pt_set_set_params(pt_set *set, uint32_t delay_ms, uint32_t units, pt_error *err);
+int pt_set_status(pt_set *set, pt_status *out);
+/* Copy out one of the set's bitmaps (1 bit per chunk, LSB first); len >= (chunks+7)/8. */
+int pt_set_get_bits(pt_set *set, int which, uint8_t *out, size_t len, pt_error *err);
+
+/* PID lock: while held, copy/update by any other owner fail with PT_E_IN_USE. */
+int pt_set_lock(pt_set *set, int64_t owner, pt_error *err);
+int pt_set_unlock(pt_set *set, int64_t owner, pt_error *err);
+
+/* Bring offline volumes back and start the resync they need. */
+int pt_set_reset(pt_set *set, int64_t owner, pt_error *err);
+
+int pt_set_attach_overflow(pt_set *set, pt_overflow *ov, pt_error *err);
+int pt_set_detach_overflow(pt_set *set, pt_error *err);
+
+/* Fault injection for tests (like dm-flakey): make every I/O to one of the set's volumes fail
+ * with EIO while on != 0. */
+int pt_set_inject_error(pt_set *set, int volume, int on, pt_error *err);
+
+/* One point in time across several sets: freezes writes on all, checks every set can take
+ * part (all or nothing), adjusts every bitmap, unfreezes and starts the copies.
+ * frozen_ns receives how long writes were held. */
+int pt_group_copy(pt_set *const *sets, int nsets, int direction, int full, int64_t owner,
+                  uint64_t *frozen_ns, pt_error *err);
+
+/* ---- overflow volumes --------------------------------------------------------------------- */
+int pt_overflow_init(pt_engine *eng, const pt_volspec *vol, uint32_t chunk_size,
+                     pt_overflow **out, pt_error *err);
+int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, pt_error *err);
+/* Refused while open sets use it. */
+int pt_overflow_close(pt_overflow *ov, pt_error *err);
+/* Refused while any set is attached; wipes the header and frees the handle. */
+int pt_overflow_delete(pt_overflow *ov, pt_error *err);
+int pt_overflow_status(pt_overflow *ov, pt_ov_status *out);
+/* The uuid of the i-th attached set, 0 <= i < nsets. */
+int pt_overflow_set_uuid(pt_overflow *ov, int i, uint8_t *out16);
+
+#endif

@@ -1,0 +1,627 @@
+"""Typed Python objects over ptcopy's C engine.
+
+This module is the only importer of ``ptcopy._engine``. Every C handle is owned by an object
+with ``close()`` and context-manager support; C error codes become :class:`PtcopyError`
+subclasses; raw cffi data never leaves this module. C never calls back into Python: copies run
+on engine threads and Python polls :meth:`Set.progress`.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import threading
+import uuid as uuid_mod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ptcopy._engine import ffi, lib
+
+CHUNK_DEFAULT: int = lib.PT_CHUNK_DEFAULT
+CHUNK_MIN: int = lib.PT_CHUNK_MIN
+CHUNK_MAX: int = lib.PT_CHUNK_MAX
+
+
+class Kind(enum.IntEnum):
+    INDEPENDENT = lib.PT_INDEPENDENT
+    DEPENDENT = lib.PT_DEPENDENT
+
+
+class Side(enum.IntEnum):
+    MASTER = lib.PT_MASTER
+    SHADOW = lib.PT_SHADOW
+
+
+class Direction(enum.IntEnum):
+    TO_SHADOW = lib.PT_TO_SHADOW
+    TO_MASTER = lib.PT_TO_MASTER
+
+
+class VolumeRole(enum.IntEnum):
+    MASTER = lib.PT_VOL_MASTER
+    SHADOW = lib.PT_VOL_SHADOW
+    BITMAP = lib.PT_VOL_BITMAP
+    OVERFLOW = lib.PT_VOL_OVERFLOW
+
+
+class Flag(enum.IntFlag):
+    COPYING = lib.PT_F_COPYING
+    TO_MASTER = lib.PT_F_TO_MASTER
+    ABORT_REQUESTED = lib.PT_F_ABORT_REQUESTED
+    COMPACT = lib.PT_F_COMPACT
+    OUT_OF_SPACE = lib.PT_F_OUT_OF_SPACE
+    SPILLED = lib.PT_F_SPILLED
+    MASTER_OFFLINE = lib.PT_F_MASTER_OFFLINE
+    SHADOW_OFFLINE = lib.PT_F_SHADOW_OFFLINE
+    BITMAP_OFFLINE = lib.PT_F_BITMAP_OFFLINE
+    OVERFLOW_OFFLINE = lib.PT_F_OVERFLOW_OFFLINE
+    RECOVERED = lib.PT_F_RECOVERED
+    INCOMPLETE = lib.PT_F_INCOMPLETE
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+class PtcopyError(Exception):
+    """An engine call failed. ``code`` is the engine's code (errno or PT_E_*)."""
+
+    name = "Failed"
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class InvalidArgument(PtcopyError):
+    name = "InvalidArgument"
+
+
+class TooSmall(PtcopyError):
+    name = "TooSmall"
+
+
+class BadHeader(PtcopyError):
+    name = "BadHeader"
+
+
+class SizeMismatch(PtcopyError):
+    name = "SizeMismatch"
+
+
+class InUse(PtcopyError):
+    name = "InUse"
+
+
+class CopyInProgress(PtcopyError):
+    name = "Busy"
+
+
+class WrongKind(PtcopyError):
+    name = "WrongType"
+
+
+class Dependency(PtcopyError):
+    name = "Dependency"
+
+
+class Offline(PtcopyError):
+    name = "Offline"
+
+
+class OutOfSpace(PtcopyError):
+    name = "OutOfSpace"
+
+
+class SameVolume(PtcopyError):
+    name = "SameVolume"
+
+
+class NotLocked(PtcopyError):
+    name = "NotLocked"
+
+
+class Incomplete(PtcopyError):
+    name = "Incomplete"
+
+
+class Timeout(PtcopyError):
+    name = "Timeout"
+
+
+class NotFound(PtcopyError):
+    name = "NotFound"
+
+
+class NoCopy(PtcopyError):
+    name = "NoCopy"
+
+
+class VolumeIOError(PtcopyError):
+    name = "IOError"
+
+
+_BY_CODE: dict[int, type[PtcopyError]] = {
+    lib.PT_E_INVALID: InvalidArgument,
+    lib.PT_E_TOO_SMALL: TooSmall,
+    lib.PT_E_BAD_HEADER: BadHeader,
+    lib.PT_E_SIZE_MISMATCH: SizeMismatch,
+    lib.PT_E_IN_USE: InUse,
+    lib.PT_E_COPY_IN_PROGRESS: CopyInProgress,
+    lib.PT_E_WRONG_KIND: WrongKind,
+    lib.PT_E_DEPENDENCY: Dependency,
+    lib.PT_E_OFFLINE: Offline,
+    lib.PT_E_OUT_OF_SPACE: OutOfSpace,
+    lib.PT_E_SAME_VOLUME: SameVolume,
+    lib.PT_E_NOT_LOCKED: NotLocked,
+    lib.PT_E_INCOMPLETE: Incomplete,
+    lib.PT_E_IO: VolumeIOError,
+    lib.PT_E_TIMEOUT: Timeout,
+    lib.PT_E_NOT_FOUND: NotFound,
+    lib.PT_E_NO_COPY: NoCopy,
+    errno.ENOENT: NotFound,
+    errno.EIO: VolumeIOError,
+    errno.EBUSY: InUse,
+    errno.EINVAL: InvalidArgument,
+}
+
+
+def _new_error() -> Any:
+    return ffi.new("pt_error *")
+
+
+def _check(rc: int, err: Any) -> None:
+    """Raise the exception for a failed engine call (rc < 0)."""
+    if rc >= 0:
+        return
+    code = err.code or -rc
+    message = ffi.string(err.msg).decode("utf-8", "replace") if err.code else ""
+    if not message:
+        message = os.strerror(code) if code < 1000 else f"engine error {code}"
+    raise _BY_CODE.get(code, PtcopyError)(code, message)
+
+
+VolumeLike = str | os.PathLike[str] | int
+
+
+class _Vol:
+    """Keeps a pt_volspec and the bytes it points at alive for one call."""
+
+    def __init__(self, vol: VolumeLike | None) -> None:
+        self.spec = ffi.new("pt_volspec *")
+        if vol is None:
+            self._path = ffi.new("char[]", b"")
+            self.spec.fd = -1
+        elif isinstance(vol, int):
+            if vol < 0:
+                raise InvalidArgument(lib.PT_E_INVALID, f"descriptor {vol} is not valid")
+            self._path = ffi.new("char[]", f"/proc/self/fd/{vol}".encode())
+            self.spec.fd = vol
+        else:
+            path = os.fsencode(vol)
+            if not path or b"\0" in path:
+                raise InvalidArgument(lib.PT_E_INVALID, f"volume path {vol!r} is not valid")
+            self._path = ffi.new("char[]", path)
+            self.spec.fd = -1
+        self.spec.path = self._path
+
+
+def bitmap_size(master_size: int, shadow_size: int, chunk_size: int = 0,
+                kind: Kind = Kind.DEPENDENT) -> int:
+    """Bytes a bitmap volume needs for a set with these volume sizes."""
+    out = ffi.new("uint64_t *")
+    err = _new_error()
+    _check(lib.pt_bitmap_size(master_size, shadow_size, chunk_size, int(kind), out, err), err)
+    return int(out[0])
+
+
+# ---- observations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    active: bool
+    direction: Direction
+    aborting: bool
+    result: int
+    chunks_done: int
+    chunks_total: int
+    bytes_done: int
+    bytes_total: int
+    rate: int
+    elapsed_s: float
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.chunks_total == 0 else self.chunks_done / self.chunks_total
+
+
+@dataclass(frozen=True)
+class SetStatus:
+    kind: Kind
+    flags: Flag
+    chunk_size: int
+    copy_delay_ms: int
+    copy_units: int
+    master_size: int
+    shadow_size: int
+    chunks: int
+    diff_chunks: int
+    copy_chunks: int
+    shadow_slots: int
+    shadow_slots_used: int
+    overflow_used: int
+    lost_chunks: int
+    generation: int
+    last_modified_ns: int
+    lock_owner: int
+    bitmap_size: int
+    uuid: uuid_mod.UUID
+    overflow_uuid: uuid_mod.UUID | None
+
+    @property
+    def difference_percent(self) -> float:
+        return 100.0 * self.diff_chunks / self.chunks if self.chunks else 0.0
+
+
+@dataclass(frozen=True)
+class OverflowStatus:
+    chunk_size: int
+    counters_valid: bool
+    offline: bool
+    chunks_total: int
+    chunks_used: int
+    uuid: uuid_mod.UUID
+    sets: tuple[uuid_mod.UUID, ...]
+
+
+def _uuid(raw: Any) -> uuid_mod.UUID:
+    return uuid_mod.UUID(bytes=bytes(ffi.buffer(raw, 16)))
+
+
+# ---- the engine and its objects -------------------------------------------------------------
+
+
+class Engine:
+    """Owns every set and overflow volume opened through it."""
+
+    def __init__(self) -> None:
+        handle = lib.pt_engine_new()
+        if handle == ffi.NULL:
+            raise MemoryError("cannot create a ptcopy engine")
+        self._h: Any = handle
+        self._lock = threading.Lock()
+        self._objects: list[Set | Overflow] = []
+
+    def _handle(self) -> Any:
+        if self._h is None:
+            raise InvalidArgument(lib.PT_E_INVALID, "the engine is closed")
+        return self._h
+
+    def close(self) -> None:
+        """Close every set (copies suspend, to resume on the next open) and overflow volume."""
+        with self._lock:
+            objs = list(self._objects)
+        for o in objs:
+            if isinstance(o, Set):
+                o.close()
+        for o in objs:
+            if isinstance(o, Overflow):
+                o.close()
+        if self._h is not None:
+            lib.pt_engine_free(self._h)
+            self._h = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _track(self, obj: Set | Overflow) -> None:
+        with self._lock:
+            self._objects.append(obj)
+
+    def _forget(self, obj: Set | Overflow) -> None:
+        with self._lock:
+            if obj in self._objects:
+                self._objects.remove(obj)
+
+    def enable(self, master: VolumeLike, shadow: VolumeLike, bitmap: VolumeLike | None,
+               kind: Kind, *, chunk_size: int = 0, overflow: Overflow | None = None,
+               set_uuid: uuid_mod.UUID | None = None, copy_delay_ms: int = 0,
+               copy_units: int = 0) -> Set:
+        """Enable a new set. ``bitmap=None`` keeps the bitmaps in memory only.
+
+        An independent set starts its full copy to the shadow at once.
+        """
+        cfg = ffi.new("pt_set_config *")
+        cfg.kind = int(kind)
+        cfg.chunk_size = chunk_size
+        cfg.bitmap_in_memory = 1 if bitmap is None else 0
+        if set_uuid is not None:
+            ffi.memmove(cfg.uuid, set_uuid.bytes, 16)
+        cfg.copy_delay_ms = copy_delay_ms
+        cfg.copy_units = copy_units
+        m, s, b = _Vol(master), _Vol(shadow), _Vol(bitmap)
+        out = ffi.new("pt_set **")
+        err = _new_error()
+        ov = overflow._handle() if overflow is not None else ffi.NULL
+        _check(lib.pt_set_enable(self._handle(), m.spec, s.spec, b.spec, cfg, ov, out, err), err)
+        return Set(self, out[0], overflow)
+
+    def open(self, master: VolumeLike, shadow: VolumeLike, bitmap: VolumeLike, *,
+             overflow: Overflow | None = None) -> Set:
+        """Open an existing set from its bitmap volume; an interrupted copy resumes."""
+        m, s, b = _Vol(master), _Vol(shadow), _Vol(bitmap)
+        out = ffi.new("pt_set **")
+        err = _new_error()
+        ov = overflow._handle() if overflow is not None else ffi.NULL
+        _check(lib.pt_set_open(self._handle(), m.spec, s.spec, b.spec, ov, out, err), err)
+        return Set(self, out[0], overflow)
+
+    def init_overflow(self, volume: VolumeLike, chunk_size: int = 0) -> Overflow:
+        """Initialise a volume as an empty overflow volume."""
+        v = _Vol(volume)
+        out = ffi.new("pt_overflow **")
+        err = _new_error()
+        _check(lib.pt_overflow_init(self._handle(), v.spec, chunk_size, out, err), err)
+        return Overflow(self, out[0])
+
+    def open_overflow(self, volume: VolumeLike) -> Overflow:
+        """Open an initialised overflow volume."""
+        v = _Vol(volume)
+        out = ffi.new("pt_overflow **")
+        err = _new_error()
+        _check(lib.pt_overflow_open(self._handle(), v.spec, out, err), err)
+        return Overflow(self, out[0])
+
+    def group_copy(self, sets: Sequence[Set], direction: Direction, *, full: bool = False,
+                   owner: int = 0) -> float:
+        """Copy or update several sets at one point in time, all or nothing.
+
+        Returns how long writes were frozen, in seconds.
+        """
+        if not sets:
+            raise InvalidArgument(lib.PT_E_INVALID, "a group copy needs at least one set")
+        arr = ffi.new("pt_set *[]", [s._handle() for s in sets])
+        frozen = ffi.new("uint64_t *")
+        err = _new_error()
+        rc = lib.pt_group_copy(arr, len(sets), int(direction), int(full), owner, frozen, err)
+        _check(rc, err)
+        return int(frozen[0]) / 1e9
+
+
+class Overflow:
+    """An overflow volume shared by compact dependent sets."""
+
+    def __init__(self, engine: Engine, handle: Any) -> None:
+        self._engine = engine
+        self._h: Any = handle
+        engine._track(self)
+
+    def _handle(self) -> Any:
+        if self._h is None:
+            raise InvalidArgument(lib.PT_E_INVALID, "the overflow volume is closed")
+        return self._h
+
+    @property
+    def closed(self) -> bool:
+        return self._h is None
+
+    def status(self) -> OverflowStatus:
+        st = ffi.new("pt_ov_status *")
+        lib.pt_overflow_status(self._handle(), st)
+        sets = []
+        buf = ffi.new("uint8_t[16]")
+        for i in range(st.nsets):
+            if lib.pt_overflow_set_uuid(self._h, i, buf) == 0:
+                sets.append(_uuid(buf))
+        return OverflowStatus(
+            chunk_size=st.chunk_size, counters_valid=bool(st.counters_valid),
+            offline=bool(st.offline), chunks_total=st.chunks_total,
+            chunks_used=st.chunks_used, uuid=_uuid(st.uuid), sets=tuple(sets),
+        )
+
+    def close(self) -> None:
+        """Close the volume; refused while open sets use it."""
+        if self._h is None:
+            return
+        err = _new_error()
+        _check(lib.pt_overflow_close(self._h, err), err)
+        self._h = None
+        self._engine._forget(self)
+
+    def delete(self) -> None:
+        """Wipe the volume's header; refused while any set is attached."""
+        err = _new_error()
+        _check(lib.pt_overflow_delete(self._handle(), err), err)
+        self._h = None
+        self._engine._forget(self)
+
+    def __enter__(self) -> Overflow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Set:
+    """A master + shadow + bitmap volume set."""
+
+    def __init__(self, engine: Engine, handle: Any, overflow: Overflow | None) -> None:
+        self._engine = engine
+        self._h: Any = handle
+        self._overflow = overflow
+        engine._track(self)
+
+    def _handle(self) -> Any:
+        if self._h is None:
+            raise InvalidArgument(lib.PT_E_INVALID, "the set is closed")
+        return self._h
+
+    @property
+    def closed(self) -> bool:
+        return self._h is None
+
+    @property
+    def overflow(self) -> Overflow | None:
+        return self._overflow
+
+    # -- I/O --
+
+    def read(self, side: Side, offset: int, length: int) -> bytes:
+        """Read through the set, with the point-in-time redirections applied."""
+        if length < 0 or offset < 0:
+            raise InvalidArgument(lib.PT_E_INVALID, "offset and length must not be negative")
+        buf = ffi.new("char[]", length or 1)
+        err = _new_error()
+        _check(lib.pt_set_read(self._handle(), int(side), offset, buf, length, err), err)
+        return ffi.unpack(buf, length)
+
+    def write(self, side: Side, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write through the set: copy-on-write and copy-on-demand happen first."""
+        if offset < 0:
+            raise InvalidArgument(lib.PT_E_INVALID, "offset must not be negative")
+        src = ffi.from_buffer(data)
+        err = _new_error()
+        _check(lib.pt_set_write(self._handle(), int(side), offset, src, len(src), err), err)
+
+    def flush(self) -> None:
+        """Make every completed write durable on all the set's volumes."""
+        err = _new_error()
+        _check(lib.pt_set_flush(self._handle(), err), err)
+
+    # -- copies --
+
+    def copy(self, direction: Direction, *, owner: int = 0) -> None:
+        """Start a full copy in ``direction``; returns at once."""
+        err = _new_error()
+        _check(lib.pt_set_copy(self._handle(), int(direction), 1, owner, err), err)
+
+    def update(self, direction: Direction, *, owner: int = 0) -> None:
+        """Start an update (only the chunks that differ) in ``direction``; returns at once."""
+        err = _new_error()
+        _check(lib.pt_set_copy(self._handle(), int(direction), 0, owner, err), err)
+
+    def abort(self) -> None:
+        """Stop the running copy; the target is left consistent but incomplete."""
+        err = _new_error()
+        _check(lib.pt_set_abort(self._handle(), err), err)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the running copy. False on timeout; raises if the copy failed."""
+        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        err = _new_error()
+        rc = lib.pt_set_wait(self._handle(), ms, err)
+        if rc == -lib.PT_E_TIMEOUT:
+            return False
+        _check(rc, err)
+        return True
+
+    def progress(self) -> Progress:
+        p = ffi.new("pt_progress *")
+        lib.pt_set_progress(self._handle(), p)
+        return Progress(
+            active=bool(p.active), direction=Direction(p.direction), aborting=bool(p.aborting),
+            result=p.result, chunks_done=p.chunks_done, chunks_total=p.chunks_total,
+            bytes_done=p.bytes_done, bytes_total=p.bytes_total, rate=p.rate,
+            elapsed_s=p.elapsed_ns / 1e9,
+        )
+
+    def set_copy_params(self, delay_ms: int, units: int) -> None:
+        """Throttle copies: pause ``delay_ms`` after every ``units`` chunks (takes effect now)."""
+        err = _new_error()
+        _check(lib.pt_set_set_params(self._handle(), delay_ms, units, err), err)
+
+    # -- state --
+
+    def status(self) -> SetStatus:
+        st = ffi.new("pt_status *")
+        lib.pt_set_status(self._handle(), st)
+        ov = _uuid(st.overflow_uuid)
+        return SetStatus(
+            kind=Kind(st.kind), flags=Flag(st.flags), chunk_size=st.chunk_size,
+            copy_delay_ms=st.copy_delay_ms, copy_units=st.copy_units,
+            master_size=st.master_size, shadow_size=st.shadow_size, chunks=st.chunks,
+            diff_chunks=st.diff_chunks, copy_chunks=st.copy_chunks,
+            shadow_slots=st.shadow_slots, shadow_slots_used=st.shadow_slots_used,
+            overflow_used=st.overflow_used, lost_chunks=st.lost_chunks,
+            generation=st.generation, last_modified_ns=st.last_modified_ns,
+            lock_owner=st.lock_owner, bitmap_size=st.bitmap_size, uuid=_uuid(st.uuid),
+            overflow_uuid=None if ov.int == 0 else ov,
+        )
+
+    def bits(self, which: str = "shadow") -> list[int]:
+        """Indexes of the chunks whose ``shadow`` or ``copy`` bit is set."""
+        if which not in ("shadow", "copy"):
+            raise InvalidArgument(lib.PT_E_INVALID, "which must be 'shadow' or 'copy'")
+        nchunks = self.status().chunks
+        n = (nchunks + 7) // 8
+        buf = ffi.new("uint8_t[]", n or 1)
+        err = _new_error()
+        w = lib.PT_BITS_SHADOW if which == "shadow" else lib.PT_BITS_COPY
+        _check(lib.pt_set_get_bits(self._handle(), w, buf, n, err), err)
+        raw = bytes(ffi.buffer(buf, n))
+        return [i for i in range(nchunks) if raw[i >> 3] >> (i & 7) & 1]
+
+    def lock(self, owner: int) -> None:
+        """PID lock: copies by any other owner are refused until unlocked."""
+        err = _new_error()
+        _check(lib.pt_set_lock(self._handle(), owner, err), err)
+
+    def unlock(self, owner: int = 0) -> None:
+        err = _new_error()
+        _check(lib.pt_set_unlock(self._handle(), owner, err), err)
+
+    def reset(self, *, owner: int = 0) -> None:
+        """Bring offline volumes back and start the resync they need."""
+        err = _new_error()
+        _check(lib.pt_set_reset(self._handle(), owner, err), err)
+
+    def attach_overflow(self, overflow: Overflow) -> None:
+        err = _new_error()
+        _check(lib.pt_set_attach_overflow(self._handle(), overflow._handle(), err), err)
+        self._overflow = overflow
+
+    def detach_overflow(self) -> None:
+        err = _new_error()
+        _check(lib.pt_set_detach_overflow(self._handle(), err), err)
+        self._overflow = None
+
+    def inject_error(self, volume: VolumeRole, on: bool = True) -> None:
+        """Test hook: fail every I/O to one of the set's volumes while on."""
+        err = _new_error()
+        _check(lib.pt_set_inject_error(self._handle(), int(volume), int(on), err), err)
+
+    # -- lifetime --
+
+    def close(self) -> None:
+        """Stop serving the set; a running copy is suspended and resumes on the next open."""
+        if self._h is None:
+            return
+        h, self._h = self._h, None
+        self._engine._forget(self)
+        err = _new_error()
+        _check(lib.pt_set_close(h, err), err)
+
+    def disable(self) -> None:
+        """End the set for good; refused while a copy runs."""
+        err = _new_error()
+        _check(lib.pt_set_disable(self._handle(), err), err)
+        self._h = None
+        self._engine._forget(self)
+
+    def __enter__(self) -> Set:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def all_sets(engine: Engine) -> Iterable[Set]:
+    """The sets currently open in ``engine``."""
+    with engine._lock:
+        return [o for o in engine._objects if isinstance(o, Set)]
