@@ -125,6 +125,7 @@ static void finish(pt_set *s, int result)
     pthread_rwlock_wrlock(&m->gate);
     pthread_mutex_lock(&s->meta_mu);
     bool complete = s->C.count == 0;
+    atomic_store(&s->left_end, s->C.count);
     if (!stopped) {
         if (!complete)   /* aborted or failed: what was not copied still differs */
             pt_bits_or(&s->D, &s->C, pt_image_mark, &s->img);
@@ -222,6 +223,7 @@ static int spawn(pt_set *s, pt_error *err)
     atomic_store(&s->stop_req, 0);
     atomic_store(&s->result, 0);
     atomic_store(&s->total, s->C.count);
+    atomic_store(&s->left_end, 0);
     atomic_store(&s->start_ns, pt_now_ns());
     atomic_store(&s->end_ns, 0);
     s->thr_done = false;
@@ -354,7 +356,7 @@ static void phase2(pt_set *s, enum action a, int dir)
         for (uint64_t c = pt_bits_next(&s->D, 0); s->compact && c < s->nchunks;
              c = pt_bits_next(&s->D, c + 1))
             pt_slot_free(s, c);
-        s->pflags &= ~(PT_PF_OUT_OF_SPACE | PT_PF_INCOMPLETE | 0x40u);
+        s->pflags &= ~(PT_PF_OUT_OF_SPACE | PT_PF_INCOMPLETE | PT_PF_SPILLED);
         s->lost = 0;
         s->hdr_dirty = true;
     }
@@ -519,10 +521,8 @@ int pt_set_progress(pt_set *s, pt_progress *o)
     pthread_mutex_unlock(&s->ctl_mu);
     uint64_t total = atomic_load(&s->total);
     pthread_mutex_lock(&s->meta_mu);
-    uint64_t left = o->active ? s->C.count : 0;
+    uint64_t left = o->active ? s->C.count : atomic_load(&s->left_end);
     pthread_mutex_unlock(&s->meta_mu);
-    if (!o->active && o->result == 0 && !o->aborting)
-        left = 0;
     o->chunks_total = total;
     o->chunks_done = total > left ? total - left : 0;
     o->bytes_total = total << s->cshift;

@@ -153,7 +153,7 @@ struct pt_overflow {
     uint8_t set_uuids[PT_OV_MAX_SETS][16];
     int nsets;
     int nopen;             /* open sets attached */
-    int nreconciled;       /* attached sets whose references were counted */
+    bool counted[PT_OV_MAX_SETS];   /* attached sets whose references were counted */
     bool counters_valid;
     bool hdr_dirty;
     uint64_t hint;
@@ -174,7 +174,7 @@ struct pt_engine {
 #define PT_PF_TO_MASTER 0x04u
 #define PT_PF_OUT_OF_SPACE 0x08u
 #define PT_PF_INCOMPLETE 0x10u
-#define PT_PF_NEED_RESYNC 0x20u
+#define PT_PF_SPILLED 0x40u
 
 /* compact index entries: 0 none, 1..0x7fffffff shadow slot + 1, >= 0x80000000 overflow slot */
 #define PT_IDX_OV 0x80000000u
@@ -234,7 +234,7 @@ struct pt_set {
     atomic_uint rflags;     /* runtime PT_F_* offline bits */
     atomic_uint delay_ms;
     atomic_uint units;
-    atomic_uint_fast64_t total, done_base, start_ns, end_ns;
+    atomic_uint_fast64_t total, left_end, start_ns, end_ns;
     atomic_int result;
     struct pt_set *next;
 };

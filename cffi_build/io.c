@@ -231,14 +231,14 @@ static int alloc_phys(pt_set *s, uint64_t c, wctx *w)
 
 /* Prepares set s (the writer's set or a sibling on the same master) for a write of master
  * chunk c. Fails only when the master itself fails: the shadow never fails a master write. */
-static int prep_master(pt_set *s, uint64_t c, bool full, wctx *w, void *buf)
+static int prep_master(pt_set *s, uint64_t c, wctx *w, void *buf)
 {
     unsigned rf = atomic_load(&s->rflags);
     if (s->copying && pt_bit_get(&s->C, c)) {
         if (s->dir == PT_TO_SHADOW) {
             if (!(rf & PT_F_SHADOW_OFFLINE) && pt_copy_chunk(s, c, PT_TO_SHADOW, buf) == 0)
                 w->shadow_data = true;
-        } else if (!full) {
+        } else {
             if (pt_copy_chunk(s, c, PT_TO_MASTER, buf) != 0)
                 return -EIO;
             w->master_data = true;
@@ -269,19 +269,16 @@ static int prep_master(pt_set *s, uint64_t c, bool full, wctx *w, void *buf)
 }
 
 /* Prepares a write of shadow chunk c. */
-static int prep_shadow(pt_set *s, uint64_t c, bool full, wctx *w, void *buf)
+static int prep_shadow(pt_set *s, uint64_t c, wctx *w, void *buf)
 {
     if (s->copying && pt_bit_get(&s->C, c)) {
         /* the copy must see this chunk's point-in-time data before the shadow changes */
-        if (s->dir == PT_TO_MASTER) {
-            if (pt_copy_chunk(s, c, PT_TO_MASTER, buf) != 0)
-                return -EIO;
+        if (pt_copy_chunk(s, c, s->dir, buf) != 0)
+            return -EIO;
+        if (s->dir == PT_TO_MASTER)
             w->master_data = true;
-        } else if (!full) {
-            if (pt_copy_chunk(s, c, PT_TO_SHADOW, buf) != 0)
-                return -EIO;
+        else
             w->shadow_data = true;
-        }
         mark_D(s, c, true, w);
         return 0;
     }
@@ -291,11 +288,9 @@ static int prep_shadow(pt_set *s, uint64_t c, bool full, wctx *w, void *buf)
         int rc = alloc_phys(s, c, w);
         if (rc)
             return -PT_E_OUT_OF_SPACE;
-        if (!full) {   /* a partial write lands on the point-in-time data */
-            if (pt_copy_chunk(s, c, PT_TO_SHADOW, buf) != 0)
-                return -EIO;
-            note_data(s, c, w);
-        }
+        if (pt_copy_chunk(s, c, PT_TO_SHADOW, buf) != 0)
+            return -EIO;
+        note_data(s, c, w);
     }
     mark_D(s, c, false, w);
     return 0;
@@ -352,13 +347,12 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
         memset(&ws[i], 0, sizeof ws[i]);
         ws[i].s = side == PT_MASTER ? m->sets[i] : s;
     }
-    for (uint64_t c = c0; c <= c1 && !rc; c++) {
-        uint64_t cs = c << s->cshift;
-        bool full = off <= cs && off + len >= cs + pt_chunk_len(s, c);
+    /* Even a write that covers a whole chunk copies first: if the crash tears it, every byte
+     * must read old or new, never what the target held before the point in time. */
+    for (uint64_t c = c0; c <= c1 && !rc; c++)
         for (int i = 0; i < n && !rc; i++)
-            rc = side == PT_MASTER ? prep_master(ws[i].s, c, full, &ws[i], cbuf)
-                                   : prep_shadow(s, c, full, &ws[0], cbuf);
-    }
+            rc = side == PT_MASTER ? prep_master(ws[i].s, c, &ws[i], cbuf)
+                                   : prep_shadow(s, c, &ws[0], cbuf);
     int crc = commit(m, ws, n, side);
     if (!rc)
         rc = crc;

@@ -305,6 +305,11 @@ int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_e
                        s->bitmap.path, strerror(-rc));
     pt_bits_recount(&s->D);
     pt_bits_recount(&s->C);
+    if (!(s->pflags & PT_PF_COPYING) && s->C.count) {
+        /* copy bits left without a copy (a torn flush): they still mark differences */
+        pt_bits_or(&s->D, &s->C, pt_image_mark, &s->img);
+        pt_bits_zero(&s->C, pt_image_mark, &s->img);
+    }
     if (state == PT_STATE_DIRTY)
         atomic_fetch_or(&s->rflags, PT_F_RECOVERED);
     if (s->compact)
@@ -324,6 +329,13 @@ void pt_meta_release(pt_set *s, uint32_t *rel, uint64_t n)
             s->slots[(v - 1) / 64] &= ~(1ull << ((v - 1) % 64));
         }
     }
+}
+
+static int bitmap_sync(pt_set *s)
+{
+    if (atomic_load(&s->bitmap.inject))
+        return -EIO;
+    return fdatasync(s->bitmap.fd) ? -errno : 0;
 }
 
 static int meta_flush_fn(void *arg)
@@ -346,13 +358,15 @@ static int meta_flush_fn(void *arg)
     pthread_mutex_unlock(&s->meta_mu);
     if (rc)
         return rc;
-    /* The header goes first: it carries the copy state the bits below depend on. */
-    if (hdr)
+    /* Pages first, header last: the header (copy state) is the commit record. A tear leaves
+     * bits without the header that uses them, which open folds into the shadow bitmap. */
+    rc = pt_staged_write(&s->bitmap, PT_HDR_SIZE, &st);
+    if (!rc && st.n && hdr)
+        rc = bitmap_sync(s);
+    if (!rc && hdr)
         rc = pt_vol_pwrite(&s->bitmap, h, sizeof h, 0);
-    if (!rc)
-        rc = pt_staged_write(&s->bitmap, PT_HDR_SIZE, &st);
     if (!rc && (hdr || st.n))
-        rc = atomic_load(&s->bitmap.inject) ? -EIO : (fdatasync(s->bitmap.fd) ? -errno : 0);
+        rc = bitmap_sync(s);
     pt_staged_free(&st);
     if (!rc && nrel) {   /* the entries that pointed at these slots are cleared on disk now */
         pthread_mutex_lock(&s->meta_mu);

@@ -155,6 +155,8 @@ int pt_overflow_init(pt_engine *eng, const pt_volspec *vol, uint32_t chunk_size,
         release_all(ov);
         return rc;
     }
+    if (n > PT_IDX_OV - 1)
+        n = PT_IDX_OV - 1;   /* index entries hold 31 bits of overflow chunk number */
     ov->nchunks = n;
     pt_uuid_generate(ov->uuid);
     rc = setup(ov, eng, err);
@@ -220,7 +222,8 @@ int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, p
             rc = bad(ov, err, "unknown state marker (corrupted)");
         else if (nsets > PT_OV_MAX_SETS || ov->chunk < PT_CHUNK_MIN ||
                  ov->chunk > PT_CHUNK_MAX || (ov->chunk & (ov->chunk - 1)) ||
-                 ov->data_off + ov->nchunks * ov->chunk > ov->vol.size || ov->nchunks == 0)
+                 ov->data_off + ov->nchunks * ov->chunk > ov->vol.size || ov->nchunks == 0 ||
+                 ov->nchunks >= PT_IDX_OV)
             rc = bad(ov, err, "header fields out of range (corrupted or truncated)");
     }
     if (!rc) {
@@ -360,6 +363,8 @@ int pt_ov_alloc(pt_overflow *ov, uint64_t *slot)
             uint64_t i = (ov->hint + k) % ov->nchunks;
             if (!pt_bit_get(&ov->alloc, i)) {
                 pt_bit_set(&ov->alloc, i);
+                if (ov->refs.w)   /* reconcile pending: count it as referenced */
+                    pt_bit_set(&ov->refs, i);
                 pt_image_mark(&ov->img, i / 8);
                 ov->hint = i + 1;
                 *slot = i;
@@ -428,6 +433,7 @@ int pt_ov_add_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err)
         return pt_fail(err, PT_E_IN_USE, "overflow volume %s already serves %d sets",
                        ov->vol.path, PT_OV_MAX_SETS);
     }
+    ov->counted[ov->nsets] = true;   /* a newly attached set references nothing yet */
     memcpy(ov->set_uuids[ov->nsets++], uuid, 16);
     int rc = write_header(ov, PT_STATE_DIRTY, err);
     if (rc)
@@ -445,12 +451,17 @@ int pt_ov_remove_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err)
             continue;
         uint8_t saved[16];
         memcpy(saved, ov->set_uuids[i], 16);
-        memmove(ov->set_uuids[i], ov->set_uuids[i + 1], (size_t)(ov->nsets - i - 1) * 16);
+        bool saved_counted = ov->counted[i];
+        size_t tail = (size_t)(ov->nsets - i - 1);
+        memmove(ov->set_uuids[i], ov->set_uuids[i + 1], tail * 16);
+        memmove(&ov->counted[i], &ov->counted[i + 1], tail * sizeof(bool));
         ov->nsets--;
         rc = write_header(ov, PT_STATE_DIRTY, err);
         if (rc) {   /* put it back: nothing half-changed */
-            memmove(ov->set_uuids[i + 1], ov->set_uuids[i], (size_t)(ov->nsets - i) * 16);
+            memmove(ov->set_uuids[i + 1], ov->set_uuids[i], tail * 16);
+            memmove(&ov->counted[i + 1], &ov->counted[i], tail * sizeof(bool));
             memcpy(ov->set_uuids[i], saved, 16);
+            ov->counted[i] = saved_counted;
             ov->nsets++;
         }
         break;
@@ -465,13 +476,21 @@ void pt_ov_set_opened(pt_overflow *ov, pt_set *s)
 {
     pthread_mutex_lock(&ov->mu);
     ov->nopen++;
-    if (!ov->counters_valid && ov->refs.w) {
+    int slot = -1;
+    for (int i = 0; i < ov->nsets && slot < 0; i++)
+        if (memcmp(ov->set_uuids[i], s->uuid, 16) == 0)
+            slot = i;
+    if (!ov->counters_valid && ov->refs.w && slot >= 0 && !ov->counted[slot]) {
+        ov->counted[slot] = true;
         for (uint64_t c = 0; s->compact && c < s->nchunks; c++) {
             uint32_t v = s->idx[c];
             if ((v & PT_IDX_OV) && (uint64_t)(v & ~PT_IDX_OV) < ov->nchunks)
                 pt_bit_set(&ov->refs, v & ~PT_IDX_OV);
         }
-        if (++ov->nreconciled >= ov->nsets) {
+        bool all = true;
+        for (int i = 0; i < ov->nsets && all; i++)
+            all = ov->counted[i];
+        if (all) {
             uint64_t nw = (ov->nchunks + 63) / 64;
             memcpy(ov->alloc.w, ov->refs.w, nw * 8);
             pt_bits_recount(&ov->alloc);

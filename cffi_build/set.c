@@ -98,8 +98,8 @@ int pt_slot_alloc(pt_set *s, uint64_t c, bool *spilled)
             pt_idx_put(s, c, PT_IDX_OV | (uint32_t)slot);
             s->ov_used++;
             *spilled = true;
-            if (!(s->pflags & PT_PF_OUT_OF_SPACE) && !(s->pflags & 0x40u)) {
-                s->pflags |= 0x40u;   /* PT_F_SPILLED is remembered in the header */
+            if (!(s->pflags & PT_PF_SPILLED)) {
+                s->pflags |= PT_PF_SPILLED;
                 s->hdr_dirty = true;
             }
             return 0;
@@ -594,7 +594,7 @@ int pt_set_status(pt_set *s, pt_status *o)
         f |= PT_F_COMPACT;
     if (pf & PT_PF_OUT_OF_SPACE)
         f |= PT_F_OUT_OF_SPACE;
-    if (pf & 0x40u)
+    if (pf & PT_PF_SPILLED)
         f |= PT_F_SPILLED;
     if (pf & PT_PF_INCOMPLETE)
         f |= PT_F_INCOMPLETE;

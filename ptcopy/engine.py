@@ -304,15 +304,18 @@ class Engine:
         """Close every set (copies suspend, to resume on the next open) and overflow volume."""
         with self._lock:
             objs = list(self._objects)
-        for o in objs:
-            if isinstance(o, Set):
+        first: PtcopyError | None = None
+        # sets before overflow volumes: an overflow refuses to close while its sets are open
+        for o in sorted(objs, key=lambda o: isinstance(o, Overflow)):
+            try:
                 o.close()
-        for o in objs:
-            if isinstance(o, Overflow):
-                o.close()
+            except PtcopyError as e:  # keep closing the rest; report the first failure
+                first = first or e
         if self._h is not None:
             lib.pt_engine_free(self._h)
             self._h = None
+        if first is not None:
+            raise first
 
     def __enter__(self) -> Engine:
         return self
@@ -479,7 +482,7 @@ class Set:
         buf = ffi.new("char[]", length or 1)
         err = _new_error()
         _check(lib.pt_set_read(self._handle(), int(side), offset, buf, length, err), err)
-        return ffi.unpack(buf, length)
+        return bytes(ffi.buffer(buf, length))
 
     def write(self, side: Side, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Write through the set: copy-on-write and copy-on-demand happen first."""
