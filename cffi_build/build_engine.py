@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import cffi
@@ -42,6 +43,19 @@ BASE_LDFLAGS = ["-pthread"]
 
 def _env_flags(name: str) -> list[str]:
     return shlex.split(os.environ.get(name, ""))
+
+
+def _pkg_config(option: str, prefix: str) -> list[str]:
+    """Flags for libfuse3 (the FUSE data path) from pkg-config, without their prefix."""
+    try:
+        out = subprocess.run(["pkg-config", option, "fuse3"], check=True, capture_output=True,
+                             text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        raise SystemExit(
+            "build_engine.py: libfuse3's development files are missing: install the Debian "
+            "packages libfuse3-dev and pkg-config (scripts/setup.sh does)"
+        ) from None
+    return [f[len(prefix):] for f in shlex.split(out) if f.startswith(prefix)]
 
 
 def _read_cdef() -> str:
@@ -68,10 +82,10 @@ def make_builder() -> cffi.FFI:
         MODULE_NAME,
         f'#include "{PUBLIC_HEADER}"',
         sources=_sources(),
-        include_dirs=[str(HERE)],
+        include_dirs=[str(HERE), *_pkg_config("--cflags-only-I", "-I")],
         extra_compile_args=BASE_CFLAGS + _env_flags("PTCOPY_CFLAGS"),
         extra_link_args=BASE_LDFLAGS + _env_flags("PTCOPY_LDFLAGS"),
-        libraries=[],
+        libraries=_pkg_config("--libs-only-l", "-l"),
     )
     return builder
 

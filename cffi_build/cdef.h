@@ -139,3 +139,10 @@ int pt_overflow_close(pt_overflow *ov, pt_error *err);
 int pt_overflow_delete(pt_overflow *ov, pt_error *err);
 int pt_overflow_status(pt_overflow *ov, pt_ov_status *out);
 int pt_overflow_set_uuid(pt_overflow *ov, int i, uint8_t *out16);
+typedef struct pt_server pt_server;
+int pt_server_start(pt_engine *eng, const char *mountpoint, unsigned max_threads,
+                    pt_server **out, pt_error *err);
+int pt_server_export(pt_server *srv, const char *name, pt_set *set, pt_error *err);
+int pt_server_unexport(pt_server *srv, const char *name, int force, pt_error *err);
+int pt_server_invalidate(pt_server *srv, const char *name, pt_error *err);
+int pt_server_stop(pt_server *srv, pt_error *err);

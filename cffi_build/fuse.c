@@ -1,0 +1,570 @@
+/* The userspace data path: serves sets' masters and shadows as files on one FUSE mount.
+ *
+ *   <mountpoint>/<name>/master   <mountpoint>/<name>/shadow
+ *
+ * libfuse3 low-level API, multithreaded, requests up to 1 MiB. Every read and write goes
+ * straight to pt_set_read/pt_set_write, so all of the engine's rules hold for I/O through the
+ * files (and through loop devices attached to them). Files are opened with direct I/O: the
+ * kernel keeps no page cache of them, so nothing is cached twice and nothing goes stale when a
+ * copy changes a volume underneath.
+ *
+ * An export is referenced by every request in flight on it; unexporting waits for those to end,
+ * so a set is never closed under a running request.
+ */
+#define FUSE_USE_VERSION 312
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define INO_PER_EXPORT 3u   /* directory, master, shadow */
+#define FIRST_INO 2u
+
+typedef struct export {
+    char name[256];
+    pt_set *set;
+    uint64_t size;
+    int inflight;          /* requests using it; guarded by the server's mu */
+    int opens[2];          /* open file handles per side */
+    bool removed;
+} export;
+
+struct pt_server {
+    pt_engine *eng;
+    struct fuse_session *se;
+    char mountpoint[512];
+    pthread_t thr;
+    bool running;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    export **exports;      /* indexed by slot; slots are never reused, so inodes are unique */
+    size_t nslots, cap;
+    unsigned max_threads;
+    int loop_rc;
+};
+
+/* ---- inode helpers ---- */
+
+static export *get_export(pt_server *srv, fuse_ino_t ino, int *kind)
+{
+    if (ino < FIRST_INO)
+        return NULL;
+    size_t slot = (ino - FIRST_INO) / INO_PER_EXPORT;
+    *kind = (int)((ino - FIRST_INO) % INO_PER_EXPORT);   /* 0 dir, 1 master, 2 shadow */
+    if (slot >= srv->nslots || !srv->exports[slot] || srv->exports[slot]->removed)
+        return NULL;
+    return srv->exports[slot];
+}
+
+static fuse_ino_t ino_of(size_t slot, int kind)
+{
+    return FIRST_INO + slot * INO_PER_EXPORT + (fuse_ino_t)kind;
+}
+
+/* Takes a reference on the export behind ino (NULL when gone). */
+static export *acquire(pt_server *srv, fuse_ino_t ino, int *kind)
+{
+    pthread_mutex_lock(&srv->mu);
+    export *e = get_export(srv, ino, kind);
+    if (e)
+        e->inflight++;
+    pthread_mutex_unlock(&srv->mu);
+    return e;
+}
+
+static void release(pt_server *srv, export *e)
+{
+    pthread_mutex_lock(&srv->mu);
+    if (--e->inflight == 0)
+        pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void fill_attr(struct stat *st, fuse_ino_t ino, int kind, uint64_t size)
+{
+    memset(st, 0, sizeof *st);
+    st->st_ino = ino;
+    if (kind == 0 || ino == FUSE_ROOT_ID) {
+        st->st_mode = S_IFDIR | 0755;
+        st->st_nlink = 2;
+    } else {
+        st->st_mode = S_IFREG | 0600;
+        st->st_nlink = 1;
+        st->st_size = (off_t)size;
+        st->st_blocks = (blkcnt_t)((size + 511) / 512);
+    }
+    st->st_blksize = 4096;
+}
+
+static int to_errno(int rc)
+{
+    int code = rc < 0 ? -rc : rc;
+    switch (code) {
+    case PT_E_OUT_OF_SPACE: return ENOSPC;
+    case PT_E_INVALID: return EINVAL;
+    case PT_E_OFFLINE: case PT_E_IO: return EIO;
+    default: return code < PT_E_INVALID ? code : EIO;
+    }
+}
+
+/* ---- operations ---- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    conn->max_write = PT_IO_MAX;
+    conn->max_read = PT_IO_MAX;
+    conn->max_readahead = PT_IO_MAX;
+    conn->want &= ~(unsigned)FUSE_CAP_SPLICE_READ;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    pt_server *srv = fuse_req_userdata(req);
+    struct fuse_entry_param ep;
+    memset(&ep, 0, sizeof ep);
+    ep.attr_timeout = ep.entry_timeout = 1.0;
+    pthread_mutex_lock(&srv->mu);
+    int found = 0;
+    if (parent == FUSE_ROOT_ID) {
+        for (size_t i = 0; i < srv->nslots && !found; i++) {
+            export *e = srv->exports[i];
+            if (e && !e->removed && strcmp(e->name, name) == 0) {
+                ep.ino = ino_of(i, 0);
+                fill_attr(&ep.attr, ep.ino, 0, 0);
+                found = 1;
+            }
+        }
+    } else {
+        int kind;
+        export *e = get_export(srv, parent, &kind);
+        if (e && kind == 0 && (!strcmp(name, "master") || !strcmp(name, "shadow"))) {
+            int k = strcmp(name, "master") == 0 ? 1 : 2;
+            ep.ino = parent + (fuse_ino_t)k;
+            fill_attr(&ep.attr, ep.ino, k, e->size);
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&srv->mu);
+    if (found)
+        fuse_reply_entry(req, &ep);
+    else
+        fuse_reply_err(req, ENOENT);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    pt_server *srv = fuse_req_userdata(req);
+    struct stat st;
+    if (ino == FUSE_ROOT_ID) {
+        fill_attr(&st, ino, 0, 0);
+        fuse_reply_attr(req, &st, 1.0);
+        return;
+    }
+    pthread_mutex_lock(&srv->mu);
+    int kind;
+    export *e = get_export(srv, ino, &kind);
+    if (e)
+        fill_attr(&st, ino, kind, e->size);
+    pthread_mutex_unlock(&srv->mu);
+    if (e)
+        fuse_reply_attr(req, &st, 1.0);
+    else
+        fuse_reply_err(req, ENOENT);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    pt_server *srv = fuse_req_userdata(req);
+    int kind;
+    pthread_mutex_lock(&srv->mu);
+    export *e = get_export(srv, ino, &kind);
+    uint64_t size = e ? e->size : 0;
+    pthread_mutex_unlock(&srv->mu);
+    if (!e && ino != FUSE_ROOT_ID) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    /* a volume's size is fixed: truncation to another size is refused */
+    if ((to_set & FUSE_SET_ATTR_SIZE) && (uint64_t)attr->st_size != size) {
+        fuse_reply_err(req, EPERM);
+        return;
+    }
+    op_getattr(req, ino, fi);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    (void)fi;
+    pt_server *srv = fuse_req_userdata(req);
+    char *buf = calloc(1, size ? size : 1);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    size_t used = 0;
+    struct stat st;
+    memset(&st, 0, sizeof st);
+    pthread_mutex_lock(&srv->mu);
+    int kind = 0;
+    export *dir = ino == FUSE_ROOT_ID ? NULL : get_export(srv, ino, &kind);
+    if (ino != FUSE_ROOT_ID && (!dir || kind != 0)) {
+        pthread_mutex_unlock(&srv->mu);
+        free(buf);
+        fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    /* entry k of the listing has offset k+1 */
+    size_t total = ino == FUSE_ROOT_ID ? 2 + srv->nslots : 4;
+    for (size_t k = (size_t)off; k < total; k++) {
+        const char *name;
+        fuse_ino_t eino;
+        if (k == 0) {
+            name = ".";
+            eino = ino;
+        } else if (k == 1) {
+            name = "..";
+            eino = FUSE_ROOT_ID;
+        } else if (ino == FUSE_ROOT_ID) {
+            export *e = srv->exports[k - 2];
+            if (!e || e->removed)
+                continue;
+            name = e->name;
+            eino = ino_of(k - 2, 0);
+        } else {
+            name = k == 2 ? "master" : "shadow";
+            eino = ino + (fuse_ino_t)(k - 1);
+        }
+        st.st_ino = eino;
+        st.st_mode = (k < 2 || ino == FUSE_ROOT_ID) ? S_IFDIR : S_IFREG;
+        size_t n = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)(k + 1));
+        if (n > size - used)
+            break;
+        used += n;
+    }
+    pthread_mutex_unlock(&srv->mu);
+    fuse_reply_buf(req, buf, used);
+    free(buf);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    pt_server *srv = fuse_req_userdata(req);
+    int kind;
+    pthread_mutex_lock(&srv->mu);
+    export *e = get_export(srv, ino, &kind);
+    if (e && kind != 0)
+        e->opens[kind - 1]++;
+    pthread_mutex_unlock(&srv->mu);
+    if (!e) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if (kind == 0) {
+        fuse_reply_err(req, EISDIR);
+        return;
+    }
+    fi->direct_io = 1;       /* no page cache of volumes in the kernel: see the file comment */
+    fi->keep_cache = 0;
+    fuse_reply_open(req, fi);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    pt_server *srv = fuse_req_userdata(req);
+    int kind;
+    pthread_mutex_lock(&srv->mu);
+    /* a removed export may still be released: look at the slot directly */
+    size_t slot = ino >= FIRST_INO ? (ino - FIRST_INO) / INO_PER_EXPORT : SIZE_MAX;
+    kind = ino >= FIRST_INO ? (int)((ino - FIRST_INO) % INO_PER_EXPORT) : 0;
+    if (slot < srv->nslots && srv->exports[slot] && kind != 0) {
+        srv->exports[slot]->opens[kind - 1]--;
+        pthread_cond_broadcast(&srv->cv);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    fuse_reply_err(req, 0);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    (void)fi;
+    pt_server *srv = fuse_req_userdata(req);
+    int kind;
+    export *e = acquire(srv, ino, &kind);
+    if (!e || kind == 0) {
+        if (e)
+            release(srv, e);
+        fuse_reply_err(req, e ? EISDIR : ENOENT);
+        return;
+    }
+    uint64_t o = (uint64_t)off;
+    size_t n = o >= e->size ? 0 : (size > e->size - o ? (size_t)(e->size - o) : size);
+    char *buf = n ? malloc(n) : NULL;
+    int rc = n && !buf ? -ENOMEM : 0;
+    if (!rc && n)
+        rc = pt_set_read(e->set, kind == 1 ? PT_MASTER : PT_SHADOW, o, buf, n, NULL);
+    release(srv, e);
+    if (rc)
+        fuse_reply_err(req, to_errno(rc));
+    else
+        fuse_reply_buf(req, buf, n);
+    free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    (void)fi;
+    pt_server *srv = fuse_req_userdata(req);
+    int kind;
+    export *e = acquire(srv, ino, &kind);
+    if (!e || kind == 0) {
+        if (e)
+            release(srv, e);
+        fuse_reply_err(req, e ? EISDIR : ENOENT);
+        return;
+    }
+    uint64_t o = (uint64_t)off;
+    int rc;
+    if (o > e->size || size > e->size - o)
+        rc = -ENOSPC;   /* a volume does not grow */
+    else
+        rc = pt_set_write(e->set, kind == 1 ? PT_MASTER : PT_SHADOW, o, data, size, NULL);
+    release(srv, e);
+    if (rc)
+        fuse_reply_err(req, to_errno(rc));
+    else
+        fuse_reply_write(req, size);
+}
+
+static void sync_export(fuse_req_t req, fuse_ino_t ino)
+{
+    pt_server *srv = fuse_req_userdata(req);
+    int kind;
+    export *e = acquire(srv, ino, &kind);
+    if (!e) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    int rc = pt_set_flush(e->set, NULL);
+    release(srv, e);
+    fuse_reply_err(req, rc ? to_errno(rc) : 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)datasync;
+    (void)fi;
+    sync_export(req, ino);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    sync_export(req, ino);
+}
+
+static const struct fuse_lowlevel_ops OPS = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readdir = op_readdir,
+    .open = op_open,
+    .release = op_release,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .fsync = op_fsync,
+};
+
+/* ---- server lifetime ---- */
+
+static void *loop_main(void *arg)
+{
+    pt_server *srv = arg;
+    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+    if (!cfg) {
+        srv->loop_rc = -ENOMEM;
+        return NULL;
+    }
+    fuse_loop_cfg_set_max_threads(cfg, srv->max_threads);
+    fuse_loop_cfg_set_idle_threads(cfg, srv->max_threads / 2 ? srv->max_threads / 2 : 1);
+    srv->loop_rc = fuse_session_loop_mt(srv->se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    return NULL;
+}
+
+static void free_server(pt_server *srv)
+{
+    for (size_t i = 0; i < srv->nslots; i++)
+        free(srv->exports[i]);
+    free(srv->exports);
+    pthread_cond_destroy(&srv->cv);
+    pthread_mutex_destroy(&srv->mu);
+    free(srv);
+}
+
+int pt_server_start(pt_engine *eng, const char *mountpoint, unsigned max_threads,
+                    pt_server **out, pt_error *err)
+{
+    if (!mountpoint || !mountpoint[0])
+        return pt_fail(err, PT_E_INVALID, "no mount point given");
+    struct stat st;
+    if (stat(mountpoint, &st) != 0 || !S_ISDIR(st.st_mode))
+        return pt_fail(err, PT_E_NOT_FOUND, "mount point %s is not a directory", mountpoint);
+    if (access("/dev/fuse", R_OK | W_OK) != 0)
+        return pt_fail(err, errno == ENOENT ? PT_E_NOT_FOUND : errno,
+                       "/dev/fuse is not usable (%s): load the fuse module or run as root",
+                       strerror(errno));
+    pt_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return pt_fail(err, ENOMEM, "out of memory");
+    if (pthread_mutex_init(&srv->mu, NULL) != 0) {
+        free(srv);
+        return pt_fail(err, EAGAIN, "out of resources");
+    }
+    if (pthread_cond_init(&srv->cv, NULL) != 0) {
+        pthread_mutex_destroy(&srv->mu);
+        free(srv);
+        return pt_fail(err, EAGAIN, "out of resources");
+    }
+    srv->eng = eng;
+    srv->max_threads = max_threads ? max_threads : 16;
+    snprintf(srv->mountpoint, sizeof srv->mountpoint, "%s", mountpoint);
+    char *argv[] = {"ptcopy", "-o", "fsname=ptcopy,subtype=ptcopy,allow_other,max_read=1048576",
+                    NULL};
+    struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+    srv->se = fuse_session_new(&args, &OPS, sizeof OPS, srv);
+    if (!srv->se) {
+        free_server(srv);
+        return pt_fail(err, EIO, "cannot create a FUSE session for %s", mountpoint);
+    }
+    if (fuse_session_mount(srv->se, srv->mountpoint) != 0) {
+        fuse_session_destroy(srv->se);
+        free_server(srv);
+        return pt_fail(err, EIO, "cannot mount the FUSE file system at %s (is it mounted "
+                       "already, and is this root?)", mountpoint);
+    }
+    int rc = pthread_create(&srv->thr, NULL, loop_main, srv);
+    if (rc) {
+        fuse_session_unmount(srv->se);
+        fuse_session_destroy(srv->se);
+        free_server(srv);
+        return pt_fail(err, rc, "cannot start the FUSE server thread");
+    }
+    srv->running = true;
+    *out = srv;
+    return 0;
+}
+
+static int find_slot(pt_server *srv, const char *name)
+{
+    for (size_t i = 0; i < srv->nslots; i++)
+        if (srv->exports[i] && !srv->exports[i]->removed && !strcmp(srv->exports[i]->name, name))
+            return (int)i;
+    return -1;
+}
+
+int pt_server_export(pt_server *srv, const char *name, pt_set *set, pt_error *err)
+{
+    if (!name || !name[0] || strlen(name) >= sizeof(((export *)0)->name) || strchr(name, '/') ||
+        !strcmp(name, ".") || !strcmp(name, ".."))
+        return pt_fail(err, PT_E_INVALID, "export name '%s' is not a valid file name",
+                       name ? name : "");
+    export *e = calloc(1, sizeof *e);
+    if (!e)
+        return pt_fail(err, ENOMEM, "out of memory");
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->set = set;
+    e->size = set->master_size;
+    pthread_mutex_lock(&srv->mu);
+    int rc = 0;
+    if (find_slot(srv, name) >= 0) {
+        rc = pt_fail(err, PT_E_ALREADY, "%s/%s is already served", srv->mountpoint, name);
+    } else if (srv->nslots == srv->cap) {
+        size_t cap = srv->cap ? srv->cap * 2 : 16;
+        export **n = realloc(srv->exports, cap * sizeof *n);
+        if (!n)
+            rc = pt_fail(err, ENOMEM, "out of memory");
+        else {
+            srv->exports = n;
+            srv->cap = cap;
+        }
+    }
+    if (!rc)
+        srv->exports[srv->nslots++] = e;
+    pthread_mutex_unlock(&srv->mu);
+    if (rc)
+        free(e);
+    return rc;
+}
+
+int pt_server_unexport(pt_server *srv, const char *name, int force, pt_error *err)
+{
+    pthread_mutex_lock(&srv->mu);
+    int slot = find_slot(srv, name);
+    if (slot < 0) {
+        pthread_mutex_unlock(&srv->mu);
+        return pt_fail(err, PT_E_NOT_FOUND, "%s/%s is not served", srv->mountpoint, name);
+    }
+    export *e = srv->exports[slot];
+    if (!force && (e->opens[0] || e->opens[1])) {
+        pthread_mutex_unlock(&srv->mu);
+        return pt_fail(err, PT_E_IN_USE, "%s/%s is open (%d master, %d shadow handles)",
+                       srv->mountpoint, name, e->opens[0], e->opens[1]);
+    }
+    e->removed = true;   /* new requests find nothing; wait for the ones in flight */
+    while (e->inflight)
+        pthread_cond_wait(&srv->cv, &srv->mu);
+    e->set = NULL;
+    pthread_mutex_unlock(&srv->mu);
+    /* the kernel may still hold the names: drop them */
+    fuse_lowlevel_notify_inval_entry(srv->se, FUSE_ROOT_ID, name, strlen(name));
+    return 0;
+}
+
+int pt_server_invalidate(pt_server *srv, const char *name, pt_error *err)
+{
+    pthread_mutex_lock(&srv->mu);
+    int slot = find_slot(srv, name);
+    pthread_mutex_unlock(&srv->mu);
+    if (slot < 0)
+        return pt_fail(err, PT_E_NOT_FOUND, "%s/%s is not served", srv->mountpoint, name);
+    for (int k = 1; k <= 2; k++) {
+        int rc = fuse_lowlevel_notify_inval_inode(srv->se, ino_of((size_t)slot, k), 0, 0);
+        if (rc && rc != -ENOENT)   /* ENOENT: the kernel holds nothing of it */
+            return pt_fail(err, -rc, "cannot invalidate %s/%s: %s", srv->mountpoint, name,
+                           strerror(-rc));
+    }
+    return 0;
+}
+
+int pt_server_stop(pt_server *srv, pt_error *err)
+{
+    (void)err;
+    if (srv->running) {
+        fuse_session_exit(srv->se);
+        /* unmounting ends the connection, which wakes the threads blocked reading it */
+        fuse_session_unmount(srv->se);
+        pthread_join(srv->thr, NULL);
+    }
+    fuse_session_destroy(srv->se);
+    free_server(srv);
+    return 0;
+}
+
+const char *pt_server_mountpoint(pt_server *srv)
+{
+    return srv->mountpoint;
+}
