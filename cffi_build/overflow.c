@@ -496,8 +496,12 @@ void pt_ov_set_opened(pt_overflow *ov, pt_set *s)
             pt_bits_recount(&ov->alloc);
             ov->img.ndirty = UINT64_MAX;   /* rewrite the whole map */
             ov->counters_valid = true;
+            /* detach under the lock: pt_ov_alloc looks at refs.w while holding it */
+            pt_bits done = ov->refs;
+            memset(&ov->refs, 0, sizeof ov->refs);
             pthread_mutex_unlock(&ov->mu);
-            free_refs(ov);
+            free(done.w);
+            pt_bits_free(&done);
             return;
         }
     }

@@ -624,6 +624,68 @@ class Set:
         self.close()
 
 
+class Server:
+    """A FUSE mount serving sets' masters and shadows as files (the userspace data path).
+
+    ``<mountpoint>/<name>/master`` and ``.../shadow`` are served by engine threads straight
+    from the sets' I/O path; files open with direct I/O, so the kernel caches nothing of them.
+    """
+
+    def __init__(self, engine: Engine, mountpoint: str | os.PathLike[str], *,
+                 max_threads: int = 16) -> None:
+        out = ffi.new("pt_server **")
+        err = _new_error()
+        path = ffi.new("char[]", os.fsencode(mountpoint))
+        _check(lib.pt_server_start(engine._handle(), path, max_threads, out, err), err)
+        self._h: Any = out[0]
+        self.mountpoint = os.fspath(mountpoint)
+        self._exports: dict[str, Set] = {}
+
+    def _handle(self) -> Any:
+        if self._h is None:
+            raise InvalidArgument(lib.PT_E_INVALID, "the server is stopped")
+        return self._h
+
+    def export(self, name: str, set_: Set) -> tuple[str, str]:
+        """Serve ``set_`` under ``name``; returns the master and shadow file paths."""
+        err = _new_error()
+        _check(lib.pt_server_export(self._handle(), name.encode(), set_._handle(), err), err)
+        self._exports[name] = set_
+        base = os.path.join(self.mountpoint, name)
+        return os.path.join(base, "master"), os.path.join(base, "shadow")
+
+    def unexport(self, name: str, *, force: bool = False) -> None:
+        """Stop serving ``name``; refused while its files are open unless ``force``."""
+        err = _new_error()
+        _check(lib.pt_server_unexport(self._handle(), name.encode(), int(force), err), err)
+        self._exports.pop(name, None)
+
+    def invalidate(self, name: str) -> None:
+        """Drop what the kernel caches of ``name``'s files."""
+        err = _new_error()
+        _check(lib.pt_server_invalidate(self._handle(), name.encode(), err), err)
+
+    @property
+    def exports(self) -> dict[str, Set]:
+        return dict(self._exports)
+
+    def stop(self) -> None:
+        """Unexport everything and unmount."""
+        if self._h is None:
+            return
+        for name in list(self._exports):
+            self.unexport(name, force=True)
+        err = _new_error()
+        h, self._h = self._h, None
+        _check(lib.pt_server_stop(h, err), err)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def all_sets(engine: Engine) -> Iterable[Set]:
     """The sets currently open in ``engine``."""
     with engine._lock:

@@ -1,0 +1,161 @@
+"""Loop devices and mounts: attach, detach, find, and ask who holds a block device.
+
+Uses util-linux's ``losetup`` for attaching (it knows every kernel's loop ioctls) and the
+kernel's own tables (/proc/self/mountinfo, /sys/class/block) for observing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+BLKFLSBUF = 0x1261  # <linux/fs.h>: flush a block device's buffer cache
+FIFREEZE = 0xC0045877  # <linux/fs.h>: _IOWR('X', 119, int)
+FITHAW = 0xC0045878
+
+
+class LoopError(Exception):
+    """A loop-device or mount operation failed; the message names the device and the cause."""
+
+
+def _losetup(*args: str) -> str:
+    exe = shutil.which("losetup")
+    if exe is None:
+        raise LoopError("losetup is missing: install util-linux (scripts/setup.sh does)")
+    r = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise LoopError(f"losetup {' '.join(args)}: {r.stderr.strip() or 'failed'}")
+    return r.stdout
+
+
+def attach(path: str, *, read_only: bool = False, direct_io: bool = True) -> str:
+    """Attach a loop device to ``path``; returns ``/dev/loopN``.
+
+    Direct I/O keeps the loop device from caching what the backing file already serves.
+    """
+    args = ["--find", "--show"]
+    if direct_io:
+        args.append("--direct-io=on")
+    if read_only:
+        args.append("--read-only")
+    return _losetup(*args, path).strip()
+
+
+def detach(dev: str) -> None:
+    """Detach a loop device."""
+    _losetup("--detach", dev)
+
+
+@dataclass(frozen=True)
+class Loop:
+    device: str
+    backing_file: str
+
+
+def list_loops() -> list[Loop]:
+    """Every attached loop device and its backing file."""
+    out = _losetup("--list", "--json", "--output", "NAME,BACK-FILE")
+    if not out.strip():
+        return []
+    rows = json.loads(out).get("loopdevices", [])
+    return [Loop(r["name"], (r.get("back-file") or "").removesuffix(" (deleted)")) for r in rows]
+
+
+def loops_backed_by(prefix: str) -> list[Loop]:
+    """Loop devices whose backing file lies under ``prefix``."""
+    base = os.path.join(os.path.realpath(prefix), "")
+    return [lp for lp in list_loops() if lp.backing_file.startswith(base)]
+
+
+def _devnum(dev: str) -> tuple[int, int]:
+    rdev = os.stat(dev).st_rdev
+    return os.major(rdev), os.minor(rdev)
+
+
+def mountpoints(dev: str) -> list[str]:
+    """Where the block device ``dev`` is mounted (empty when it is not)."""
+    try:
+        major, minor = _devnum(dev)
+    except OSError:
+        return []
+    want = f"{major}:{minor}"
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and fields[2] == want:
+                found.append(fields[4].replace("\\040", " "))
+    return found
+
+
+def holders(dev: str) -> list[str]:
+    """Block devices stacked on ``dev`` (device-mapper, md, ...)."""
+    name = os.path.basename(os.path.realpath(dev))
+    try:
+        return sorted(os.listdir(f"/sys/class/block/{name}/holders"))
+    except OSError:
+        return []
+
+
+def users(dev: str) -> list[str]:
+    """What holds ``dev``: mount points and stacked devices, for messages."""
+    return mountpoints(dev) + [f"/dev/{h}" for h in holders(dev)]
+
+
+def flush_buffers(dev: str) -> None:
+    """Drop the block device's buffer cache so readers see what the set now holds."""
+    fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, BLKFLSBUF, 0)
+    finally:
+        os.close(fd)
+
+
+def fuse_mounts_at(path: str) -> list[str]:
+    """ptcopy FUSE mounts at or under ``path`` (left behind by a killed server)."""
+    base = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-") if "-" in fields else -1
+            fstype = fields[sep + 1] if sep > 0 and sep + 1 < len(fields) else ""
+            mp = fields[4].replace("\\040", " ") if len(fields) > 4 else ""
+            if fstype == "fuse.ptcopy" and (mp == base or mp.startswith(base + "/")):
+                found.append(mp)
+    return found
+
+
+def lazy_unmount(path: str) -> None:
+    """Detach a mount even when it is busy or its server is dead."""
+    r = subprocess.run(["umount", "--lazy", path], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise LoopError(f"umount --lazy {path}: {r.stderr.strip() or 'failed'}")
+
+
+@contextlib.contextmanager
+def frozen(mountpoints_: list[str]) -> Iterator[None]:
+    """Freeze file systems (FIFREEZE) for the duration of the block; always thaws."""
+    fds: list[int] = []
+    try:
+        for mp in mountpoints_:
+            fd = os.open(mp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fds.append(fd)
+            try:
+                fcntl.ioctl(fd, FIFREEZE, 0)
+            except OSError as e:
+                fds.pop()
+                os.close(fd)
+                raise LoopError(f"cannot freeze the file system at {mp}: {e.strerror}") from e
+        yield
+    finally:
+        for fd in reversed(fds):
+            with contextlib.suppress(OSError):  # thaw what we froze, whatever happened
+                fcntl.ioctl(fd, FITHAW, 0)
+            os.close(fd)

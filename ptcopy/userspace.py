@@ -1,0 +1,186 @@
+"""The userspace data path: sets served on a FUSE mount, with a loop device on each file.
+
+Applications never write a managed volume directly; they use ``/dev/loopN`` (or the FUSE file)
+that this module hands out. It decides and observes; the engine's C threads move the bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ptcopy import loopdev
+from ptcopy.engine import Direction, Engine, InUse, InvalidArgument, NotFound, Server, Set
+
+log = logging.getLogger(__name__)
+
+
+class DataPathError(InvalidArgument):
+    """The data path cannot do what was asked (missing /dev/fuse, loop devices, ...)."""
+
+    name = "DataPath"
+
+
+@dataclass
+class Served:
+    """What users get for one set: files on the FUSE mount and loop devices over them."""
+
+    name: str
+    set: Set
+    master_file: str
+    shadow_file: str
+    devices: dict[Direction, str] = field(default_factory=dict)
+
+    @property
+    def master_device(self) -> str | None:
+        return self.devices.get(Direction.TO_MASTER)
+
+    @property
+    def shadow_device(self) -> str | None:
+        return self.devices.get(Direction.TO_SHADOW)
+
+
+def _require(path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise DataPathError(1001, f"{path} is missing: {what}")
+
+
+def cleanup_stale(mountpoint: str) -> list[str]:
+    """Remove what a killed server left behind: loop devices over its files, its FUSE mount.
+
+    Returns what was cleaned, for the log.
+    """
+    cleaned = []
+    for lp in loopdev.loops_backed_by(mountpoint):
+        with contextlib.suppress(loopdev.LoopError):
+            for mp in loopdev.mountpoints(lp.device):
+                loopdev.lazy_unmount(mp)
+                cleaned.append(mp)
+            loopdev.detach(lp.device)
+            cleaned.append(lp.device)
+    for mp in sorted(loopdev.fuse_mounts_at(mountpoint), reverse=True):
+        loopdev.lazy_unmount(mp)
+        cleaned.append(mp)
+    return cleaned
+
+
+class UserspacePath:
+    """Serves sets under ``<run_dir>/volumes``.
+
+    Starting cleans what an earlier, killed server left behind, so a restart serves the sets
+    again without manual steps.
+    """
+
+    def __init__(self, engine: Engine, run_dir: str, *, max_threads: int = 16) -> None:
+        _require("/dev/fuse", "load the fuse kernel module (modprobe fuse)")
+        _require("/dev/loop-control", "load the loop kernel module (modprobe loop)")
+        self.mountpoint = os.path.join(run_dir, "volumes")
+        os.makedirs(self.mountpoint, exist_ok=True)
+        for item in cleanup_stale(self.mountpoint):
+            log.warning("cleaned up after an unclean stop: %s", item)
+        self._server = Server(engine, self.mountpoint, max_threads=max_threads)
+        self._served: dict[str, Served] = {}
+
+    @property
+    def served(self) -> dict[str, Served]:
+        return dict(self._served)
+
+    def serve(self, name: str, set_: Set, *, loop: bool = True) -> Served:
+        """Serve a set's master and shadow; attach loop devices unless ``loop`` is False."""
+        master, shadow = self._server.export(name, set_)
+        served = Served(name, set_, master, shadow)
+        try:
+            if loop:
+                served.devices[Direction.TO_MASTER] = loopdev.attach(master)
+                served.devices[Direction.TO_SHADOW] = loopdev.attach(shadow)
+        except loopdev.LoopError as e:
+            for dev in served.devices.values():
+                with contextlib.suppress(loopdev.LoopError):
+                    loopdev.detach(dev)
+            self._server.unexport(name, force=True)
+            raise DataPathError(1001, f"cannot attach loop devices for {name}: {e}") from e
+        self._served[name] = served
+        return served
+
+    def _get(self, name: str) -> Served:
+        try:
+            return self._served[name]
+        except KeyError:
+            raise NotFound(1017, f"set {name!r} is not served") from None
+
+    def users(self, name: str, direction: Direction) -> list[str]:
+        """Who holds the served device of one side (mount points, stacked devices)."""
+        served = self._get(name)
+        dev = served.devices.get(direction)
+        found = loopdev.users(dev) if dev else []
+        path = served.master_file if direction is Direction.TO_MASTER else served.shadow_file
+        for lp in loopdev.loops_backed_by(os.path.dirname(path)):
+            if lp.backing_file == path and lp.device != dev:
+                found += [lp.device, *loopdev.users(lp.device)]
+        return found
+
+    def unserve(self, name: str, *, force: bool = False) -> None:
+        """Stop serving a set: refused while a served device is in use, unless ``force``."""
+        served = self._get(name)
+        if not force:
+            for direction in Direction:
+                busy = self.users(name, direction)
+                if busy:
+                    side = "master" if direction is Direction.TO_MASTER else "shadow"
+                    raise InUse(1005, f"the {side} of {name} is in use by {', '.join(busy)}")
+        for dev in served.devices.values():
+            loopdev.detach(dev)
+        self._server.unexport(name, force=force)
+        del self._served[name]
+
+    def _check_target(self, name: str, direction: Direction) -> None:
+        busy = self.users(name, direction)
+        if busy:
+            side = "master" if direction is Direction.TO_MASTER else "shadow"
+            raise InUse(1005, f"cannot copy into the {side} of {name}: it is in use by "
+                              f"{', '.join(busy)}; unmount it first")
+
+    def _refresh(self, name: str, direction: Direction) -> None:
+        """Readers of the target must see the new point in time at once."""
+        self._server.invalidate(name)
+        dev = self._served[name].devices.get(direction)
+        if dev:
+            loopdev.flush_buffers(dev)
+
+    def copy(self, names: Sequence[str], direction: Direction, *, full: bool,
+             owner: int = 0) -> float:
+        """Copy or update one or several served sets at one point in time.
+
+        The targets must not be in use. Mounted *sources* are frozen (FIFREEZE) for the instant
+        the point in time is taken, so each file system is captured consistent. Returns how
+        long writes were held, in seconds.
+        """
+        if not names:
+            raise InvalidArgument(1001, "no set named")
+        for name in names:
+            self._check_target(name, direction)
+        source = Direction.TO_SHADOW if direction is Direction.TO_MASTER else Direction.TO_MASTER
+        mounted = [mp for n in names for mp in self.users(n, source) if mp.startswith("/")
+                   and not mp.startswith("/dev/")]
+        sets = [self._served[n].set for n in names]
+        engine = sets[0]._engine
+        with loopdev.frozen(mounted):
+            held = engine.group_copy(sets, direction, full=full, owner=owner)
+        for name in names:
+            self._refresh(name, direction)
+        return held
+
+    def stop(self, *, force: bool = False) -> None:
+        """Unserve everything and unmount; refused while a served device is in use."""
+        for name in list(self._served):
+            self.unserve(name, force=force)
+        self._server.stop()
+
+    def __enter__(self) -> UserspacePath:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(force=True)
