@@ -282,8 +282,8 @@ static int prep_shadow(pt_set *s, uint64_t c, wctx *w, void *buf)
         mark_D(s, c, true, w);
         return 0;
     }
-    if (pt_bit_get(&s->D, c))
-        return 0;
+    if (pt_bit_get(&s->D, c))   /* a chunk lost to out-of-space has no place to write to */
+        return s->compact && pt_idx_get(s, c) == PT_IDX_NONE ? -PT_E_OUT_OF_SPACE : 0;
     if (s->kind == PT_DEPENDENT) {
         int rc = alloc_phys(s, c, w);
         if (rc)
@@ -379,8 +379,9 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
         }
     } else if (rc == -PT_E_OUT_OF_SPACE) {
         rc = pt_fail(err, PT_E_OUT_OF_SPACE,
-                     "shadow of set %s has no free chunk left (and no overflow space); "
-                     "attach an overflow volume or update the shadow", s->name);
+                     "shadow of set %s has no place for this chunk (shadow volume and overflow "
+                     "full, or the chunk was lost to out-of-space); attach an overflow volume "
+                     "or update the shadow", s->name);
     } else {
         rc = pt_fail(err, PT_E_OFFLINE, "%s of set %s went offline during the write; "
                      "reset the set", side == PT_MASTER ? "master" : "shadow", s->name);
