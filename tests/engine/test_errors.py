@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -311,16 +313,42 @@ def test_bits_of_an_unknown_bitmap(eng, tmp_vol):
 
 
 def test_group_copy_arguments(eng, tmp_vol):
-    a, va = new_set(eng, tmp_vol, "a")
+    a, _ = new_set(eng, tmp_vol, "a")
     with pytest.raises(InvalidArgument):
         eng.group_copy([], Direction.TO_SHADOW)
     with pytest.raises(InvalidArgument) as exc:
-        eng.group_copy([a, a], Direction.TO_SHADOW)
-    assert_names(exc, va.shadow, "twice")
-    with pytest.raises(InvalidArgument) as exc:
         eng.group_copy([a], 5)  # type: ignore[arg-type]
     assert_names(exc, 5)
+    assert a.status().copy_chunks == 0
     assert_usable(a)
+
+
+NAMED_TWICE = """
+import sys
+from ptcopy.engine import Direction, Engine, InvalidArgument, Kind, Side
+m, s, b = sys.argv[1:4]
+with Engine() as eng:
+    a = eng.enable(m, s, b, Kind.DEPENDENT)
+    try:
+        eng.group_copy([a, a], Direction.TO_SHADOW)
+    except InvalidArgument as exc:
+        print("REFUSED", exc)
+    a.write(Side.MASTER, 0, b"still usable")
+    assert a.read(Side.MASTER, 0, 12) == b"still usable"
+    print("USABLE")
+"""
+
+
+def test_group_copy_naming_a_set_twice(tmp_vol):
+    # In a child process: a memory error in the engine must fail this test, not kill the run.
+    v = Vols(tmp_vol, "a")
+    proc = subprocess.run([sys.executable, "-c", NAMED_TWICE, *map(str, v.all())],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"the child died ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    refused = [ln for ln in proc.stdout.splitlines() if ln.startswith("REFUSED")]
+    assert refused, f"group_copy([a, a]) was not refused: {proc.stdout!r}"
+    assert str(v.shadow) in refused[0] and "twice" in refused[0], refused[0]
+    assert "USABLE" in proc.stdout
 
 
 # ---- BadHeader --------------------------------------------------------------------------------
