@@ -446,8 +446,9 @@ int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
     qsort(sets, (size_t)n, sizeof *sets, cmp_ptr);
     for (int i = 1; i < n; i++)
         if (sets[i] == sets[i - 1]) {
+            int rc = pt_fail(err, PT_E_INVALID, "set %s is named twice", sets[i]->name);
             free(sets);
-            return pt_fail(err, PT_E_INVALID, "set %s is named twice", sets[i]->name);
+            return rc;
         }
     for (int i = 0; i < n; i++)
         pthread_mutex_lock(&sets[i]->ctl_mu);
@@ -575,6 +576,9 @@ int pt_set_reset(pt_set *s, int64_t owner, pt_error *err)
                          vols[i]->role, vols[i]->path, s->name, strerror(-rc));
     if (!rc) {
         atomic_fetch_and(&s->rflags, ~OFFLINE_MASK);
+        pthread_mutex_lock(&s->meta_mu);
+        s->pflags &= ~PT_PF_NEED_RESYNC;   /* recorded by the flush below or phase 1 */
+        pthread_mutex_unlock(&s->meta_mu);
         if (f & PT_F_BITMAP_OFFLINE) {   /* rewrite all of it: we do not know what landed */
             pthread_mutex_lock(&s->meta_mu);
             s->img.ndirty = UINT64_MAX;

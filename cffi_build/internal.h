@@ -174,6 +174,7 @@ struct pt_engine {
 #define PT_PF_TO_MASTER 0x04u
 #define PT_PF_OUT_OF_SPACE 0x08u
 #define PT_PF_INCOMPLETE 0x10u
+#define PT_PF_NEED_RESYNC 0x20u   /* closed with a volume offline: serve the shadow only after a reset */
 #define PT_PF_SPILLED 0x40u
 
 /* compact index entries: 0 none, 1..0x7fffffff shadow slot + 1, >= 0x80000000 overflow slot */

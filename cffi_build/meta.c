@@ -312,6 +312,8 @@ int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_e
     }
     if (state == PT_STATE_DIRTY)
         atomic_fetch_or(&s->rflags, PT_F_RECOVERED);
+    if (s->pflags & PT_PF_NEED_RESYNC)   /* see set_teardown: reset brings it back */
+        atomic_fetch_or(&s->rflags, PT_F_SHADOW_OFFLINE | PT_F_BITMAP_OFFLINE);
     if (s->compact)
         repair_compact(s);
     return 0;

@@ -353,7 +353,19 @@ static int set_setup(pt_engine *eng, const open_args *a, pt_set **out, pt_error 
                 memcpy(s->uuid, c->uuid, 16);
             atomic_store(&s->delay_ms, c->copy_delay_ms);
             atomic_store(&s->units, c->copy_units ? c->copy_units : PT_DEFAULT_UNITS);
-            if (s->kind == PT_INDEPENDENT && s->shadow_size < s->master_size)
+            bool compact = s->kind == PT_DEPENDENT && s->shadow_size < s->master_size;
+            if (s->master_size == 0)
+                rc = pt_fail(err, PT_E_TOO_SMALL, "master volume %s is empty", m->vol.path);
+            else if (a->ov && !compact)
+                rc = pt_fail(err, PT_E_WRONG_KIND,
+                             "set %s is not a compact dependent set (shadow smaller than "
+                             "master); only those use an overflow volume such as %s",
+                             s->name, a->ov->vol.path);
+            else if (a->ov && a->ov->chunk != s->chunk)
+                rc = pt_fail(err, PT_E_INVALID,
+                             "overflow volume %s has %u-byte chunks; the set uses %u",
+                             a->ov->vol.path, a->ov->chunk, s->chunk);
+            else if (s->kind == PT_INDEPENDENT && s->shadow_size < s->master_size)
                 rc = pt_fail(err, PT_E_TOO_SMALL,
                              "shadow volume %s is %llu bytes; an independent shadow needs at "
                              "least the master's %llu (a dependent set may be smaller)",
@@ -366,14 +378,6 @@ static int set_setup(pt_engine *eng, const open_args *a, pt_set **out, pt_error 
                              m->vol.path, m->chunk, s->chunk);
             if (!rc)
                 rc = pt_meta_create(s, err);
-            if (!rc && a->ov && !s->compact)
-                rc = pt_fail(err, PT_E_WRONG_KIND,
-                             "only compact dependent sets (shadow smaller than master) use an "
-                             "overflow volume");
-            if (!rc && a->ov && a->ov->chunk != s->chunk)
-                rc = pt_fail(err, PT_E_INVALID,
-                             "overflow volume %s has %u-byte chunks; the set uses %u",
-                             a->ov->vol.path, a->ov->chunk, s->chunk);
             if (!rc && a->ov) {
                 rc = pt_ov_add_set(a->ov, s->uuid, err);
                 if (!rc) {
@@ -482,20 +486,32 @@ static int set_teardown(pt_set *s, uint32_t state, pt_error *err)
     pt_copy_stop(s);
     int rc = 0;
     if (state != PT_STATE_DISABLED) {
+        /* volumes already known to be offline are not flushed again: the header records it */
+        unsigned off = atomic_load(&s->rflags);
         int r;
-        if ((r = pt_vol_sync(&m->vol)) != 0)
+        if (!(off & PT_F_MASTER_OFFLINE) && (r = pt_vol_sync(&m->vol)) != 0)
             rc = pt_fail(err, -r, "master volume %s: flush failed: %s", m->vol.path, strerror(-r));
-        if ((r = pt_vol_sync(&s->shadow)) != 0)
+        if (!(off & PT_F_SHADOW_OFFLINE) && (r = pt_vol_sync(&s->shadow)) != 0)
             rc = pt_fail(err, -r, "shadow volume %s: flush failed: %s", s->shadow.path,
                          strerror(-r));
-        if (s->ov && (r = pt_ov_flush(s->ov)) != 0)
+        if (s->ov && !(off & PT_F_OVERFLOW_OFFLINE) && (r = pt_ov_flush(s->ov)) != 0)
             rc = pt_fail(err, -r, "overflow volume %s: flush failed: %s", s->ov->vol.path,
                          strerror(-r));
-        if ((r = pt_meta_flush(s)) != 0)
+        if (!(off & PT_F_BITMAP_OFFLINE) && (r = pt_meta_flush(s)) != 0)
             rc = pt_fail(err, -r, "bitmap volume %s: flush failed: %s", s->bitmap.path,
                          strerror(-r));
-        if (!rc && !(atomic_load(&s->rflags) & OFFLINE_MASK))
-            rc = pt_meta_write_header(s, state, err);
+        if (atomic_load(&s->rflags) & OFFLINE_MASK) {
+            /* Remember it where the next open looks: the bits may have missed writes made
+             * while a volume was offline, so the shadow must not be served until a reset. */
+            pthread_mutex_lock(&s->meta_mu);
+            s->pflags |= PT_PF_NEED_RESYNC;
+            pthread_mutex_unlock(&s->meta_mu);
+        }
+        if (!rc || (s->pflags & PT_PF_NEED_RESYNC)) {
+            int r2 = pt_meta_write_header(s, state, rc ? NULL : err);
+            if (!rc)
+                rc = r2;
+        }
     }
     pthread_mutex_lock(&eng->mu);
     for (pt_set **p = &eng->sets; *p; p = &(*p)->next)

@@ -157,6 +157,10 @@ int pt_vol_open(pt_vol *v, const pt_volspec *spec, const char *role, pt_error *e
                            "%s volume %s: %s", role, v->path, strerror(errno));
         /* O_EXCL on a block device refuses one that is mounted or held by another user. */
         int flags = O_RDWR | O_CLOEXEC | (S_ISBLK(st.st_mode) ? O_EXCL : 0);
+        if (S_ISDIR(st.st_mode))
+            return pt_fail(err, PT_E_INVALID,
+                           "%s volume %s is a directory, not a block device or a file", role,
+                           v->path);
         v->fd = open(spec->path, flags);
         if (v->fd < 0) {
             int e = errno;
