@@ -179,7 +179,11 @@ static void *copier(void *arg)
                 pthread_rwlock_unlock(&m->gate);
                 break;
             }
-            uint64_t n = pt_bits_run(&s->C, c, maxrun);
+            unsigned units = atomic_load(&s->units), delay = atomic_load(&s->delay_ms);
+            uint64_t cap = maxrun;
+            if (delay && units - since_pause < cap)   /* a throttled run stops at `units` */
+                cap = units > since_pause ? units - since_pause : 1;
+            uint64_t n = pt_bits_run(&s->C, c, cap);
             pt_lock_range(m, c, c + n - 1, true);
             rc = copy_run(s, c, n, buf);
             pt_unlock_range(m, c, c + n - 1);
@@ -189,7 +193,6 @@ static void *copier(void *arg)
             batch += n << s->cshift;
             pos = c + n;
             since_pause += n;
-            unsigned units = atomic_load(&s->units), delay = atomic_load(&s->delay_ms);
             if (delay && since_pause >= units) {
                 since_pause = 0;
                 sleep_ms(delay);
