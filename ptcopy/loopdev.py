@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,9 +104,39 @@ def holders(dev: str) -> list[str]:
         return []
 
 
-def users(dev: str) -> list[str]:
-    """What holds ``dev``: mount points and stacked devices, for messages."""
-    return mountpoints(dev) + [f"/dev/{h}" for h in holders(dev)]
+def openers(dev: str) -> list[str]:
+    """Processes that hold ``dev`` open, as ``pid N (comm)``."""
+    try:
+        rdev = os.stat(dev).st_rdev
+    except OSError:
+        return []
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:  # gone, or not ours to look at
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if st.st_rdev == rdev and stat.S_ISBLK(st.st_mode):
+                try:
+                    with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
+                        comm = f.read().strip()
+                except OSError:
+                    comm = "?"
+                found.append(f"pid {pid} ({comm})")
+                break
+    return found
+
+
+def users(dev: str, *, processes: bool = False) -> list[str]:
+    """What holds ``dev``: mount points, stacked devices and (when asked) processes."""
+    found = mountpoints(dev) + [f"/dev/{h}" for h in holders(dev)]
+    return found + openers(dev) if processes else found
 
 
 def flush_buffers(dev: str) -> None:

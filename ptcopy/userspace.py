@@ -7,6 +7,7 @@ that this module hands out. It decides and observes; the engine's C threads move
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 from collections.abc import Sequence
@@ -48,6 +49,24 @@ def _require(path: str, what: str) -> None:
         raise DataPathError(1001, f"{path} is missing: {what}")
 
 
+def _lock_run_dir(run_dir: str) -> int:
+    """One data path per run directory: a second one would take the first one's mounts
+    for leftovers. The lock dies with its process, so a killed server never blocks a restart."""
+    path = os.path.join(run_dir, "datapath.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        with contextlib.suppress(OSError):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise InUse(1005, f"run directory {run_dir} is served by another data path "
+                          f"(pid {holder or '?'}); stop it first") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def cleanup_stale(mountpoint: str) -> list[str]:
     """Remove what a killed server left behind: loop devices over its files, its FUSE mount.
 
@@ -77,11 +96,19 @@ class UserspacePath:
     def __init__(self, engine: Engine, run_dir: str, *, max_threads: int = 16) -> None:
         _require("/dev/fuse", "load the fuse kernel module (modprobe fuse)")
         _require("/dev/loop-control", "load the loop kernel module (modprobe loop)")
-        self.mountpoint = os.path.join(run_dir, "volumes")
-        os.makedirs(self.mountpoint, exist_ok=True)
-        for item in cleanup_stale(self.mountpoint):
-            log.warning("cleaned up after an unclean stop: %s", item)
-        self._server = Server(engine, self.mountpoint, max_threads=max_threads)
+        run_dir = os.path.abspath(run_dir)
+        os.makedirs(run_dir, exist_ok=True)
+        self._lock_fd = _lock_run_dir(run_dir)
+        try:
+            self.mountpoint = os.path.join(run_dir, "volumes")
+            # a killed server leaves a dead mount here that even stat() fails on: clean first
+            for item in cleanup_stale(self.mountpoint):
+                log.warning("cleaned up after an unclean stop: %s", item)
+            os.makedirs(self.mountpoint, exist_ok=True)
+            self._server = Server(engine, self.mountpoint, max_threads=max_threads)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self._served: dict[str, Served] = {}
 
     @property
@@ -111,15 +138,16 @@ class UserspacePath:
         except KeyError:
             raise NotFound(1017, f"set {name!r} is not served") from None
 
-    def users(self, name: str, direction: Direction) -> list[str]:
-        """Who holds the served device of one side (mount points, stacked devices)."""
+    def users(self, name: str, direction: Direction, *, processes: bool = False) -> list[str]:
+        """Who holds the served device of one side: mount points, stacked devices, other loop
+        devices over the same file and, when ``processes``, processes holding it open."""
         served = self._get(name)
         dev = served.devices.get(direction)
-        found = loopdev.users(dev) if dev else []
+        found = loopdev.users(dev, processes=processes) if dev else []
         path = served.master_file if direction is Direction.TO_MASTER else served.shadow_file
         for lp in loopdev.loops_backed_by(os.path.dirname(path)):
             if lp.backing_file == path and lp.device != dev:
-                found += [lp.device, *loopdev.users(lp.device)]
+                found += [lp.device, *loopdev.users(lp.device, processes=processes)]
         return found
 
     def unserve(self, name: str, *, force: bool = False) -> None:
@@ -127,12 +155,17 @@ class UserspacePath:
         served = self._get(name)
         if not force:
             for direction in Direction:
-                busy = self.users(name, direction)
+                busy = self.users(name, direction, processes=True)
                 if busy:
                     side = "master" if direction is Direction.TO_MASTER else "shadow"
                     raise InUse(1005, f"the {side} of {name} is in use by {', '.join(busy)}")
-        for dev in served.devices.values():
-            loopdev.detach(dev)
+        for direction, dev in list(served.devices.items()):
+            try:
+                loopdev.detach(dev)
+            except loopdev.LoopError:
+                if os.path.exists(dev) and not force:
+                    raise
+            del served.devices[direction]   # keep the record true to what is attached
         self._server.unexport(name, force=force)
         del self._served[name]
 
@@ -175,9 +208,13 @@ class UserspacePath:
 
     def stop(self, *, force: bool = False) -> None:
         """Unserve everything and unmount; refused while a served device is in use."""
+        if self._lock_fd < 0:
+            return
         for name in list(self._served):
             self.unserve(name, force=force)
         self._server.stop()
+        os.close(self._lock_fd)
+        self._lock_fd = -1
 
     def __enter__(self) -> UserspacePath:
         return self
