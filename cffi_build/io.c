@@ -288,8 +288,14 @@ static int prep_shadow(pt_set *s, uint64_t c, wctx *w, void *buf)
         int rc = alloc_phys(s, c, w);
         if (rc)
             return -PT_E_OUT_OF_SPACE;
-        if (pt_copy_chunk(s, c, PT_TO_SHADOW, buf) != 0)
+        if (pt_copy_chunk(s, c, PT_TO_SHADOW, buf) != 0) {
+            if (s->compact) {   /* the refused write must not keep the place it took */
+                pthread_mutex_lock(&s->meta_mu);
+                pt_slot_free(s, c);
+                pthread_mutex_unlock(&s->meta_mu);
+            }
             return -EIO;
+        }
         note_data(s, c, w);
     }
     mark_D(s, c, false, w);

@@ -155,6 +155,15 @@ class SetModel:
         free_ov = self.overflow is not None and self.overflow.free() > 0
         return self.slots_used() >= self.slots and not free_ov
 
+    def lands_on_overflow(self, c: int) -> bool:
+        """Chunk c of the shadow lives, or would be given its place, on the overflow volume."""
+        if not self.compact:
+            return False
+        if c in self.place:
+            return self.place[c] == "overflow"
+        free_ov = self.overflow is not None and self.overflow.free() > 0
+        return c not in self.own and self.slots_used() >= self.slots and free_ov
+
     def _free(self, c: int) -> None:
         where = self.place.pop(c, None)
         if where == "overflow" and self.overflow is not None:

@@ -394,7 +394,7 @@ class EngineVsModel(RuleBasedStateMachine):
                     h.s.write(Side.SHADOW, off, _payload(seed, length))
                 assert not h.s.status().flags & OFFLINE
                 return
-            if h.m.place.get(c) == "overflow":   # the chunk lives on the overflow volume
+            if h.m.lands_on_overflow(c):   # the shadow volume is not touched at all
                 h.s.write(Side.SHADOW, off, _payload(seed, length))
                 self.model.write(h.m, mdl.SHADOW, off, _payload(seed, length))
                 assert not h.s.status().flags & OFFLINE
