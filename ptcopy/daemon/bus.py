@@ -1,0 +1,162 @@
+"""The bus side: who is calling, may they, and the ObjectManager signals from the root path.
+
+dbus-fast gives method handlers no caller; a message handler records the sender of each call in
+a ContextVar before dbus-fast creates the task that runs the method, so the task sees it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+from typing import Any
+
+from dbus_fast import DBusError, Message, MessageType, Variant
+from dbus_fast import introspection as intr
+from dbus_fast.aio import MessageBus
+from dbus_fast.service import ServiceInterface
+
+from ptcopy.daemon.errors import PREFIX
+
+log = logging.getLogger(__name__)
+
+BUS_NAME = "org.ptcopy.Imaging1"
+ROOT = "/org/ptcopy/Imaging1"
+IFACE = "org.ptcopy.Imaging1"
+POLKIT_ACTION = "org.ptcopy.imaging.manage"
+DOC = "org.gtk.GDBus.DocString"
+
+caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+
+
+class PtcopyBus(MessageBus):
+    """A bus connection whose ObjectManager signals come from the manager's path (ROOT), as
+    the specification says and GDBusObjectManagerClient expects."""
+
+    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
+        if self._disconnected:
+            return
+
+        def done(iface: ServiceInterface, result: Any, user_data: Any,
+                 e: Exception | None) -> None:
+            if e is not None:
+                log.error("properties of %s at %s: %s", iface.name, path, e)
+            self.send(Message.new_signal(
+                path=ROOT, interface="org.freedesktop.DBus.ObjectManager",
+                member="InterfacesAdded", signature="oa{sa{sv}}",
+                body=[path, {iface.name: result or {}}]))
+
+        ServiceInterface._get_all_property_values(interface, done)
+
+    def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
+        if self._disconnected:
+            return
+        self.send(Message.new_signal(
+            path=ROOT, interface="org.freedesktop.DBus.ObjectManager",
+            member="InterfacesRemoved", signature="oas", body=[path, removed_interfaces]))
+
+
+def record_caller(msg: Message) -> bool:
+    """Message handler: remember who sent this method call (never handles it)."""
+    if msg.message_type is MessageType.METHOD_CALL and msg.sender:
+        caller.set(msg.sender)
+    return False
+
+
+class Authorizer:
+    """Mutations need uid 0 or the polkit action; polkit is asked when it runs on this bus."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+
+    async def _call(self, dest: str, path: str, iface: str, member: str, sig: str,
+                    body: list[Any]) -> Message:
+        reply = await self.bus.call(Message(destination=dest, path=path, interface=iface,
+                                            member=member, signature=sig, body=body))
+        if reply.message_type is MessageType.ERROR:
+            raise DBusError(reply.error_name or PREFIX + "Failed", str(reply.body))
+        return reply
+
+    async def uid_of(self, sender: str) -> int:
+        r = await self._call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                             "org.freedesktop.DBus", "GetConnectionUnixUser", "s", [sender])
+        return int(r.body[0])
+
+    async def _polkit_running(self) -> bool:
+        r = await self._call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                             "org.freedesktop.DBus", "NameHasOwner", "s",
+                             ["org.freedesktop.PolicyKit1"])
+        return bool(r.body[0])
+
+    async def check(self, what: str) -> int:
+        """Raise NotAuthorized unless the current caller may mutate; returns its uid."""
+        sender = caller.get()
+        if not sender:
+            raise DBusError(PREFIX + "NotAuthorized", "cannot tell who is calling")
+        uid = await self.uid_of(sender)
+        if uid == 0:
+            return uid
+        if await self._polkit_running():
+            subject = ("system-bus-name", {"name": Variant("s", sender)})
+            r = await self._call("org.freedesktop.PolicyKit1",
+                                 "/org/freedesktop/PolicyKit1/Authority",
+                                 "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization",
+                                 "(sa{sv})sa{ss}us",
+                                 [subject, POLKIT_ACTION, {}, 0, ""])
+            authorized = bool(r.body[0][0])
+            if authorized:
+                return uid
+        raise DBusError(PREFIX + "NotAuthorized",
+                        f"uid {uid} may not {what}: it needs root or the polkit action "
+                        f"{POLKIT_ACTION}")
+
+
+class Interface(ServiceInterface):
+    """Our interfaces: introspection carries each member's docstring, and properties are
+    emitted as PropertiesChanged only when their values really change."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._last: dict[str, Any] = {}
+
+    def introspect(self) -> intr.Interface:
+        base = super().introspect()
+        cls = type(self)
+        for m in base.methods:
+            _doc(m.annotations, cls, m.name)
+        for p in base.properties:
+            p.annotations.setdefault("org.freedesktop.DBus.Property.EmitsChangedSignal",
+                                     "true")
+            _doc(p.annotations, cls, p.name)
+        for s in base.signals:
+            _doc(s.annotations, cls, s.name)
+        return base
+
+    def values(self) -> dict[str, Any]:
+        """Current property values, by name (plain Python values)."""
+        out = {}
+        for prop in ServiceInterface._get_properties(self):
+            out[prop.name] = prop.prop_getter(self)
+        return out
+
+    def refresh(self) -> None:
+        """Emit PropertiesChanged with what differs from the last refresh (the first one only
+        records: InterfacesAdded carried the values)."""
+        now = self.values()
+        if self._last:
+            changed = {k: v for k, v in now.items() if self._last.get(k) != v}
+            if changed:
+                self.emit_properties_changed(changed)
+        self._last = now
+
+
+def _doc(annotations: dict[str, str], cls: type, member: str) -> None:
+    for klass in cls.__mro__:
+        fn = klass.__dict__.get(member)
+        if fn is None:
+            continue
+        target = getattr(fn, "__wrapped__", fn)
+        doc = inspect.getdoc(getattr(target, "fget", target)) or ""
+        if doc:
+            annotations[DOC] = " ".join(doc.split())
+        return

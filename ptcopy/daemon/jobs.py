@@ -1,0 +1,218 @@
+"""Jobs: long work (copies and updates) returns a Job object at once; it follows the engine's
+progress counters, updates its properties at most twice a second, signals Completed once, and
+stays readable for a while after it ends."""
+
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Annotated
+
+from dbus_fast import Variant
+from dbus_fast.annotations import (
+    DBusBool,
+    DBusDouble,
+    DBusSignature,
+    DBusStr,
+    DBusUInt32,
+    DBusUInt64,
+)
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.service import dbus_property, method, signal
+
+from ptcopy import engine as eng
+from ptcopy.daemon.bus import IFACE, ROOT, Authorizer, Interface
+from ptcopy.daemon.errors import translated
+
+log = logging.getLogger(__name__)
+TICK = 0.5   # seconds between property updates: at most twice a second
+
+R = PropertyAccess.READ
+
+
+class Job(Interface):
+    """A copy or update in progress (or finished)."""
+
+    def __init__(self, number: int, operation: str, objects: Sequence[str],
+                 sets: Sequence[eng.Set], uid: int, auth: Authorizer,
+                 on_done: Callable[["Job"], None]) -> None:
+        super().__init__(IFACE + ".Job")
+        self.number = number
+        self.path = f"{ROOT}/jobs/{number}"
+        self._operation = operation
+        self._objects = list(objects)
+        self._sets = list(sets)
+        self._uid = uid
+        self._auth = auth
+        self._on_done = on_done
+        self._start = time.time()
+        self._progress = 0.0
+        self._bytes = 0
+        self._rate = 0
+        self._eta = 0
+        self._done = False
+        self._success = False
+        self._message = ""
+        self._cancelled = False
+        self.ended_at = 0.0
+        self._finished = asyncio.Event()
+
+    # ---- D-Bus surface ---------------------------------------------------------------------
+
+    @dbus_property(access=R)
+    def Operation(self) -> DBusStr:
+        """What the job does: copy-to-shadow, update-to-master, ..."""
+        return self._operation
+
+    @dbus_property(access=R)
+    def Objects(self) -> Annotated[list[str], DBusSignature("ao")]:
+        """The sets (or group) the job works on."""
+        return list(self._objects)
+
+    @dbus_property(access=R)
+    def Progress(self) -> DBusDouble:
+        """Share of the work done, 0..1."""
+        return self._progress
+
+    @dbus_property(access=R)
+    def ProgressValid(self) -> DBusBool:
+        """Whether Progress means something yet."""
+        return True
+
+    @dbus_property(access=R)
+    def Bytes(self) -> DBusUInt64:
+        """Bytes the job has to move in all."""
+        return self._bytes
+
+    @dbus_property(access=R)
+    def Rate(self) -> DBusUInt64:
+        """Bytes per second so far."""
+        return self._rate
+
+    @dbus_property(access=R)
+    def StartTime(self) -> DBusUInt64:
+        """When the job started, in microseconds since the epoch."""
+        return int(self._start * 1e6)
+
+    @dbus_property(access=R)
+    def ExpectedEndTime(self) -> DBusUInt64:
+        """When the job is expected to end, in microseconds since the epoch (0: unknown)."""
+        return self._eta
+
+    @dbus_property(access=R)
+    def Cancelable(self) -> DBusBool:
+        """Whether Cancel can stop the job."""
+        return not self._done
+
+    @dbus_property(access=R)
+    def StartedByUID(self) -> DBusUInt32:
+        """The uid of the caller that started the job."""
+        return self._uid
+
+    @dbus_property(access=R)
+    def Done(self) -> DBusBool:
+        """Whether the job has ended."""
+        return self._done
+
+    @dbus_property(access=R)
+    def Success(self) -> DBusBool:
+        """Whether the job ended well (meaningful once Done)."""
+        return self._success
+
+    @dbus_property(access=R)
+    def Message(self) -> DBusStr:
+        """How the job ended, in words."""
+        return self._message
+
+    @method()
+    @translated
+    async def Cancel(self, options: Annotated[dict[str, Variant], DBusSignature("a{sv}")]) -> None:
+        """Stop the copy; the target is left consistent but incomplete (flag incomplete)."""
+        from ptcopy.daemon.options import parse
+        parse(options, {})
+        await self._auth.check("cancel a job")
+        if self._done:
+            return
+        self._cancelled = True
+        for s in self._sets:
+            if not s.closed and s.progress().active:
+                await asyncio.to_thread(_abort_quietly, s)
+
+    @method()
+    @translated
+    async def Wait(self, timeout: DBusDouble) -> DBusBool:
+        """Wait up to timeout seconds (negative: forever) for the job to end; True if it has."""
+        if timeout < 0:
+            await self._finished.wait()
+            return True
+        try:
+            await asyncio.wait_for(self._finished.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @signal()
+    def Completed(self) -> Annotated[tuple[bool, str], DBusSignature("bs")]:
+        """The job ended: success and a message."""
+        return (self._success, self._message)
+
+    # ---- following the engine --------------------------------------------------------------
+
+    def _sample(self) -> bool:
+        """Update from the engine; True once every set's copy has ended."""
+        done = total = bytes_total = rate = 0
+        active = False
+        results = []
+        for s in self._sets:
+            if s.closed:
+                continue
+            p = s.progress()
+            active = active or p.active
+            done += p.chunks_done
+            total += p.chunks_total
+            bytes_total += p.bytes_total
+            rate += p.rate
+            results.append(p)
+        self._progress = 1.0 if total == 0 else min(1.0, done / total)
+        self._bytes = bytes_total
+        self._rate = rate
+        left = bytes_total * (1 - self._progress)
+        self._eta = int((time.time() + left / rate) * 1e6) if rate and active else 0
+        if active:
+            return False
+        failed = [p for p in results if p.result]
+        incomplete = [p for p in results if p.chunks_done < p.chunks_total]
+        if self._cancelled:
+            self._success, self._message = False, "cancelled: the target is incomplete"
+        elif failed:
+            self._success = False
+            self._message = f"failed: {failed[0].result} ({len(failed)} set(s)); reset the set"
+        elif incomplete:
+            self._success, self._message = False, "stopped before the end (suspended or aborted)"
+        else:
+            self._success, self._message = True, "done"
+            self._progress = 1.0
+        return True
+
+    async def follow(self) -> None:
+        """Run until the copy ends, then signal Completed once."""
+        try:
+            while not self._sample():
+                self.refresh()
+                await asyncio.sleep(TICK)
+        except Exception as e:  # a job must always end
+            log.exception("job %d", self.number)
+            self._success, self._message = False, f"failed: {e}"
+        self._done = True
+        self.ended_at = time.monotonic()
+        self.refresh()
+        self.Completed()
+        self._finished.set()
+        self._on_done(self)
+
+
+def _abort_quietly(s: eng.Set) -> None:
+    with contextlib.suppress(eng.NoCopy):   # it ended meanwhile
+        s.abort()

@@ -1,0 +1,663 @@
+"""The D-Bus objects: Manager, IISet, IIGroup, IIOverflow and Volume. Method bodies are thin:
+they validate, check authorization, and hand the work to the Service in a worker thread."""
+
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Annotated, Any
+
+from dbus_fast import Variant
+from dbus_fast.annotations import (
+    DBusBool,
+    DBusDouble,
+    DBusObjectPath,
+    DBusSignature,
+    DBusStr,
+    DBusUInt32,
+    DBusUInt64,
+)
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.service import dbus_property, method
+
+from ptcopy import __version__
+from ptcopy.daemon import options as opt
+from ptcopy.daemon.bus import IFACE, ROOT, Interface, caller
+from ptcopy.daemon.errors import ServiceError, invalid, translated
+from ptcopy.engine import Flag
+
+if TYPE_CHECKING:
+    from ptcopy.daemon.app import Daemon
+
+R = PropertyAccess.READ
+Options = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
+Paths = Annotated[list[str], DBusSignature("ao")]
+Strings = Annotated[list[str], DBusSignature("as")]
+TwoPaths = Annotated[tuple[str, str], DBusSignature("oo")]
+
+NO_OPTS: dict[str, opt.Opt] = {}
+CONFIRM = {"confirm": opt.Opt("b", "true to allow writing the master")}
+FLAG_NAMES = [
+    (Flag.COPYING, "copying"), (Flag.TO_MASTER, "to-master"),
+    (Flag.ABORT_REQUESTED, "abort-requested"), (Flag.COMPACT, "compact"),
+    (Flag.OUT_OF_SPACE, "out-of-space"), (Flag.SPILLED, "spilled"),
+    (Flag.MASTER_OFFLINE, "master-offline"), (Flag.SHADOW_OFFLINE, "shadow-offline"),
+    (Flag.BITMAP_OFFLINE, "bitmap-offline"), (Flag.OVERFLOW_OFFLINE, "overflow-offline"),
+    (Flag.INCOMPLETE, "incomplete"), (Flag.RECOVERED, "recovered"),
+]
+OFFLINE = Flag.MASTER_OFFLINE | Flag.SHADOW_OFFLINE | Flag.BITMAP_OFFLINE | \
+    Flag.OVERFLOW_OFFLINE
+
+
+def set_path(set_id: str) -> str:
+    return f"{ROOT}/sets/{set_id}"
+
+
+def group_path(group_id: str) -> str:
+    return f"{ROOT}/groups/{group_id}"
+
+
+def overflow_path(ov_id: str) -> str:
+    return f"{ROOT}/overflow/{ov_id}"
+
+
+def id_of(path: str, kind: str) -> str:
+    prefix = f"{ROOT}/{kind}/"
+    if not path.startswith(prefix) or "/" in path[len(prefix):] or len(path) == len(prefix):
+        raise invalid(f"{path!r} is not a {kind.rstrip('s')} object path")
+    return path[len(prefix):]
+
+
+class Manager(Interface):
+    """The root object: creates sets, groups and overflow volumes, and finds them."""
+
+    def __init__(self, d: "Daemon") -> None:
+        super().__init__(IFACE + ".Manager")
+        self.d = d
+
+    @dbus_property(access=R)
+    def Version(self) -> DBusStr:
+        """ptcopy's version."""
+        return __version__
+
+    @dbus_property(access=R)
+    def DataPath(self) -> DBusStr:
+        """How volumes are served: 'userspace' (FUSE + loop devices) or 'none'."""
+        return self.d.service.data_path
+
+    @method()
+    @translated
+    async def CreateSet(self, name: DBusStr, kind: DBusStr, master: DBusStr, shadow: DBusStr,
+                        bitmap: DBusStr,
+                        options: Options) -> TwoPaths:
+        """Enable a set (kind 'independent' or 'dependent'); returns the set and the job of its
+        initial copy ('/' when none). Options: chunk_size u, overflow o, group o, copy_delay u,
+        copy_units u, bitmap_in_memory b, loop b (attach loop devices, default true)."""
+        o = opt.parse(options, {
+            "chunk_size": opt.Opt("u", "bytes, a power of two from 4096 to 1048576"),
+            "overflow": opt.Opt("o", "an overflow volume object"),
+            "group": opt.Opt("o", "a group object"),
+            "copy_delay": opt.Opt("u", "milliseconds to pause"),
+            "copy_units": opt.Opt("u", "chunks between pauses"),
+            "bitmap_in_memory": opt.Opt("b", "keep the bitmaps in memory only"),
+            "loop": opt.Opt("b", "attach loop devices to the served volumes"),
+        })
+        if "overflow" in o:
+            o["overflow"] = id_of(o["overflow"], "overflow")
+        if "group" in o:
+            o["group"] = id_of(o["group"], "groups")
+        uid = await self.d.auth.check("create sets")
+        set_id = await asyncio.to_thread(self.d.service.create_set, name, kind, master, shadow,
+                                         bitmap, o)
+        job = "/"
+        ms = self.d.service.sets[set_id]
+        if ms.set is not None and ms.set.progress().active:
+            job = self.d.start_job("copy-to-shadow", [set_path(set_id)], [set_id], uid)
+        return (set_path(set_id), job)
+
+    @method()
+    @translated
+    async def CreateGroup(self, name: DBusStr, sets: Paths,
+                          options: Options) -> DBusObjectPath:
+        """Create a group of sets that copy and update at one point in time."""
+        opt.parse(options, NO_OPTS)
+        ids = [id_of(p, "sets") for p in sets]
+        await self.d.auth.check("create groups")
+        gid = await asyncio.to_thread(self.d.service.create_group, name, ids)
+        return group_path(gid)
+
+    @method()
+    @translated
+    async def CreateOverflow(self, path: DBusStr,
+                             options: Options) -> DBusObjectPath:
+        """Initialise a volume as an overflow volume for compact dependent sets.
+        Options: chunk_size u."""
+        o = opt.parse(options, {"chunk_size": opt.Opt("u", "bytes, as the sets using it")})
+        await self.d.auth.check("create overflow volumes")
+        oid = await asyncio.to_thread(self.d.service.create_overflow, path,
+                                      int(o.get("chunk_size", 0)))
+        return overflow_path(oid)
+
+    @method()
+    @translated
+    async def LookUp(self, name: DBusStr) -> DBusObjectPath:
+        """A set (by name or shadow path), group (by name) or overflow volume (by path);
+        '/' when there is none."""
+        found = self.d.service.find(name)
+        if found is None:
+            return "/"
+        kind, ident = found
+        return {"set": set_path, "group": group_path, "overflow": overflow_path}[kind](ident)
+
+    @method()
+    @translated
+    async def Refresh(self, options: Options) -> DBusUInt32:
+        """Reconcile with the state store and the engine from scratch; how many things changed
+        (0 after any normal operation)."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("refresh")
+        n = await asyncio.to_thread(self.d.service.refresh)
+        self.d.sync_objects()
+        return n
+
+
+class IISet(Interface):
+    """A set: master, shadow and bitmap volume."""
+
+    def __init__(self, d: "Daemon", set_id: str) -> None:
+        super().__init__(IFACE + ".IISet")
+        self.d = d
+        self.id = set_id
+        self.job = "/"
+
+    def _ms(self) -> Any:
+        return self.d.service.get_set(self.id)
+
+    def _status(self) -> Any:
+        ms = self._ms()
+        return ms.set.status() if ms.set is not None and not ms.set.closed else None
+
+    @dbus_property(access=R)
+    def Name(self) -> DBusStr:
+        """The set's name."""
+        return str(self._ms().row.name)
+
+    @dbus_property(access=R)
+    def Kind(self) -> DBusStr:
+        """'independent' or 'dependent'."""
+        return str(self._ms().row.kind)
+
+    @dbus_property(access=R)
+    def Master(self) -> DBusStr:
+        """The master volume."""
+        return str(self._ms().row.master)
+
+    @dbus_property(access=R)
+    def Shadow(self) -> DBusStr:
+        """The shadow volume."""
+        return str(self._ms().row.shadow)
+
+    @dbus_property(access=R)
+    def Bitmap(self) -> DBusStr:
+        """The bitmap volume ('' when the bitmaps live in memory)."""
+        return str(self._ms().row.bitmap)
+
+    @dbus_property(access=R)
+    def MasterDevice(self) -> DBusStr:
+        """The block device (or file) applications use for the master."""
+        served = self._ms().served
+        if served is None:
+            return ""
+        return str(served.master_device or served.master_file)
+
+    @dbus_property(access=R)
+    def ShadowDevice(self) -> DBusStr:
+        """The block device (or file) applications use for the shadow."""
+        served = self._ms().served
+        if served is None:
+            return ""
+        return str(served.shadow_device or served.shadow_file)
+
+    @dbus_property(access=R)
+    def Overflow(self) -> DBusObjectPath:
+        """The attached overflow volume, '/' if none."""
+        ov = self._ms().row.overflow
+        return overflow_path(ov) if ov else "/"
+
+    @dbus_property(access=R)
+    def Group(self) -> DBusObjectPath:
+        """The group the set belongs to, '/' if none."""
+        g = self._ms().row.grp
+        return group_path(g) if g else "/"
+
+    @dbus_property(access=R)
+    def Status(self) -> DBusStr:
+        """'normal', 'degraded' (a volume offline, out of space, incomplete) or 'error'
+        (the set could not be opened)."""
+        st = self._status()
+        if st is None:
+            return "error"
+        bad = OFFLINE | Flag.OUT_OF_SPACE | Flag.INCOMPLETE
+        return "degraded" if st.flags & bad else "normal"
+
+    @dbus_property(access=R)
+    def Flags(self) -> Strings:
+        """State flags: copying, to-shadow, to-master, abort-requested, compact, out-of-space,
+        spilled, exported, master-offline, shadow-offline, bitmap-offline, overflow-offline,
+        incomplete, recovered."""
+        st = self._status()
+        ms = self._ms()
+        out = [n for f, n in FLAG_NAMES if st is not None and st.flags & f]
+        if st is not None and st.flags & Flag.COPYING and not st.flags & Flag.TO_MASTER:
+            out.insert(1, "to-shadow")
+        if ms.row.exported:
+            out.append("exported")
+        if ms.row.imported:
+            out.append("imported")
+        return out
+
+    @dbus_property(access=R)
+    def Job(self) -> DBusObjectPath:
+        """The job of the running (or last) copy, '/' if none."""
+        return self.job
+
+    @dbus_property(access=R)
+    def DifferencePercent(self) -> DBusDouble:
+        """Share of chunks that differ between master and shadow, in percent."""
+        st = self._status()
+        return float(st.difference_percent) if st is not None else 0.0
+
+    @dbus_property(access=R)
+    def CopyPercent(self) -> DBusDouble:
+        """How far the running (or last) copy got, in percent."""
+        ms = self._ms()
+        if ms.set is None or ms.set.closed:
+            return 0.0
+        return float(round(100.0 * ms.set.progress().fraction, 1))
+
+    @dbus_property(access=R)
+    def Size(self) -> DBusUInt64:
+        """The master's size in bytes."""
+        st = self._status()
+        return int(st.master_size) if st is not None else 0
+
+    @dbus_property(access=R)
+    def ChunkSize(self) -> DBusUInt32:
+        """Bytes per chunk."""
+        return int(self._ms().row.chunk_size)
+
+    @dbus_property(access=R)
+    def ShadowChunksTotal(self) -> DBusUInt64:
+        """Chunks the shadow volume can hold."""
+        st = self._status()
+        return int(st.shadow_slots) if st is not None else 0
+
+    @dbus_property(access=R)
+    def ShadowChunksUsed(self) -> DBusUInt64:
+        """Chunks of the shadow in use (compact shadows: allocated ones)."""
+        st = self._status()
+        return int(st.shadow_slots_used + st.overflow_used) if st is not None else 0
+
+    @dbus_property(access=R)
+    def CopyDelay(self) -> DBusUInt32:
+        """Copy throttle: milliseconds to pause after every CopyUnits chunks."""
+        return int(self._ms().row.copy_delay)
+
+    @dbus_property(access=R)
+    def CopyUnits(self) -> DBusUInt32:
+        """Copy throttle: chunks between pauses."""
+        return int(self._ms().row.copy_units)
+
+    @dbus_property(access=R)
+    def LastModified(self) -> DBusUInt64:
+        """Last write through the set, microseconds since the epoch (0: none yet)."""
+        st = self._status()
+        return int(st.last_modified_ns // 1000) if st is not None else 0
+
+    @dbus_property(access=R)
+    def LockedBy(self) -> DBusStr:
+        """The bus name holding the set's lock ('' if none)."""
+        return str(self._ms().locked_by)
+
+    async def _copy(self, direction: DBusStr, options: Options, full: bool) -> str:
+        o = opt.parse(options, CONFIRM)
+        opt.direction(direction)
+        uid = await self.d.auth.check("copy or update sets")
+        await asyncio.to_thread(self.d.service.copy, [self.id], direction, full,
+                                bool(o.get("confirm", False)), caller.get())
+        what = f"{'copy' if full else 'update'}-to-{direction}"
+        return self.d.start_job(what, [set_path(self.id)], [self.id], uid)
+
+    @method()
+    @translated
+    async def Copy(self, direction: DBusStr, options: Options) -> DBusObjectPath:
+        """Full copy to 'shadow' or 'master' (writing the master needs confirm=true); returns
+        the job."""
+        return await self._copy(direction, options, True)
+
+    @method()
+    @translated
+    async def Update(self, direction: DBusStr, options: Options) -> DBusObjectPath:
+        """Update (only the chunks that differ) to 'shadow' or 'master'; returns the job."""
+        return await self._copy(direction, options, False)
+
+    @method()
+    @translated
+    async def Abort(self, options: Options) -> None:
+        """Stop the running copy; the target is left consistent but incomplete."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("abort copies")
+        await asyncio.to_thread(self.d.service.abort, self.id)
+
+    @method()
+    @translated
+    async def Reset(self, options: Options) -> DBusObjectPath:
+        """Bring offline volumes back and start the resync they need; returns its job or '/'."""
+        opt.parse(options, NO_OPTS)
+        uid = await self.d.auth.check("reset sets")
+        await asyncio.to_thread(self.d.service.reset, self.id, caller.get())
+        ms = self._ms()
+        if ms.set is not None and ms.set.progress().active:
+            return self.d.start_job("reset", [set_path(self.id)], [self.id], uid)
+        return "/"
+
+    @method()
+    @translated
+    async def Disable(self, options: Options) -> None:
+        """End the set (refused while it copies). The volumes keep their data."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("disable sets")
+        await asyncio.to_thread(self.d.service.disable_set, self.id)
+
+    @method()
+    @translated
+    async def SetCopyParameters(self, delay: DBusUInt32, units: DBusUInt32,
+                                options: Options) -> None:
+        """Throttle copies: pause delay ms after every units chunks; applies at once."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("change copy parameters")
+        await asyncio.to_thread(self.d.service.set_params, self.id, delay, units)
+
+    @method()
+    @translated
+    async def AttachOverflow(self, overflow: DBusObjectPath, options: Options) -> None:
+        """Attach an overflow volume (compact dependent sets only)."""
+        opt.parse(options, NO_OPTS)
+        oid = id_of(overflow, "overflow")
+        await self.d.auth.check("attach overflow volumes")
+        await asyncio.to_thread(self.d.service.attach_overflow, self.id, oid)
+
+    @method()
+    @translated
+    async def DetachOverflow(self, options: Options) -> None:
+        """Detach the overflow volume (refused while chunks of the set live there)."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("detach overflow volumes")
+        await asyncio.to_thread(self.d.service.detach_overflow, self.id)
+
+    @method()
+    @translated
+    async def Export(self, options: Options) -> None:
+        """Mark the shadow as handed to another host (independent sets only)."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("export shadows")
+        await asyncio.to_thread(self.d.service.export_set, self.id)
+
+    @method()
+    @translated
+    async def Rename(self, name: DBusStr, options: Options) -> None:
+        """Give the set another name (not while it is served)."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("rename sets")
+        await asyncio.to_thread(self.d.service.rename_set, self.id, name)
+
+    @method()
+    @translated
+    async def Lock(self, options: Options) -> None:
+        """Lock the set for the caller: copies by others are refused until Unlock or until the
+        caller leaves the bus."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("lock sets")
+        await asyncio.to_thread(self.d.service.lock_set, self.id, caller.get())
+
+    @method()
+    @translated
+    async def Unlock(self, options: Options) -> None:
+        """Release the caller's lock."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("unlock sets")
+        await asyncio.to_thread(self.d.service.unlock_set, self.id, caller.get())
+
+
+class IIGroup(Interface):
+    """A group of sets that copy and update at one point in time."""
+
+    def __init__(self, d: "Daemon", group_id: str) -> None:
+        super().__init__(IFACE + ".IIGroup")
+        self.d = d
+        self.id = group_id
+        self.job = "/"
+
+    @dbus_property(access=R)
+    def Name(self) -> DBusStr:
+        """The group's name."""
+        return self.d.service.groups[self.id].name
+
+    @dbus_property(access=R)
+    def Sets(self) -> Paths:
+        """The member sets."""
+        return [set_path(s) for s in self.d.service.group_sets(self.id)]
+
+    @dbus_property(access=R)
+    def Status(self) -> DBusStr:
+        """The worst of the members' statuses ('normal' for an empty group)."""
+        worst = "normal"
+        for sid in self.d.service.group_sets(self.id):
+            obj = self.d.set_objects.get(sid)
+            st = obj.Status if obj is not None else "error"
+            if st == "error" or (st == "degraded" and worst == "normal"):
+                worst = st
+        return worst
+
+    @dbus_property(access=R)
+    def Job(self) -> DBusObjectPath:
+        """The job of the group's running (or last) copy, '/' if none."""
+        return self.job
+
+    async def _copy(self, direction: DBusStr, options: Options, full: bool) -> str:
+        o = opt.parse(options, CONFIRM)
+        opt.direction(direction)
+        ids = self.d.service.group_sets(self.id)
+        if not ids:
+            raise ServiceError("InvalidArgument", f"group {self.Name} has no sets")
+        uid = await self.d.auth.check("copy or update groups")
+        await asyncio.to_thread(self.d.service.copy, ids, direction, full,
+                                bool(o.get("confirm", False)), caller.get())
+        what = f"group-{'copy' if full else 'update'}-to-{direction}"
+        self.job = self.d.start_job(what, [group_path(self.id)] + [set_path(i) for i in ids],
+                                    ids, uid)
+        self.refresh()
+        return self.job
+
+    @method()
+    @translated
+    async def Copy(self, direction: DBusStr, options: Options) -> DBusObjectPath:
+        """Full copy of every member at one point in time, all or nothing; returns the job."""
+        return await self._copy(direction, options, True)
+
+    @method()
+    @translated
+    async def Update(self, direction: DBusStr, options: Options) -> DBusObjectPath:
+        """Update every member at one point in time, all or nothing; returns the job."""
+        return await self._copy(direction, options, False)
+
+    @method()
+    @translated
+    async def Abort(self, options: Options) -> None:
+        """Stop every member's running copy."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("abort copies")
+        for sid in self.d.service.group_sets(self.id):
+            ms = self.d.service.sets[sid]
+            if ms.set is not None and ms.set.progress().active:
+                await asyncio.to_thread(self.d.service.abort, sid)
+
+    @method()
+    @translated
+    async def AddSet(self, set_: DBusObjectPath, options: Options) -> None:
+        """Add a set (which must not be in another group)."""
+        opt.parse(options, NO_OPTS)
+        sid = id_of(set_, "sets")
+        await self.d.auth.check("change groups")
+        await asyncio.to_thread(self.d.service.group_add, self.id, sid)
+
+    @method()
+    @translated
+    async def RemoveSet(self, set_: DBusObjectPath, options: Options) -> None:
+        """Remove a set from the group."""
+        opt.parse(options, NO_OPTS)
+        sid = id_of(set_, "sets")
+        await self.d.auth.check("change groups")
+        await asyncio.to_thread(self.d.service.group_remove, self.id, sid)
+
+    @method()
+    @translated
+    async def Rename(self, name: DBusStr, options: Options) -> None:
+        """Give the group another name."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("rename groups")
+        await asyncio.to_thread(self.d.service.group_rename, self.id, name)
+
+    @method()
+    @translated
+    async def Delete(self, options: Options) -> None:
+        """Delete the group; its sets stay, without a group."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("delete groups")
+        await asyncio.to_thread(self.d.service.group_delete, self.id)
+
+
+class IIOverflow(Interface):
+    """An overflow volume shared by compact dependent sets."""
+
+    def __init__(self, d: "Daemon", ov_id: str) -> None:
+        super().__init__(IFACE + ".IIOverflow")
+        self.d = d
+        self.id = ov_id
+
+    def _st(self) -> Any:
+        mo = self.d.service.overflows[self.id]
+        return mo.ov.status() if mo.ov is not None and not mo.ov.closed else None
+
+    @dbus_property(access=R)
+    def Path(self) -> DBusStr:
+        """The volume."""
+        return self.d.service.overflows[self.id].row.path
+
+    @dbus_property(access=R)
+    def Sets(self) -> Paths:
+        """The sets attached to it."""
+        return [set_path(s) for s in sorted(self.d.service.overflows[self.id].sets)]
+
+    @dbus_property(access=R)
+    def ChunksTotal(self) -> DBusUInt64:
+        """Chunks it can hold."""
+        st = self._st()
+        return int(st.chunks_total) if st is not None else 0
+
+    @dbus_property(access=R)
+    def ChunksUsed(self) -> DBusUInt64:
+        """Chunks in use."""
+        st = self._st()
+        return int(st.chunks_used) if st is not None else 0
+
+    @dbus_property(access=R)
+    def CountersValid(self) -> DBusBool:
+        """False after an unclean stop until every attached set has been reopened."""
+        st = self._st()
+        return bool(st.counters_valid) if st is not None else False
+
+    @method()
+    @translated
+    async def Delete(self, options: Options) -> None:
+        """Wipe the overflow volume's header (refused while sets are attached)."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("delete overflow volumes")
+        await asyncio.to_thread(self.d.service.delete_overflow, self.id)
+
+
+class Volume(Interface):
+    """A volume ptcopy uses (udev discovery of all block devices comes later)."""
+
+    def __init__(self, d: "Daemon", path: str, used_by: str, role: str) -> None:
+        super().__init__(IFACE + ".Volume")
+        self.d = d
+        self.path_ = path
+        self.used_by = used_by
+        self.role = role
+
+    @dbus_property(access=R)
+    def Path(self) -> DBusStr:
+        """The volume's path."""
+        return self.path_
+
+    @dbus_property(access=R)
+    def Size(self) -> DBusUInt64:
+        """Size in bytes (0 if it cannot be read)."""
+        try:
+            fd = os.open(self.path_, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return 0
+        try:
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
+
+    @dbus_property(access=R)
+    def Type(self) -> DBusStr:
+        """'file', 'loop', 'disk', 'part', 'dm' or 'md'."""
+        try:
+            st = os.stat(self.path_)
+        except OSError:
+            return "file"
+        if not os.path.exists(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}") \
+                or not st.st_rdev:
+            return "file"
+        name = os.path.basename(os.path.realpath(
+            f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"))
+        for prefix, kind in (("loop", "loop"), ("dm-", "dm"), ("md", "md")):
+            if name.startswith(prefix):
+                return kind
+        return "part" if os.path.exists(f"/sys/class/block/{name}/partition") else "disk"
+
+    @dbus_property(access=R)
+    def FsType(self) -> DBusStr:
+        """File system signature ('' unknown; discovery fills it in a later release)."""
+        return ""
+
+    @dbus_property(access=R)
+    def Mounted(self) -> DBusBool:
+        """Whether the volume itself is mounted."""
+        return False
+
+    @dbus_property(access=R)
+    def Holders(self) -> Strings:
+        """Devices stacked on it."""
+        return []
+
+    @dbus_property(access=R)
+    def UsedBy(self) -> DBusObjectPath:
+        """The set or overflow volume using it."""
+        return self.used_by
+
+    @dbus_property(access=R)
+    def Available(self) -> DBusBool:
+        """Whether it could serve a new set now."""
+        return False
+
+    @dbus_property(access=R)
+    def Unsuitable(self) -> DBusStr:
+        """Why it cannot serve a new set."""
+        return f"it is the {self.role} of {self.used_by}"
+
+
+Unused = (DBusBool, DBusDouble)

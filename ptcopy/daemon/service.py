@@ -1,0 +1,542 @@
+"""What ptcopyd manages, without D-Bus: sets, groups and overflow volumes, their state store,
+the engine and the data path. Every method here is synchronous and may block on I/O: the D-Bus
+layer calls mutations from worker threads, one at a time (``self.lock``), and reads straight
+from the engine's counters, so reads never wait behind a running operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ptcopy import engine as eng
+from ptcopy.daemon import options
+from ptcopy.daemon.errors import ServiceError, invalid, not_found
+from ptcopy.daemon.state import GroupRow, OverflowRow, SetRow, Store
+from ptcopy.daemon.volumes import open_volume, opened
+from ptcopy.engine import Direction, Kind
+from ptcopy.userspace import Served, UserspacePath
+
+log = logging.getLogger(__name__)
+
+KINDS = {"independent": Kind.INDEPENDENT, "dependent": Kind.DEPENDENT}
+DIRECTIONS = {"shadow": Direction.TO_SHADOW, "master": Direction.TO_MASTER}
+
+Listener = Callable[[str, str, str], None]   # (event, kind, id): added/removed/changed
+
+
+@dataclass
+class ManagedSet:
+    row: SetRow
+    set: eng.Set | None          # None when the set could not be brought back
+    served: Served | None = None
+    error: str = ""
+    locked_by: str = ""          # the bus name holding the lock
+
+
+@dataclass
+class ManagedOverflow:
+    row: OverflowRow
+    ov: eng.Overflow | None
+    error: str = ""
+    sets: list[str] = field(default_factory=list)
+
+
+def _owner_id(bus_name: str) -> int:
+    """A stable positive 63-bit engine lock owner for a bus name."""
+    return (uuid.uuid5(uuid.NAMESPACE_URL, bus_name).int >> 65) or 1
+
+
+class Service:
+    def __init__(self, state_dir: str, run_dir: str, file_dirs: Sequence[str],
+                 data_path: str = "userspace") -> None:
+        self.state_dir = state_dir
+        self.run_dir = run_dir
+        self.file_dirs = [os.path.realpath(d) for d in file_dirs]
+        self.store = Store(state_dir)
+        self.engine = eng.Engine()
+        self.datapath: UserspacePath | None = None
+        if data_path == "userspace":
+            self.datapath = UserspacePath(self.engine, run_dir)
+        self.data_path = data_path
+        self.sets: dict[str, ManagedSet] = {}
+        self.groups: dict[str, GroupRow] = {}
+        self.overflows: dict[str, ManagedOverflow] = {}
+        self.lock = threading.RLock()
+        self.listeners: list[Listener] = []
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def _emit(self, event: str, kind: str, ident: str) -> None:
+        for fn in self.listeners:
+            fn(event, kind, ident)
+
+    # ---- start and stop --------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Bring back everything the state store records (after a restart or a crash)."""
+        with self.lock:
+            for ov_row in self.store.overflows():
+                mo = ManagedOverflow(ov_row, None)
+                try:
+                    with opened([(ov_row.path, "overflow")], self.file_dirs) as (v,):
+                        mo.ov = self.engine.open_overflow((v.given, v.fd))
+                except (eng.PtcopyError, ServiceError) as e:
+                    mo.error = str(e)
+                    log.error("overflow volume %s did not come back: %s", ov_row.path, e)
+                self.overflows[ov_row.id] = mo
+            for g in self.store.groups():
+                self.groups[g.id] = g
+            for row in self.store.sets():
+                ms = ManagedSet(row, None)
+                try:
+                    ms.set = self._open_set(row)
+                    self._serve(ms)
+                except (eng.PtcopyError, ServiceError, OSError) as e:
+                    ms.error = str(e)
+                    log.error("set %s did not come back: %s", row.name, e)
+                self.sets[row.id] = ms
+                if row.overflow in self.overflows:
+                    self.overflows[row.overflow].sets.append(row.id)
+            log.info("restored %d set(s), %d group(s), %d overflow volume(s)", len(self.sets),
+                     len(self.groups), len(self.overflows))
+
+    def _open_set(self, row: SetRow) -> eng.Set:
+        ov = self.overflows[row.overflow].ov if row.overflow in self.overflows else None
+        if row.overflow and ov is None:
+            raise ServiceError("Offline", f"overflow volume of set {row.name} is missing")
+        if not row.bitmap:
+            raise ServiceError("Offline", f"set {row.name} kept its bitmaps in memory only; "
+                                          "they did not survive the restart")
+        vols = [(row.master, "master"), (row.shadow, "shadow"), (row.bitmap, "bitmap")]
+        with opened(vols, self.file_dirs) as (m, s, b):
+            return self.engine.open((m.given, m.fd), (s.given, s.fd), (b.given, b.fd),
+                                    overflow=ov)
+
+    def _serve(self, ms: ManagedSet) -> None:
+        if self.datapath is not None and ms.set is not None:
+            ms.served = self.datapath.serve(ms.row.name, ms.set, loop=ms.row.loop)
+
+    def stop(self) -> None:
+        """Stop serving and close everything; running copies suspend and resume next start."""
+        with self.lock:
+            if self.datapath is not None:
+                with contextlib.suppress(eng.PtcopyError, OSError):
+                    self.datapath.stop(force=True)
+            for ms in self.sets.values():
+                if ms.set is not None:
+                    with contextlib.suppress(eng.PtcopyError):
+                        ms.set.close()
+            for mo in self.overflows.values():
+                if mo.ov is not None:
+                    with contextlib.suppress(eng.PtcopyError):
+                        mo.ov.close()
+            with contextlib.suppress(eng.PtcopyError):
+                self.engine.close()
+            self.store.close()
+
+    # ---- look-ups --------------------------------------------------------------------------
+
+    def get_set(self, set_id: str) -> ManagedSet:
+        ms = self.sets.get(set_id)
+        if ms is None:
+            raise not_found(f"no set {set_id}")
+        return ms
+
+    def live(self, set_id: str) -> eng.Set:
+        ms = self.get_set(set_id)
+        if ms.set is None:
+            raise ServiceError("Offline", f"set {ms.row.name} is not available: {ms.error}")
+        return ms.set
+
+    def find(self, name: str) -> tuple[str, str] | None:
+        """A set, group or overflow by name or path (a set also by its shadow, as iiadm)."""
+        for sid, ms in self.sets.items():
+            if name in (ms.row.name, ms.row.shadow):
+                return "set", sid
+        for gid, g in self.groups.items():
+            if g.name == name:
+                return "group", gid
+        for oid, mo in self.overflows.items():
+            if mo.row.path == name:
+                return "overflow", oid
+        return None
+
+    def _name_free(self, name: str) -> None:
+        if any(ms.row.name == name for ms in self.sets.values()) or any(
+                g.name == name for g in self.groups.values()):
+            raise ServiceError("Exists", f"the name {name!r} is already used by a set or group")
+
+    # ---- sets ------------------------------------------------------------------------------
+
+    def create_set(self, name: str, kind: str, master: str, shadow: str, bitmap: str,
+                   opts: dict[str, Any]) -> str:
+        """Enable a set. Nothing is left behind when any step fails."""
+        options.name(name, "set")
+        if kind not in KINDS:
+            raise invalid(f"kind {kind!r} must be 'independent' or 'dependent'")
+        in_memory = bool(opts.get("bitmap_in_memory", False))
+        if in_memory and bitmap:
+            raise invalid("give either a bitmap volume or bitmap_in_memory, not both")
+        if not in_memory and not bitmap:
+            raise invalid("no bitmap volume given (or set bitmap_in_memory)")
+        with self.lock:
+            self._name_free(name)
+            ov = None
+            ov_id = str(opts.get("overflow", ""))
+            if ov_id:
+                mo = self.overflows.get(ov_id)
+                if mo is None or mo.ov is None:
+                    raise not_found(f"no overflow volume {ov_id}")
+                ov = mo.ov
+            grp = str(opts.get("group", ""))
+            if grp and grp not in self.groups:
+                raise not_found(f"no group {grp}")
+            vols = [(master, "master"), (shadow, "shadow")]
+            if not in_memory:
+                vols.append((bitmap, "bitmap"))
+            with opened(vols, self.file_dirs) as got:
+                m, s = got[0], got[1]
+                b = (got[2].given, got[2].fd) if not in_memory else None
+                new = self.engine.enable(
+                    (m.given, m.fd), (s.given, s.fd), b, KINDS[kind],
+                    chunk_size=int(opts.get("chunk_size", 0)), overflow=ov,
+                    copy_delay_ms=int(opts.get("copy_delay", 0)),
+                    copy_units=int(opts.get("copy_units", 0)))
+            st = new.status()
+            row = SetRow(id=st.uuid.hex, name=name, kind=kind, master=master, shadow=shadow,
+                         bitmap=bitmap, chunk_size=st.chunk_size, overflow=ov_id, grp=grp,
+                         copy_delay=st.copy_delay_ms, copy_units=st.copy_units,
+                         loop=bool(opts.get("loop", True)))
+            ms = ManagedSet(row, new)
+            try:
+                self._serve(ms)
+                self.store.put_set(row)
+            except BaseException:
+                if ms.served is not None and self.datapath is not None:
+                    with contextlib.suppress(Exception):
+                        self.datapath.unserve(name, force=True)
+                with contextlib.suppress(eng.PtcopyError):
+                    if new.progress().active:
+                        new.abort()
+                    new.disable()
+                raise
+            self.sets[row.id] = ms
+            if ov_id:
+                self.overflows[ov_id].sets.append(row.id)
+        self._emit("added", "set", row.id)
+        if grp:
+            self._emit("changed", "group", grp)
+        if ov_id:
+            self._emit("changed", "overflow", ov_id)
+        return row.id
+
+    def disable_set(self, set_id: str) -> None:
+        with self.lock:
+            ms = self.get_set(set_id)
+            if ms.set is not None:
+                if ms.set.progress().active:
+                    raise ServiceError("Busy", f"set {ms.row.name} is copying; wait for it or "
+                                               "abort it first")
+                if ms.served is not None and self.datapath is not None:
+                    self.datapath.unserve(ms.row.name)
+                    ms.served = None
+                try:
+                    ms.set.disable()
+                except eng.PtcopyError:
+                    self._serve(ms)   # put back what users had
+                    raise
+            self.store.delete_set(set_id)
+            del self.sets[set_id]
+            if ms.row.overflow in self.overflows:
+                with contextlib.suppress(ValueError):
+                    self.overflows[ms.row.overflow].sets.remove(set_id)
+        self._emit("removed", "set", set_id)
+        if ms.row.grp:
+            self._emit("changed", "group", ms.row.grp)
+        if ms.row.overflow:
+            self._emit("changed", "overflow", ms.row.overflow)
+
+    def copy(self, set_ids: Sequence[str], direction: str, full: bool, confirm: bool,
+             owner: str) -> None:
+        """Copy or update one set, or several at one point in time (all or nothing)."""
+        options.direction(direction)
+        d = DIRECTIONS[direction]
+        if d is Direction.TO_MASTER and not confirm:
+            raise ServiceError("NotConfirmed", "writing the master replaces its data; pass the "
+                                               "option confirm=true")
+        with self.lock:
+            sets = [self.live(i) for i in set_ids]
+            names = [self.sets[i].row.name for i in set_ids]
+            for i in set_ids:
+                ms = self.sets[i]
+                if ms.row.exported and d is Direction.TO_SHADOW:
+                    raise ServiceError("Exported", f"the shadow of set {ms.row.name} is "
+                                                   "exported; join it back first")
+            owner_id = _owner_id(owner) if owner else 0
+            served = self.datapath is not None and all(
+                self.sets[i].served is not None for i in set_ids)
+            if served and self.datapath is not None:
+                self.datapath.copy(names, d, full=full, owner=owner_id)
+            else:
+                self.engine.group_copy(sets, d, full=full, owner=owner_id)
+        for i in set_ids:
+            self._emit("changed", "set", i)
+
+    def abort(self, set_id: str) -> None:
+        s = self.live(set_id)
+        s.abort()
+        self._emit("changed", "set", set_id)
+
+    def reset(self, set_id: str, owner: str) -> None:
+        with self.lock:
+            self.live(set_id).reset(owner=_owner_id(owner) if owner else 0)
+        self._emit("changed", "set", set_id)
+
+    def set_params(self, set_id: str, delay: int, units: int) -> None:
+        with self.lock:
+            ms = self.get_set(set_id)
+            self.live(set_id).set_copy_params(delay, units)
+            ms.row = ms.row.with_(copy_delay=delay, copy_units=units)
+            self.store.put_set(ms.row)
+        self._emit("changed", "set", set_id)
+
+    def rename_set(self, set_id: str, name: str) -> None:
+        options.name(name, "set")
+        with self.lock:
+            ms = self.get_set(set_id)
+            if ms.row.name == name:
+                return
+            self._name_free(name)
+            if ms.served is not None:
+                raise ServiceError("InUse", f"set {ms.row.name} is served under its name; "
+                                            "renaming a served set comes with the next "
+                                            "data-path release")
+            ms.row = ms.row.with_(name=name)
+            self.store.put_set(ms.row)
+        self._emit("changed", "set", set_id)
+
+    def lock_set(self, set_id: str, owner: str) -> None:
+        with self.lock:
+            ms = self.get_set(set_id)
+            self.live(set_id).lock(_owner_id(owner))
+            ms.locked_by = owner
+        self._emit("changed", "set", set_id)
+
+    def unlock_set(self, set_id: str, owner: str) -> None:
+        with self.lock:
+            ms = self.get_set(set_id)
+            if ms.locked_by and ms.locked_by != owner:
+                raise ServiceError("InUse", f"set {ms.row.name} is locked by {ms.locked_by}")
+            self.live(set_id).unlock(_owner_id(owner))
+            ms.locked_by = ""
+        self._emit("changed", "set", set_id)
+
+    def release_locks_of(self, bus_name: str) -> None:
+        """A client went away: its locks go with it."""
+        with self.lock:
+            for sid, ms in self.sets.items():
+                if ms.locked_by == bus_name and ms.set is not None:
+                    with contextlib.suppress(eng.PtcopyError):
+                        ms.set.unlock(_owner_id(bus_name))
+                    ms.locked_by = ""
+                    self._emit("changed", "set", sid)
+
+    def attach_overflow(self, set_id: str, ov_id: str) -> None:
+        with self.lock:
+            ms = self.get_set(set_id)
+            mo = self.overflows.get(ov_id)
+            if mo is None or mo.ov is None:
+                raise not_found(f"no overflow volume {ov_id}")
+            if ms.row.overflow == ov_id:
+                return
+            self.live(set_id).attach_overflow(mo.ov)
+            ms.row = ms.row.with_(overflow=ov_id)
+            self.store.put_set(ms.row)
+            mo.sets.append(set_id)
+        self._emit("changed", "set", set_id)
+        self._emit("changed", "overflow", ov_id)
+
+    def detach_overflow(self, set_id: str) -> None:
+        with self.lock:
+            ms = self.get_set(set_id)
+            ov_id = ms.row.overflow
+            if not ov_id:
+                raise not_found(f"set {ms.row.name} has no overflow volume")
+            self.live(set_id).detach_overflow()
+            ms.row = ms.row.with_(overflow="")
+            self.store.put_set(ms.row)
+            with contextlib.suppress(ValueError):
+                self.overflows[ov_id].sets.remove(set_id)
+        self._emit("changed", "set", set_id)
+        self._emit("changed", "overflow", ov_id)
+
+    def export_set(self, set_id: str) -> None:
+        """Hand the shadow to another host (bookkeeping: the shadow is no longer updated here)."""
+        with self.lock:
+            ms = self.get_set(set_id)
+            if ms.row.kind != "independent":
+                raise ServiceError("WrongType", f"set {ms.row.name} is dependent; only "
+                                                "independent shadows can be exported")
+            if ms.row.exported:
+                return
+            if ms.set is not None and ms.set.progress().active:
+                raise ServiceError("Busy", f"set {ms.row.name} is copying")
+            ms.row = ms.row.with_(exported=True)
+            self.store.put_set(ms.row)
+        self._emit("changed", "set", set_id)
+
+    # ---- groups ----------------------------------------------------------------------------
+
+    def create_group(self, name: str, set_ids: Sequence[str]) -> str:
+        options.name(name, "group")
+        with self.lock:
+            self._name_free(name)
+            for sid in set_ids:
+                ms = self.get_set(sid)
+                if ms.row.grp:
+                    raise ServiceError("InUse", f"set {ms.row.name} is already in group "
+                                                f"{self.groups[ms.row.grp].name}")
+            row = GroupRow(uuid.uuid4().hex, name)
+            self.store.put_group(row)
+            self.groups[row.id] = row
+            for sid in set_ids:
+                self._set_group(sid, row.id)
+        self._emit("added", "group", row.id)
+        return row.id
+
+    def _set_group(self, set_id: str, group_id: str) -> None:
+        ms = self.sets[set_id]
+        ms.row = ms.row.with_(grp=group_id)
+        self.store.put_set(ms.row)
+        self._emit("changed", "set", set_id)
+
+    def group_sets(self, group_id: str) -> list[str]:
+        return sorted(sid for sid, ms in self.sets.items() if ms.row.grp == group_id)
+
+    def group_add(self, group_id: str, set_id: str) -> None:
+        with self.lock:
+            if group_id not in self.groups:
+                raise not_found(f"no group {group_id}")
+            ms = self.get_set(set_id)
+            if ms.row.grp == group_id:
+                return
+            if ms.row.grp:
+                raise ServiceError("InUse", f"set {ms.row.name} is in group "
+                                            f"{self.groups[ms.row.grp].name}; remove it first")
+            self._set_group(set_id, group_id)
+        self._emit("changed", "group", group_id)
+
+    def group_remove(self, group_id: str, set_id: str) -> None:
+        with self.lock:
+            ms = self.get_set(set_id)
+            if ms.row.grp != group_id:
+                raise not_found(f"set {ms.row.name} is not in this group")
+            self._set_group(set_id, "")
+        self._emit("changed", "group", group_id)
+
+    def group_rename(self, group_id: str, name: str) -> None:
+        options.name(name, "group")
+        with self.lock:
+            g = self.groups.get(group_id)
+            if g is None:
+                raise not_found(f"no group {group_id}")
+            if g.name == name:
+                return
+            self._name_free(name)
+            self.groups[group_id] = GroupRow(group_id, name)
+            self.store.put_group(self.groups[group_id])
+        self._emit("changed", "group", group_id)
+
+    def group_delete(self, group_id: str) -> None:
+        with self.lock:
+            if group_id not in self.groups:
+                raise not_found(f"no group {group_id}")
+            for sid in self.group_sets(group_id):
+                self._set_group(sid, "")
+            self.store.delete_group(group_id)
+            del self.groups[group_id]
+        self._emit("removed", "group", group_id)
+
+    # ---- overflow volumes ------------------------------------------------------------------
+
+    def create_overflow(self, path: str, chunk_size: int) -> str:
+        with self.lock:
+            for mo in self.overflows.values():
+                if mo.row.path == path:
+                    raise ServiceError("Exists", f"{path} is already an overflow volume")
+            with opened([(path, "overflow")], self.file_dirs) as (v,):
+                ov = self.engine.init_overflow((v.given, v.fd), chunk_size)
+            row = OverflowRow(ov.status().uuid.hex, path)
+            try:
+                self.store.put_overflow(row)
+            except BaseException:
+                ov.delete()
+                raise
+            self.overflows[row.id] = ManagedOverflow(row, ov)
+        self._emit("added", "overflow", row.id)
+        return row.id
+
+    def delete_overflow(self, ov_id: str) -> None:
+        with self.lock:
+            mo = self.overflows.get(ov_id)
+            if mo is None:
+                raise not_found(f"no overflow volume {ov_id}")
+            if mo.sets:
+                names = ", ".join(self.sets[s].row.name for s in mo.sets if s in self.sets)
+                raise ServiceError("Dependency", f"overflow volume {mo.row.path} is attached "
+                                                 f"to {names}; detach them first")
+            if mo.ov is not None:
+                mo.ov.delete()
+            self.store.delete_overflow(ov_id)
+            del self.overflows[ov_id]
+        self._emit("removed", "overflow", ov_id)
+
+    # ---- reconcile -------------------------------------------------------------------------
+
+    def refresh(self) -> int:
+        """Reconcile the registry with the state store and the engine; how many things changed."""
+        changes = 0
+        with self.lock:
+            stored = {r.id: r for r in self.store.sets()}
+            for sid in list(self.sets):
+                if sid not in stored:
+                    del self.sets[sid]
+                    self._emit("removed", "set", sid)
+                    changes += 1
+            for sid, row in stored.items():
+                ms = self.sets.get(sid)
+                if ms is None:
+                    ms = ManagedSet(row, None)
+                    self.sets[sid] = ms
+                    self._emit("added", "set", sid)
+                    changes += 1
+                if ms.row != row:
+                    ms.row = row
+                    changes += 1
+                if ms.set is None:
+                    try:
+                        ms.set = self._open_set(row)
+                        self._serve(ms)
+                        ms.error = ""
+                        changes += 1
+                        self._emit("changed", "set", sid)
+                    except (eng.PtcopyError, ServiceError, OSError) as e:
+                        ms.error = str(e)
+            groups = {g.id: g for g in self.store.groups()}
+            if groups != self.groups:
+                changes += len(set(groups.items()) ^ set(self.groups.items()))
+                self.groups = groups
+        return changes
+
+
+def open_check(path: str, role: str, file_dirs: Sequence[str]) -> None:
+    """Would this volume be accepted? (Used to explain refusals early.)"""
+    v = open_volume(path, role, file_dirs)
+    os.close(v.fd)
