@@ -503,19 +503,19 @@ class IIGroup(Interface):
 
     @method()
     @translated
-    async def AddSet(self, set_: DBusObjectPath, options: Options) -> None:
+    async def AddSet(self, member: DBusObjectPath, options: Options) -> None:
         """Add a set (which must not be in another group)."""
         opt.parse(options, NO_OPTS)
-        sid = id_of(set_, "sets")
+        sid = id_of(member, "sets")
         await self.d.auth.check("change groups")
         await asyncio.to_thread(self.d.service.group_add, self.id, sid)
 
     @method()
     @translated
-    async def RemoveSet(self, set_: DBusObjectPath, options: Options) -> None:
+    async def RemoveSet(self, member: DBusObjectPath, options: Options) -> None:
         """Remove a set from the group."""
         opt.parse(options, NO_OPTS)
-        sid = id_of(set_, "sets")
+        sid = id_of(member, "sets")
         await self.d.auth.check("change groups")
         await asyncio.to_thread(self.d.service.group_remove, self.id, sid)
 
