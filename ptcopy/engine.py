@@ -183,7 +183,8 @@ def _check(rc: int, err: Any) -> None:
     raise _BY_CODE.get(code, PtcopyError)(code, message)
 
 
-VolumeLike = str | os.PathLike[str] | int
+VolumeLike = str | os.PathLike[str] | int | tuple[str, int]
+"""A path, an open descriptor, or both: (path used in messages, descriptor used for I/O)."""
 
 
 class _Vol:
@@ -194,16 +195,22 @@ class _Vol:
         if vol is None:
             self._path = ffi.new("char[]", b"")
             self.spec.fd = -1
+        elif isinstance(vol, tuple):
+            label, fd = vol
+            if fd < 0 or not label:
+                raise InvalidArgument(lib.PT_E_INVALID, f"volume {vol!r} is not valid")
+            self._path = ffi.new("char[]", os.fsencode(label))
+            self.spec.fd = fd
         elif isinstance(vol, int):
             if vol < 0:
                 raise InvalidArgument(lib.PT_E_INVALID, f"descriptor {vol} is not valid")
             self._path = ffi.new("char[]", f"/proc/self/fd/{vol}".encode())
             self.spec.fd = vol
         else:
-            path = os.fsencode(vol)
-            if not path or b"\0" in path:
+            raw = os.fsencode(vol)
+            if not raw or b"\0" in raw:
                 raise InvalidArgument(lib.PT_E_INVALID, f"volume path {vol!r} is not valid")
-            self._path = ffi.new("char[]", path)
+            self._path = ffi.new("char[]", raw)
             self.spec.fd = -1
         self.spec.path = self._path
 
