@@ -1,0 +1,139 @@
+"""What every command shares: the global settings, one connection per command run on one event
+loop, the question before writing a master, and following a job to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.prompt import Confirm
+
+from ptcopy.cli import _output as fmt
+from ptcopy.cli._client import Client, JobInfo
+from ptcopy.cli._errors import (
+    BUS_ERROR_PREFIX,
+    CliError,
+    Interrupted,
+    JobFailed,
+    NotConfirmed,
+    RemoteError,
+)
+from ptcopy.cli._output import Output
+
+DEFAULT_TIMEOUT = 60.0
+POLL = 0.25        # seconds between progress updates on a terminal
+QUIET_POLL = 10.0  # seconds per Wait call when nothing is shown
+
+
+@dataclass
+class Settings:
+    """The global options, kept in the typer context object."""
+
+    bus: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    debug: bool = False
+    json: bool = False
+    quiet: bool = False
+    following: str = ""    # what a wait follows, for the hint after Ctrl-C
+
+
+def settings(ctx: typer.Context) -> Settings:
+    found = ctx.find_object(Settings)
+    return found if found is not None else Settings()
+
+
+def output(ctx: typer.Context, json_: bool, quiet: bool) -> Output:
+    """The renderer for this command (--json and --quiet may also come before the command)."""
+    s = settings(ctx)
+    return Output.choose(json_ or s.json, quiet or s.quiet)
+
+
+def run(ctx: typer.Context, body: Callable[[Client], Awaitable[None]]) -> None:
+    """Connect to ptcopyd and run one command's body on a fresh event loop."""
+    s = settings(ctx)
+
+    async def go() -> None:
+        async with Client(s.bus, s.timeout) as client:
+            await body(client)
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        hint = ""
+        if s.following:
+            hint = (f"the copy goes on in the background: ptcopy wait {s.following} follows it, "
+                    f"ptcopy abort {s.following} stops it")
+        raise Interrupted("interrupted", hint) from None
+
+
+def is_terminal() -> bool:
+    """Run by a person at a terminal (the default for --wait)?"""
+    return sys.stdout.isatty()
+
+
+def wants_wait(flag: bool | None) -> bool:
+    return is_terminal() if flag is None else flag
+
+
+def confirm_master_write(out: Output, what: str, yes: bool) -> None:
+    """Writing a master replaces its data: --yes, or a yes typed at a terminal."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise NotConfirmed(f"{what} replaces the data on the master, and there is no terminal "
+                           "to ask for confirmation on; nothing was done",
+                           "add --yes to confirm")
+    try:
+        ok = Confirm.ask(f"{what} replaces the data on the master. Go ahead?",
+                         console=out.err, default=False)
+    except EOFError:
+        ok = False
+    if not ok:
+        raise NotConfirmed("not confirmed; nothing was done")
+
+
+async def follow(client: Client, out: Output, job: str, what: str, *, show: bool) -> JobInfo:
+    """Wait for a job to end (with a progress bar when ``show``); its final state.
+    Raises JobFailed when it did not end well."""
+    try:
+        if show:
+            info = await _follow_with_bar(client, out, job, what)
+        else:
+            while not await client.job_wait(job, QUIET_POLL):
+                pass
+            info = await client.job_info(job)
+    except RemoteError as e:
+        if e.error_name == BUS_ERROR_PREFIX + "UnknownObject":
+            raise CliError(f"{what}: the job {job} is no longer known to ptcopyd (finished jobs "
+                           "are kept for a while only)",
+                           "ptcopy status shows the sets' state") from e
+        raise
+    if not info.success:
+        hint = "ptcopy status shows the set's state"
+        if "cancel" in info.message or "stopped" in info.message:
+            hint = "the target is incomplete: run the update again to finish it"
+        raise JobFailed(what, info.message or "failed", hint)
+    return info
+
+
+async def _follow_with_bar(client: Client, out: Output, job: str, what: str) -> JobInfo:
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rate]}"), TextColumn("ETA {task.fields[eta]}"))
+    with Progress(*columns, console=out.err, transient=False) as bar:
+        task = bar.add_task(what, total=100.0, rate="-", eta="-:--")
+        while True:
+            ended = await client.job_wait(job, POLL)
+            info = await client.job_info(job)
+            eta = "-:--"
+            if info.expected_end_time and not info.done:
+                eta = fmt.seconds(max(0.0, info.expected_end_time / 1e6 - time.time()))
+            elif info.done:
+                eta = "0.0 s"
+            bar.update(task, completed=100.0 * info.progress, rate=fmt.rate(info.rate), eta=eta)
+            if ended or info.done:
+                return info
