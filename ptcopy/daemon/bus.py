@@ -7,6 +7,7 @@ a ContextVar before dbus-fast creates the task that runs the method, so the task
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import logging
 from typing import Any
@@ -54,6 +55,22 @@ class PtcopyBus(MessageBus):
         self.send(Message.new_signal(
             path=ROOT, interface="org.freedesktop.DBus.ObjectManager",
             member="InterfacesRemoved", signature="oas", body=[path, removed_interfaces]))
+
+
+    def _default_get_managed_objects_handler(self, msg: Message, send_reply: Any) -> None:
+        """GetManagedObjects from the objects' property snapshots, with the variants built
+        once per change: with thousands of objects, building every property per call is what
+        makes the call slow (see docs/PERFORMANCE.md)."""
+        if msg.path != ROOT:
+            super()._default_get_managed_objects_handler(msg, send_reply)
+            return
+        result: dict[str, dict[str, Any]] = {}
+        prefix = ROOT + "/"
+        for node, ifaces in self._path_exports.items():
+            if node.startswith(prefix):
+                result[node] = {name: i.variants() for name, i in ifaces.items()
+                                if isinstance(i, Interface)}
+        send_reply(Message.new_method_return(msg, "a{oa{sa{sv}}}", [result]))
 
 
 def record_caller(msg: Message) -> bool:
@@ -118,6 +135,25 @@ class Interface(ServiceInterface):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self._last: dict[str, Any] = {}
+        self._variants: dict[str, Variant] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Property reads are answered from the last snapshot (refreshed on every change the
+        daemon makes, by jobs twice a second, and by a sweep): GetManagedObjects over thousands
+        of objects then costs no engine call, and no read waits behind an operation."""
+        super().__init_subclass__(**kwargs)
+        for attr in list(cls.__dict__.values()):
+            getter = getattr(attr, "prop_getter", None)
+            if getter is None or hasattr(attr, "compute"):
+                continue
+
+            @functools.wraps(getter)   # dbus-fast looks the getter up by its name
+            def cached(self: Interface, _get: Any = getter, _name: str = attr.name) -> Any:
+                snap = self._last
+                return snap[_name] if _name in snap else _get(self)
+
+            attr.compute = getter
+            attr.prop_getter = cached
 
     def introspect(self) -> intr.Interface:
         base = super().introspect()
@@ -136,8 +172,17 @@ class Interface(ServiceInterface):
         """Current property values, by name (plain Python values)."""
         out = {}
         for prop in ServiceInterface._get_properties(self):
-            out[prop.name] = prop.prop_getter(self)
+            out[prop.name] = getattr(prop, "compute", prop.prop_getter)(self)
         return out
+
+    def variants(self) -> dict[str, Variant]:
+        """The snapshot as D-Bus variants, built once per change."""
+        if self._variants is None or not self._last:
+            if not self._last:
+                self._last = self.values()
+            sigs = {p.name: p.signature for p in ServiceInterface._get_properties(self)}
+            self._variants = {k: Variant(sigs[k], v) for k, v in self._last.items()}
+        return self._variants
 
     def refresh(self) -> None:
         """Emit PropertiesChanged with what differs from the last refresh (the first one only
@@ -146,7 +191,10 @@ class Interface(ServiceInterface):
         if self._last:
             changed = {k: v for k, v in now.items() if self._last.get(k) != v}
             if changed:
+                self._variants = None
                 self.emit_properties_changed(changed)
+        else:
+            self._variants = None
         self._last = now
 
 

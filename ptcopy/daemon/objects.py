@@ -168,13 +168,24 @@ class IISet(Interface):
         self.d = d
         self.id = set_id
         self.job = "/"
+        self._memo: Any = None
 
     def _ms(self) -> Any:
         return self.d.service.get_set(self.id)
 
     def _status(self) -> Any:
+        if self._memo is not None:
+            return self._memo
         ms = self._ms()
         return ms.set.status() if ms.set is not None and not ms.set.closed else None
+
+    def values(self) -> dict[str, Any]:
+        self._memo = None
+        self._memo = self._status()   # one engine call for all the properties
+        try:
+            return super().values()
+        finally:
+            self._memo = None
 
     @dbus_property(access=R)
     def Name(self) -> DBusStr:

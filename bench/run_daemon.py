@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""ptcopyd at scale: create N small file-backed sets over D-Bus, then measure
+GetManagedObjects latency, Properties.GetAll calls per second and the daemon's RSS.
+
+    sudo .venv/bin/python bench/run_daemon.py [--sets 1000] [--write-doc]
+
+Targets (issue 4): GetManagedObjects < 50 ms and RSS < 150 MiB with 1,000 sets.
+The daemon runs on a private dbus-daemon with the served volumes on FUSE but without loop
+devices (option loop=false: a host with thousands of sets does not want thousands of loops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>system</type><listen>unix:path={sock}</listen><auth>EXTERNAL</auth>
+<limit name="max_replies_per_connection">100000</limit>
+<policy context="default"><allow user="*"/><allow own="*"/><allow send_destination="*"/>
+<allow receive_sender="*"/>
+</policy></busconfig>"""
+NAME, ROOT = "org.ptcopy.Imaging1", "/org/ptcopy/Imaging1"
+
+
+async def call(bus: MessageBus, path: str, iface: str, member: str, sig: str = "",
+               body: list[object] | None = None) -> Message:
+    reply = await asyncio.wait_for(bus.call(Message(
+        destination=NAME, path=path, interface=iface, member=member, signature=sig,
+        body=body or [])), 120)
+    if reply.message_type is MessageType.ERROR:
+        raise RuntimeError(f"{member}: {reply.error_name}: {reply.body}")
+    return reply
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def measure(sock: str, vols: str, n: int) -> dict[str, float]:
+    bus = await MessageBus(bus_address=f"unix:path={sock}").connect()
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for i in range(n):
+        base = os.path.join(vols, f"s{i}")
+        await call(bus, ROOT, NAME + ".Manager", "CreateSet", "sssssa{sv}",
+                   [f"set{i}", "dependent", base + ".m", base + ".s", base + ".b",
+                    {"loop": Variant("b", False), "chunk_size": Variant("u", 65536)}])
+    out["create_s"] = time.perf_counter() - t0
+    lat = []
+    for _ in range(7):
+        t = time.perf_counter()
+        r = await call(bus, ROOT, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
+        lat.append(time.perf_counter() - t)
+    out["objects"] = len(r.body[0])
+    out["gmo_ms"] = statistics.median(lat) * 1000
+    # the same call from a C client (systemd's busctl), process start included
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={sock}")
+    lat_c = []
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run(["busctl", "--system", "call", NAME, ROOT,
+                        "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        lat_c.append(time.perf_counter() - t)
+    out["gmo_busctl_ms"] = statistics.median(lat_c) * 1000
+    first = f"{ROOT}/sets/" + sorted(p.rsplit("/", 1)[1] for p in r.body[0]
+                                     if p.startswith(ROOT + "/sets/"))[0]
+    k, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 3:
+        await asyncio.gather(*[call(bus, first, "org.freedesktop.DBus.Properties", "GetAll",
+                                    "s", [NAME + ".IISet"]) for _ in range(20)])
+        k += 20
+    out["getall_per_s"] = k / (time.perf_counter() - t)
+    bus.disconnect()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sets", type=int, default=1000)
+    ap.add_argument("--write-doc", action="store_true")
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="ptcopy-bench-daemon-", dir="/var/tmp")
+    sock = os.path.join(work, "bus.sock")
+    vols = os.path.join(work, "vols")
+    os.makedirs(vols)
+    for i in range(args.sets):
+        for ext, size in ((".m", 4 << 20), (".s", 4 << 20), (".b", 64 << 10)):
+            with open(os.path.join(vols, f"s{i}{ext}"), "wb") as f:
+                f.truncate(size)
+    conf = os.path.join(work, "bus.conf")
+    with open(conf, "w", encoding="utf-8") as f:
+        f.write(BUS_CONF.format(sock=sock))
+    dbus = subprocess.Popen(["dbus-daemon", "--config-file", conf, "--nofork"])
+    daemon = None
+    try:
+        while not os.path.exists(sock):
+            time.sleep(0.05)
+        daemon = subprocess.Popen([sys.executable, "-m", "ptcopy.daemon.main", "--bus",
+                                   f"unix:path={sock}", "--state-dir", f"{work}/state",
+                                   "--run-dir", f"{work}/run", "--file-volumes", vols,
+                                   "--log-level", "warning"], cwd=REPO)
+        time.sleep(1.5)
+        idle = rss_mib(daemon.pid)
+        res = asyncio.run(measure(sock, vols, args.sets))
+        res["rss_mib"] = rss_mib(daemon.pid)
+        res["rss_idle_mib"] = idle
+    finally:
+        if daemon is not None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(120)
+        dbus.terminate()
+        dbus.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    rows = [
+        ("time to create the sets (CreateSet, one after another)",
+         f"{res['create_s']:.1f} s ({res['create_s'] / args.sets * 1000:.1f} ms per set)", "-",
+         "-"),
+        (f"GetManagedObjects latency, dbus-fast client ({int(res['objects'])} objects)",
+         f"{res['gmo_ms']:.1f} ms", "< 50 ms", "yes" if res["gmo_ms"] < 50 else "no"),
+        ("GetManagedObjects latency, busctl (process start included)",
+         f"{res['gmo_busctl_ms']:.1f} ms", "< 50 ms", "yes" if res["gmo_busctl_ms"] < 50 else "no"),
+        ("daemon RSS with the sets", f"{res['rss_mib']:.0f} MiB (idle {res['rss_idle_mib']:.0f})",
+         "< 150 MiB", "yes" if res["rss_mib"] < 150 else "no"),
+        ("Properties.GetAll calls per second (20 in flight)", f"{res['getall_per_s']:.0f}/s",
+         "-", "-"),
+    ]
+    table = [f"### ptcopyd with {args.sets} sets", "",
+             "| measure | result | target | met |", "|---|---|---|---|"]
+    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    text = "\n".join(table) + "\n"
+    print(text)
+    if args.write_doc:
+        doc = os.path.join(REPO, "docs", "PERFORMANCE.md")
+        head = "## Daemon (ptcopyd) at scale"
+        body = f"{head}\n\nMeasured by `bench/run_daemon.py` on the 2-core VM.\n\n{text}"
+        old = open(doc, encoding="utf-8").read() if os.path.exists(doc) else ""
+        if head in old:
+            start = old.index(head)
+            nxt = old.find("\n## ", start + len(head))
+            old = old[:start] + (old[nxt + 1:] if nxt >= 0 else "")
+        with open(doc, "w", encoding="utf-8") as f:
+            f.write(old.rstrip() + "\n\n" + body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
