@@ -152,7 +152,10 @@ def main() -> int:
         doc = os.path.join(REPO, "docs", "PERFORMANCE.md")
         head = "## Daemon (ptcopyd) at scale"
         body = f"{head}\n\nMeasured by `bench/run_daemon.py` on the 2-core VM.\n\n{text}"
-        old = open(doc, encoding="utf-8").read() if os.path.exists(doc) else ""
+        old = ""
+        if os.path.exists(doc):
+            with open(doc, encoding="utf-8") as f:
+                old = f.read()
         if head in old:
             start = old.index(head)
             nxt = old.find("\n## ", start + len(head))
