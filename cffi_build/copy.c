@@ -170,7 +170,8 @@ static void *copier(void *arg)
             break;
         int nruns = 0;
         uint64_t batch = 0;
-        while (!rc && nruns < MAX_RUNS && batch < PT_COPY_BATCH) {
+        unsigned pause = 0;
+        while (!rc && nruns < MAX_RUNS && batch < PT_COPY_BATCH && !pause) {
             if (atomic_load(&s->abort_req) || atomic_load(&s->stop_req))
                 break;
             pthread_rwlock_rdlock(&m->gate);
@@ -195,7 +196,7 @@ static void *copier(void *arg)
             since_pause += n;
             if (delay && since_pause >= units) {
                 since_pause = 0;
-                sleep_ms(delay);
+                pause = delay;   /* retire the batch first, so progress shows while we wait */
             }
         }
         if (nruns == 0) {
@@ -214,6 +215,8 @@ static void *copier(void *arg)
             since_flush = 0;
             pt_meta_flush(s);   /* bounds the work redone after a crash */
         }
+        if (pause)
+            sleep_ms(pause);
     }
     free(buf);
     finish(s, rc < 0 ? -rc : rc);

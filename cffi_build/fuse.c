@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -519,6 +520,14 @@ int pt_server_unexport(pt_server *srv, const char *name, int force, pt_error *er
         return pt_fail(err, PT_E_NOT_FOUND, "%s/%s is not served", srv->mountpoint, name);
     }
     export *e = srv->exports[slot];
+    /* A loop device detached just before lets go of its file asynchronously: give such
+     * releases a moment before calling the files busy. */
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 5;
+    while (!force && (e->opens[0] || e->opens[1]) &&
+           pthread_cond_timedwait(&srv->cv, &srv->mu, &dl) == 0)
+        ;
     if (!force && (e->opens[0] || e->opens[1])) {
         pthread_mutex_unlock(&srv->mu);
         return pt_fail(err, PT_E_IN_USE, "%s/%s is open (%d master, %d shadow handles)",

@@ -144,6 +144,8 @@ class Job(Interface):
     @translated
     async def Wait(self, timeout: DBusDouble) -> DBusBool:
         """Wait up to timeout seconds (negative: forever) for the job to end; True if it has."""
+        if self._finished.is_set():
+            return True
         if timeout < 0:
             await self._finished.wait()
             return True
