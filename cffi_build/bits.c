@@ -19,11 +19,10 @@ int pt_bits_attach(pt_bits *b, uint64_t *words, uint64_t nbits, uint64_t img_off
     b->nbits = nbits;
     b->npages = (nbits + PT_BITS_PER_PAGE - 1) / PT_BITS_PER_PAGE;
     b->img_off = img_off;
+    /* fresh memory counts zero; whoever fills the words from disk calls pt_bits_recount */
     b->pcnt = calloc(b->npages ? b->npages : 1, sizeof *b->pcnt);
-    if (!b->pcnt)
-        return -ENOMEM;
-    pt_bits_recount(b);
-    return 0;
+    b->count = 0;
+    return b->pcnt ? 0 : -ENOMEM;
 }
 
 void pt_bits_free(pt_bits *b)

@@ -10,6 +10,7 @@
  * then clears the copy bits of chunks that nobody touched in between.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -74,6 +75,38 @@ static int copy_run(pt_set *s, uint64_t c, uint64_t n, uint8_t *buf)
             return rc;
     }
     return 0;
+}
+
+/* Ask the kernel to start reading the next runs now, so scattered chunks of an update reach
+ * the device as a deep queue instead of one synchronous read at a time. */
+static void prefetch(pt_set *s, uint64_t from, uint64_t *until, uint64_t maxrun)
+{
+    if (s->compact || from + 16 < *until)
+        return;
+    int fd = s->dir == PT_TO_SHADOW ? s->m->vol.fd : s->shadow.fd;
+    uint64_t c = from > *until ? from : *until;
+    for (int k = 0; k < 64; k++) {
+        c = pt_bits_next(&s->C, c);
+        if (c >= s->nchunks)
+            break;
+        uint64_t n = pt_bits_run(&s->C, c, maxrun);
+        /* advice only: a failure changes nothing but speed */
+        (void)posix_fadvise(fd, (off_t)(c << s->cshift), (off_t)(n << s->cshift),
+                            POSIX_FADV_WILLNEED);
+        c += n;
+    }
+    *until = c;
+}
+
+/* The copied target data is on disk: keep the page cache for what applications use. */
+static void drop_cached(pt_set *s, const run *runs, int nruns)
+{
+    if (s->compact)
+        return;
+    int fd = s->dir == PT_TO_SHADOW ? s->shadow.fd : s->m->vol.fd;
+    for (int r = 0; r < nruns; r++)
+        (void)posix_fadvise(fd, (off_t)(runs[r].c << s->cshift),
+                            (off_t)(runs[r].n << s->cshift), POSIX_FADV_DONTNEED);
 }
 
 static int target_sync(pt_set *s)
@@ -164,7 +197,7 @@ static void *copier(void *arg)
     uint8_t *buf = malloc((size_t)(maxrun << s->cshift));
     run runs[MAX_RUNS];
     int rc = buf ? 0 : -ENOMEM;
-    uint64_t pos = 0, since_pause = 0, since_flush = 0;
+    uint64_t pos = 0, since_pause = 0, since_flush = 0, fetched = 0;
     while (!rc) {
         if (atomic_load(&s->abort_req) || atomic_load(&s->stop_req))
             break;
@@ -174,6 +207,7 @@ static void *copier(void *arg)
         while (!rc && nruns < MAX_RUNS && batch < PT_COPY_BATCH && !pause) {
             if (atomic_load(&s->abort_req) || atomic_load(&s->stop_req))
                 break;
+            prefetch(s, pos, &fetched, maxrun);
             pthread_rwlock_rdlock(&m->gate);
             uint64_t c = pt_bits_next(&s->C, pos);
             if (c >= s->nchunks) {
@@ -203,13 +237,15 @@ static void *copier(void *arg)
             if (rc || s->C.count == 0 || atomic_load(&s->abort_req) ||
                 atomic_load(&s->stop_req))
                 break;
-            pos = 0;   /* bits left behind us (a chunk that failed and came back): go again */
+            pos = fetched = 0;   /* bits left behind us: go round again */
             continue;
         }
         if (!rc)
             rc = target_sync(s);
-        if (!rc)
+        if (!rc) {
             retire(s, runs, nruns);
+            drop_cached(s, runs, nruns);
+        }
         since_flush += batch;
         if (!rc && since_flush >= 8 * PT_COPY_BATCH) {
             since_flush = 0;

@@ -12,31 +12,41 @@
 
 #include "internal.h"
 
-void pt_lock_range(pt_master *m, uint64_t c0, uint64_t c1, bool excl)
+/* Calls fn on every stripe covering chunks c0..c1, in ascending stripe order (which is what
+ * keeps overlapping requests from deadlocking): only the stripes the range covers. */
+static void for_stripes(pt_master *m, uint64_t c0, uint64_t c1, bool excl, bool lock)
 {
     uint64_t n = c1 - c0 + 1;
     unsigned a = (unsigned)(c0 % PT_STRIPES), b = (unsigned)(c1 % PT_STRIPES);
-    /* ascending stripe order avoids deadlock between overlapping requests */
-    for (unsigned i = 0; i < PT_STRIPES; i++) {
-        bool in = n >= PT_STRIPES || (a <= b ? (i >= a && i <= b) : (i <= b || i >= a));
-        if (!in)
-            continue;
-        if (excl)
-            pthread_rwlock_wrlock(&m->stripes[i]);
-        else
-            pthread_rwlock_rdlock(&m->stripes[i]);
+    unsigned ranges[2][2];
+    int nr = 0;
+    if (n >= PT_STRIPES) {
+        ranges[nr][0] = 0, ranges[nr++][1] = PT_STRIPES - 1;
+    } else if (a <= b) {
+        ranges[nr][0] = a, ranges[nr++][1] = b;
+    } else {   /* wraps: [0, b] then [a, end] */
+        ranges[nr][0] = 0, ranges[nr++][1] = b;
+        ranges[nr][0] = a, ranges[nr++][1] = PT_STRIPES - 1;
     }
+    for (int r = 0; r < nr; r++)
+        for (unsigned i = ranges[r][0]; i <= ranges[r][1]; i++) {
+            if (!lock)
+                pthread_rwlock_unlock(&m->stripes[i]);
+            else if (excl)
+                pthread_rwlock_wrlock(&m->stripes[i]);
+            else
+                pthread_rwlock_rdlock(&m->stripes[i]);
+        }
+}
+
+void pt_lock_range(pt_master *m, uint64_t c0, uint64_t c1, bool excl)
+{
+    for_stripes(m, c0, c1, excl, true);
 }
 
 void pt_unlock_range(pt_master *m, uint64_t c0, uint64_t c1)
 {
-    uint64_t n = c1 - c0 + 1;
-    unsigned a = (unsigned)(c0 % PT_STRIPES), b = (unsigned)(c1 % PT_STRIPES);
-    for (unsigned i = 0; i < PT_STRIPES; i++) {
-        bool in = n >= PT_STRIPES || (a <= b ? (i >= a && i <= b) : (i <= b || i >= a));
-        if (in)
-            pthread_rwlock_unlock(&m->stripes[i]);
-    }
+    for_stripes(m, c0, c1, false, false);
 }
 
 static void vol_failed(pt_set *s, pt_vol *v)
@@ -341,7 +351,9 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
     if (rc || len == 0)
         return rc;
     pt_master *m = s->m;
-    void *cbuf = malloc(s->chunk);
+    /* a chunk-sized buffer for copy-on-write; on the stack when small, rewrites never touch it */
+    uint8_t small[64 * 1024];
+    void *cbuf = s->chunk <= sizeof small ? small : malloc(s->chunk);
     if (!cbuf)
         return pt_fail(err, ENOMEM, "out of memory");
     uint64_t c0 = off >> s->cshift, c1 = (off + len - 1) >> s->cshift;
@@ -396,7 +408,8 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
         __atomic_store_n(&s->last_modified, pt_wall_ns(), __ATOMIC_RELAXED);
     pt_unlock_range(m, c0, c1);
     pthread_rwlock_unlock(&m->gate);
-    free(cbuf);
+    if (cbuf != small)
+        free(cbuf);
     return rc;
 }
 

@@ -39,10 +39,12 @@ int pt_meta_layout(uint64_t master_size, uint64_t shadow_size, uint32_t chunk, i
     if (master_size == 0)
         return pt_fail(err, PT_E_TOO_SMALL, "the master volume is empty");
     uint64_t nchunks = (master_size + chunk - 1) / chunk;
-    if (nchunks >= PT_IDX_OV)
-        return pt_fail(err, PT_E_INVALID, "a master of %llu chunks is more than ptcopy can map",
-                       (unsigned long long)nchunks);
     bool compact = kind == PT_DEPENDENT && shadow_size < master_size;
+    /* compact index entries hold a chunk number in 31 bits; plain bitmaps have no such limit */
+    if (nchunks >= (compact ? (uint64_t)PT_IDX_OV : 1ull << 40))
+        return pt_fail(err, PT_E_INVALID, "a %smaster of %llu chunks is more than ptcopy can map"
+                       "; use a larger chunk size", compact ? "compact set's " : "",
+                       (unsigned long long)nchunks);
     uint64_t bm = round_page((nchunks + 7) / 8);
     uint64_t off = PT_HDR_SIZE;
     *idx_off = 0;
