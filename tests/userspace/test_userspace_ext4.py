@@ -206,8 +206,10 @@ def test_compact_shadow_spills_to_overflow_under_ext4(dp: Harness) -> None:
     up.copy(["vol"], Direction.TO_SHADOW, full=False)   # new point in time: chunks freed
     pit = checksums(mm)
     st = s.status()
-    # (the thaw right after the point in time may rewrite the superblock: one chunk)
-    assert st.shadow_slots_used <= 1 and st.overflow_used == 0, (before, st)
+    # (right after the point in time, ext4's thaw and writeback may rewrite its superblock,
+    # group descriptors and journal head: a few chunks, not the many before)
+    assert st.shadow_slots_used <= 4 < before.shadow_slots_used, (before, st)
+    assert st.overflow_used == 0, (before, st)
     assert not st.flags & (Flag.SPILLED | Flag.OUT_OF_SPACE), st
 
     sm = dp.mount(served.shadow_device, "shadow", ro=True)
