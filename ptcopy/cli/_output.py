@@ -15,7 +15,7 @@ from rich.text import Text
 
 from ptcopy.cli._errors import CliError
 
-PIPE_WIDTH = 120   # columns for tables when stdout is not a terminal (and COLUMNS is unset)
+PIPE_WIDTH = 200   # columns for tables when stdout is not a terminal (and COLUMNS is unset)
 
 
 class Mode(enum.Enum):
@@ -77,6 +77,8 @@ class Output:
         elif isinstance(human, list | tuple):
             for item in human:
                 self.out.print(item)
+        elif isinstance(human, str):
+            self.out.print(Text(human), soft_wrap=True)
         elif human is not None:
             self.out.print(human)
 

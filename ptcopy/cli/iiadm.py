@@ -24,6 +24,7 @@ TICK_MS = 10   # -P delay was in Solaris clock ticks (hz = 100): 10 ms each
 # Options taking an argument, and options that are plain flags.
 WITH_ARG = set("ecudwagPOADQREIJ")
 FLAGS = set("npilvhmL")
+GROUP_FLAGS = set("wad")   # after -g GROUP these act on the group and take no set
 
 USAGE = """\
 usage: iiadm [--bus ADDRESS] [--explain] OPTIONS
@@ -54,7 +55,8 @@ class Parsed:
 
 def _parse(argv: Sequence[str]) -> Parsed:
     """getopt-style: clustered flags (-np), arguments attached or separate, operands anywhere.
-    -g takes no argument when the next word is an option (iiadm -g -L)."""
+    -g takes no argument when the next word is an option (iiadm -g -L); after -g GROUP,
+    -w, -a and -d take none either (iiadm -g GROUP -w)."""
     p = Parsed()
     i = 0
     while i < len(argv):
@@ -70,7 +72,7 @@ def _parse(argv: Sequence[str]) -> Parsed:
         while j < len(word):
             letter = word[j]
             j += 1
-            if letter in FLAGS:
+            if letter in FLAGS or (letter in GROUP_FLAGS and "g" in p.opts):
                 p.opts[letter] = ""
                 continue
             if letter not in WITH_ARG:
@@ -201,20 +203,23 @@ def translate(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    front: list[str] = []
+    given = list(sys.argv[1:] if argv is None else argv)
+    front: list[str] = []   # ptcopy's own long options, which no AVS script uses
     explain = False
-    while args and args[0] in ("--bus", "--explain", "--debug", "--json"):
-        word = args.pop(0)
+    args: list[str] = []
+    while given:
+        word = given.pop(0)
         if word == "--explain":
             explain = True
+        elif word in ("--json", "--debug"):
+            front.append(word)
         elif word == "--bus":
-            if not args:
+            if not given:
                 print_error(UsageProblem("--bus needs an address"), PROG)
                 return ExitCode.USAGE
-            front += ["--bus", args.pop(0)]
+            front += ["--bus", given.pop(0)]
         else:
-            front.append(word)
+            args.append(word)
     if not args or args in (["-h"], ["--help"]):
         sys.stdout.write(USAGE)
         return ExitCode.OK if args else ExitCode.USAGE

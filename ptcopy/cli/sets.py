@@ -310,6 +310,17 @@ def wait(ctx: typer.Context, targets: TargetsArg, *, json_: JsonOpt = False,
     run(ctx, body)
 
 
+async def _copying(c: Client, kind: str, path: str) -> bool:
+    """Is a copy of this set, group (any member) or job running?"""
+    if kind == "job":
+        return not (await c.job_info(path)).done
+    members = [path] if kind == "set" else list((await c.group_info(path)).sets)
+    for member in members:
+        if (await c.set_info(member)).copying:
+            return True
+    return False
+
+
 @app.command(rich_help_panel="Copies")
 def abort(ctx: typer.Context, targets: TargetsArg, *, json_: JsonOpt = False,
           quiet: QuietOpt = False) -> None:
@@ -322,6 +333,9 @@ def abort(ctx: typer.Context, targets: TargetsArg, *, json_: JsonOpt = False,
         for name in targets:
             kind, path = await c.resolve_any(name, ("set", "group", "job"))
             iface = {"set": SET, "group": GROUP, "job": JOB}[kind]
+            if not await _copying(c, kind, path):
+                out.say(f"{name}: no copy running, nothing to abort")
+                continue
             try:
                 await c.simple(path, iface, "Cancel" if kind == "job" else "Abort")
             except RemoteError as e:
