@@ -1,4 +1,4 @@
-"""The newcomer's path: `python -m ptcopy.demo` (what scripts/demo.sh runs) keeps working."""
+"""The engine tour: `python -m ptcopy.demo` (volumes for docs/bitmap-format.md) keeps working."""
 
 from __future__ import annotations
 

@@ -50,3 +50,17 @@ def test_the_cli_never_imports_the_engine() -> None:
             "'ptcopy.daemon', 'ptcopy.userspace'))]; print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_manual_page_names_every_command() -> None:
+    import typer
+
+    from ptcopy.cli.main import app
+
+    page = (REPO / "docs" / "ptcopy.1").read_text()
+    root = typer.main.get_command(app)
+    assert hasattr(root, "commands")
+    for name, cmd in root.commands.items():
+        subs = getattr(cmd, "commands", {})
+        for full in [f"{name} {s}" for s in subs] or [name]:
+            assert f"\\fB{full}\\fR" in page or f".B {full}\n" in page, full
