@@ -83,9 +83,7 @@ class NotFoundError(CliError):
         else:
             lister = {"group": "ptcopy group list", "overflow volume": "ptcopy overflow list"}
             hint = f"{lister.get(kind, 'ptcopy list')} shows what there is"
-        article = "an" if kind[:1] in "aeiou" else "a"
         super().__init__(f"there is no {kind} named {name!r}", hint)
-        self.article = article
 
 
 class WrongKindError(CliError):

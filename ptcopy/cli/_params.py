@@ -61,7 +61,7 @@ WaitOpt = Annotated[bool | None, typer.Option(
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 QuietOpt = Annotated[bool, typer.Option(
-    "--quiet", "-q", help="Print only names or job paths, one a line.")]
+    "--quiet", "-q", help="Print only the essentials (names, job paths), one a line.")]
 ChunkSizeOpt = Annotated[int | None, typer.Option(
     "--chunk-size", metavar="SIZE", parser=parse_size, show_default=False,
     help="Bytes per chunk: a power of two from 4K to 1M (default 32K).")]

@@ -13,6 +13,7 @@ from rich.console import RenderableType
 from ptcopy.cli import _views as views
 from ptcopy.cli._client import GROUP, JOB, NO_OBJECT, SET, Client, SetInfo
 from ptcopy.cli._errors import (
+    BUS_ERROR_PREFIX,
     ERROR_PREFIX,
     CliError,
     NotAvailable,
@@ -300,7 +301,14 @@ def wait(ctx: typer.Context, targets: TargetsArg, *, json_: JsonOpt = False,
                 results.append({"target": name, "job": None})
                 continue
             s.following = name
-            info = await c.job_info(job)
+            try:
+                info = await c.job_info(job)
+            except RemoteError as e:
+                if e.error_name != BUS_ERROR_PREFIX + "UnknownObject":
+                    raise
+                out.say(f"{what}: no copy to wait for (its last job is no longer kept)")
+                results.append({"target": name, "job": None})
+                continue
             label = f"{info.operation} of {what}"
             info = await follow(c, out, job, label, show=progress_visible(out))
             out.say(f"{label}: {info.message or 'done'}")
