@@ -312,7 +312,7 @@ class Client:
         if self.address:
             return self.address
         env = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-        return f"the system bus ({env})" if env else "the system bus"
+        return f"the system bus ({env or 'unix:path=/run/dbus/system_bus_socket'})"
 
     async def __aenter__(self) -> Client:
         try:
