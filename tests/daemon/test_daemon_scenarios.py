@@ -519,19 +519,21 @@ async def test_abort_and_stop_are_prompt_with_a_long_copy_delay(ptcopyd: Ptcopyd
     assert not slow, "; ".join(slow)
 
 
-async def test_sigterm_while_an_operation_runs(ptcopyd: Ptcopyd, client: Client) -> None:
-    """SIGTERM while a mutation still runs in a worker thread (an Abort waiting for the
-    copier's pause): exit 0, nothing left behind, no exception in the log (the fixture checks
-    the log for tracebacks)."""
+async def test_sigterm_while_calls_are_in_flight(ptcopyd: Ptcopyd, client: Client) -> None:
+    """SIGTERM while a client waits in Job.Wait (as `ptcopy wait` does) and an Abort may still
+    run: exit 0, nothing left behind, no exception in the log (the fixture also checks the log
+    for tracebacks)."""
     m, s, bm = ptcopyd.set_volumes(4 * MIB, kind="independent")
     set_path, job = await client.create_set("term", "independent", m, s, bm,
                                             copy_delay=u(1000), copy_units=u(1))
     assert job != "/"
+    waiting = asyncio.ensure_future(client.call(job, IJOB, "Wait", "d", [-1.0]))
     await asyncio.sleep(0.3)
     abort = asyncio.ensure_future(client.call(set_path, ISET, "Abort", "a{sv}", [{}]))
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.05)
     await asyncio.to_thread(ptcopyd.stop_and_check)
-    abort.cancel()
+    for call in (waiting, abort):
+        call.cancel()
     assert "Traceback" not in ptcopyd.log_text(), ptcopyd.log_tail(40)
 
 
