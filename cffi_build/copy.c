@@ -31,11 +31,23 @@ static void reap(pt_set *s)   /* caller holds ctl_mu */
     }
 }
 
-static void sleep_ms(unsigned ms)
+/* The throttle pause: ends early when the copy is aborted or suspended, so neither waits for
+ * a long delay to run out. */
+static void pause_ms(pt_set *s, unsigned ms)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->ctl_mu);
+    while (!atomic_load(&s->abort_req) && !atomic_load(&s->stop_req) &&
+           pthread_cond_timedwait(&s->ctl_cv, &s->ctl_mu, &dl) != ETIMEDOUT)
         ;
+    pthread_mutex_unlock(&s->ctl_mu);
 }
 
 /* ---- the copier ---- */
@@ -252,7 +264,7 @@ static void *copier(void *arg)
             pt_meta_flush(s);   /* bounds the work redone after a crash */
         }
         if (pause)
-            sleep_ms(pause);
+            pause_ms(s, pause);
     }
     free(buf);
     finish(s, rc < 0 ? -rc : rc);
@@ -299,6 +311,7 @@ void pt_copy_stop(pt_set *s)
     pthread_mutex_lock(&s->ctl_mu);
     if (s->thr_live) {
         atomic_store(&s->stop_req, 1);
+        pthread_cond_broadcast(&s->ctl_cv);   /* wakes a throttle pause */
         pthread_mutex_unlock(&s->ctl_mu);
         pthread_join(s->thr, NULL);
         pthread_mutex_lock(&s->ctl_mu);
@@ -515,6 +528,7 @@ int pt_set_abort(pt_set *s, pt_error *err)
         return pt_fail(err, PT_E_NO_COPY, "set %s has no copy running", s->name);
     }
     atomic_store(&s->abort_req, 1);
+    pthread_cond_broadcast(&s->ctl_cv);   /* wakes a throttle pause */
     while (!s->thr_done)
         pthread_cond_wait(&s->ctl_cv, &s->ctl_mu);
     reap(s);

@@ -19,6 +19,7 @@ PACKAGES=(
     python3 python3-dev python3-venv
     fuse3 libfuse3-dev
     util-linux mount e2fsprogs kmod rsync
+    dbus dbus-daemon libglib2.0-bin systemd
     ca-certificates
 )
 

@@ -10,6 +10,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import time
 from typing import Any
 
 from dbus_fast import DBusError, Message, MessageType, Variant
@@ -26,6 +27,7 @@ ROOT = "/org/ptcopy/Imaging1"
 IFACE = "org.ptcopy.Imaging1"
 POLKIT_ACTION = "org.ptcopy.imaging.manage"
 DOC = "org.gtk.GDBus.DocString"
+FRESH = 0.5   # seconds a property read may lag the engine
 
 caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 
@@ -135,6 +137,7 @@ class Interface(ServiceInterface):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self._last: dict[str, Any] = {}
+        self._stamp = 0.0
         self._variants: dict[str, Variant] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -149,6 +152,8 @@ class Interface(ServiceInterface):
 
             @functools.wraps(getter)   # dbus-fast looks the getter up by its name
             def cached(self: Interface, _get: Any = getter, _name: str = attr.name) -> Any:
+                if self._last and time.monotonic() - self._stamp > FRESH:
+                    self.refresh()   # a direct read is never more than FRESH seconds old
                 snap = self._last
                 return snap[_name] if _name in snap else _get(self)
 
@@ -196,6 +201,7 @@ class Interface(ServiceInterface):
         else:
             self._variants = None
         self._last = now
+        self._stamp = time.monotonic()
 
 
 def _doc(annotations: dict[str, str], cls: type, member: str) -> None:

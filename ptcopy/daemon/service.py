@@ -288,6 +288,8 @@ class Service:
                 self.engine.group_copy(sets, d, full=full, owner=owner_id)
         for i in set_ids:
             self._emit("changed", "set", i)
+            if self.sets[i].row.overflow:   # a new point in time frees overflow chunks
+                self._emit("changed", "overflow", self.sets[i].row.overflow)
 
     def abort(self, set_id: str) -> None:
         s = self.live(set_id)

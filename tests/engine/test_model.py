@@ -369,18 +369,20 @@ class EngineVsModel(RuleBasedStateMachine):
         self._reopen(h)
         assert h.s.bits("shadow") == bits0, "the shadow bitmap changed across close/open"
 
-    @precondition(lambda self: any(not h.m.lock_owner and h.m.incomplete is None
-                                   for h in self.handles))
+    # Whether an aborted copy left a set incomplete depends on timing: it may decide what the
+    # rule does, never what it draws (hypothesis requires the same draws for the same choices).
+    @precondition(lambda self: any(not h.m.lock_owner for h in self.handles))
     @rule(data=st.data(), chunk=st.integers(0, 63), off=st.integers(0, CHUNK - 1),
           length=st.integers(0, CHUNK - 1), seed=st.integers(0, 2**32))
     def shadow_fails_then_reset(self, data: st.DataObject, chunk: int, off: int, length: int,
                                 seed: int) -> None:
         """The shadow volume fails a shadow write: the set goes offline, the master goes on;
         once the volume is back, reset() resyncs the shadow from the master."""
-        h = data.draw(st.sampled_from([h for h in self.handles
-                                       if not h.m.lock_owner and h.m.incomplete is None]),
+        h = data.draw(st.sampled_from([h for h in self.handles if not h.m.lock_owner]),
                       label="set")
         mo, ml = self._range(data, h.m.master.size)
+        if h.m.incomplete is not None:
+            return
         c = chunk % h.m.nchunks
         span = h.m.master.span(c)
         off = span.start + off % (span.stop - span.start)
@@ -510,6 +512,7 @@ EngineVsModel.TestCase.settings = settings(
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    database=None,   # runs depend on timing (aborts): replaying old examples would be flaky
     phases=[ph for ph in Phase
             if ph != Phase.shrink or os.environ.get("PTCOPY_MODEL_SHRINK") == "1"],
 )
