@@ -130,6 +130,7 @@ int pt_set_reset(pt_set *set, int64_t owner, pt_error *err);
 int pt_set_attach_overflow(pt_set *set, pt_overflow *ov, pt_error *err);
 int pt_set_detach_overflow(pt_set *set, pt_error *err);
 int pt_set_inject_error(pt_set *set, int volume, int on, pt_error *err);
+int pt_set_join(pt_set *set, const pt_volspec *bitmap, pt_error *err);
 int pt_group_copy(pt_set *const *sets, int nsets, int direction, int full, int64_t owner,
                   uint64_t *frozen_ns, pt_error *err);
 int pt_overflow_init(pt_engine *eng, const pt_volspec *vol, uint32_t chunk_size,

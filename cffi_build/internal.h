@@ -27,6 +27,8 @@
 #define PT_IO_MAX (1u << 20)       /* largest single data I/O the copier issues */
 #define PT_COPY_BATCH (8u << 20)   /* bytes copied between two target syncs */
 #define PT_DEFAULT_UNITS 256u
+#define PT_DELAY_MAX 60000u       /* ms: a longer throttle pause is surely a mistake */
+#define PT_UNITS_MAX (1u << 24)
 
 /* ---- errors ---- */
 int pt_fail(pt_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

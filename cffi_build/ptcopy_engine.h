@@ -193,6 +193,9 @@ int pt_set_detach_overflow(pt_set *set, pt_error *err);
 /* Fault injection for tests (like dm-flakey): make every I/O to one of the set's volumes fail
  * with EIO while on != 0. */
 int pt_set_inject_error(pt_set *set, int volume, int on, pt_error *err);
+/* Join: OR the shadow bitmap kept by another host for this set's exported shadow into this
+ * set's shadow bitmap (same chunk size and count), so the next update resyncs those chunks. */
+int pt_set_join(pt_set *set, const pt_volspec *bitmap, pt_error *err);
 
 /* One point in time across several sets: freezes writes on all, checks every set can take
  * part (all or nothing), adjusts every bitmap, unfreezes and starts the copies.

@@ -441,6 +441,9 @@ int pt_set_enable(pt_engine *eng, const pt_volspec *master, const pt_volspec *sh
 {
     if (!cfg)
         return pt_fail(err, PT_E_INVALID, "no set configuration given");
+    if (cfg->copy_delay_ms > PT_DELAY_MAX || cfg->copy_units > PT_UNITS_MAX)
+        return pt_fail(err, PT_E_INVALID, "copy delay must be at most %u ms and copy units at "
+                       "most %u chunks", PT_DELAY_MAX, PT_UNITS_MAX);
     open_args a = {master, shadow, bitmap, cfg, ov};
     pt_set *s;
     int rc = set_setup(eng, &a, &s, err);
@@ -635,10 +638,11 @@ int pt_set_get_bits(pt_set *s, int which, uint8_t *out, size_t len, pt_error *er
 
 int pt_set_set_params(pt_set *s, uint32_t delay_ms, uint32_t units, pt_error *err)
 {
-    if (units == 0 || units > (1u << 24))
-        return pt_fail(err, PT_E_INVALID, "copy units must be between 1 and 16777216 chunks");
-    if (delay_ms > 60000)
-        return pt_fail(err, PT_E_INVALID, "copy delay must be at most 60000 ms");
+    if (units == 0 || units > PT_UNITS_MAX)
+        return pt_fail(err, PT_E_INVALID, "copy units must be between 1 and %u chunks",
+                       PT_UNITS_MAX);
+    if (delay_ms > PT_DELAY_MAX)
+        return pt_fail(err, PT_E_INVALID, "copy delay must be at most %u ms", PT_DELAY_MAX);
     atomic_store(&s->delay_ms, delay_ms);
     atomic_store(&s->units, units);
     pthread_mutex_lock(&s->meta_mu);
@@ -762,5 +766,37 @@ int pt_set_detach_overflow(pt_set *s, pt_error *err)
     }
     pthread_rwlock_unlock(&s->m->gate);
     pthread_mutex_unlock(&s->ctl_mu);
+    return rc;
+}
+
+/* ---- join: merge the shadow bitmap another host kept for this set's exported shadow ---- */
+
+int pt_set_join(pt_set *s, const pt_volspec *bitmap, pt_error *err)
+{
+    pt_set *o = calloc(1, sizeof *o);
+    if (!o)
+        return pt_fail(err, ENOMEM, "out of memory");
+    o->shadow.fd = -1;
+    int rc = pt_vol_open(&o->bitmap, bitmap, "joined bitmap", err);
+    if (!rc)
+        rc = pt_meta_load(o, s->master_size, s->shadow_size, err);
+    if (!rc && (o->chunk != s->chunk || o->nchunks != s->nchunks))
+        rc = pt_fail(err, PT_E_SIZE_MISMATCH, "bitmap %s maps %llu chunks of %u bytes; set %s "
+                     "has %llu of %u", o->bitmap.path, (unsigned long long)o->nchunks, o->chunk,
+                     s->name, (unsigned long long)s->nchunks, s->chunk);
+    if (!rc) {
+        pthread_rwlock_wrlock(&s->m->gate);
+        pthread_mutex_lock(&s->meta_mu);
+        pt_bits_or(&s->D, &o->D, pt_image_mark, &s->img);
+        pthread_mutex_unlock(&s->meta_mu);
+        pthread_rwlock_unlock(&s->m->gate);
+        int r = pt_meta_flush(s);
+        if (r)
+            rc = pt_fail(err, -r, "bitmap volume %s: cannot record the joined bits: %s",
+                         s->bitmap.path, strerror(-r));
+    }
+    pt_meta_free(o);
+    pt_vol_close(&o->bitmap);
+    free(o);
     return rc;
 }

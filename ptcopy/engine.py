@@ -601,6 +601,13 @@ class Set:
         _check(lib.pt_set_detach_overflow(self._handle(), err), err)
         self._overflow = None
 
+    def join(self, bitmap: VolumeLike) -> None:
+        """OR another host's shadow bitmap for this set's exported shadow into this set's, so
+        the next update resyncs the chunks written there."""
+        b = _Vol(bitmap)
+        err = _new_error()
+        _check(lib.pt_set_join(self._handle(), b.spec, err), err)
+
     def inject_error(self, volume: VolumeRole, on: bool = True) -> None:
         """Test hook: fail every I/O to one of the set's volumes while on."""
         err = _new_error()

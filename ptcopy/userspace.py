@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -156,6 +157,11 @@ class UserspacePath:
         if not force:
             for direction in Direction:
                 busy = self.users(name, direction, processes=True)
+                for _ in range(10):   # a process that only glances at it (udev, losetup -l)
+                    if not busy or any(not b.startswith("pid ") for b in busy):
+                        break
+                    time.sleep(0.1)
+                    busy = self.users(name, direction, processes=True)
                 if busy:
                     side = "master" if direction is Direction.TO_MASTER else "shadow"
                     raise InUse(1005, f"the {side} of {name} is in use by {', '.join(busy)}")

@@ -15,6 +15,7 @@ from dbus_fast.constants import RequestNameReply
 
 from ptcopy.daemon import objects as ob
 from ptcopy.daemon.bus import BUS_NAME, ROOT, Authorizer, Interface, PtcopyBus, record_caller
+from ptcopy.daemon.errors import CALLS
 from ptcopy.daemon.jobs import Job
 from ptcopy.daemon.service import Service
 
@@ -211,4 +212,8 @@ class Daemon:
         self._stop.set()
         await sweep
         log.info("stopping: copies suspend and resume at the next start")
+        await CALLS.drain(10.0)   # answer the calls in flight, refuse new ones
+        self._loop = None         # no more events onto the bus
+        for task in list(self._tasks):
+            task.cancel()         # jobs: the copies themselves suspend when the sets close
         self.bus.disconnect()

@@ -70,7 +70,7 @@ class PtcopyBus(MessageBus):
         prefix = ROOT + "/"
         for node, ifaces in self._path_exports.items():
             if node.startswith(prefix):
-                result[node] = {name: i.variants() for name, i in ifaces.items()
+                result[node] = {name: i.fresh_variants() for name, i in ifaces.items()
                                 if isinstance(i, Interface)}
         send_reply(Message.new_method_return(msg, "a{oa{sa{sv}}}", [result]))
 
@@ -188,6 +188,16 @@ class Interface(ServiceInterface):
             sigs = {p.name: p.signature for p in ServiceInterface._get_properties(self)}
             self._variants = {k: Variant(sigs[k], v) for k, v in self._last.items()}
         return self._variants
+
+    def fresh_variants(self) -> dict[str, Variant]:
+        """The variants, refreshed first if the snapshot is older than FRESH and changed."""
+        if self._last and time.monotonic() - self._stamp > FRESH and self.changed():
+            self.refresh()
+        return self.variants()
+
+    def changed(self) -> bool:
+        """Whether a refresh could change anything (objects with cheap checks override)."""
+        return True
 
     def refresh(self) -> None:
         """Emit PropertiesChanged with what differs from the last refresh (the first one only

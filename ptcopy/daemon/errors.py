@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -55,15 +56,42 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class Calls:
+    """Method calls in flight, so a stopping daemon answers them before it leaves the bus."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.stopping = asyncio.Event()
+
+    def check_open(self) -> None:
+        if self.stopping.is_set():
+            raise DBusError(PREFIX + "Busy", "ptcopyd is stopping; call again once it is back")
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new calls and wait (at most timeout seconds) for those in flight."""
+        self.stopping.set()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while self.active and loop.time() < end:
+            await asyncio.sleep(0.05)
+
+
+CALLS = Calls()
+
+
 def translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Method decorator: every failure leaves as a named D-Bus error; the daemon keeps going."""
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        CALLS.check_open()
+        CALLS.active += 1
         try:
             return await fn(*args, **kwargs)
         except Exception as e:  # the boundary: nothing escapes unnamed
             raise to_dbus(e) from e
+        finally:
+            CALLS.active -= 1
 
     return wrapper
 

@@ -24,7 +24,7 @@ from dbus_fast.service import dbus_property, method, signal
 
 from ptcopy import engine as eng
 from ptcopy.daemon.bus import IFACE, ROOT, Authorizer, Interface
-from ptcopy.daemon.errors import translated
+from ptcopy.daemon.errors import CALLS, translated
 
 log = logging.getLogger(__name__)
 TICK = 0.5   # seconds between property updates: at most twice a second
@@ -146,14 +146,17 @@ class Job(Interface):
         """Wait up to timeout seconds (negative: forever) for the job to end; True if it has."""
         if self._finished.is_set():
             return True
-        if timeout < 0:
-            await self._finished.wait()
+        ended = asyncio.ensure_future(self._finished.wait())
+        stopping = asyncio.ensure_future(CALLS.stopping.wait())
+        _, pending = await asyncio.wait({ended, stopping},
+                                           timeout=None if timeout < 0 else timeout,
+                                           return_when=asyncio.FIRST_COMPLETED)
+        for f in pending:
+            f.cancel()
+        if self._finished.is_set():
             return True
-        try:
-            await asyncio.wait_for(self._finished.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        CALLS.check_open()   # the daemon is stopping: say so rather than hang up
+        return False
 
     @signal()
     def Completed(self) -> Annotated[tuple[bool, str], DBusSignature("bs")]:

@@ -169,6 +169,7 @@ class IISet(Interface):
         self.id = set_id
         self.job = "/"
         self._memo: Any = None
+        self._seen: tuple[Any, ...] = ()
 
     def _ms(self) -> Any:
         return self.d.service.get_set(self.id)
@@ -179,9 +180,22 @@ class IISet(Interface):
         ms = self._ms()
         return ms.set.status() if ms.set is not None and not ms.set.closed else None
 
+    @staticmethod
+    def _key(st: Any) -> tuple[Any, ...]:
+        if st is None:
+            return ()
+        return (st.generation, st.last_modified_ns, st.flags, st.diff_chunks, st.copy_chunks,
+                st.shadow_slots_used, st.overflow_used)
+
+    def changed(self) -> bool:
+        """One engine call tells whether the counters moved since the snapshot."""
+        self._memo = None
+        return self._key(self._status()) != self._seen
+
     def values(self) -> dict[str, Any]:
         self._memo = None
         self._memo = self._status()   # one engine call for all the properties
+        self._seen = self._key(self._memo)
         try:
             return super().values()
         finally:
@@ -415,6 +429,17 @@ class IISet(Interface):
 
     @method()
     @translated
+    async def Join(self, bitmap: DBusStr, options: Options) -> DBusObjectPath:
+        """Take the exported shadow back: OR the bitmap the other host kept while it used the
+        shadow into this set's shadow bitmap, so the next update resyncs those chunks.
+        Returns '/' (no work starts; run Update when ready)."""
+        opt.parse(options, NO_OPTS)
+        await self.d.auth.check("join shadows")
+        await asyncio.to_thread(self.d.service.join_set, self.id, bitmap)
+        return "/"
+
+    @method()
+    @translated
     async def Rename(self, name: DBusStr, options: Options) -> None:
         """Give the set another name (not while it is served)."""
         opt.parse(options, NO_OPTS)
@@ -598,6 +623,9 @@ class IIOverflow(Interface):
 
 class Volume(Interface):
     """A volume ptcopy uses (udev discovery of all block devices comes later)."""
+
+    def changed(self) -> bool:
+        return False   # what it reports changes with its set, which re-exports it
 
     def __init__(self, d: "Daemon", path: str, used_by: str, role: str) -> None:
         super().__init__(IFACE + ".Volume")

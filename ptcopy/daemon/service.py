@@ -394,6 +394,19 @@ class Service:
             self.store.put_set(ms.row)
         self._emit("changed", "set", set_id)
 
+    def join_set(self, set_id: str, bitmap: str) -> None:
+        """Take an exported shadow back: merge the bitmap the other host kept for it."""
+        with self.lock:
+            ms = self.get_set(set_id)
+            if not ms.row.exported:
+                raise ServiceError("NotExported", f"the shadow of set {ms.row.name} is not "
+                                                  "exported")
+            with opened([(bitmap, "joined bitmap")], self.file_dirs) as (b,):
+                self.live(set_id).join((b.given, b.fd))
+            ms.row = ms.row.with_(exported=False)
+            self.store.put_set(ms.row)
+        self._emit("changed", "set", set_id)
+
     # ---- groups ----------------------------------------------------------------------------
 
     def create_group(self, name: str, set_ids: Sequence[str]) -> str:
