@@ -1,8 +1,8 @@
 """cffi builder (API mode) for ptcopy's C engine: the extension module ``ptcopy._engine``.
 
 Inputs, all in this directory:
-  cdef.h            the declarations cffi exposes to Python (plain C; constants as ``...``)
-  ptcopy_engine.h   the engine's public header, included by the generated wrapper
+  ptcopy_engine.h   the engine's public header: included by the generated wrapper and, less
+                    comments and preprocessor lines, the declarations cffi exposes to Python
   *.c               the engine's sources, compiled into the same extension
 
 Used two ways:
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -32,8 +33,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 MODULE_NAME = "ptcopy._engine"
-CDEF_FILE = HERE / "cdef.h"
 PUBLIC_HEADER = "ptcopy_engine.h"
+HEADER_FILE = HERE / PUBLIC_HEADER
 
 # The generated wrapper is compiled with the same flags as the engine's own sources; it compiles
 # cleanly with -Wall -Wextra -Werror, so no -Wno-... is needed.
@@ -59,13 +60,23 @@ def _pkg_config(option: str, prefix: str) -> list[str]:
 
 
 def _read_cdef() -> str:
+    """The cdef is the public header itself, less what cffi's parser does not take: comments,
+    include guards and includes; constants become ``...`` so the compiler supplies them."""
     try:
-        return CDEF_FILE.read_text(encoding="utf-8")
+        text = HEADER_FILE.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SystemExit(
-            f"build_engine.py: {CDEF_FILE} is missing: it holds the declarations of the C engine"
-            " that cffi exposes to Python"
-        ) from None
+        raise SystemExit(f"build_engine.py: {HEADER_FILE} is missing") from None
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    lines = []
+    for line in text.splitlines():
+        if re.match(r"\s*#\s*(ifndef|endif|include|if|else)\b", line):
+            continue
+        m = re.match(r"\s*#\s*define\s+(\w+)\s+\S", line)
+        if m:
+            lines.append(f"#define {m.group(1)} ...")
+        elif not re.match(r"\s*#\s*define\s+\w+\s*$", line):
+            lines.append(line)
+    return "\n".join(lines)
 
 
 def _sources() -> list[str]:

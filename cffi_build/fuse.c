@@ -295,25 +295,37 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_err(req, 0);
 }
 
+/* Takes a reference on the file behind ino and gives its side; replies the error and returns
+ * NULL when ino is gone or a directory. */
+static export *acquire_file(fuse_req_t req, pt_server *srv, fuse_ino_t ino, int *side)
+{
+    int kind;
+    export *e = acquire(srv, ino, &kind);
+    if (e && kind != 0) {
+        *side = kind == 1 ? PT_MASTER : PT_SHADOW;
+        return e;
+    }
+    if (e)
+        release(srv, e);
+    fuse_reply_err(req, e ? EISDIR : ENOENT);
+    return NULL;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     (void)fi;
     pt_server *srv = fuse_req_userdata(req);
-    int kind;
-    export *e = acquire(srv, ino, &kind);
-    if (!e || kind == 0) {
-        if (e)
-            release(srv, e);
-        fuse_reply_err(req, e ? EISDIR : ENOENT);
+    int side;
+    export *e = acquire_file(req, srv, ino, &side);
+    if (!e)
         return;
-    }
     uint64_t o = (uint64_t)off;
     size_t n = o >= e->size ? 0 : (size > e->size - o ? (size_t)(e->size - o) : size);
     char *buf = n ? malloc(n) : NULL;
     int rc = n && !buf ? -ENOMEM : 0;
     if (!rc && n)
-        rc = pt_set_read(e->set, kind == 1 ? PT_MASTER : PT_SHADOW, o, buf, n, NULL);
+        rc = pt_set_read(e->set, side, o, buf, n, NULL);
     release(srv, e);
     if (rc)
         fuse_reply_err(req, to_errno(rc));
@@ -327,20 +339,16 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 {
     (void)fi;
     pt_server *srv = fuse_req_userdata(req);
-    int kind;
-    export *e = acquire(srv, ino, &kind);
-    if (!e || kind == 0) {
-        if (e)
-            release(srv, e);
-        fuse_reply_err(req, e ? EISDIR : ENOENT);
+    int side;
+    export *e = acquire_file(req, srv, ino, &side);
+    if (!e)
         return;
-    }
     uint64_t o = (uint64_t)off;
     int rc;
     if (o > e->size || size > e->size - o)
         rc = -ENOSPC;   /* a volume does not grow */
     else
-        rc = pt_set_write(e->set, kind == 1 ? PT_MASTER : PT_SHADOW, o, data, size, NULL);
+        rc = pt_set_write(e->set, side, o, data, size, NULL);
     release(srv, e);
     if (rc)
         fuse_reply_err(req, to_errno(rc));

@@ -180,6 +180,11 @@ class IISet(Interface):
         ms = self._ms()
         return ms.set.status() if ms.set is not None and not ms.set.closed else None
 
+    def _stat(self, pick: Any) -> Any:
+        """A figure from the engine's status; 0 when the set is not available."""
+        st = self._status()
+        return pick(st) if st is not None else 0
+
     @staticmethod
     def _key(st: Any) -> tuple[Any, ...]:
         if st is None:
@@ -288,8 +293,7 @@ class IISet(Interface):
     @dbus_property(access=R)
     def DifferencePercent(self) -> DBusDouble:
         """Share of chunks that differ between master and shadow, in percent."""
-        st = self._status()
-        return float(st.difference_percent) if st is not None else 0.0
+        return float(self._stat(lambda st: st.difference_percent))
 
     @dbus_property(access=R)
     def CopyPercent(self) -> DBusDouble:
@@ -302,8 +306,7 @@ class IISet(Interface):
     @dbus_property(access=R)
     def Size(self) -> DBusUInt64:
         """The master's size in bytes."""
-        st = self._status()
-        return int(st.master_size) if st is not None else 0
+        return int(self._stat(lambda st: st.master_size))
 
     @dbus_property(access=R)
     def ChunkSize(self) -> DBusUInt32:
@@ -313,14 +316,12 @@ class IISet(Interface):
     @dbus_property(access=R)
     def ShadowChunksTotal(self) -> DBusUInt64:
         """Chunks the shadow volume can hold."""
-        st = self._status()
-        return int(st.shadow_slots) if st is not None else 0
+        return int(self._stat(lambda st: st.shadow_slots))
 
     @dbus_property(access=R)
     def ShadowChunksUsed(self) -> DBusUInt64:
         """Chunks of the shadow in use (compact shadows: allocated ones)."""
-        st = self._status()
-        return int(st.shadow_slots_used + st.overflow_used) if st is not None else 0
+        return int(self._stat(lambda st: st.shadow_slots_used + st.overflow_used))
 
     @dbus_property(access=R)
     def CopyDelay(self) -> DBusUInt32:
@@ -335,8 +336,7 @@ class IISet(Interface):
     @dbus_property(access=R)
     def LastModified(self) -> DBusUInt64:
         """Last write through the set, microseconds since the epoch (0: none yet)."""
-        st = self._status()
-        return int(st.last_modified_ns // 1000) if st is not None else 0
+        return int(self._stat(lambda st: st.last_modified_ns // 1000))
 
     @dbus_property(access=R)
     def LockedBy(self) -> DBusStr:
