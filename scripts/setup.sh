@@ -13,13 +13,15 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$REPO/.venv"
 
 # Debian packages: compiler and Python headers for the cffi build (libasan/libubsan come with gcc),
-# FUSE 3 for the userspace data path, and the tools the tests drive (losetup, mkfs, modprobe, rsync).
+# FUSE 3 for the userspace data path, and the tools the tests drive (losetup, mkfs, modprobe, rsync;
+# udev and fdisk's sfdisk for volume discovery).
 PACKAGES=(
     build-essential pkg-config libffi-dev
     python3 python3-dev python3-venv
     fuse3 libfuse3-dev
     util-linux mount e2fsprogs kmod rsync
     dbus dbus-daemon libglib2.0-bin systemd
+    udev fdisk
     ca-certificates
 )
 
