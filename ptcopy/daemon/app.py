@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
@@ -13,11 +15,14 @@ from typing import TypeVar
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.constants import RequestNameReply
 
+from ptcopy import engine as eng
 from ptcopy.daemon import objects as ob
 from ptcopy.daemon.bus import BUS_NAME, ROOT, Authorizer, Interface, PtcopyBus, record_caller
-from ptcopy.daemon.errors import CALLS
+from ptcopy.daemon.discovery import Discovery, VolumeView, volume_id
+from ptcopy.daemon.errors import CALLS, ServiceError
 from ptcopy.daemon.jobs import Job
 from ptcopy.daemon.service import Service
+from ptcopy.daemon.volumes import _under
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +32,9 @@ SWEEP = 2.0   # seconds between sweeps for changes nobody announced (I/O errors,
 
 class Daemon:
     def __init__(self, service: Service, bus_address: str | None, *,
-                 job_retention: float = 900.0) -> None:
+                 job_retention: float = 900.0, volumes: str = "host") -> None:
         self.service = service
+        self.all_volumes = volumes == "host"   # else only the volumes in use
         self.bus_address = bus_address
         self.job_retention = job_retention
         self.bus: PtcopyBus | None = None
@@ -38,6 +44,8 @@ class Daemon:
         self.group_objects: dict[str, ob.IIGroup] = {}
         self.overflow_objects: dict[str, ob.IIOverflow] = {}
         self.volume_objects: dict[str, ob.Volume] = {}
+        self.discovery = Discovery(service.run_dir)
+        self._keys: dict[str, tuple[int, int, int] | None] = {}
         self.jobs: dict[int, Job] = {}
         self._next_job = 1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,29 +84,214 @@ class Daemon:
                 table[ident] = make(ident)
                 self._export(path_of(ident), table[ident])
 
-    def _sync_volumes(self) -> None:
-        want: dict[str, tuple[str, str]] = {}
+    # ---- volumes ---------------------------------------------------------------------------
+
+    def _key(self, path: str) -> tuple[int, int, int] | None:
+        """What a set's volume path is: ('block', rdev) or ('file', dev, ino); cached."""
+        if path in self._keys:
+            return self._keys[path]
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (1, st.st_rdev, 0) if stat.S_ISBLK(st.st_mode) else (2, st.st_dev, st.st_ino)
+        self._keys[path] = key
+        return key
+
+    def _users(self) -> dict[tuple[int, int, int], list[tuple[str, str, str, str, str]]]:
+        """Who uses which volume: key -> [(object path, role, name, given path, set id)]."""
+        out: dict[tuple[int, int, int], list[tuple[str, str, str, str, str]]] = {}
         for sid, ms in self.service.sets.items():
-            for role, p in (("master", ms.row.master), ("shadow", ms.row.shadow),
-                            ("bitmap", ms.row.bitmap)):
-                if p:
-                    want.setdefault(p, (ob.set_path(sid), role))
+            for role in ("master", "shadow", "bitmap"):
+                p = str(getattr(ms.row, role))
+                key = self._key(p) if p else None
+                if key is not None:
+                    out.setdefault(key, []).append(
+                        (ob.set_path(sid), role, f"set {ms.row.name}", p, sid))
         for oid, mo in self.service.overflows.items():
-            want.setdefault(mo.row.path, (ob.overflow_path(oid), "overflow"))
-        keyed = {self._volume_id(p): (p, *v) for p, v in want.items()}
+            key = self._key(mo.row.path)
+            if key is not None:
+                out.setdefault(key, []).append(
+                    (ob.overflow_path(oid), "overflow", "overflow volumes", mo.row.path, ""))
+        return out
+
+    def _served_by(self) -> dict[str, str]:
+        """Device node -> what ptcopy serves there."""
+        out: dict[str, str] = {}
+        for ms in self.service.sets.values():
+            sv = ms.served
+            if sv is not None:
+                if sv.master_device:
+                    out[str(sv.master_device)] = f"the master device of set {ms.row.name}"
+                if sv.shadow_device:
+                    out[str(sv.shadow_device)] = f"the shadow device of set {ms.row.name}"
+        return out
+
+    def volume_views(self, everything: bool = False) -> dict[str, VolumeView]:
+        """Every volume of the host (with --volumes used, unless everything: only those in
+        use) and every file in use, by object id."""
+        disc = self.discovery
+        users = self._users()
+        served = self._served_by()
+        views: dict[str, VolumeView] = {}
+        seen: set[tuple[int, int, int]] = set()
+        for d in disc.devices.values():
+            key = (1, d.devnum, 0)
+            seen.add(key)
+            why: list[str] = []
+            used_by = "/"
+            for obj, role, name, _p, sid in users.get(key, []):
+                used_by = obj if used_by == "/" else used_by
+                gone = sid and role in self.service.sets[sid].missing
+                why.append(f"is the {role} of {name}" + (" (removed)" if gone else ""))
+            parent = disc.devices.get(d.parent)
+            if parent is not None:
+                for _obj, role, name, _p, _sid in users.get((1, parent.devnum, 0), []):
+                    why.append(f"its disk {parent.node} is the {role} of {name}")
+            if used_by == "/" and not (self.all_volumes or everything):
+                continue
+            if d.node in served:
+                why.append(f"is {served[d.node]} (ptcopy serves it)")
+            else:
+                why.extend(disc.problems(d))
+            views[volume_id(d.node)] = VolumeView(
+                d.path, d.size, d.type, d.fstype, bool(disc.host.mounts.get(d.devnum)),
+                d.holders, used_by, not why, "; ".join(why), d.devnum)
+        for key, uses in users.items():
+            if key in seen:
+                continue
+            obj, role, name, p, sid = uses[0]
+            why = [f"is the {r} of {n}" + (" (removed)" if s_ and r in
+                                           self.service.sets[s_].missing else "")
+                   for _o, r, n, _p, s_ in uses]
+            if key[0] == 2:
+                try:
+                    size = os.stat(p).st_size
+                except OSError:
+                    size = 0
+                views[volume_id(p)] = VolumeView(p, size, "file", used_by=obj,
+                                                 unsuitable="; ".join(why))
+                continue
+            # a block device in use that udev does not show (removed)
+            sys_dev = f"/sys/dev/block/{os.major(key[1])}:{os.minor(key[1])}"
+            node = f"/dev/{os.path.basename(os.path.realpath(sys_dev))}" \
+                if os.path.exists(sys_dev) else p
+            views[volume_id(node)] = VolumeView(
+                p, 0, "loop" if node.startswith("/dev/loop") else "disk", used_by=obj,
+                unsuitable="; ".join(why) + "; the device is not present", devnum=key[1])
+        return views
+
+    def _sync_volumes(self) -> None:
+        views = self.volume_views()
         for vid in list(self.volume_objects):
-            if vid not in keyed:
+            if vid not in views:
                 self._bus().unexport(f"{ROOT}/volumes/{vid}")
                 del self.volume_objects[vid]
-        for vid, (p, used_by, role) in keyed.items():
-            if vid not in self.volume_objects:
-                obj = ob.Volume(self, p, used_by, role)
+        for vid in sorted(views):
+            obj = self.volume_objects.get(vid)
+            if obj is None:
+                obj = ob.Volume(self, views[vid].path)
+                obj.view = views[vid]
                 self.volume_objects[vid] = obj
                 self._export(f"{ROOT}/volumes/{vid}", obj)
+            else:
+                obj.update(views[vid])
 
-    @staticmethod
-    def _volume_id(path: str) -> str:
-        return "".join(c if c.isalnum() else "_" for c in path.strip("/"))[:200] or "_"
+    def _devices_changed(self, before: dict[str, int], after: dict[str, int]) -> None:
+        """Automation: a volume of a set that disappeared marks the set degraded; one that
+        comes back resumes it (reset: the resync it needs starts)."""
+        gone = set(before.values()) - set(after.values())
+        came = set(after.values()) - set(before.values())
+        if not gone and not came:
+            return
+        users = self._users()
+        for devnum in gone:
+            for _obj, role, _n, _p, sid in users.get((1, devnum, 0), []):
+                if sid:
+                    self.service.volume_missing(sid, role)
+        for devnum in came:
+            for _obj, role, _n, _p, sid in users.get((1, devnum, 0), []):
+                if sid and role in self.service.sets[sid].missing:
+                    fut = asyncio.ensure_future(self._volume_back(sid, role))
+                    self._tasks.add(fut)
+                    fut.add_done_callback(self._tasks.discard)
+
+    async def _volume_back(self, sid: str, role: str) -> None:
+        resumed = await asyncio.to_thread(self.service.volume_back, sid, role)
+        ms = self.service.sets.get(sid)
+        if resumed and ms is not None and ms.set is not None and ms.set.progress().active:
+            self.start_job("reset", [ob.set_path(sid)], [sid], 0)
+        self._sync_volumes()
+
+    def _apply_devices(self, apply: Callable[[], set[str]]) -> int:
+        before = {n: d.devnum for n, d in self.discovery.devices.items()}
+        changed = apply()
+        after = {n: d.devnum for n, d in self.discovery.devices.items()}
+        self._devices_changed(before, after)
+        if changed:
+            self._sync_volumes()
+        return len(changed)
+
+    def _on_uevents(self) -> None:
+        events = self.discovery.pending()
+        if events:
+            log.debug("uevents: %s", [(a, n) for a, n, _ in events])
+            self._apply_devices(lambda: self.discovery.handle(events))
+
+    async def rediscover(self) -> int:
+        """Manager.Refresh: take the events in flight, then re-enumerate; how many Volume
+        objects the monitor had wrong (0 after normal operation)."""
+        self._keys.clear()
+        for _ in range(5):   # udevd may still be working on events for what sysfs shows
+            self._on_uevents()
+            found = await asyncio.to_thread(self.discovery.enumerate)
+            self._on_uevents()
+            if found == self.discovery.devices:
+                break
+            await asyncio.sleep(0.1)
+        before = self.volume_views()
+        self._apply_devices(lambda: self.discovery.scan(forget_probes=True))
+        self.discovery.mounts_changed()
+        after = self.volume_views()
+        self._sync_volumes()
+        return sum(1 for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+    def candidates(self, master: str, role: str, kind: str, chunk_size: int,
+                   shadow: str) -> list[str]:
+        """Volumes that could be the shadow or bitmap of a set with this master."""
+        def size_of(p: str, what: str) -> int:
+            """A block device's or an allowed file's size (anyone may ask: no other paths)."""
+            try:
+                st = os.stat(p)
+            except OSError as e:
+                raise ServiceError("NotFound", f"{what} {p}: {e.strerror}") from e
+            if stat.S_ISBLK(st.st_mode):
+                sys_size = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}/size"
+                try:
+                    with open(sys_size, encoding="ascii") as f:
+                        return int(f.read()) * 512
+                except (OSError, ValueError) as e:
+                    raise ServiceError("NotFound", f"{what} {p}: no size") from e
+            if stat.S_ISREG(st.st_mode) and _under(os.path.realpath(p),
+                                                   self.service.file_dirs):
+                return st.st_size
+            raise ServiceError("InvalidArgument", f"{what} {p} is neither a block device nor a "
+                                                  "file in the directories for file volumes")
+
+        msize = size_of(master, "master")
+        mkey = self._key(master)
+        if role == "shadow":
+            need = msize if kind == "independent" else 1
+        else:
+            ssize = size_of(shadow, "shadow") if shadow else msize
+            k = eng.Kind.INDEPENDENT if kind == "independent" else eng.Kind.DEPENDENT
+            try:
+                need = eng.bitmap_size(msize, ssize, chunk_size, k)
+            except eng.PtcopyError as e:
+                raise ServiceError("InvalidArgument", str(e)) from e
+        fits = [(v.size, vid) for vid, v in self.volume_views(everything=True).items()
+                if v.available and v.size >= need and (1, v.devnum, 0) != mkey]
+        return [f"{ROOT}/volumes/{vid}" for _s, vid in sorted(fits)]
 
     def _on_event(self, event: str, kind: str, ident: str) -> None:
         """Service events may come from worker threads: hop onto the loop."""
@@ -175,6 +368,8 @@ class Daemon:
                     obj.refresh()
                 except Exception:  # an object that vanished mid-sweep
                     log.debug("sweep", exc_info=True)
+            if self.discovery.mounts_changed():   # mounts send no uevent
+                self._sync_volumes()
             self._expire_jobs()
 
     async def run(self) -> None:
@@ -194,6 +389,9 @@ class Daemon:
         self.manager = ob.Manager(self)
         self.bus.export(ROOT, self.manager)
         self.service.listeners.append(self._on_event)
+        self.discovery.scan()
+        uevents = self.discovery.start_monitor()
+        self._loop.add_reader(uevents, self._on_uevents)
         self.sync_objects()
         for sid, ms in self.service.sets.items():   # copies resumed on start get their jobs
             if ms.set is not None and ms.set.progress().active:
@@ -213,6 +411,8 @@ class Daemon:
         await sweep
         log.info("stopping: copies suspend and resume at the next start")
         await CALLS.drain(10.0)   # answer the calls in flight, refuse new ones
+        self._loop.remove_reader(uevents)
+        self.discovery.close()
         self._loop = None         # no more events onto the bus
         for task in list(self._tasks):
             task.cancel()         # jobs: the copies themselves suspend when the sets close

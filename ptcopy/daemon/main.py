@@ -27,6 +27,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "default: STATE_DIR/volumes)")
     p.add_argument("--data-path", choices=["userspace", "none"], default="userspace",
                    help="how volumes are served (default: %(default)s)")
+    p.add_argument("--volumes", choices=["host", "used"], default="host",
+                   help="which Volume objects to export: every block device of the host "
+                        "(udev) or only the volumes sets and overflow volumes use "
+                        "(default: %(default)s)")
     p.add_argument("--job-retention", type=float, default=900.0, metavar="SECONDS",
                    help="how long finished jobs stay readable (default: %(default)s)")
     p.add_argument("--log-level", default="info",
@@ -48,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     service = Service(args.state_dir, args.run_dir, file_dirs, args.data_path)
     try:
         service.restore()
-        asyncio.run(Daemon(service, args.bus, job_retention=args.job_retention).run())
+        asyncio.run(Daemon(service, args.bus, job_retention=args.job_retention,
+                           volumes=args.volumes).run())
     finally:
         service.stop()
     return 0

@@ -3,7 +3,6 @@ they validate, check authorization, and hand the work to the Service in a worker
 
 
 import asyncio
-import os
 from typing import TYPE_CHECKING, Annotated, Any
 
 from dbus_fast import Variant
@@ -22,6 +21,7 @@ from dbus_fast.service import dbus_property, method
 from ptcopy import __version__
 from ptcopy.daemon import options as opt
 from ptcopy.daemon.bus import IFACE, ROOT, Interface, caller
+from ptcopy.daemon.discovery import VolumeView
 from ptcopy.daemon.errors import ServiceError, invalid, translated
 from ptcopy.engine import Flag
 
@@ -150,12 +150,34 @@ class Manager(Interface):
 
     @method()
     @translated
+    async def Candidates(self, master: DBusStr, role: DBusStr, options: Options) -> Paths:
+        """Volumes that could be the 'shadow' or 'bitmap' of a set with this master: available
+        now and large enough (an independent shadow at least as large as the master, a bitmap
+        at least the engine's bitmap size), smallest first. Options: kind s ('independent',
+        the default, or 'dependent': any size, smaller ones are compact), chunk_size u,
+        shadow s (the shadow, to size a bitmap exactly; default: as large as the master)."""
+        o = opt.parse(options, {
+            "kind": opt.Opt("s", "'independent' or 'dependent'"),
+            "chunk_size": opt.Opt("u", "bytes, a power of two from 4096 to 1048576"),
+            "shadow": opt.Opt("s", "the shadow volume (sizes the bitmap)"),
+        })
+        if role not in ("shadow", "bitmap"):
+            raise invalid(f"role {role!r} must be 'shadow' or 'bitmap'")
+        kind = str(o.get("kind", "independent"))
+        if kind not in ("independent", "dependent"):
+            raise invalid(f"kind {kind!r} must be 'independent' or 'dependent'")
+        return await asyncio.to_thread(self.d.candidates, master, role, kind,
+                                       int(o.get("chunk_size", 0)), str(o.get("shadow", "")))
+
+    @method()
+    @translated
     async def Refresh(self, options: Options) -> DBusUInt32:
         """Reconcile with the state store and the engine from scratch; how many things changed
         (0 after any normal operation)."""
         opt.parse(options, NO_OPTS)
         await self.d.auth.check("refresh")
         n = await asyncio.to_thread(self.d.service.refresh)
+        n += await self.d.rediscover()
         self.d.sync_objects()
         return n
 
@@ -267,7 +289,7 @@ class IISet(Interface):
         if st is None:
             return "error"
         bad = OFFLINE | Flag.OUT_OF_SPACE | Flag.INCOMPLETE
-        return "degraded" if st.flags & bad else "normal"
+        return "degraded" if st.flags & bad or self._ms().missing else "normal"
 
     @dbus_property(access=R)
     def Flags(self) -> Strings:
@@ -279,6 +301,9 @@ class IISet(Interface):
         out = [n for f, n in FLAG_NAMES if st is not None and st.flags & f]
         if st is not None and st.flags & Flag.COPYING and not st.flags & Flag.TO_MASTER:
             out.insert(1, "to-shadow")
+        for role in ms.missing:   # removed devices (udev) the engine may not have noticed
+            if f"{role}-offline" not in out:
+                out.append(f"{role}-offline")
         if ms.row.exported:
             out.append("exported")
         if ms.row.imported:
@@ -622,81 +647,69 @@ class IIOverflow(Interface):
 
 
 class Volume(Interface):
-    """A volume ptcopy uses (udev discovery of all block devices comes later)."""
+    """A volume of this host: a block device udev knows, or a file a set or overflow uses."""
 
     def changed(self) -> bool:
-        return False   # what it reports changes with its set, which re-exports it
+        return False   # the daemon pushes new views (udev events, set changes, mounts)
 
-    def __init__(self, d: "Daemon", path: str, used_by: str, role: str) -> None:
+    def __init__(self, d: "Daemon", path: str, used_by: str = "/", role: str = "") -> None:
         super().__init__(IFACE + ".Volume")
         self.d = d
-        self.path_ = path
-        self.used_by = used_by
-        self.role = role
+        self.view = VolumeView(path, used_by=used_by,
+                               unsuitable=f"it is the {role} of {used_by}" if role else "")
+
+    def update(self, view: VolumeView) -> None:
+        """Take the new view and emit what changed."""
+        if view != self.view:
+            self.view = view
+            self.refresh()
 
     @dbus_property(access=R)
     def Path(self) -> DBusStr:
-        """The volume's path."""
-        return self.path_
+        """The device node (/dev/mapper/NAME for device-mapper devices) or the file."""
+        return self.view.path
 
     @dbus_property(access=R)
     def Size(self) -> DBusUInt64:
         """Size in bytes (0 if it cannot be read)."""
-        try:
-            fd = os.open(self.path_, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return 0
-        try:
-            return os.lseek(fd, 0, os.SEEK_END)
-        finally:
-            os.close(fd)
+        return self.view.size
 
     @dbus_property(access=R)
     def Type(self) -> DBusStr:
-        """'file', 'loop', 'disk', 'part', 'dm' or 'md'."""
-        try:
-            st = os.stat(self.path_)
-        except OSError:
-            return "file"
-        if not os.path.exists(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}") \
-                or not st.st_rdev:
-            return "file"
-        name = os.path.basename(os.path.realpath(
-            f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"))
-        for prefix, kind in (("loop", "loop"), ("dm-", "dm"), ("md", "md")):
-            if name.startswith(prefix):
-                return kind
-        return "part" if os.path.exists(f"/sys/class/block/{name}/partition") else "disk"
+        """'disk', 'part', 'loop' (with a backing file), 'lvm', 'dm', 'md' or 'file'."""
+        return self.view.type
 
     @dbus_property(access=R)
     def FsType(self) -> DBusStr:
-        """File system signature ('' unknown; discovery fills it in a later release)."""
-        return ""
+        """File system or other signature found on it (ID_FS_TYPE or blkid; '' if none)."""
+        return self.view.fstype
 
     @dbus_property(access=R)
     def Mounted(self) -> DBusBool:
         """Whether the volume itself is mounted."""
-        return False
+        return self.view.mounted
 
     @dbus_property(access=R)
     def Holders(self) -> Strings:
-        """Devices stacked on it."""
-        return []
+        """Devices stacked on it (device-mapper, md), as /dev/NAME."""
+        return [f"/dev/{h}" for h in self.view.holders]
 
     @dbus_property(access=R)
     def UsedBy(self) -> DBusObjectPath:
-        """The set or overflow volume using it."""
-        return self.used_by
+        """The set or overflow volume using it, '/' if none."""
+        return self.view.used_by
 
     @dbus_property(access=R)
     def Available(self) -> DBusBool:
-        """Whether it could serve a new set now."""
-        return False
+        """Whether it could be a volume of a new set now."""
+        return self.view.available
 
     @dbus_property(access=R)
     def Unsuitable(self) -> DBusStr:
-        """Why it cannot serve a new set."""
-        return f"it is the {self.role} of {self.used_by}"
+        """Why it cannot be a volume of a new set ('' if it can): used by a set, mounted at
+        a place, holds the root file system, has partitions, held by, read-only, served by
+        ptcopy, removed."""
+        return self.view.unsuitable
 
 
 Unused = (DBusBool, DBusDouble)

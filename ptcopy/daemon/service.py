@@ -38,6 +38,7 @@ class ManagedSet:
     served: Served | None = None
     error: str = ""
     locked_by: str = ""          # the bus name holding the lock
+    missing: list[str] = field(default_factory=list)   # roles whose device udev saw removed
 
 
 @dataclass
@@ -279,6 +280,8 @@ class Service:
                 if ms.row.exported and d is Direction.TO_SHADOW:
                     raise ServiceError("Exported", f"the shadow of set {ms.row.name} is "
                                                    "exported; join it back first")
+            for i in set_ids:
+                self._not_missing(i)
             owner_id = _owner_id(owner) if owner else 0
             served = self.datapath is not None and all(
                 self.sets[i].served is not None for i in set_ids)
@@ -298,8 +301,53 @@ class Service:
 
     def reset(self, set_id: str, owner: str) -> None:
         with self.lock:
+            self._not_missing(set_id)
             self.live(set_id).reset(owner=_owner_id(owner) if owner else 0)
         self._emit("changed", "set", set_id)
+
+    # ---- volumes that come and go (udev) ---------------------------------------------------
+
+    def _not_missing(self, set_id: str) -> None:
+        ms = self.get_set(set_id)
+        if ms.missing:
+            vols = ", ".join(f"{r} {getattr(ms.row, r)}" for r in ms.missing)
+            raise ServiceError("Offline", f"set {ms.row.name} has a volume that was removed "
+                                          f"({vols}); plug it back in (the set resumes by "
+                                          "itself) or run Refresh")
+
+    def volume_missing(self, set_id: str, role: str) -> None:
+        """The device of this volume was removed: the set is degraded until it returns. The
+        engine keeps its open descriptor: it notices nothing until I/O to it fails."""
+        with self.lock:
+            ms = self.get_set(set_id)
+            if role in ms.missing:
+                return
+            ms.missing.append(role)
+        log.warning("set %s: the %s volume %s was removed; the set is degraded", ms.row.name,
+                    role, getattr(ms.row, role))
+        self._emit("changed", "set", set_id)
+
+    def volume_back(self, set_id: str, role: str) -> bool:
+        """The device came back; when nothing else is missing, reset the set so the resync it
+        needs starts. Whether it resumed (False: still missing something, or the reset failed
+        and ``ms.error`` says why)."""
+        with self.lock:
+            ms = self.get_set(set_id)
+            if role not in ms.missing:
+                return False
+            ms.missing.remove(role)
+            log.info("set %s: the %s volume %s is back", ms.row.name, role,
+                     getattr(ms.row, role))
+            resumed = False
+            if not ms.missing and ms.set is not None:
+                try:
+                    ms.set.reset(owner=0)
+                    resumed = True
+                except eng.PtcopyError as e:
+                    log.error("set %s: reset after the %s volume came back failed: %s",
+                              ms.row.name, role, e)
+        self._emit("changed", "set", set_id)
+        return resumed
 
     def set_params(self, set_id: str, delay: int, units: int) -> None:
         with self.lock:

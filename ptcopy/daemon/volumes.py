@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from ptcopy import loopdev
 from ptcopy.daemon import options
 from ptcopy.daemon.errors import ServiceError
 
@@ -58,8 +59,12 @@ def open_volume(path: str, role: str, file_dirs: Sequence[str]) -> Opened:
         if e.errno == errno.ENOENT:
             raise ServiceError("NotFound", f"{role} volume {path} does not exist") from e
         if e.errno == errno.EBUSY:
-            raise ServiceError("InUse", f"{role} volume {path} is mounted or held by another "
-                                        "program") from e
+            mps, held = loopdev.mountpoints(path), loopdev.holders(path)
+            what = " and ".join(
+                ([f"mounted at {', '.join(mps)}"] if mps else [])
+                + ([f"held by {', '.join('/dev/' + h for h in held)}"] if held else [])
+            ) or "mounted or held by another program"
+            raise ServiceError("InUse", f"{role} volume {path} is {what}") from e
         if e.errno == errno.EISDIR:
             raise ServiceError("InvalidArgument", f"{role} volume {path} is a directory") from e
         raise ServiceError("Failed", f"{role} volume {path}: {e.strerror}") from e

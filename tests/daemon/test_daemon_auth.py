@@ -40,7 +40,7 @@ from dbus_fast.service import ServiceInterface, method
 pytestmark = pytest.mark.root
 
 HELPER = Path(__file__).with_name("unpriv_client.py")
-READS = {("Manager", "LookUp"), ("Job", "Wait")}
+READS = {("Manager", "LookUp"), ("Manager", "Candidates"), ("Job", "Wait")}
 
 
 def as_nobody(bus: PrivateBus, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -78,7 +78,7 @@ def argument(name: str, sig: str, w: dict[str, str], d: Ptcopyd) -> Any:
         "master": str(d.vol_dir / "free-m.img"), "shadow": str(d.vol_dir / "free-s.img"),
         "bitmap": str(d.vol_dir / "free-b.img"), "path": str(d.vol_dir / "free-ov.img"),
         "sets": [w["set2"]], "overflow": w["IIOverflow"], "member": w["set2"],
-        "delay": 1, "units": 2, "timeout": 0.5,
+        "delay": 1, "units": 2, "timeout": 0.5, "role": "shadow",
     }
     assert name in by_name, f"the test does not know argument {name} ({sig}) yet"
     return by_name[name]
