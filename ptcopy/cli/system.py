@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from ptcopy import __version__
@@ -15,14 +17,20 @@ app = typer.Typer(rich_markup_mode="markdown")
 
 
 @app.command(rich_help_panel="The daemon")
-def volumes(ctx: typer.Context, *, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """List the volumes ptcopyd uses: size, type, and which set or overflow uses them."""
+def volumes(ctx: typer.Context, *,
+            available: Annotated[bool, typer.Option(
+                "--available", help="Only the volumes that could serve a new set now.")] = False,
+            json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """List the host's volumes (block devices udev knows, files in use): size, type, file
+    system, which set or overflow uses them, and why a volume could not serve a new set."""
     out = output(ctx, json_, quiet)
 
     async def body(c: Client) -> None:
         inv = await c.inventory()
-        chosen = sorted(inv.volumes.values(), key=lambda v: v.volume)
-        human = views.volumes_table(chosen, inv) if chosen else "no volumes in use"
+        chosen = sorted((v for v in inv.volumes.values() if v.available or not available),
+                        key=lambda v: v.volume)
+        empty = "no volume is available for a new set" if available else "no volumes"
+        human = views.volumes_table(chosen, inv) if chosen else empty
         out.result([views.volume_json(v, inv) for v in chosen], human=human,
                    quiet=[v.volume for v in chosen])
 
