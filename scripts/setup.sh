@@ -85,8 +85,8 @@ fi
 run "upgrading pip" "$VENV/bin/python" -m pip install -q --upgrade pip
 
 # --- ptcopy itself (builds the C engine) -------------------------------------------------------
-[[ -f "$REPO/cffi_build/cdef.h" ]] ||
-    die "cffi_build/cdef.h is missing: the C engine cannot be built without its declarations"
+[[ -f "$REPO/cffi_build/ptcopy_engine.h" ]] ||
+    die "cffi_build/ptcopy_engine.h is missing: the C engine cannot be built without its header"
 run "installing ptcopy (editable, with test tools) and building the C engine" \
     "$VENV/bin/python" -m pip install -q -e "${REPO}[test]"
 

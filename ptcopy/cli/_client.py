@@ -49,6 +49,7 @@ CALLS: dict[tuple[str, str], tuple[str, str]] = {
     (MANAGER, "CreateGroup"): ("saoa{sv}", "o"),
     (MANAGER, "CreateOverflow"): ("sa{sv}", "o"),
     (MANAGER, "LookUp"): ("s", "o"),
+    (MANAGER, "Candidates"): ("ssa{sv}", "ao"),
     (MANAGER, "Refresh"): ("a{sv}", "u"),
     (SET, "Copy"): ("sa{sv}", "o"),
     (SET, "Update"): ("sa{sv}", "o"),
@@ -287,7 +288,8 @@ def when(usec: int) -> str | None:
 
 # The option keys the CLI sends, with their D-Bus types (see the methods' documentation).
 OPTION_TYPES = {"confirm": "b", "chunk_size": "u", "overflow": "o", "group": "o",
-                "copy_delay": "u", "copy_units": "u", "bitmap_in_memory": "b", "loop": "b"}
+                "copy_delay": "u", "copy_units": "u", "bitmap_in_memory": "b", "loop": "b",
+                "kind": "s"}
 
 
 def _options(opts: Mapping[str, bool | int | str] | None) -> dict[str, Variant]:
@@ -431,6 +433,16 @@ class Client:
         known = [n for k in kinds for n in inv.names(k)]
         near = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         raise NotFoundError(_either(kinds), name, near)
+
+    async def candidates(self, master: str, role: str, kind: str) -> list[str]:
+        """Paths of the volumes that could be the shadow or bitmap for this master."""
+        (paths,) = await self.call(ROOT, MANAGER, "Candidates", master, role,
+                                   _options({"kind": kind}))
+        found = []
+        for p in paths:
+            props = await self.props(str(p), VOLUME)
+            found.append(str(props.get("Path", p)))
+        return found
 
     # ---- changing --------------------------------------------------------------------------
 

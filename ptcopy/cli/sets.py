@@ -94,6 +94,23 @@ async def start_and_follow(c: Client, out: Output, s: Settings, job: str, what: 
 
 # ---- enable and disable -------------------------------------------------------------------------
 
+# refusals of a volume after which enable names volumes that would do instead
+SUGGEST_FOR = {"TooSmall", "InUse", "SameVolume", "NotFound", "NotAuthorized"}
+
+
+async def _suggest(c: Client, master: str, kind: str) -> str:
+    """'volumes that could be the shadow: ...' (empty when the daemon knows none)."""
+    parts = []
+    for role in ("shadow", "bitmap"):
+        try:
+            found = await c.candidates(master, role, kind)
+        except CliError:   # suggestions are a courtesy: never hide the real error
+            continue
+        if found:
+            parts.append(f"volumes that could be the {role}: {', '.join(found[:5])}")
+    return "; ".join(parts)
+
+
 @app.command(rich_help_panel="Sets")
 def enable(
     ctx: typer.Context,
@@ -172,9 +189,15 @@ def enable(
             opts["bitmap_in_memory"] = True
         if no_loop:
             opts["loop"] = False
-        path, job = await c.create_set(set_name, kind, volume_path(master),
-                                       volume_path(shadow),
-                                       volume_path(bitmap) if bitmap else "", opts)
+        try:
+            path, job = await c.create_set(set_name, kind, volume_path(master),
+                                           volume_path(shadow),
+                                           volume_path(bitmap) if bitmap else "", opts)
+        except RemoteError as e:
+            if e.short_name in SUGGEST_FOR:
+                e.hint = " ".join(filter(None, [e.hint, await _suggest(
+                    c, volume_path(master), kind)]))
+            raise
         inv = await c.inventory()
         info = inv.sets.get(path) or await c.set_info(path)
         want_wait = wants_wait(wait) and job != NO_OBJECT

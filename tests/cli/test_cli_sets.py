@@ -144,3 +144,25 @@ def test_param_reset_rename_export_import_join_disable(cli: Cli) -> None:
     assert cli.json("disable", name, ind) == {"disabled": [name, ind]}
     r = cli.fails(2, "status", name)
     assert f"there is no set named {name!r}" in r.stderr
+
+
+def test_enable_suggests_volumes_that_would_do(cli: Cli) -> None:
+    """A refused volume: enable names the host's volumes that could serve instead."""
+    import subprocess
+    import time
+
+    m, small, b = cli.vol("m", 4 * MIB), cli.vol("small", 1 * MIB), cli.vol("b", 256 * KIB)
+    spare = cli.vol("spare", 8 * MIB)
+    dev = subprocess.run(["losetup", "--find", "--show", spare], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    try:
+        deadline = time.monotonic() + 5   # discovery sees the new loop device within a second
+        while True:
+            r = cli.fails(2, "enable", "--independent", m, small, b, "--name", cli.name("sug"))
+            if dev in r.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert "at least" in r.stderr and small in r.stderr, r.stderr   # the refusal itself
+        assert "could be the shadow: " in r.stderr and dev in r.stderr, r.stderr
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
