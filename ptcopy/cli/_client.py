@@ -60,6 +60,7 @@ CALLS: dict[tuple[str, str], tuple[str, str]] = {
     (SET, "AttachOverflow"): ("oa{sv}", ""),
     (SET, "DetachOverflow"): ("a{sv}", ""),
     (SET, "Export"): ("a{sv}", ""),
+    (SET, "Join"): ("sa{sv}", "o"),
     (SET, "Rename"): ("sa{sv}", ""),
     (GROUP, "AddSet"): ("oa{sv}", ""),
     (GROUP, "RemoveSet"): ("oa{sv}", ""),

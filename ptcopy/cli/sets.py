@@ -520,8 +520,8 @@ def export_(ctx: typer.Context, set_: SetArg, *, json_: JsonOpt = False,
 
 def _not_available(what: str, method: str) -> CliError:
     return NotAvailable(f"{what} is not available in this ptcopyd: the daemon has no {method} "
-                        "method yet", "it comes with the release that adds import and join; "
-                        "ptcopy export works already")
+                        "method yet", "it comes with the federation release (remote hosts); "
+                        "ptcopy export and ptcopy join work already")
 
 
 @app.command(name="import", rich_help_panel="Between hosts")
@@ -537,10 +537,26 @@ def import_(
 
 @app.command(rich_help_panel="Between hosts")
 def join(
-    shadow: Annotated[str, typer.Argument(metavar="SHADOW", show_default=False,
-                                          help="The shadow that was imported elsewhere.")],
+    ctx: typer.Context,
+    set_: SetArg,
     bitmap: Annotated[str, typer.Argument(metavar="BITMAP", show_default=False,
-                                          help="The bitmap volume the other host used.")],
+                                          help="The bitmap volume the other host kept while "
+                                               "it used the shadow.")],
+    *,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Join a shadow back after it was imported elsewhere (not available yet)."""
-    raise _not_available("joining a shadow", "Join")
+    """Take an exported shadow back: the chunks the other host wrote (its BITMAP) are marked,
+    so the next update makes the shadow the master's point in time again."""
+    out = output(ctx, json_, quiet)
+
+    async def body(c: Client) -> None:
+        path = await c.resolve(set_, "set")
+        await c.simple(path, SET, "Join", volume_path(bitmap))
+        info = await c.set_info(path)
+        out.result({"name": info.name, "exported": "exported" in info.flags},
+                   human=f"the shadow of set {info.name} is back; ptcopy update {info.name} "
+                         "--to shadow resyncs what the other host changed",
+                   quiet=[info.name])
+
+    run(ctx, body)

@@ -137,9 +137,16 @@ def test_param_reset_rename_export_import_join_disable(cli: Cli) -> None:
     r = cli.fails(2, "update", ind, "--to", "shadow")
     assert "exported" in r.stderr
 
-    for cmd in ("import", "join"):
-        r = cli.fails(2, cmd, cli.vol(f"{cmd}-s", MIB), cli.vol(f"{cmd}-b", MIB))
-        assert "not available in this ptcopyd" in r.stderr
+    r = cli.fails(2, "import", cli.vol("import-s", MIB), cli.vol("import-b", MIB))
+    assert "not available in this ptcopyd" in r.stderr
+    # the other host's bitmap: here a copy of the set's own (same set, same sizes)
+    other = cli.vol("join-b", 0)
+    with open(st["bitmap"], "rb") as src, open(other, "wb") as dst:
+        dst.write(src.read())
+    assert cli.json("join", ind, other) == {"name": ind, "exported": False}
+    r = cli.fails(2, "join", ind, other)
+    assert "not exported" in r.stderr
+    cli.ok("update", ind, "--to", "shadow", "--wait")
 
     assert cli.json("disable", name, ind) == {"disabled": [name, ind]}
     r = cli.fails(2, "status", name)
