@@ -121,6 +121,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->max_write = PT_IO_MAX;
     conn->max_read = PT_IO_MAX;
     conn->max_readahead = PT_IO_MAX;
+    /* let a loop device's whole queue reach us: more first writes share one group commit */
+    conn->max_background = 64;
+    conn->congestion_threshold = 48;
     conn->want &= ~(unsigned)FUSE_CAP_SPLICE_READ;
 }
 
@@ -408,7 +411,6 @@ static void *loop_main(void *arg)
         return NULL;
     }
     fuse_loop_cfg_set_max_threads(cfg, srv->max_threads);
-    fuse_loop_cfg_set_idle_threads(cfg, srv->max_threads / 2 ? srv->max_threads / 2 : 1);
     srv->loop_rc = fuse_session_loop_mt(srv->se, cfg);
     fuse_loop_cfg_destroy(cfg);
     return NULL;
