@@ -10,7 +10,6 @@ from ptcopy.cli import _views as views
 from ptcopy.cli._client import GROUP, NO_OBJECT, Client
 from ptcopy.cli._errors import CliError, NotFoundError
 from ptcopy.cli._params import (
-    Direction,
     DirectionOpt,
     GroupArg,
     JsonOpt,
@@ -19,8 +18,8 @@ from ptcopy.cli._params import (
     WaitOpt,
     YesOpt,
 )
-from ptcopy.cli._runner import confirm_master_write, output, run, settings
-from ptcopy.cli.sets import NAME_RE, start_and_follow
+from ptcopy.cli._runner import output, run
+from ptcopy.cli.sets import NAME_RE, run_copy
 
 app = typer.Typer(help="Groups: sets that copy and update at one point in time, all or "
                        "nothing.", no_args_is_help=True, rich_markup_mode="markdown")
@@ -171,32 +170,15 @@ def list_(ctx: typer.Context,
     run(ctx, body)
 
 
-def _copy(ctx: typer.Context, group: str, to: Direction, yes: bool, wait: bool | None,
-          json_: bool, quiet: bool, *, full: bool) -> None:
-    out = output(ctx, json_, quiet)
-    s = settings(ctx)
-
-    async def body(c: Client) -> None:
-        gpath = await c.resolve(group, "group")
-        g = await c.group_info(gpath)
-        what = f"{'full copy' if full else 'update'} of group {g.name} to the {to.value}"
-        if to is Direction.master:
-            confirm_master_write(out, f"The {what}", yes)
-        job = await c.copy(gpath, GROUP, to.value, full=full, confirm=to is Direction.master)
-        await start_and_follow(c, out, s, job, what, wait, g.name)
-
-    run(ctx, body)
-
-
 @app.command()
 def copy(ctx: typer.Context, group: GroupArg, *, to: DirectionOpt, yes: YesOpt = False,
          wait: WaitOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Full copy of every set in the group, at one point in time, all or nothing."""
-    _copy(ctx, group, to, yes, wait, json_, quiet, full=True)
+    run_copy(ctx, "group", group, to, yes, wait, json_, quiet, full=True)
 
 
 @app.command()
 def update(ctx: typer.Context, group: GroupArg, *, to: DirectionOpt, yes: YesOpt = False,
            wait: WaitOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Update every set in the group at one point in time, all or nothing."""
-    _copy(ctx, group, to, yes, wait, json_, quiet, full=False)
+    run_copy(ctx, "group", group, to, yes, wait, json_, quiet, full=False)

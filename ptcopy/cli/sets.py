@@ -256,18 +256,20 @@ def disable(ctx: typer.Context, sets: SetsArg, *, json_: JsonOpt = False,
 
 # ---- copies ----------------------------------------------------------------------------------
 
-def _copy(ctx: typer.Context, set_: str, to: Direction, yes: bool, wait: bool | None,
-          json_: bool, quiet: bool, *, full: bool) -> None:
+def run_copy(ctx: typer.Context, kind: str, name: str, to: Direction, yes: bool,
+             wait: bool | None, json_: bool, quiet: bool, *, full: bool) -> None:
+    """copy/update of a set or a group: confirm a master write, start, follow or print the job."""
     out = output(ctx, json_, quiet)
     s = settings(ctx)
 
     async def body(c: Client) -> None:
-        path = await c.resolve(set_, "set")
-        info = await c.set_info(path)
-        what = f"{'full copy' if full else 'update'} of set {info.name} to the {to.value}"
+        path = await c.resolve(name, kind)
+        info = await (c.set_info(path) if kind == "set" else c.group_info(path))
+        what = f"{'full copy' if full else 'update'} of {kind} {info.name} to the {to.value}"
         if to is Direction.master:
             confirm_master_write(out, f"The {what}", yes)
-        job = await c.copy(path, SET, to.value, full=full, confirm=to is Direction.master)
+        job = await c.copy(path, SET if kind == "set" else GROUP, to.value, full=full,
+                           confirm=to is Direction.master)
         await start_and_follow(c, out, s, job, what, wait, info.name)
 
     run(ctx, body)
@@ -280,7 +282,7 @@ def copy(ctx: typer.Context, set_: SetArg, *, to: DirectionOpt, yes: YesOpt = Fa
 
     Both volumes stay usable while it runs. The target must not be mounted.
     """
-    _copy(ctx, set_, to, yes, wait, json_, quiet, full=True)
+    run_copy(ctx, "set", set_, to, yes, wait, json_, quiet, full=True)
 
 
 @app.command(rich_help_panel="Copies")
@@ -292,7 +294,7 @@ def update(ctx: typer.Context, set_: SetArg, *, to: DirectionOpt, yes: YesOpt = 
     Mounted file systems on the source are frozen for the instant the point in time is taken.
     The target must not be mounted.
     """
-    _copy(ctx, set_, to, yes, wait, json_, quiet, full=False)
+    run_copy(ctx, "set", set_, to, yes, wait, json_, quiet, full=False)
 
 
 async def _job_of(c: Client, name: str) -> tuple[str, str]:
