@@ -7,7 +7,6 @@ where the client connections live.
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 from collections.abc import Callable, Coroutine, Iterator
@@ -15,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import Client, PrivateBus, Ptcopyd, Runner, finish
+from daemon_helpers import (
+    Client,
+    PrivateBus,
+    Ptcopyd,
+    Runner,
+    directory_hooks,
+    finish,
+    session_bus,
+    session_loop,
+)
 
 HERE = Path(__file__).parent
 
@@ -31,51 +39,10 @@ def _why_skip() -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    why = _why_skip()
-    for item in items:
-        if not Path(str(item.fspath)).is_relative_to(HERE):
-            continue
-        item.add_marker(pytest.mark.root)
-        if why is not None:
-            item.add_marker(pytest.mark.skip(reason=why))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Run ``async def`` tests of this directory on the session loop."""
-    fn = pyfuncitem.obj
-    if not inspect.iscoroutinefunction(fn) or not Path(str(pyfuncitem.fspath)).is_relative_to(
-            HERE):
-        return None
-    aio: Runner = pyfuncitem.funcargs["aio"]  # type: ignore[assignment]
-    kwargs = {a: pyfuncitem.funcargs[a] for a in pyfuncitem._fixtureinfo.argnames}
-    aio.run(fn(**kwargs), timeout=150)
-    return True
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None],
-                              ) -> Iterator[None]:
-    """Remember each phase's report on the item (fixtures look at it when tearing down)."""
-    rep = yield
-    setattr(item, f"rep_{rep.when}", rep)
-    return rep
-
-
-@pytest.fixture(scope="session")
-def aio() -> Iterator[Runner]:
-    r = Runner()
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="session")
-def system_bus() -> Iterator[PrivateBus]:
-    """A private dbus-daemon: Debian's system bus policy plus dbus/org.ptcopy.Imaging1.conf."""
-    bus = PrivateBus.start()
-    yield bus
-    bus.stop()
+(pytest_collection_modifyitems, pytest_pyfunc_call,
+ pytest_runtest_makereport) = directory_hooks(HERE, _why_skip, timeout=150)
+aio = pytest.fixture(scope="session", name="aio")(session_loop)
+system_bus = pytest.fixture(scope="session", name="system_bus")(session_bus)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import mmap
 import os
 import select
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -654,3 +655,56 @@ def b(v: bool) -> Variant:
 
 def o(v: str) -> Variant:
     return Variant("o", v)
+
+
+# ---- what the conftests of tests/daemon and tests/udev share ----------------------------------
+
+def directory_hooks(here: Path, why_skip: Callable[[], str | None], timeout: float,
+                    ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """The pytest hooks of a directory of root-only tests whose ``async def`` tests run on the
+    session loop (fixture ``aio``): mark them, skip them with the reason when the machine
+    cannot run them, and remember each phase's report on the item for teardown checks."""
+
+    def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+        why = why_skip()
+        for item in items:
+            if not Path(str(item.fspath)).is_relative_to(here):
+                continue
+            item.add_marker(pytest.mark.root)
+            if why is not None:
+                item.add_marker(pytest.mark.skip(reason=why))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+        fn = pyfuncitem.obj
+        if not inspect.iscoroutinefunction(fn) or not Path(
+                str(pyfuncitem.fspath)).is_relative_to(here):
+            return None
+        aio: Runner = pyfuncitem.funcargs["aio"]  # type: ignore[assignment]
+        kwargs = {a: pyfuncitem.funcargs[a] for a in pyfuncitem._fixtureinfo.argnames}
+        aio.run(fn(**kwargs), timeout=timeout)
+        return True
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None],
+                                  ) -> Iterator[None]:
+        rep = yield
+        setattr(item, f"rep_{rep.when}", rep)
+        return rep
+
+    return pytest_collection_modifyitems, pytest_pyfunc_call, pytest_runtest_makereport
+
+
+def session_loop() -> Iterator[Runner]:
+    """Fixture body: the session's event loop, where the client connections live."""
+    r = Runner()
+    yield r
+    r.close()
+
+
+def session_bus() -> Iterator[PrivateBus]:
+    """Fixture body: a private dbus-daemon, Debian's system bus policy plus
+    dbus/org.ptcopy.Imaging1.conf."""
+    bus = PrivateBus.start()
+    yield bus
+    bus.stop()

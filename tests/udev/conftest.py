@@ -8,7 +8,6 @@ Test functions here may be ``async def``: they run on the session's event loop (
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import shutil
 import subprocess
@@ -23,7 +22,16 @@ import pytest
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "daemon"))
 
-from daemon_helpers import Client, PrivateBus, Ptcopyd, Runner, finish  # noqa: E402
+from daemon_helpers import (  # noqa: E402
+    Client,
+    PrivateBus,
+    Ptcopyd,
+    Runner,
+    directory_hooks,
+    finish,
+    session_bus,
+    session_loop,
+)
 
 from ptcopy import loopdev  # noqa: E402
 from ptcopy.daemon.discovery import udevd_running  # noqa: E402
@@ -42,48 +50,10 @@ def _why_skip() -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    why = _why_skip()
-    for item in items:
-        if not Path(str(item.fspath)).is_relative_to(HERE):
-            continue
-        item.add_marker(pytest.mark.root)
-        if why is not None:
-            item.add_marker(pytest.mark.skip(reason=why))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    fn = pyfuncitem.obj
-    if not inspect.iscoroutinefunction(fn) or not Path(str(pyfuncitem.fspath)).is_relative_to(
-            HERE):
-        return None
-    aio: Runner = pyfuncitem.funcargs["aio"]  # type: ignore[assignment]
-    kwargs = {a: pyfuncitem.funcargs[a] for a in pyfuncitem._fixtureinfo.argnames}
-    aio.run(fn(**kwargs), timeout=120)
-    return True
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None],
-                              ) -> Iterator[None]:
-    rep = yield
-    setattr(item, f"rep_{rep.when}", rep)
-    return rep
-
-
-@pytest.fixture(scope="session")
-def aio() -> Iterator[Runner]:
-    r = Runner()
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="session")
-def system_bus() -> Iterator[PrivateBus]:
-    bus = PrivateBus.start()
-    yield bus
-    bus.stop()
+(pytest_collection_modifyitems, pytest_pyfunc_call,
+ pytest_runtest_makereport) = directory_hooks(HERE, _why_skip, timeout=120)
+aio = pytest.fixture(scope="session", name="aio")(session_loop)
+system_bus = pytest.fixture(scope="session", name="system_bus")(session_bus)
 
 
 @pytest.fixture
