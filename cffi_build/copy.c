@@ -69,9 +69,13 @@ static int copy_run(pt_set *s, uint64_t c, uint64_t n, uint8_t *buf)
             len += pt_chunk_len(s, c + i);
         pt_vol *src = s->dir == PT_TO_SHADOW ? &s->m->vol : &s->shadow;
         pt_vol *dst = s->dir == PT_TO_SHADOW ? &s->shadow : &s->m->vol;
+        if (s->has_src)
+            src = &s->src;
         int rc = pt_vol_pread(src, buf, len, off);
         if (rc) {
-            pt_set_offline(s, src == &s->m->vol ? PT_F_MASTER_OFFLINE : PT_F_SHADOW_OFFLINE);
+            /* a failing frozen view (its snapshot overflowed) ends the copy, not the volume */
+            if (src != &s->src)
+                pt_set_offline(s, src == &s->m->vol ? PT_F_MASTER_OFFLINE : PT_F_SHADOW_OFFLINE);
             return rc;
         }
         rc = pt_vol_pwrite(dst, buf, len, off);
@@ -95,7 +99,7 @@ static void prefetch(pt_set *s, uint64_t from, uint64_t *until, uint64_t maxrun)
 {
     if (s->compact || from + 16 < *until)
         return;
-    int fd = s->dir == PT_TO_SHADOW ? s->m->vol.fd : s->shadow.fd;
+    int fd = s->has_src ? s->src.fd : s->dir == PT_TO_SHADOW ? s->m->vol.fd : s->shadow.fd;
     uint64_t c = from > *until ? from : *until;
     for (int k = 0; k < 64; k++) {
         c = pt_bits_next(&s->C, c);

@@ -168,6 +168,7 @@ struct pt_engine {
     pt_master *masters;
     pt_set *sets;
     pt_overflow *overflows;
+    atomic_bool defer_copies;  /* kernel path: copies start only when asked, from a frozen view */
 };
 
 /* persistent flags in the bitmap header */
@@ -228,6 +229,8 @@ struct pt_set {
     bool thr_live;          /* a copier thread exists (maybe finished, not yet joined) */
     bool thr_done;
     int64_t lock_owner;
+    pt_vol src;             /* kernel path: frozen source for copies, when has_src */
+    bool has_src;
     /* read by I/O under the gate; changed only with the gate held exclusive */
     bool copying;
     int dir;

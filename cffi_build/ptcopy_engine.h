@@ -136,6 +136,11 @@ typedef struct pt_ov_status {
 /* ---- engine ---------------------------------------------------------------------------- */
 pt_engine *pt_engine_new(void);
 void pt_engine_free(pt_engine *eng);
+/* Kernel data path: no copy ever starts on its own. Enabling an independent set marks every
+ * chunk as differing instead of copying from the live master, and opening a set after an
+ * interrupted copy folds the chunks left to copy back into its shadow bitmap (flag INCOMPLETE)
+ * instead of resuming: the caller copies from a frozen snapshot. */
+void pt_engine_defer_copies(pt_engine *eng, int on);
 
 /* ---- bitmap volumes ---------------------------------------------------------------------- */
 /* Bytes a bitmap volume needs for these volume sizes (compact when shadow < master). */
@@ -197,6 +202,15 @@ int pt_set_inject_error(pt_set *set, int volume, int on, pt_error *err);
  * set's shadow bitmap (same chunk size and count), so the next update resyncs those chunks. */
 int pt_set_join(pt_set *set, const pt_volspec *bitmap, pt_error *err);
 
+/* ---- hooks for the kernel data path (device-mapper does the I/O; the engine keeps the
+ * bitmaps and moves the chunks) ---- */
+/* Chunks [first, first+count) changed outside the engine (dm-era saw writes): they join the
+ * shadow bitmap, durably before this returns. */
+int pt_set_mark(pt_set *set, uint64_t first, uint64_t count, pt_error *err);
+/* Copies read their source side from src (a frozen snapshot of the live volume, same size)
+ * instead of the live volume; src NULL goes back to the live one. Refused while a copy runs. */
+int pt_set_copy_source(pt_set *set, const pt_volspec *src, pt_error *err);
+
 /* One point in time across several sets: freezes writes on all, checks every set can take
  * part (all or nothing), adjusts every bitmap, unfreezes and starts the copies.
  * frozen_ns receives how long writes were held. */
@@ -229,5 +243,57 @@ int pt_server_unexport(pt_server *srv, const char *name, int force, pt_error *er
 int pt_server_invalidate(pt_server *srv, const char *name, pt_error *err);
 /* Unmount and stop; exports must be gone (their sets are not touched). */
 int pt_server_stop(pt_server *srv, pt_error *err);
+
+/* ---- the kernel data path: device-mapper ------------------------------------------------ */
+/* Raw ioctls on /dev/mapper/control (no libdevmapper: no udev cookies to manage, nothing
+ * variadic, and the group freeze below needs every step in one C call). Tables are text,
+ * one target per line: "<start> <length> <target> <args>". Device names are at most 127 bytes. */
+typedef struct pt_dm_info {
+    int exists;
+    int suspended;
+    int read_only;
+    int live_table;      /* a table is active */
+    int inactive_table;  /* a loaded table waits for resume */
+    int open_count;
+    uint32_t target_count;
+    uint32_t major, minor;
+    uint32_t event_nr;
+} pt_dm_info;
+
+enum pt_dm_opkind {
+    PT_DM_CREATE = 0,  /* create name (no table yet) */
+    PT_DM_LOAD = 1,    /* load table into name's inactive slot (read_only honoured) */
+    PT_DM_SUSPEND = 2, /* suspend name, flushing what is queued */
+    PT_DM_RESUME = 3,  /* resume name, swapping in a loaded table */
+    PT_DM_REMOVE = 4,  /* remove name */
+    PT_DM_ZERO = 5     /* write zeros to the first `length` bytes of the block device at path */
+};
+
+typedef struct pt_dm_op {
+    int kind;           /* enum pt_dm_opkind */
+    const char *name;   /* device name, or the path for PT_DM_ZERO */
+    const char *table;  /* PT_DM_LOAD */
+    int read_only;      /* PT_DM_LOAD */
+    uint64_t length;    /* PT_DM_ZERO */
+} pt_dm_op;
+
+/* The kernel's device-mapper ioctl version, e.g. 4.47.0. Fails when device-mapper is absent. */
+int pt_dm_version(uint32_t *out3, pt_error *err);
+/* Targets the kernel has loaded: "name major.minor.patch" lines. */
+int pt_dm_targets(char *out, size_t len, pt_error *err);
+/* Names of all device-mapper devices, one per line. */
+int pt_dm_list(char *out, size_t len, pt_error *err);
+/* out->exists = 0 (and return 0) when there is no such device. */
+int pt_dm_query(const char *name, pt_dm_info *out, pt_error *err);
+/* The live table (table != 0) or status lines, "<start> <length> <target> <text>". Never call
+ * it on a suspended era device: the kernel blocks until it is resumed. */
+int pt_dm_status(const char *name, int table, char *out, size_t len, pt_error *err);
+/* Send a target message to the target at sector 0; out receives any reply text. */
+int pt_dm_message(const char *name, const char *msg, char *out, size_t len, pt_error *err);
+/* Run ops in order as one transaction with memory locked, bounded by timeout_ms. On any failure
+ * or timeout, tables loaded by the run are cleared, devices it created are removed and devices
+ * it suspended are resumed (last suspended first), so nothing stays frozen or half-built.
+ * held_ns receives how long the first suspended device stayed suspended. */
+int pt_dm_run(const pt_dm_op *ops, int nops, int timeout_ms, uint64_t *held_ns, pt_error *err);
 
 #endif

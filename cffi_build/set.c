@@ -22,6 +22,31 @@ pt_engine *pt_engine_new(void)
     return e;
 }
 
+void pt_engine_defer_copies(pt_engine *e, int on)
+{
+    atomic_store(&e->defer_copies, on != 0);
+}
+
+/* Deferred copies: every chunk differs (enable), or what a copy had left goes back into the
+ * shadow bitmap (open after a crash); durable before the set is handed out. */
+static int defer_copy(pt_set *s, bool all, pt_error *err)
+{
+    pthread_mutex_lock(&s->meta_mu);
+    if (all)
+        pt_bits_fill(&s->D, pt_image_mark, &s->img);
+    pt_bits_or(&s->D, &s->C, pt_image_mark, &s->img);
+    pt_bits_zero(&s->C, pt_image_mark, &s->img);
+    if (all)
+        s->pflags &= ~PT_PF_TO_MASTER;
+    s->pflags = (s->pflags & ~PT_PF_COPYING) | PT_PF_INCOMPLETE;
+    s->hdr_dirty = true;
+    pthread_mutex_unlock(&s->meta_mu);
+    int rc = pt_meta_flush(s);
+    return rc ? pt_fail(err, -rc, "bitmap volume %s of set %s: %s", s->bitmap.path, s->name,
+                        strerror(-rc))
+              : 0;
+}
+
 void pt_engine_free(pt_engine *e)
 {
     if (!e)
@@ -197,6 +222,8 @@ static void set_free(pt_set *s)
 {
     pt_meta_free(s);
     free(s->rel);
+    if (s->has_src)
+        pt_vol_close(&s->src);
     pt_vol_close(&s->shadow);
     pt_vol_close(&s->bitmap);
     pt_gc_destroy(&s->meta_gc);
@@ -450,7 +477,8 @@ int pt_set_enable(pt_engine *eng, const pt_volspec *master, const pt_volspec *sh
     if (rc)
         return rc;
     if (s->kind == PT_INDEPENDENT) {
-        rc = pt_set_copy(s, PT_TO_SHADOW, 1, 0, err);
+        rc = atomic_load(&eng->defer_copies) ? defer_copy(s, true, err)
+                                             : pt_set_copy(s, PT_TO_SHADOW, 1, 0, err);
         if (rc) {
             pt_set_disable(s, NULL);
             return rc;
@@ -468,7 +496,9 @@ int pt_set_open(pt_engine *eng, const pt_volspec *master, const pt_volspec *shad
     int rc = set_setup(eng, &a, &s, err);
     if (rc)
         return rc;
-    if (s->pflags & PT_PF_COPYING) {
+    if ((s->pflags & PT_PF_COPYING) && atomic_load(&eng->defer_copies)) {
+        rc = defer_copy(s, false, err);
+    } else if (s->pflags & PT_PF_COPYING) {
         pthread_mutex_lock(&s->ctl_mu);
         rc = pt_copy_start_locked(s, err);
         pthread_mutex_unlock(&s->ctl_mu);
@@ -798,5 +828,58 @@ int pt_set_join(pt_set *s, const pt_volspec *bitmap, pt_error *err)
     pt_meta_free(o);
     pt_vol_close(&o->bitmap);
     free(o);
+    return rc;
+}
+
+/* ---- hooks for the kernel data path ---- */
+
+int pt_set_mark(pt_set *s, uint64_t first, uint64_t count, pt_error *err)
+{
+    if (first > s->nchunks || count > s->nchunks - first)
+        return pt_fail(err, PT_E_INVALID, "set %s: chunks %llu+%llu are outside its %llu chunks",
+                       s->name, (unsigned long long)first, (unsigned long long)count,
+                       (unsigned long long)s->nchunks);
+    if (!count)
+        return 0;
+    pthread_mutex_lock(&s->meta_mu);
+    for (uint64_t c = first; c < first + count; c++)
+        pt_set_D(s, c);
+    s->hdr_dirty = true;
+    pthread_mutex_unlock(&s->meta_mu);
+    int rc = pt_meta_flush(s);
+    if (rc)
+        return pt_fail(err, -rc, "bitmap volume %s of set %s: cannot record changed chunks: %s",
+                       s->bitmap.path, s->name, strerror(-rc));
+    return 0;
+}
+
+int pt_set_copy_source(pt_set *s, const pt_volspec *src, pt_error *err)
+{
+    pthread_mutex_lock(&s->ctl_mu);
+    int rc = 0;
+    if (s->copying || (s->thr_live && !s->thr_done)) {
+        rc = pt_fail(err, PT_E_COPY_IN_PROGRESS, "set %s is copying; its source cannot change "
+                     "under the copy", s->name);
+    } else if (!src) {
+        if (s->has_src)
+            pt_vol_close(&s->src);
+        s->has_src = false;
+    } else {
+        pt_vol v;
+        rc = pt_vol_open(&v, src, "frozen source", err);
+        if (!rc && v.size < s->master_size) {
+            rc = pt_fail(err, PT_E_TOO_SMALL, "frozen source %s has %llu bytes; set %s needs %llu",
+                         v.path, (unsigned long long)v.size, s->name,
+                         (unsigned long long)s->master_size);
+            pt_vol_close(&v);
+        }
+        if (!rc) {
+            if (s->has_src)
+                pt_vol_close(&s->src);
+            s->src = v;
+            s->has_src = true;
+        }
+    }
+    pthread_mutex_unlock(&s->ctl_mu);
     return rc;
 }
