@@ -330,6 +330,12 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def defer_copies(self, on: bool = True) -> None:
+        """Kernel data path: copies start only when asked (from a frozen view); enabling an
+        independent set marks every chunk instead of copying from the live master, and an
+        interrupted copy is folded back into the shadow bitmap at open instead of resumed."""
+        lib.pt_engine_defer_copies(self._handle(), int(on))
+
     def _track(self, obj: Set | Overflow) -> None:
         with self._lock:
             self._objects.append(obj)
@@ -608,6 +614,22 @@ class Set:
         err = _new_error()
         _check(lib.pt_set_join(self._handle(), b.spec, err), err)
 
+    def mark(self, first: int, count: int) -> None:
+        """Kernel data path: chunks changed outside the engine join the shadow bitmap
+        (durable on return)."""
+        err = _new_error()
+        _check(lib.pt_set_mark(self._handle(), first, count, err), err)
+
+    def copy_source(self, source: VolumeLike | None) -> None:
+        """Kernel data path: copies read their source side from ``source`` (a frozen snapshot
+        of the live volume); None goes back to the live volume."""
+        err = _new_error()
+        if source is None:
+            _check(lib.pt_set_copy_source(self._handle(), ffi.NULL, err), err)
+            return
+        v = _Vol(source)
+        _check(lib.pt_set_copy_source(self._handle(), v.spec, err), err)
+
     def inject_error(self, volume: VolumeRole, on: bool = True) -> None:
         """Test hook: fail every I/O to one of the set's volumes while on."""
         err = _new_error()
@@ -698,6 +720,107 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# ---- device-mapper (the kernel data path's ioctls; tables and policy live in ptcopy.dm) ------
+
+
+@dataclass(frozen=True)
+class DmInfo:
+    exists: bool
+    suspended: bool = False
+    read_only: bool = False
+    live_table: bool = False
+    inactive_table: bool = False
+    open_count: int = 0
+    target_count: int = 0
+    major: int = 0
+    minor: int = 0
+    event_nr: int = 0
+
+
+@dataclass(frozen=True)
+class DmOp:
+    """One step of a device-mapper transaction (see dm_run)."""
+
+    kind: str        # create, load, suspend, resume, remove, zero
+    name: str        # device name, or a block device path for zero
+    table: str = ""  # load: "<start> <length> <target> <args>" lines
+    read_only: bool = False
+    length: int = 0  # zero: bytes
+
+
+_DM_KINDS = {"create": 0, "load": 1, "suspend": 2, "resume": 3, "remove": 4, "zero": 5}
+
+
+def _dm_text(fn: Any, *args: Any, size: int = 1 << 16) -> str:
+    buf = ffi.new("char[]", size)
+    err = _new_error()
+    _check(fn(*args, buf, size, err), err)
+    text: str = ffi.string(buf).decode("utf-8", "replace")
+    return text
+
+
+def dm_version() -> tuple[int, int, int]:
+    """The kernel's device-mapper interface version; raises NotFound without device-mapper."""
+    out = ffi.new("uint32_t[3]")
+    err = _new_error()
+    _check(lib.pt_dm_version(out, err), err)
+    return int(out[0]), int(out[1]), int(out[2])
+
+
+def dm_targets() -> dict[str, str]:
+    """Loaded device-mapper targets and their versions."""
+    text = _dm_text(lib.pt_dm_targets)
+    return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+
+
+def dm_list() -> list[str]:
+    return _dm_text(lib.pt_dm_list, size=1 << 20).splitlines()
+
+
+def dm_info(name: str) -> DmInfo:
+    out = ffi.new("pt_dm_info *")
+    err = _new_error()
+    _check(lib.pt_dm_query(name.encode(), out, err), err)
+    if not out.exists:
+        return DmInfo(False)
+    return DmInfo(True, bool(out.suspended), bool(out.read_only), bool(out.live_table),
+                  bool(out.inactive_table), out.open_count, out.target_count, out.major,
+                  out.minor, out.event_nr)
+
+
+def dm_status(name: str, *, table: bool = False) -> str:
+    """Status (or with ``table`` the live table) lines of a device. Never on a suspended era
+    device: the kernel blocks until it is resumed."""
+    return _dm_text(lib.pt_dm_status, name.encode(), int(table))
+
+
+def dm_message(name: str, message: str) -> str:
+    return _dm_text(lib.pt_dm_message, name.encode(), message.encode())
+
+
+def dm_run(ops: Sequence[DmOp], *, timeout: float = 10.0) -> float:
+    """Run ``ops`` as one transaction in C with memory locked; on failure or timeout everything
+    it did is undone and nothing stays suspended. Returns seconds the first suspended device
+    was held."""
+    arr = ffi.new("pt_dm_op[]", len(ops))
+    keep = []
+    for i, op in enumerate(ops):
+        if op.kind not in _DM_KINDS:
+            raise InvalidArgument(lib.PT_E_INVALID, f"unknown device-mapper step {op.kind!r}")
+        name = ffi.new("char[]", os.fsencode(op.name))
+        table = ffi.new("char[]", op.table.encode())
+        keep += [name, table]
+        arr[i].kind = _DM_KINDS[op.kind]
+        arr[i].name = name
+        arr[i].table = table
+        arr[i].read_only = int(op.read_only)
+        arr[i].length = op.length
+    held = ffi.new("uint64_t *")
+    err = _new_error()
+    _check(lib.pt_dm_run(arr, len(ops), max(1, int(timeout * 1000)), held, err), err)
+    return int(held[0]) / 1e9
 
 
 def all_sets(engine: Engine) -> Iterable[Set]:
