@@ -4,9 +4,10 @@
 #   sudo bash scripts/setup.sh
 #
 # Idempotent: Debian packages are installed only when one is missing (apt-get update only then),
-# the virtualenv is reused while it works, and `pip install -e` runs every time so the C engine is
-# rebuilt from the current sources. Quiet on success; on failure it names the step and shows the
-# end of that step's output.
+# the VM test tier's kernel is downloaded only when its cache lacks the current one
+# (tests/vm/prepare-kernel.sh), the virtualenv is reused while it works, and `pip install -e` runs
+# every time so the C engine is rebuilt from the current sources. Quiet on success; on failure it
+# names the step and shows the end of that step's output.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,7 +15,9 @@ VENV="$REPO/.venv"
 
 # Debian packages: compiler and Python headers for the cffi build (libasan/libubsan come with gcc),
 # FUSE 3 for the userspace data path, and the tools the tests drive (losetup, mkfs, modprobe, rsync;
-# udev and fdisk's sfdisk for volume discovery).
+# udev and fdisk's sfdisk for volume discovery). The VM test tier (tests/vm) boots Debian's kernel
+# under qemu with a busybox initramfs (xz unpacks the kernel) and drives device-mapper with dmsetup
+# and thin-provisioning-tools' era_invalidate.
 PACKAGES=(
     build-essential pkg-config libffi-dev
     python3 python3-dev python3-venv
@@ -22,6 +25,7 @@ PACKAGES=(
     util-linux mount e2fsprogs kmod rsync
     dbus dbus-daemon libglib2.0-bin systemd
     udev fdisk
+    qemu-system-x86 busybox-static dmsetup thin-provisioning-tools xz-utils
     ca-certificates
 )
 
@@ -64,6 +68,11 @@ if ((${#missing[@]})); then
 else
     echo "setup.sh: Debian packages already installed"
 fi
+
+# --- kernel for the VM test tier ----------------------------------------------------------------
+# Downloaded here so the tests never do; a no-op while the cache holds the current kernel.
+run "VM test tier kernel in ${PTCOPY_VM_CACHE:-/var/cache/ptcopy-vm}" \
+    bash "$REPO/tests/vm/prepare-kernel.sh"
 
 # --- virtualenv ------------------------------------------------------------------------------
 # Made with whichever python3 comes first on PATH (under sudo that is Debian's). An existing venv

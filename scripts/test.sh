@@ -3,7 +3,8 @@
 #
 #   sudo bash scripts/test.sh
 #
-# Steps: setup.sh, ruff, mypy, pytest (all tests), then a sanitizer pass: the C engine rebuilt with
+# Steps: setup.sh, ruff, mypy, pytest (all tests, the VM tier in tests/vm included: qemu boots of
+# Debian's kernel for the device-mapper paths), then a sanitizer pass: the C engine rebuilt with
 # AddressSanitizer + UBSan into build/asan/ and the engine tests (not the slow ones) run against it.
 # Stops at the first failing step with a non-zero exit status.
 set -euo pipefail
