@@ -1,0 +1,708 @@
+"""The kernel data path: sets served by device-mapper, the engine keeping bitmaps and copies.
+
+Applications use ``/dev/mapper/ptcopy-<set>-master`` and ``/dev/mapper/ptcopy-<set>-shadow``.
+Underneath (``<m>`` = the master's device number, ``<u>`` = the set's uuid, 12 hex digits)::
+
+    master:  raw master <- ptcopy-m<m>-origin (snapshot-origin)
+                        <- ptcopy-<u>-mera (era, one per independent set, chained)
+                        <- ptcopy-<set>-master (linear, one per set on that master)
+    dependent shadow:   ptcopy-<u>-cow (linear: shadow volume + overflow extents)
+                        <- ptcopy-<set>-shadow (snapshot of the raw master, store = cow)
+    independent shadow: raw shadow <- ptcopy-<u>-sorigin (snapshot-origin)
+                        <- ptcopy-<u>-sera (era) <- ptcopy-<set>-shadow (linear)
+
+Copies and updates of independent sets read a frozen snapshot of the source (``ptcopy-<u>-
+freeze``, a transient snapshot whose store is a sparse file in the run directory) with the
+engine's copier, after folding what the era devices saw into the engine's shadow bitmap. A
+point in time is one C transaction that suspends every source origin, creates the frozen views
+and resumes (``ptcopy.engine.dm_run``). Dependent sets are dm-snapshots: a new point in time
+re-creates the snapshot on an emptied store; an update to the master is a snapshot-merge.
+
+Differences from the userspace path users can see are in docs/kernel-path.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ptcopy import dm, kernelmeta, loopdev
+from ptcopy.engine import (
+    CopyInProgress,
+    Dependency,
+    Direction,
+    DmOp,
+    Engine,
+    InUse,
+    InvalidArgument,
+    Kind,
+    NotFound,
+    OutOfSpace,
+    Progress,
+    Set,
+    WrongKind,
+    dm_info,
+    dm_message,
+    dm_run,
+    dm_status,
+)
+from ptcopy.kernelmeta import Layout, Record
+
+log = logging.getLogger(__name__)
+
+GROW_AT = 0.75          # a compact store this full gets another overflow extent
+TIMEOUT = 10.0          # seconds a transaction may hold devices suspended
+
+
+def _blkdev(path: str) -> os.stat_result:
+    st = os.stat(path)
+    if not stat.S_ISBLK(st.st_mode):
+        raise InvalidArgument(1001, f"{path} is not a block device: the kernel data path "
+                                    "serves block devices (attach files to loop devices)")
+    return st
+
+
+def _size(fd: int) -> int:
+    return os.lseek(fd, 0, os.SEEK_END)
+
+
+def _ref(name: str) -> str:
+    """A dm device as tables name it: major:minor (no node needed)."""
+    info = dm_info(name)
+    if not info.exists:
+        raise NotFound(1017, f"device-mapper device {name} does not exist")
+    return f"{info.major}:{info.minor}"
+
+
+@dataclass
+class _Master:
+    """Devices shared by every set on one master."""
+
+    path: str
+    size: int
+    key: str
+    sets: list[str] = field(default_factory=list)
+    chain: list[str] = field(default_factory=list)   # era devices, bottom-up
+
+    @property
+    def origin(self) -> str:
+        return f"ptcopy-{self.key}-origin"
+
+    @property
+    def top(self) -> str:
+        return self.chain[-1] if self.chain else self.origin
+
+
+@dataclass
+class KernelSet:
+    """One set as the kernel path serves it."""
+
+    name: str
+    set: Set
+    kind: Kind
+    chunk: int
+    master: str
+    shadow: str
+    bitmap: str
+    bitmap_fd: int
+    master_size: int
+    shadow_size: int
+    layout: Layout
+    record: Record
+    uid: str
+    overflow: str | None = None
+    overflow_fd: int = -1
+    pending: Direction | None = None   # a copy whose frozen view must be dismantled
+    merging: int = -1                  # store sectors to merge at the start, -1 = no merge
+    out_of_space: bool = False
+
+    def dev(self, part: str) -> str:
+        return f"ptcopy-{self.uid}-{part}"
+
+    @property
+    def master_device(self) -> str:
+        return dm.node(f"ptcopy-{self.name}-master")
+
+    @property
+    def shadow_device(self) -> str:
+        return dm.node(f"ptcopy-{self.name}-shadow")
+
+    @property
+    def compact(self) -> bool:
+        return self.kind is Kind.DEPENDENT and self.shadow_size < self.master_size
+
+
+class KernelPath:
+    """Serves sets through device-mapper; run_dir holds the frozen views' sparse stores."""
+
+    def __init__(self, engine: Engine, run_dir: str, *, poll: float = 0.2) -> None:
+        dm.require()
+        engine.defer_copies(True)
+        self._engine = engine
+        self._run_dir = os.path.join(os.path.abspath(run_dir), "kernel")
+        os.makedirs(self._run_dir, exist_ok=True)
+        self._lock = threading.RLock()
+        self._sets: dict[str, KernelSet] = {}
+        self._masters: dict[str, _Master] = {}
+        self._stop = threading.Event()
+        self._poll = poll
+        self._thread = threading.Thread(target=self._monitor, name="ptcopy-kernel", daemon=True)
+        self._thread.start()
+
+    # ---- serving ----------------------------------------------------------------------------
+
+    @staticmethod
+    def layout_for(master_size: int, shadow_size: int, chunk: int, kind: Kind) -> Layout:
+        return kernelmeta.layout(master_size, shadow_size, chunk, kind)
+
+    def serve(self, name: str, set_: Set, master: str, shadow: str, bitmap: str, *,
+              overflow: str | None = None) -> KernelSet:
+        """Build (or after a reboot rebuild) the set's devices. Volumes are block devices."""
+        with self._lock:
+            if name in self._sets:
+                raise InvalidArgument(1001, f"set {name} is already served")
+            st = set_.status()
+            kind = Kind(st.kind)
+            mst = _blkdev(master)
+            for p in (shadow, bitmap):
+                _blkdev(p)
+            lay = kernelmeta.layout(st.master_size, st.shadow_size, st.chunk_size, kind)
+            bfd = os.open(bitmap, os.O_RDWR | os.O_CLOEXEC)
+            ks = None
+            try:
+                kernelmeta.check_size(_size(bfd), lay, bitmap)
+                rec = kernelmeta.read_record(bfd, lay, bitmap)
+                fresh = not _formatted(bfd, lay)
+                ks = KernelSet(name, set_, kind, st.chunk_size, master, shadow, bitmap, bfd,
+                               st.master_size, st.shadow_size, lay, rec, st.uuid.hex[:12],
+                               overflow)
+                if overflow:
+                    ks.overflow_fd = os.open(overflow, os.O_RDWR | os.O_CLOEXEC)
+                key = f"m{os.major(mst.st_rdev)}x{os.minor(mst.st_rdev)}"
+                ms = self._masters.get(key) or _Master(master, st.master_size, key)
+                ms.sets.append(name)
+                try:
+                    self._build(ks, ms, fresh)
+                except BaseException:
+                    ms.sets.remove(name)
+                    raise
+            except BaseException:
+                os.close(bfd)
+                if ks is not None and ks.overflow_fd >= 0:
+                    os.close(ks.overflow_fd)
+                raise
+            self._masters[key] = ms
+            self._sets[name] = ks
+            return ks
+
+    def _build(self, ks: KernelSet, ms: _Master, fresh: bool) -> None:
+        made: list[str] = []
+        try:
+            if not dm.exists(ms.origin):
+                dm.create(ms.origin, dm.origin(ms.path, ms.size))
+                made.append(ms.origin)
+            if ks.kind is Kind.INDEPENDENT:
+                self._build_independent(ks, ms, fresh, made)
+            else:
+                self._build_dependent(ks, ms, fresh, made)
+            top = f"ptcopy-{ks.name}-master"
+            dm.create(top, dm.linear(_ref(ms.top), ms.size))
+            made.append(top)
+            if fresh:   # from now on the era metadata and the store hold what they record
+                kernelmeta.write_record(ks.bitmap_fd, ks.layout, ks.record)
+        except BaseException:
+            for name in reversed(made):
+                with contextlib.suppress(Exception):
+                    dm.remove(name)
+            if ks.kind is Kind.INDEPENDENT and ks.dev("mera") in ms.chain:
+                ms.chain.remove(ks.dev("mera"))
+            raise
+
+    def _build_independent(self, ks: KernelSet, ms: _Master, fresh: bool,
+                           made: list[str]) -> None:
+        lay = ks.layout
+        if fresh:   # an all-zero superblock makes era format its metadata
+            for off in (lay.master_era, lay.shadow_era):
+                os.pwrite(ks.bitmap_fd, b"\0" * kernelmeta.MIB, off)
+            os.fsync(ks.bitmap_fd)
+        steps = [
+            (ks.dev("mmeta"), dm.linear(ks.bitmap, lay.era_size, lay.master_era)),
+            (ks.dev("smeta"), dm.linear(ks.bitmap, lay.era_size, lay.shadow_era)),
+            (ks.dev("sorigin"), dm.origin(ks.shadow, ks.master_size)),
+        ]
+        for name, table in steps:
+            dm.create(name, table)
+            made.append(name)
+        for name, meta, below in ((ks.dev("mera"), ks.dev("mmeta"), ms.top),
+                                  (ks.dev("sera"), ks.dev("smeta"), ks.dev("sorigin"))):
+            dm.create(name, dm.era(_ref(meta), _ref(below), ks.master_size, ks.chunk))
+            made.append(name)
+        ms.chain.append(ks.dev("mera"))
+        self._relink(ms)
+        dm.create(f"ptcopy-{ks.name}-shadow", dm.linear(_ref(ks.dev("sera")), ks.master_size))
+        made.append(f"ptcopy-{ks.name}-shadow")
+
+    def _build_dependent(self, ks: KernelSet, ms: _Master, fresh: bool,
+                         made: list[str]) -> None:
+        cow = ks.dev("cow")
+        dm.create(cow, self._cow_table(ks))
+        made.append(cow)
+        if fresh:   # an all-zero header makes dm-snapshot start an empty store
+            dm_run([DmOp("zero", dm.node(cow), length=ks.chunk)])
+        shadow = f"ptcopy-{ks.name}-shadow"
+        dm_run([DmOp("suspend", ms.origin), DmOp("create", shadow),
+                DmOp("load", shadow, dm.snapshot(ms.path, _ref(cow), ks.master_size, ks.chunk)),
+                DmOp("resume", shadow), DmOp("resume", ms.origin)], timeout=TIMEOUT)
+        dm.ensure_node(shadow)
+        made.append(shadow)
+
+    @staticmethod
+    def _cow_table(ks: KernelSet, extents: list[tuple[str, int, int]] | None = None) -> str:
+        pieces = [(ks.shadow, 0, ks.shadow_size // 512 * 512)]
+        pieces += ks.record.extents if extents is None else extents
+        return dm.concat(pieces)
+
+    def _relink(self, ms: _Master) -> None:
+        """Every set's master device over the top of its master's chain."""
+        for name in ms.sets:
+            if dm.exists(f"ptcopy-{name}-master"):   # the set being built has none yet
+                dm.reload(f"ptcopy-{name}-master", dm.linear(_ref(ms.top), ms.size))
+
+    def get(self, name: str) -> KernelSet:
+        try:
+            return self._sets[name]
+        except KeyError:
+            raise NotFound(1017, f"set {name!r} is not served") from None
+
+    @property
+    def served(self) -> dict[str, KernelSet]:
+        return dict(self._sets)
+
+    def users(self, name: str, direction: Direction) -> list[str]:
+        """Who holds the set's master or shadow device open (mounts, stacked devices)."""
+        ks = self.get(name)
+        dev = ks.master_device if direction is Direction.TO_MASTER else ks.shadow_device
+        base = os.path.basename(dev)
+        info = dm_info(base)
+        found = loopdev.users(dev) if os.path.exists(dev) else []
+        if info.exists and info.open_count and not found:
+            found = [f"{info.open_count} opener(s)"]
+        return found
+
+    def unserve(self, name: str, *, force: bool = False) -> None:
+        """Dismantle the set's devices; refused while one is open, unless ``force``."""
+        with self._lock:
+            ks = self.get(name)
+            if ks.pending is not None or ks.merging >= 0:
+                raise CopyInProgress(1006, f"set {name} is copying; wait for it first")
+            if not force:
+                for d in Direction:
+                    busy = self.users(name, d)
+                    if busy:
+                        raise InUse(1005, f"{name}'s devices are in use by {', '.join(busy)}")
+            ms = self._master_of(ks)
+            dm.remove(f"ptcopy-{name}-master")
+            ms.sets.remove(name)
+            dm.remove(f"ptcopy-{name}-shadow")
+            if ks.kind is Kind.INDEPENDENT:
+                self._unchain(ms, ks.dev("mera"))
+                for part in ("sera", "sorigin", "mmeta", "smeta"):
+                    dm.remove(ks.dev(part))
+            else:
+                dm.remove(ks.dev("cow"))
+            if not ms.sets:
+                for era_dev in reversed(ms.chain):
+                    dm.remove(era_dev)
+                ms.chain.clear()
+                dm.remove(ms.origin)
+                del self._masters[ms.key]
+            os.close(ks.bitmap_fd)
+            if ks.overflow_fd >= 0:
+                os.close(ks.overflow_fd)
+            del self._sets[name]
+
+    def forget(self, name: str) -> None:
+        """After the set was disabled: its record on the bitmap volume goes too."""
+        ks = self.get(name)
+        kernelmeta.clear_record(ks.bitmap_fd, ks.layout)
+        self.unserve(name, force=True)
+
+    def _unchain(self, ms: _Master, era_dev: str) -> None:
+        """Take one era out of the master's chain. One in the middle becomes a pass-through
+        (era tables are never reloaded in place: two instances would share its metadata)."""
+        i = ms.chain.index(era_dev)
+        if i == len(ms.chain) - 1:
+            ms.chain.pop()
+            self._relink(ms)
+            dm.remove(era_dev)
+            while ms.chain and _is_passthrough(ms.chain[-1]):
+                dead = ms.chain.pop()
+                self._relink(ms)
+                dm.remove(dead)
+            return
+        below = ms.chain[i - 1] if i else ms.origin
+        # a suspended era must not be queried: the transaction only loads and resumes it
+        dm_run([DmOp("suspend", era_dev), DmOp("load", era_dev, dm.linear(_ref(below), ms.size)),
+                DmOp("resume", era_dev)], timeout=TIMEOUT)
+
+    def _master_of(self, ks: KernelSet) -> _Master:
+        for ms in self._masters.values():
+            if ks.name in ms.sets:
+                return ms
+        raise NotFound(1017, f"no master stack for set {ks.name}")
+
+    # ---- copies -----------------------------------------------------------------------------
+
+    def copy(self, names: Sequence[str], direction: Direction, *, full: bool,
+             owner: int = 0) -> float:
+        """Copy or update sets at one point in time; returns seconds the sources were held."""
+        if not names:
+            raise InvalidArgument(1001, "no set named")
+        with self._lock:
+            kss = [self.get(n) for n in names]
+            for ks in kss:
+                self._check(ks, direction)
+            if direction is Direction.TO_MASTER and any(k.kind is Kind.DEPENDENT for k in kss):
+                if len(kss) > 1:
+                    raise WrongKind(1007, "merging dependent shadows back goes one set at a time")
+                return self._merge(kss[0])
+            ops, after = self._freeze_ops(kss, direction)
+            try:
+                held = dm_run(ops, timeout=TIMEOUT)
+                for fn in after:
+                    fn()
+            except BaseException:
+                for ks in kss:
+                    self._dismantle(ks)
+                raise
+            for ks in kss:
+                if ks.kind is Kind.DEPENDENT:
+                    ks.set.update(Direction.TO_SHADOW, owner=owner)
+                    ks.record.extents = []
+                    kernelmeta.write_record(ks.bitmap_fd, ks.layout, ks.record)
+                    ks.out_of_space = False
+                    loopdev.flush_buffers(ks.shadow_device)
+                    continue
+                self._fold(ks)
+                try:
+                    self._use_frozen(ks)
+                    if full:
+                        ks.set.copy(direction, owner=owner)
+                    else:
+                        ks.set.update(direction, owner=owner)
+                except BaseException:
+                    self._dismantle(ks)
+                    raise
+            return held
+
+    def _check(self, ks: KernelSet, direction: Direction) -> None:
+        if ks.pending is not None or ks.merging >= 0 or ks.set.progress().active:
+            raise CopyInProgress(1006, f"set {ks.name} is already copying; wait for it or "
+                                       "abort it")
+        target = ks.shadow_device if direction is Direction.TO_SHADOW else ks.master_device
+        info = dm_info(os.path.basename(target))
+        if info.open_count:
+            side = "shadow" if direction is Direction.TO_SHADOW else "master"
+            busy = self.users(ks.name, direction) or [f"{info.open_count} opener(s)"]
+            raise InUse(1005, f"cannot copy into the {side} of {ks.name}: it is in use by "
+                              f"{', '.join(busy)}; unmount it first")
+        if ks.kind is Kind.DEPENDENT and direction is Direction.TO_MASTER:
+            info = dm_info(f"ptcopy-{ks.name}-shadow")   # the merge takes the shadow away
+            if info.open_count:
+                raise InUse(1005, f"the shadow of {ks.name} is open; close it before merging "
+                                  "it into the master")
+        ms = self._master_of(ks)
+        if direction is Direction.TO_MASTER and len(ms.sets) > 1:
+            raise Dependency(1008, f"master {ks.master} has {len(ms.sets)} shadows; writing it "
+                                   "from one would change the point in time of the others")
+
+    def _freeze_ops(self, kss: list[KernelSet], direction: Direction
+                    ) -> tuple[list[DmOp], list[Callable[[], None]]]:
+        """One transaction: suspend every source origin, build the frozen views (or new
+        dependent snapshots), resume. Returns it and what to do once it ran."""
+        suspend: list[str] = []
+        body: list[DmOp] = []
+        after: list[Callable[[], None]] = []
+        for ks in kss:
+            ms = self._master_of(ks)
+            if ks.kind is Kind.DEPENDENT:
+                src = ms.origin
+                shadow = f"ptcopy-{ks.name}-shadow"
+                cow = ks.dev("cow")
+                cow_table = self._cow_table(ks, [])   # a new point in time frees the extents
+                body += [DmOp("load", shadow, f"0 {ks.master_size // 512} error"),
+                         DmOp("resume", shadow),
+                         DmOp("load", cow, cow_table), DmOp("resume", cow),
+                         DmOp("zero", dm.node(cow), length=ks.chunk),
+                         DmOp("load", shadow, dm.snapshot(ms.path, _ref(cow), ks.master_size,
+                                                          ks.chunk)),
+                         DmOp("resume", shadow)]
+            else:
+                src = ms.origin if direction is Direction.TO_SHADOW else ks.dev("sorigin")
+                raw = ms.path if direction is Direction.TO_SHADOW else ks.shadow
+                store = self._freeze_store(ks)
+                freeze = ks.dev("freeze")
+                body += [DmOp("create", freeze),
+                         DmOp("load", freeze, dm.snapshot(raw, store, ks.master_size, ks.chunk,
+                                                          persistent=False)),
+                         DmOp("resume", freeze)]
+                ks.pending = direction
+                after.append(functools.partial(self._show_frozen, ks, direction))
+            if src not in suspend:
+                suspend.append(src)
+        ops = [DmOp("suspend", s) for s in suspend] + body
+        ops += [DmOp("resume", s) for s in reversed(suspend)]
+        return ops, after
+
+    def _freeze_store(self, ks: KernelSet) -> str:
+        path = os.path.join(self._run_dir, f"{ks.uid}.freeze")
+        with open(path, "wb") as f:
+            f.truncate(max(ks.master_size, 1 << 20))   # sparse: only what changes is stored
+        return loopdev.attach(path, direct_io=False)
+
+    def _use_frozen(self, ks: KernelSet) -> None:
+        # opened here without O_EXCL: the target device stacked on the view holds it too
+        node = dm.node(ks.dev("freeze"))
+        fd = os.open(node, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ks.set.copy_source((node, fd))
+        finally:
+            os.close(fd)
+
+    def _show_frozen(self, ks: KernelSet, direction: Direction) -> None:
+        """The target shows the new point in time at once, read-only until the copy ends."""
+        dm.ensure_node(ks.dev("freeze"))
+        top = f"ptcopy-{ks.name}-shadow" if direction is Direction.TO_SHADOW \
+            else f"ptcopy-{ks.name}-master"
+        dm.reload(top, dm.linear(_ref(ks.dev("freeze")), ks.master_size), read_only=True)
+        loopdev.flush_buffers(dm.node(top))
+
+    def _fold(self, ks: KernelSet) -> None:
+        """What the eras saw since the last baselines joins the shadow bitmap; then the new
+        baselines are recorded. A crash in between only makes the next update copy more."""
+        nchunks = -(-ks.master_size // ks.chunk)
+        runs: list[tuple[int, int]] = []
+        new: dict[str, int] = {}
+        for side, base in (("m", ks.record.master_era), ("s", ks.record.shadow_era)):
+            era_dev, meta = ks.dev(f"{side}era"), ks.dev(f"{side}meta")
+            new[side] = dm.era_current(era_dev)
+            if base is None:
+                runs.append((0, nchunks))
+                continue
+            dm_message(era_dev, "take_metadata_snap")
+            try:
+                runs += kernelmeta.written_since(dm.ensure_node(meta), base)
+            finally:
+                dm_message(era_dev, "drop_metadata_snap")
+        for first, n in runs:
+            if first < nchunks:
+                ks.set.mark(first, min(n, nchunks - first))
+        ks.record.master_era, ks.record.shadow_era = new["m"], new["s"]
+        kernelmeta.write_record(ks.bitmap_fd, ks.layout, ks.record)
+
+    def _dismantle(self, ks: KernelSet) -> None:
+        """After a copy (done, aborted or failed): the target is live and writable again."""
+        direction = ks.pending
+        ks.pending = None
+        with contextlib.suppress(Exception):
+            ks.set.copy_source(None)
+        if direction is not None:
+            ms = self._master_of(ks)
+            if direction is Direction.TO_SHADOW:
+                top, below = f"ptcopy-{ks.name}-shadow", ks.dev("sera")
+            else:
+                top, below = f"ptcopy-{ks.name}-master", ms.top
+            dm.reload(top, dm.linear(_ref(below), ks.master_size))
+            loopdev.flush_buffers(dm.node(top))
+        dm.remove(ks.dev("freeze"))
+        path = os.path.join(self._run_dir, f"{ks.uid}.freeze")
+        for lp in loopdev.loops_backed_by(path):
+            with contextlib.suppress(loopdev.LoopError):
+                loopdev.detach(lp.device)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    # ---- dependent update to the master: snapshot-merge -------------------------------------
+
+    def _merge(self, ks: KernelSet) -> float:
+        use = dm.snapshot_usage(f"ptcopy-{ks.name}-shadow")
+        if not use.valid or use.overflow:
+            raise OutOfSpace(1010, f"shadow of set {ks.name} ran out of space; it cannot be "
+                                   "merged into the master")
+        ms = self._master_of(ks)
+        shadow = f"ptcopy-{ks.name}-shadow"
+        held = dm_run([DmOp("remove", shadow), DmOp("suspend", ms.origin),
+                       DmOp("load", ms.origin, dm.merge(ms.path, _ref(ks.dev("cow")), ms.size,
+                                                        ks.chunk)),
+                       DmOp("resume", ms.origin)], timeout=TIMEOUT)
+        dm.drop_node(shadow)
+        ks.merging = max(use.allocated - use.metadata, 1)
+        return held
+
+    def _merge_left(self, ks: KernelSet) -> int | None:
+        """Sectors still to merge, None when the origin is not merging."""
+        fields = dm_status(self._master_of(ks).origin).split()
+        if len(fields) < 5 or fields[2] != "snapshot-merge" or "/" not in fields[3]:
+            return None
+        return int(fields[3].split("/")[0]) - int(fields[4])
+
+    def _merge_done(self, ks: KernelSet) -> None:
+        ms = self._master_of(ks)
+        shadow = f"ptcopy-{ks.name}-shadow"
+        cow = ks.dev("cow")
+        dm_run([DmOp("suspend", ms.origin), DmOp("load", ms.origin, dm.origin(ms.path, ms.size)),
+                DmOp("zero", dm.node(cow), length=ks.chunk),
+                DmOp("create", shadow),
+                DmOp("load", shadow, dm.snapshot(ms.path, _ref(cow), ks.master_size, ks.chunk)),
+                DmOp("resume", shadow), DmOp("resume", ms.origin)], timeout=TIMEOUT)
+        dm.ensure_node(shadow)
+        ks.merging = -1
+        ks.set.update(Direction.TO_SHADOW)   # the engine's view: a new point in time
+        loopdev.flush_buffers(ks.master_device)
+
+    # ---- observing --------------------------------------------------------------------------
+
+    def progress(self, name: str) -> Progress:
+        """The copy's progress; for a merge, sectors merged of those to merge."""
+        ks = self.get(name)
+        if ks.merging < 0:
+            return ks.set.progress()
+        left = self._merge_left(ks) or 0
+        done = max(ks.merging - left, 0)
+        return Progress(True, Direction.TO_MASTER, False, 0, done, ks.merging, done * 512,
+                        ks.merging * 512, 0, 0.0)
+
+    def busy(self, name: str) -> bool:
+        ks = self.get(name)
+        return ks.pending is not None or ks.merging >= 0
+
+    def wait(self, name: str, timeout: float | None = None) -> bool:
+        """Until the set's copy or merge is over and its target is writable again."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._tick()
+                if not self.busy(name):
+                    return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def abort(self, name: str) -> None:
+        ks = self.get(name)
+        if ks.merging >= 0:
+            raise WrongKind(1007, f"set {name} is merging in the kernel; a snapshot-merge "
+                                  "cannot be stopped half way")
+        ks.set.abort()
+
+    def status(self, name: str) -> dict[str, object]:
+        """Kernel-side facts: devices, store usage of a dependent shadow, merge state."""
+        ks = self.get(name)
+        out: dict[str, object] = {"master_device": ks.master_device,
+                                  "shadow_device": ks.shadow_device,
+                                  "merging": ks.merging >= 0, "copying": ks.pending is not None,
+                                  "out_of_space": ks.out_of_space}
+        if ks.kind is Kind.DEPENDENT and ks.merging < 0:
+            use = dm.snapshot_usage(f"ptcopy-{ks.name}-shadow")
+            out.update(store_used=use.allocated * 512, store_size=use.total * 512,
+                       extents=len(ks.record.extents))
+        return out
+
+    def poll(self) -> None:
+        """One round of what the monitor thread does every ``poll`` seconds: finish copies and
+        merges, grow compact stores, flag the ones that ran out of space."""
+        with self._lock:
+            self._tick()
+
+    def _monitor(self) -> None:
+        while not self._stop.wait(self._poll):
+            with self._lock:
+                try:
+                    self._tick()
+                except Exception:   # keep watching; the next round retries
+                    log.exception("kernel data path monitor")
+
+    def _tick(self) -> None:
+        for ks in list(self._sets.values()):
+            if ks.pending is not None and not ks.set.progress().active:
+                self._dismantle(ks)
+            elif ks.merging >= 0 and (self._merge_left(ks) or 0) <= 0:
+                self._merge_done(ks)
+            elif ks.kind is Kind.DEPENDENT and ks.merging < 0:
+                self._watch_store(ks)
+
+    def _watch_store(self, ks: KernelSet) -> None:
+        """Grow a compact shadow's store into its overflow volume before it fills; flag the set
+        out of space when it could not (the kernel then drops the snapshot, never a master
+        write)."""
+        use = dm.snapshot_usage(f"ptcopy-{ks.name}-shadow")
+        if not use.valid or use.overflow:
+            if not ks.out_of_space:
+                log.warning("set %s: shadow out of space; its point in time is lost", ks.name)
+            ks.out_of_space = True
+            return
+        if use.fraction < GROW_AT or not ks.overflow:
+            return
+        piece = self._allocate(ks, max(ks.chunk * 64, ks.shadow_size // 2))
+        if piece is None:
+            return
+        ks.record.extents.append(piece)
+        kernelmeta.write_record(ks.bitmap_fd, ks.layout, ks.record)   # before it is used
+        dm.reload(ks.dev("cow"), self._cow_table(ks))
+        log.info("set %s: exception store grown by %d bytes from %s", ks.name, piece[2],
+                 ks.overflow)
+
+    def _allocate(self, ks: KernelSet, want: int) -> tuple[str, int, int] | None:
+        """First free range of the overflow volume (after the engine's header and slot map),
+        across every served set's extents on it."""
+        assert ks.overflow is not None and ks.overflow_fd >= 0
+        total = _size(ks.overflow_fd) // 512 * 512
+        used = sorted((off, n) for k in self._sets.values() for p, off, n in k.record.extents
+                      if os.path.realpath(p) == os.path.realpath(ks.overflow))
+        pos = kernelmeta.overflow_start(total)
+        for off, n in [*used, (total, 0)]:
+            if off - pos >= ks.chunk:
+                return ks.overflow, pos, min(want, off - pos) // 512 * 512
+            pos = max(pos, off + n)
+        return None
+
+    def attach_overflow(self, name: str, overflow: str) -> None:
+        ks = self.get(name)
+        if not ks.compact:
+            raise WrongKind(1007, f"set {name} is not a compact dependent set")
+        _blkdev(overflow)
+        with self._lock:
+            if ks.overflow_fd >= 0:
+                os.close(ks.overflow_fd)
+            ks.overflow_fd = os.open(overflow, os.O_RDWR | os.O_CLOEXEC)
+            ks.overflow = overflow
+
+    def stop(self) -> None:
+        """Stop watching; devices stay (the kernel keeps serving them), as after a crash."""
+        self._stop.set()
+        self._thread.join()
+
+    def teardown(self) -> None:
+        """Stop and dismantle every device (tests, and `ptcopyd --data-path kernel` stop with
+        --release)."""
+        self.stop()
+        with self._lock:
+            for name in list(self._sets):
+                self.unserve(name, force=True)
+
+
+def _formatted(fd: int, lay: Layout) -> bool:
+    """The kernel record area was written at least once (its magic is there)."""
+    return os.pread(fd, 8, lay.record) == kernelmeta.MAGIC
+
+
+def _is_passthrough(name: str) -> bool:
+    fields = dm_status(name, table=True).split()
+    return len(fields) > 2 and fields[2] == "linear"

@@ -1,0 +1,182 @@
+"""Dependent sets on dm-snapshot, inside the VM: copy-on-write under writes, a new point in time,
+merging the shadow back into the master, compact shadows growing into an overflow volume."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+import pytest
+from kernel_helpers import (
+    CHUNK,
+    MIB,
+    Pool,
+    digest,
+    kernel_path,
+    make_set,
+    read_at,
+    scribble,
+    write_at,
+)
+
+from ptcopy import dm
+from ptcopy.engine import Dependency, Direction, InUse, Kind
+
+
+@pytest.fixture
+def pool(tmp_path):  # type: ignore[no-untyped-def]
+    p = Pool(str(tmp_path))
+    yield p
+    p.release()
+
+
+def test_cow_keeps_the_point_in_time_under_writes(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with kernel_path(str(tmp_path)) as (engine, kp):
+        ks = make_set(engine, kp, pool, "d1", Kind.DEPENDENT)
+        before = digest(ks.master)
+        assert digest(ks.shadow_device) == before
+        # concurrent writers on the master device while the shadow is read
+        stop = threading.Event()
+
+        def writer(seed: int) -> None:
+            rng = random.Random(seed)
+            while not stop.is_set():
+                write_at(ks.master_device, rng.randrange(ks.master_size // CHUNK) * CHUNK,
+                         rng.randbytes(CHUNK), sync=False)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            during = digest(ks.shadow_device)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert during == before
+        assert digest(ks.shadow_device) == before
+        assert digest(ks.master_device) != before
+        # the master device and the raw master agree: writes went through
+        assert digest(ks.master_device) == digest(ks.master)
+        # writes to the shadow change the shadow only
+        m_now = digest(ks.master_device)
+        write_at(ks.shadow_device, 0, b"S" * CHUNK)
+        assert read_at(ks.shadow_device, 0, 4) == b"SSSS"
+        assert digest(ks.master_device) == m_now
+
+
+def test_new_point_in_time_then_merge_back(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with kernel_path(str(tmp_path)) as (engine, kp):
+        ks = make_set(engine, kp, pool, "d2", Kind.DEPENDENT)
+        scribble(ks.master_device, ks.master_size, 40, seed=1)
+        kp.copy(["d2"], Direction.TO_SHADOW, full=False)
+        assert kp.wait("d2", 60)
+        pit = digest(ks.master_device)
+        assert digest(ks.shadow_device) == pit
+        assert dm.snapshot_usage("ptcopy-d2-shadow").allocated <= \
+            dm.snapshot_usage("ptcopy-d2-shadow").metadata + 8   # an emptied store
+        # change the shadow, then make the master what the shadow is
+        scribble(ks.shadow_device, ks.master_size, 30, seed=2)
+        wanted = digest(ks.shadow_device)
+        assert wanted != pit
+        kp.copy(["d2"], Direction.TO_MASTER, full=False)
+        assert kp.wait("d2", 120)
+        assert digest(ks.master_device) == wanted
+        assert digest(ks.master) == wanted           # merged into the volume itself
+        assert digest(ks.shadow_device) == wanted    # and a new point in time begins
+        write_at(ks.master_device, 0, b"M" * CHUNK)
+        assert read_at(ks.shadow_device, 0, 4) != b"MMMM"
+
+
+def test_several_shadows_of_one_master(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with kernel_path(str(tmp_path)) as (engine, kp):
+        a = make_set(engine, kp, pool, "sa", Kind.DEPENDENT)
+        master = next(v for v in pool.vols if v.path == a.master)
+        t0 = digest(a.shadow_device)
+        scribble(a.master_device, a.master_size, 20, seed=3)
+        b = make_set(engine, kp, pool, "sb", Kind.DEPENDENT, master=master)
+        t1 = digest(b.shadow_device)
+        assert t1 != t0
+        scribble(b.master_device, b.master_size, 20, seed=4)   # either master device works
+        assert digest(a.shadow_device) == t0
+        assert digest(b.shadow_device) == t1
+        with pytest.raises(Dependency):
+            kp.copy(["sa"], Direction.TO_MASTER, full=False)
+        kp.unserve("sa")
+        assert digest(b.shadow_device) == t1
+        assert not dm.exists("ptcopy-sa-shadow")
+
+
+def test_busy_target_is_refused(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with kernel_path(str(tmp_path)) as (engine, kp):
+        ks = make_set(engine, kp, pool, "d3", Kind.DEPENDENT)
+        scribble(ks.master_device, ks.master_size, 5, seed=5)
+        pit = digest(ks.shadow_device)
+        fd = os.open(ks.shadow_device, os.O_RDONLY)
+        try:
+            with pytest.raises(InUse, match="in use"):
+                kp.copy(["d3"], Direction.TO_SHADOW, full=False)
+            with pytest.raises(InUse):
+                kp.unserve("d3")
+        finally:
+            os.close(fd)
+        assert digest(ks.shadow_device) == pit   # nothing changed
+
+
+def test_compact_shadow_grows_into_overflow(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with kernel_path(str(tmp_path)) as (engine, kp):
+        ov_vol = pool.loop("ov", 64 * MIB)
+        engine.init_overflow(ov_vol.spec, chunk_size=CHUNK).close()
+        ks = make_set(engine, kp, pool, "c1", Kind.DEPENDENT, shadow_size=4 * MIB,
+                      overflow=ov_vol)
+        assert ks.compact
+        pit = digest(ks.shadow_device)
+        rng = random.Random(6)
+        for step in range(20):   # 20 MiB of first writes into a 4 MiB shadow
+            write_at(ks.master_device, step * MIB, rng.randbytes(MIB))
+            kp.poll()
+        st = kp.status("c1")
+        assert st["extents"], st
+        assert not st["out_of_space"]
+        assert digest(ks.shadow_device) == pit
+        # one without an overflow volume runs out: the master keeps working, the set is flagged
+        small = make_set(engine, kp, pool, "c2", Kind.DEPENDENT, shadow_size=2 * MIB)
+        for step in range(8):
+            write_at(small.master_device, step * MIB, rng.randbytes(MIB))
+        kp.poll()
+        assert kp.status("c2")["out_of_space"]
+        assert read_at(small.master_device, 7 * MIB, MIB) == read_at(small.master, 7 * MIB, MIB)
+
+
+def test_group_point_in_time(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One writer stamps a counter on three masters in turn; the shadows taken by one group
+    update must show a prefix of that sequence."""
+    with kernel_path(str(tmp_path)) as (engine, kp):
+        sets = [make_set(engine, kp, pool, f"g{i}", Kind.DEPENDENT, master_size=8 * MIB)
+                for i in range(3)]
+        stop = threading.Event()
+        counter = [0]
+
+        def writer() -> None:
+            while not stop.is_set():
+                counter[0] += 1
+                for ks in sets:
+                    write_at(ks.master_device, 0, counter[0].to_bytes(8, "little") * 512,
+                             sync=False)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            seen = []
+            for _ in range(4):
+                while counter[0] < 3:
+                    pass
+                kp.copy([ks.name for ks in sets], Direction.TO_SHADOW, full=False)
+                seen.append([int.from_bytes(read_at(ks.shadow_device, 0, 8), "little")
+                             for ks in sets])
+        finally:
+            stop.set()
+            t.join()
+        for c0, c1, c2 in seen:
+            assert c0 >= c1 >= c2 >= c0 - 1, seen
