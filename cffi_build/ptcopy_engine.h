@@ -50,7 +50,7 @@ enum pt_errcode {
 
 /* Set flags reported by pt_set_status(). */
 #define PT_F_COPYING 0x0001u
-#define PT_F_TO_MASTER 0x0002u
+#define PT_F_TO_MASTER 0x0002u /* copying to the master, or an INCOMPLETE copy was */
 #define PT_F_ABORT_REQUESTED 0x0004u
 #define PT_F_COMPACT 0x0008u
 #define PT_F_OUT_OF_SPACE 0x0010u

@@ -645,8 +645,8 @@ int pt_set_status(pt_set *s, pt_status *o)
         f |= PT_F_OUT_OF_SPACE;
     if (pf & PT_PF_SPILLED)
         f |= PT_F_SPILLED;
-    if (pf & PT_PF_INCOMPLETE)
-        f |= PT_F_INCOMPLETE;
+    if (pf & PT_PF_INCOMPLETE)   /* and which side the unfinished copy was writing */
+        f |= PT_F_INCOMPLETE | ((pf & PT_PF_TO_MASTER) ? PT_F_TO_MASTER : 0);
     o->flags = f;
     o->copy_delay_ms = atomic_load(&s->delay_ms);
     o->copy_units = atomic_load(&s->units);

@@ -75,12 +75,13 @@ class Record:
 
     master_era: int | None = None
     shadow_era: int | None = None
+    uuid: str = ""   # the set's: a reused bitmap volume's old record is told apart
     # (overflow path, offset, length) pieces appended to a compact shadow's exception store
     extents: list[tuple[str, int, int]] = field(default_factory=list)
 
     def encode(self) -> bytes:
         body = json.dumps({"master_era": self.master_era, "shadow_era": self.shadow_era,
-                           "extents": self.extents}).encode()
+                           "uuid": self.uuid, "extents": self.extents}).encode()
         if len(body) > RECORD - 16:
             raise InvalidArgument(1001, "kernel record too large (too many overflow extents)")
         raw = MAGIC + zlib.crc32(body).to_bytes(4, "little") + len(body).to_bytes(4, "little")
@@ -98,7 +99,8 @@ class Record:
         if n > RECORD - 16 or zlib.crc32(body) != crc:
             raise BadHeader(1003, f"bitmap volume {path}: kernel record is corrupted")
         d = json.loads(body)
-        return cls(d["master_era"], d["shadow_era"], [tuple(e) for e in d["extents"]])
+        return cls(d["master_era"], d["shadow_era"], d.get("uuid", ""),
+                   [tuple(e) for e in d["extents"]])
 
 
 def read_record(fd: int, lay: Layout, path: str) -> Record:

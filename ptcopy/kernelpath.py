@@ -24,6 +24,7 @@ Differences from the userspace path users can see are in docs/kernel-path.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ptcopy import dm, kernelmeta, loopdev
+from ptcopy import dm, engine, kernelmeta, loopdev
 from ptcopy.engine import (
     CopyInProgress,
     Dependency,
@@ -179,7 +180,10 @@ class KernelPath:
             try:
                 kernelmeta.check_size(_size(bfd), lay, bitmap)
                 rec = kernelmeta.read_record(bfd, lay, bitmap)
-                fresh = not _formatted(bfd, lay)
+                # a record of an earlier set on a reused bitmap volume describes nothing here
+                fresh = not _formatted(bfd, lay) or rec.uuid != st.uuid.hex
+                if fresh:
+                    rec = Record(uuid=st.uuid.hex)
                 ks = KernelSet(name, set_, kind, st.chunk_size, master, shadow, bitmap, bfd,
                                st.master_size, st.shadow_size, lay, rec, st.uuid.hex[:12],
                                overflow)
@@ -203,6 +207,9 @@ class KernelPath:
             return ks
 
     def _build(self, ks: KernelSet, ms: _Master, fresh: bool) -> None:
+        if not fresh and dm.exists(f"ptcopy-{ks.name}-master"):
+            self._adopt(ks, ms)
+            return
         made: list[str] = []
         try:
             if not dm.exists(ms.origin):
@@ -224,6 +231,24 @@ class KernelPath:
             if ks.kind is Kind.INDEPENDENT and ks.dev("mera") in ms.chain:
                 ms.chain.remove(ks.dev("mera"))
             raise
+
+    def _adopt(self, ks: KernelSet, ms: _Master) -> None:
+        """The devices outlived the process that built them (ptcopyd restarted or was killed):
+        take them over as they are, finishing what a copy or merge left."""
+        ms.chain = _chain_above(ms.origin)
+        for name in (f"ptcopy-{ks.name}-master", f"ptcopy-{ks.name}-shadow"):
+            if dm.exists(name):
+                dm.ensure_node(name)
+        table = dm_status(ms.origin, table=True).split()
+        if len(table) > 2 and table[2] == "snapshot-merge":
+            left = self._merge_left(ks, ms)
+            ks.merging = max(left or 0, 1)
+        elif dm.exists(ks.dev("freeze")):
+            freeze = _ref(ks.dev("freeze"))
+            shadow_table = dm_status(f"ptcopy-{ks.name}-shadow", table=True)
+            ks.pending = Direction.TO_SHADOW if freeze in shadow_table else Direction.TO_MASTER
+            self._dismantle(ks, ms)
+        log.info("set %s: took over its device-mapper devices", ks.name)
 
     def _build_independent(self, ks: KernelSet, ms: _Master, fresh: bool,
                            made: list[str]) -> None:
@@ -507,14 +532,14 @@ class KernelPath:
         ks.record.master_era, ks.record.shadow_era = new["m"], new["s"]
         kernelmeta.write_record(ks.bitmap_fd, ks.layout, ks.record)
 
-    def _dismantle(self, ks: KernelSet) -> None:
+    def _dismantle(self, ks: KernelSet, ms: _Master | None = None) -> None:
         """After a copy (done, aborted or failed): the target is live and writable again."""
         direction = ks.pending
         ks.pending = None
         with contextlib.suppress(Exception):
             ks.set.copy_source(None)
         if direction is not None:
-            ms = self._master_of(ks)
+            ms = ms or self._master_of(ks)
             if direction is Direction.TO_SHADOW:
                 top, below = f"ptcopy-{ks.name}-shadow", ks.dev("sera")
             else:
@@ -546,9 +571,9 @@ class KernelPath:
         ks.merging = max(use.allocated - use.metadata, 1)
         return held
 
-    def _merge_left(self, ks: KernelSet) -> int | None:
+    def _merge_left(self, ks: KernelSet, ms: _Master | None = None) -> int | None:
         """Sectors still to merge, None when the origin is not merging."""
-        fields = dm_status(self._master_of(ks).origin).split()
+        fields = dm_status((ms or self._master_of(ks)).origin).split()
         if len(fields) < 5 or fields[2] != "snapshot-merge" or "/" not in fields[3]:
             return None
         return int(fields[3].split("/")[0]) - int(fields[4])
@@ -570,10 +595,12 @@ class KernelPath:
     # ---- observing --------------------------------------------------------------------------
 
     def progress(self, name: str) -> Progress:
-        """The copy's progress; for a merge, sectors merged of those to merge."""
+        """The copy's progress; for a merge, sectors merged of those to merge. Active until
+        the target is writable again."""
         ks = self.get(name)
         if ks.merging < 0:
-            return ks.set.progress()
+            p = ks.set.progress()
+            return dataclasses.replace(p, active=True) if ks.pending is not None else p
         left = self._merge_left(ks) or 0
         done = max(ks.merging - left, 0)
         return Progress(True, Direction.TO_MASTER, False, 0, done, ks.merging, done * 512,
@@ -684,10 +711,13 @@ class KernelPath:
             ks.overflow_fd = os.open(overflow, os.O_RDWR | os.O_CLOEXEC)
             ks.overflow = overflow
 
-    def stop(self) -> None:
-        """Stop watching; devices stay (the kernel keeps serving them), as after a crash."""
+    def stop(self, *, force: bool = False) -> None:
+        """Stop watching. The devices stay: the kernel keeps serving applications, and the next
+        KernelPath takes them over (``force`` changes nothing; see teardown)."""
+        del force
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def teardown(self) -> None:
         """Stop and dismantle every device (tests, and `ptcopyd --data-path kernel` stop with
@@ -698,9 +728,44 @@ class KernelPath:
                 self.unserve(name, force=True)
 
 
+class KernelCopy:
+    """A set's copy as a job follows it (the engine Set's interface: closed, progress, abort),
+    merges included."""
+
+    def __init__(self, kp: KernelPath, name: str) -> None:
+        self._kp = kp
+        self._name = name
+
+    @property
+    def closed(self) -> bool:
+        return self._name not in self._kp.served
+
+    def progress(self) -> Progress:
+        return self._kp.progress(self._name)
+
+    def abort(self) -> None:
+        self._kp.abort(self._name)
+
+
 def _formatted(fd: int, lay: Layout) -> bool:
     """The kernel record area was written at least once (its magic is there)."""
     return os.pread(fd, 8, lay.record) == kernelmeta.MAGIC
+
+
+def _chain_above(origin: str) -> list[str]:
+    """The era devices (or pass-throughs left of them) stacked on a master's origin, bottom-up,
+    read from the kernel's tables."""
+    below_of: dict[str, str] = {}
+    for name in engine.dm_list():
+        if name.startswith("ptcopy-") and name.endswith("-mera"):
+            fields = dm_status(name, table=True).split()
+            # era <meta> <below> <block> | linear <below> <offset>
+            below_of[fields[4] if fields[2] == "era" else fields[3]] = name
+    chain, at = [], _ref(origin)
+    while at in below_of:
+        chain.append(below_of[at])
+        at = _ref(below_of[at])
+    return chain
 
 
 def _is_passthrough(name: str) -> bool:

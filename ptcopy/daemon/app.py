@@ -219,7 +219,7 @@ class Daemon:
     async def _volume_back(self, sid: str, role: str) -> None:
         resumed = await asyncio.to_thread(self.service.volume_back, sid, role)
         ms = self.service.sets.get(sid)
-        if resumed and ms is not None and ms.set is not None and ms.set.progress().active:
+        if resumed and ms is not None and self.service.copying(ms):
             self.start_job("reset", [ob.set_path(sid)], [sid], 0)
         self._sync_volumes()
 
@@ -317,7 +317,7 @@ class Daemon:
     def start_job(self, operation: str, objects: Sequence[str], set_ids: Sequence[str],
                   uid: int) -> str:
         """Export a Job that follows the copies of these sets; returns its path."""
-        sets = [self.service.sets[i].set for i in set_ids]
+        sets = [self.service.copier(i) for i in set_ids]
         number = self._next_job
         self._next_job += 1
         job = Job(number, operation, objects, [s for s in sets if s is not None], uid,
@@ -394,7 +394,7 @@ class Daemon:
         self._loop.add_reader(uevents, self._on_uevents)
         self.sync_objects()
         for sid, ms in self.service.sets.items():   # copies resumed on start get their jobs
-            if ms.set is not None and ms.set.progress().active:
+            if self.service.copying(ms):
                 self.start_job("resume", [ob.set_path(sid)], [sid], 0)
         reply = await self.bus.request_name(BUS_NAME)
         if reply is not RequestNameReply.PRIMARY_OWNER:

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from dbus_fast import Variant
 from dbus_fast.annotations import (
@@ -32,11 +32,22 @@ TICK = 0.5   # seconds between property updates: at most twice a second
 R = PropertyAccess.READ
 
 
+class Copier(Protocol):
+    """What a job follows: an engine set, or a set's copy on the kernel data path."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def progress(self) -> eng.Progress: ...
+
+    def abort(self) -> None: ...
+
+
 class Job(Interface):
     """A copy or update in progress (or finished)."""
 
     def __init__(self, number: int, operation: str, objects: Sequence[str],
-                 sets: Sequence[eng.Set], uid: int, auth: Authorizer,
+                 sets: Sequence[Copier], uid: int, auth: Authorizer,
                  on_done: Callable[["Job"], None]) -> None:
         super().__init__(IFACE + ".Job")
         self.number = number
@@ -218,6 +229,6 @@ class Job(Interface):
         self._on_done(self)
 
 
-def _abort_quietly(s: eng.Set) -> None:
+def _abort_quietly(s: Copier) -> None:
     with contextlib.suppress(eng.NoCopy):   # it ended meanwhile
         s.abort()

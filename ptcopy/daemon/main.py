@@ -25,8 +25,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--file-volumes", action="append", metavar="DIR",
                    help="a directory whose files may be used as volumes (repeatable; "
                         "default: STATE_DIR/volumes)")
-    p.add_argument("--data-path", choices=["userspace", "none"], default="userspace",
-                   help="how volumes are served (default: %(default)s)")
+    p.add_argument("--data-path", choices=["auto", "kernel", "userspace", "none"],
+                   default="auto",
+                   help="how volumes are served: device-mapper (kernel) where the kernel has "
+                        "the targets, else FUSE + loop devices (userspace); auto picks "
+                        "(default: %(default)s)")
     p.add_argument("--volumes", choices=["host", "used"], default="host",
                    help="which Volume objects to export: every block device of the host "
                         "(udev) or only the volumes sets and overflow volumes use "

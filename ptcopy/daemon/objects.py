@@ -81,7 +81,8 @@ class Manager(Interface):
 
     @dbus_property(access=R)
     def DataPath(self) -> DBusStr:
-        """How volumes are served: 'userspace' (FUSE + loop devices) or 'none'."""
+        """How volumes are served: 'kernel' (device-mapper), 'userspace' (FUSE + loop devices)
+        or 'none'."""
         return self.d.service.data_path
 
     @method()
@@ -110,7 +111,7 @@ class Manager(Interface):
                                          bitmap, o)
         job = "/"
         ms = self.d.service.sets[set_id]
-        if ms.set is not None and ms.set.progress().active:
+        if self.d.service.copying(ms):
             job = self.d.start_job("copy-to-shadow", [set_path(set_id)], [set_id], uid)
         return (set_path(set_id), job)
 
@@ -326,7 +327,8 @@ class IISet(Interface):
         ms = self._ms()
         if ms.set is None or ms.set.closed:
             return 0.0
-        return float(round(100.0 * ms.set.progress().fraction, 1))
+        p = self.d.service.progress(ms)
+        return float(round(100.0 * p.fraction, 1)) if p is not None else 0.0
 
     @dbus_property(access=R)
     def Size(self) -> DBusUInt64:
@@ -406,7 +408,7 @@ class IISet(Interface):
         uid = await self.d.auth.check("reset sets")
         await asyncio.to_thread(self.d.service.reset, self.id, caller.get())
         ms = self._ms()
-        if ms.set is not None and ms.set.progress().active:
+        if self.d.service.copying(ms):
             return self.d.start_job("reset", [set_path(self.id)], [self.id], uid)
         return "/"
 
@@ -559,7 +561,7 @@ class IIGroup(Interface):
         await self.d.auth.check("abort copies")
         for sid in self.d.service.group_sets(self.id):
             ms = self.d.service.sets[sid]
-            if ms.set is not None and ms.set.progress().active:
+            if self.d.service.copying(ms):
                 await asyncio.to_thread(self.d.service.abort, sid)
 
     @method()

@@ -15,12 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ptcopy import dm
 from ptcopy import engine as eng
 from ptcopy.daemon import options
 from ptcopy.daemon.errors import ServiceError, invalid, not_found
 from ptcopy.daemon.state import GroupRow, OverflowRow, SetRow, Store
 from ptcopy.daemon.volumes import open_volume, opened
 from ptcopy.engine import Direction, Kind
+from ptcopy.kernelpath import KernelCopy, KernelPath, KernelSet
 from ptcopy.userspace import Served, UserspacePath
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ Listener = Callable[[str, str, str], None]   # (event, kind, id): added/removed/
 class ManagedSet:
     row: SetRow
     set: eng.Set | None          # None when the set could not be brought back
-    served: Served | None = None
+    served: Served | KernelSet | None = None
     error: str = ""
     locked_by: str = ""          # the bus name holding the lock
     missing: list[str] = field(default_factory=list)   # roles whose device udev saw removed
@@ -60,12 +62,18 @@ class Service:
         self.state_dir = state_dir
         self.run_dir = run_dir
         self.file_dirs = [os.path.realpath(d) for d in file_dirs]
-        self.store = Store(state_dir)
         self.engine = eng.Engine()
-        self.datapath: UserspacePath | None = None
+        if data_path == "auto":
+            why = dm.probe()
+            data_path = "userspace" if why else "kernel"
+            log.info("data path: %s%s", data_path, f" ({why})" if why else "")
+        self.datapath: UserspacePath | KernelPath | None = None
         if data_path == "userspace":
             self.datapath = UserspacePath(self.engine, run_dir)
+        elif data_path == "kernel":
+            self.datapath = KernelPath(self.engine, run_dir)
         self.data_path = data_path
+        self.store = Store(state_dir)
         self.sets: dict[str, ManagedSet] = {}
         self.groups: dict[str, GroupRow] = {}
         self.overflows: dict[str, ManagedOverflow] = {}
@@ -99,6 +107,7 @@ class Service:
                 try:
                     ms.set = self._open_set(row)
                     self._serve(ms)
+                    self._resume_kernel_copy(ms)
                 except (eng.PtcopyError, ServiceError, OSError) as e:
                     ms.error = str(e)
                     log.error("set %s did not come back: %s", row.name, e)
@@ -116,13 +125,54 @@ class Service:
             raise ServiceError("Offline", f"set {row.name} kept its bitmaps in memory only; "
                                           "they did not survive the restart")
         vols = [(row.master, "master"), (row.shadow, "shadow"), (row.bitmap, "bitmap")]
-        with opened(vols, self.file_dirs) as (m, s, b):
+        with opened(vols, self.file_dirs, exclusive=self.kernel is None) as (m, s, b):
             return self.engine.open((m.given, m.fd), (s.given, s.fd), (b.given, b.fd),
                                     overflow=ov)
 
+    def _resume_kernel_copy(self, ms: ManagedSet) -> None:
+        """A copy the kernel path lost to a crash starts again from a new frozen view, as the
+        userspace path resumes it (the engine folded what it had left into the bitmap)."""
+        if self.kernel is None or ms.set is None or self.kernel.busy(ms.row.name):
+            return
+        flags = ms.set.status().flags
+        if flags & eng.Flag.INCOMPLETE and ms.set.status().kind is Kind.INDEPENDENT:
+            d = Direction.TO_MASTER if flags & eng.Flag.TO_MASTER else Direction.TO_SHADOW
+            log.info("set %s: resuming its interrupted copy to the %s", ms.row.name,
+                     "master" if d is Direction.TO_MASTER else "shadow")
+            self.kernel.copy([ms.row.name], d, full=False)
+
+    @property
+    def kernel(self) -> KernelPath | None:
+        return self.datapath if isinstance(self.datapath, KernelPath) else None
+
     def _serve(self, ms: ManagedSet) -> None:
-        if self.datapath is not None and ms.set is not None:
+        if ms.set is None:
+            return
+        if isinstance(self.datapath, KernelPath):
+            ov = self.overflows.get(ms.row.overflow)
+            ms.served = self.datapath.serve(ms.row.name, ms.set, ms.row.master, ms.row.shadow,
+                                            ms.row.bitmap, overflow=ov.row.path if ov else None)
+        elif self.datapath is not None:
             ms.served = self.datapath.serve(ms.row.name, ms.set, loop=ms.row.loop)
+
+    def copier(self, set_id: str) -> eng.Set | KernelCopy | None:
+        """What follows a set's copy: its engine set, or on the kernel path its kernel copy
+        (merges run in the kernel, not in the engine)."""
+        ms = self.get_set(set_id)
+        if self.kernel is not None and ms.served is not None:
+            return KernelCopy(self.kernel, ms.row.name)
+        return ms.set
+
+    def copying(self, ms: ManagedSet) -> bool:
+        p = self.progress(ms)
+        return p is not None and p.active
+
+    def progress(self, ms: ManagedSet) -> eng.Progress | None:
+        if ms.set is None:
+            return None
+        if self.kernel is not None and ms.served is not None:
+            return self.kernel.progress(ms.row.name)
+        return ms.set.progress()
 
     def stop(self) -> None:
         """Stop serving and close everything; running copies suspend and resume next start."""
@@ -202,7 +252,7 @@ class Service:
             vols = [(master, "master"), (shadow, "shadow")]
             if not in_memory:
                 vols.append((bitmap, "bitmap"))
-            with opened(vols, self.file_dirs) as got:
+            with opened(vols, self.file_dirs, exclusive=self.kernel is None) as got:
                 m, s = got[0], got[1]
                 b = (got[2].given, got[2].fd) if not in_memory else None
                 new = self.engine.enable(
@@ -218,6 +268,9 @@ class Service:
             ms = ManagedSet(row, new)
             try:
                 self._serve(ms)
+                if self.kernel is not None and KINDS[kind] is Kind.INDEPENDENT:
+                    # the engine deferred the first copy: it reads a frozen snapshot
+                    self.kernel.copy([name], Direction.TO_SHADOW, full=True)
                 self.store.put_set(row)
             except BaseException:
                 if ms.served is not None and self.datapath is not None:
@@ -296,7 +349,10 @@ class Service:
 
     def abort(self, set_id: str) -> None:
         s = self.live(set_id)
-        s.abort()
+        if self.kernel is not None and self.sets[set_id].served is not None:
+            self.kernel.abort(self.sets[set_id].row.name)
+        else:
+            s.abort()
         self._emit("changed", "set", set_id)
 
     def reset(self, set_id: str, owner: str) -> None:

@@ -48,27 +48,55 @@ def _under(real: str, dirs: Sequence[str]) -> bool:
     return False
 
 
-def open_volume(path: str, role: str, file_dirs: Sequence[str]) -> Opened:
-    """Open a volume for the engine, or refuse it with a named error."""
+def _held_by_ptcopy(path: str) -> bool:
+    """Every device stacked on ``path`` is one of the kernel data path's (ptcopy-*)."""
+    held = loopdev.holders(path)
+    names = []
+    for h in held:
+        try:
+            with open(f"/sys/class/block/{h}/dm/name", encoding="utf-8") as f:
+                names.append(f.read().strip())
+        except OSError:
+            return False
+    return bool(names) and all(n.startswith("ptcopy-") for n in names)
+
+
+def _refusal(e: OSError, path: str, role: str) -> ServiceError:
+    if e.errno == errno.ENOENT:
+        return ServiceError("NotFound", f"{role} volume {path} does not exist")
+    if e.errno == errno.EBUSY:
+        mps, held = loopdev.mountpoints(path), loopdev.holders(path)
+        what = " and ".join(
+            ([f"mounted at {', '.join(mps)}"] if mps else [])
+            + ([f"held by {', '.join('/dev/' + h for h in held)}"] if held else [])
+        ) or "mounted or held by another program"
+        return ServiceError("InUse", f"{role} volume {path} is {what}")
+    if e.errno == errno.EISDIR:
+        return ServiceError("InvalidArgument", f"{role} volume {path} is a directory")
+    return ServiceError("Failed", f"{role} volume {path}: {e.strerror}")
+
+
+def open_volume(path: str, role: str, file_dirs: Sequence[str], *,
+                exclusive: bool = True) -> Opened:
+    """Open a volume for the engine, or refuse it with a named error.
+
+    Without ``exclusive`` the checks are the same (the device is opened exclusively once, so a
+    mounted or held one is refused) but the descriptor returned is not exclusive: on the kernel
+    data path device-mapper claims the volume itself."""
     options.path(path, role)
     try:
         # O_EXCL without O_CREAT: exclusive for block devices (refused while mounted or held),
         # ignored for regular files.
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_EXCL | os.O_NOCTTY)
     except OSError as e:
-        if e.errno == errno.ENOENT:
-            raise ServiceError("NotFound", f"{role} volume {path} does not exist") from e
-        if e.errno == errno.EBUSY:
-            mps, held = loopdev.mountpoints(path), loopdev.holders(path)
-            what = " and ".join(
-                ([f"mounted at {', '.join(mps)}"] if mps else [])
-                + ([f"held by {', '.join('/dev/' + h for h in held)}"] if held else [])
-            ) or "mounted or held by another program"
-            raise ServiceError("InUse", f"{role} volume {path} is {what}") from e
-        if e.errno == errno.EISDIR:
-            raise ServiceError("InvalidArgument", f"{role} volume {path} is a directory") from e
-        raise ServiceError("Failed", f"{role} volume {path}: {e.strerror}") from e
+        if not exclusive and e.errno == errno.EBUSY and _held_by_ptcopy(path):
+            # the kernel path's own devices hold it (a restart, or a second shadow of a master)
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY)
+            exclusive = True   # already shared: nothing to reopen below
+        else:
+            raise _refusal(e, path, role) from e
     try:
+
         st = os.fstat(fd)
         real = os.readlink(f"/proc/self/fd/{fd}")
         if stat.S_ISBLK(st.st_mode):
@@ -77,6 +105,10 @@ def open_volume(path: str, role: str, file_dirs: Sequence[str]) -> Opened:
             with open(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}/size",
                       encoding="ascii") as f:
                 size = int(f.read()) * 512
+            if not exclusive:
+                shared = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY)
+                os.close(fd)
+                fd = shared
             return Opened(path, real, fd, True, size)
         if stat.S_ISREG(st.st_mode):
             if not _under(real, file_dirs):
@@ -93,12 +125,13 @@ def open_volume(path: str, role: str, file_dirs: Sequence[str]) -> Opened:
 
 
 @contextlib.contextmanager
-def opened(paths: Sequence[tuple[str, str]], file_dirs: Sequence[str]) -> Iterator[list[Opened]]:
+def opened(paths: Sequence[tuple[str, str]], file_dirs: Sequence[str], *,
+           exclusive: bool = True) -> Iterator[list[Opened]]:
     """Open several (path, role) volumes; refuse the same volume twice; close them after."""
     done: list[Opened] = []
     try:
         for p, role in paths:
-            v = open_volume(p, role, file_dirs)
+            v = open_volume(p, role, file_dirs, exclusive=exclusive)
             done.append(v)
         seen: dict[tuple[int, int], str] = {}
         for v, (_, role) in zip(done, paths, strict=True):

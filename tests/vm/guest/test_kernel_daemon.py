@@ -1,0 +1,96 @@
+"""ptcopyd on the kernel data path, inside the VM: it picks device-mapper by itself, serves sets
+as /dev/mapper devices through D-Bus (busctl, a real dbus-daemon), and takes its devices over
+again after being killed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kernel_helpers import CHUNK, MIB, Pool, digest, scribble, write_at
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "daemon"))
+from daemon_helpers import IJOB, ISET, MANAGER, ROOT, PrivateBus, Ptcopyd  # noqa: E402
+
+from ptcopy import engine  # noqa: E402
+from ptcopy.engine import Kind  # noqa: E402
+from ptcopy.kernelpath import KernelPath  # noqa: E402
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Ptcopyd, Pool]]:
+    bus = PrivateBus.start()
+    d = Ptcopyd(bus, tmp_path)
+    pool = Pool(str(tmp_path))
+    try:
+        yield d, pool
+    finally:
+        if d.running:
+            d.stop()
+        # ptcopyd leaves its devices to the kernel when it stops: take them down for the next test
+        for name in sorted(engine.dm_list(), key=lambda n: ("-master" not in n, n)):
+            if name.startswith("ptcopy-"):
+                subprocess.run(["dmsetup", "remove", "--retry", name], check=False,
+                               capture_output=True)
+        subprocess.run(["dmsetup", "remove_all"], check=False, capture_output=True)
+        pool.release()
+        bus.stop()
+
+
+def _call(d: Ptcopyd, path: str, iface: str, member: str, sig: str, *args: str) -> str:
+    return d.bus.busctl("call", "org.ptcopy.Imaging1", path, iface, member, sig, *args,
+                        timeout=120).stdout.strip()
+
+
+def _prop(d: Ptcopyd, path: str, iface: str, name: str) -> str:
+    return d.bus.busctl("get-property", "org.ptcopy.Imaging1", path, iface, name).stdout.strip()
+
+
+def _wait_job(d: Ptcopyd, job: str) -> None:
+    if job != "/":
+        assert _call(d, job, IJOB, "Wait", "d", "240") == "b true"
+
+
+def _volumes(pool: Pool, name: str, kind: Kind, size: int = 16 * MIB) -> tuple[str, str, str]:
+    m = pool.loop(f"{name}.m", size, random_fill=True)
+    s = pool.loop(f"{name}.s", size)
+    b = pool.loop(f"{name}.b", KernelPath.layout_for(size, size, CHUNK, kind).total)
+    return m.path, s.path, b.path
+
+
+def test_ptcopyd_serves_sets_through_device_mapper(daemon: tuple[Ptcopyd, Pool]) -> None:
+    d, pool = daemon
+    d.start(timeout=120)
+    assert _prop(d, ROOT, MANAGER, "DataPath") == 's "kernel"'
+    m, s, b = _volumes(pool, "kd", Kind.DEPENDENT)
+    out = _call(d, ROOT, MANAGER, "CreateSet", "sssssa{sv}", "kd", "dependent", m, s, b, "1",
+                "chunk_size", "u", str(CHUNK))
+    set_path = re.findall(r'"([^"]+)"', out)[0]
+    assert _prop(d, set_path, ISET, "ShadowDevice") == 's "/dev/mapper/ptcopy-kd-shadow"'
+    pit = digest("/dev/mapper/ptcopy-kd-shadow")
+    scribble("/dev/mapper/ptcopy-kd-master", 16 * MIB, 10, seed=1)
+    assert digest("/dev/mapper/ptcopy-kd-shadow") == pit
+
+    mi, si, bi = _volumes(pool, "ki", Kind.INDEPENDENT)
+    out = _call(d, ROOT, MANAGER, "CreateSet", "sssssa{sv}", "ki", "independent", mi, si, bi,
+                "3", "chunk_size", "u", str(CHUNK), "copy_delay", "u", "250", "copy_units", "u",
+                "8")
+    ipath, job = re.findall(r'"([^"]+)"', out)
+    assert job != "/", d.log_tail()   # the first full copy runs as a job (throttled)
+    _wait_job(d, job)
+    assert digest("/dev/mapper/ptcopy-ki-shadow") == digest(mi)
+
+    # killed: the devices stay with the kernel, and the next ptcopyd takes them over
+    d.kill()
+    write_at("/dev/mapper/ptcopy-ki-master", 3 * CHUNK, b"k" * CHUNK)
+    assert digest("/dev/mapper/ptcopy-kd-shadow") == pit
+    d.start(timeout=120)
+    job = re.findall(r'"([^"]+)"', _call(d, ipath, ISET, "Update", "sa{sv}", "shadow", "0"))[0]
+    _wait_job(d, job)
+    assert digest("/dev/mapper/ptcopy-ki-shadow") == digest("/dev/mapper/ptcopy-ki-master")
+    assert digest("/dev/mapper/ptcopy-kd-shadow") == pit
+    assert "ERROR" not in d.log_text()
