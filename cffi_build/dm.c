@@ -221,7 +221,8 @@ int pt_dm_query(const char *name, pt_dm_info *out, pt_error *err)
     dmbuf b = {0};
     pt_error mine = {0};
     int rc = simple(DM_DEV_STATUS, name, 0, sizeof(struct dm_ioctl), &b, &mine);
-    if (rc == -PT_E_NOT_FOUND) {
+    /* "no such device" is an answer; no device-mapper at all is an error */
+    if (rc == -PT_E_NOT_FOUND && access(DM_CONTROL, F_OK) == 0) {
         free(b.io);
         return 0;
     }

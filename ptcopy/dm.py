@@ -147,6 +147,11 @@ def era_current(name: str) -> int:
     return int(fields[5])
 
 
+def era_held(name: str) -> bool:
+    """The era device holds a metadata snapshot (the last status field is its root)."""
+    return engine.dm_status(name).split()[-1] != "-"
+
+
 # ---- device nodes ---------------------------------------------------------------------------
 
 

@@ -450,15 +450,22 @@ class KernelPath:
 
     def _freeze_ops(self, kss: list[KernelSet], direction: Direction
                     ) -> tuple[list[DmOp], list[Callable[[], None]]]:
-        """One transaction: suspend every source origin, build the frozen views (or new
-        dependent snapshots), resume. Returns it and what to do once it ran."""
+        """One transaction: suspend every source origin with the era devices above it (top
+        first), build the frozen views (or new dependent snapshots), resume bottom-up. Resuming
+        an era rolls it over, so the era read afterwards starts exactly at the point in time:
+        the next update copies only what was written since. Returns the transaction and what
+        to do once it ran."""
         suspend: list[str] = []
         body: list[DmOp] = []
         after: list[Callable[[], None]] = []
         for ks in kss:
             ms = self._master_of(ks)
+            # every era of the master (writes pass them all) and the set's shadow era
+            for name in [*reversed(ms.chain), ms.origin] + (
+                    [ks.dev("sera"), ks.dev("sorigin")] if ks.kind is Kind.INDEPENDENT else []):
+                if name not in suspend:
+                    suspend.append(name)
             if ks.kind is Kind.DEPENDENT:
-                src = ms.origin
                 shadow = f"ptcopy-{ks.name}-shadow"
                 cow = ks.dev("cow")
                 cow_table = self._cow_table(ks, [])   # a new point in time frees the extents
@@ -470,7 +477,6 @@ class KernelPath:
                                                           ks.chunk)),
                          DmOp("resume", shadow)]
             else:
-                src = ms.origin if direction is Direction.TO_SHADOW else ks.dev("sorigin")
                 raw = ms.path if direction is Direction.TO_SHADOW else ks.shadow
                 store = self._freeze_store(ks)
                 freeze = ks.dev("freeze")
@@ -480,17 +486,27 @@ class KernelPath:
                          DmOp("resume", freeze)]
                 ks.pending = direction
                 after.append(functools.partial(self._show_frozen, ks, direction))
-            if src not in suspend:
-                suspend.append(src)
         ops = [DmOp("suspend", s) for s in suspend] + body
         ops += [DmOp("resume", s) for s in reversed(suspend)]
         return ops, after
 
+    def _freeze_path(self, ks: KernelSet) -> str:
+        return os.path.join(self._run_dir, f"{ks.uid}.freeze")
+
     def _freeze_store(self, ks: KernelSet) -> str:
-        path = os.path.join(self._run_dir, f"{ks.uid}.freeze")
+        path = self._freeze_path(ks)
         with open(path, "wb") as f:
             f.truncate(max(ks.master_size, 1 << 20))   # sparse: only what changes is stored
         return loopdev.attach(path, direct_io=False)
+
+    def _drop_freeze_store(self, ks: KernelSet) -> None:
+        path = os.path.realpath(self._freeze_path(ks))
+        for lp in loopdev.list_loops():
+            if lp.backing_file in (path, f"{path} (deleted)"):
+                with contextlib.suppress(loopdev.LoopError):
+                    loopdev.detach(lp.device)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
     def _use_frozen(self, ks: KernelSet) -> None:
         # opened here without O_EXCL: the target device stacked on the view holds it too
@@ -521,6 +537,10 @@ class KernelPath:
             if base is None:
                 runs.append((0, nchunks))
                 continue
+            if dm.era_held(era_dev):
+                # a crash inside an earlier fold left it; that fold's baseline was never
+                # recorded, so this one reads everything since the old baseline again
+                dm_message(era_dev, "drop_metadata_snap")
             dm_message(era_dev, "take_metadata_snap")
             try:
                 runs += kernelmeta.written_since(dm.ensure_node(meta), base)
@@ -547,12 +567,7 @@ class KernelPath:
             dm.reload(top, dm.linear(_ref(below), ks.master_size))
             loopdev.flush_buffers(dm.node(top))
         dm.remove(ks.dev("freeze"))
-        path = os.path.join(self._run_dir, f"{ks.uid}.freeze")
-        for lp in loopdev.loops_backed_by(path):
-            with contextlib.suppress(loopdev.LoopError):
-                loopdev.detach(lp.device)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        self._drop_freeze_store(ks)
 
     # ---- dependent update to the master: snapshot-merge -------------------------------------
 

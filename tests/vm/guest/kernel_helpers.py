@@ -63,6 +63,8 @@ class Pool:
             if v.loop_file:
                 with contextlib.suppress(loopdev.LoopError):
                     loopdev.detach(v.path)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(v.loop_file)   # the guest's /tmp is RAM
         self.vols.clear()
 
 

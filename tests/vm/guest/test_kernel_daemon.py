@@ -14,11 +14,11 @@ import pytest
 from kernel_helpers import CHUNK, MIB, Pool, digest, scribble, write_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "daemon"))
-from daemon_helpers import IJOB, ISET, MANAGER, ROOT, PrivateBus, Ptcopyd  # noqa: E402
+from daemon_helpers import IJOB, ISET, MANAGER, ROOT, PrivateBus, Ptcopyd
 
-from ptcopy import engine  # noqa: E402
-from ptcopy.engine import Kind  # noqa: E402
-from ptcopy.kernelpath import KernelPath  # noqa: E402
+from ptcopy import engine
+from ptcopy.engine import Kind
+from ptcopy.kernelpath import KernelPath
 
 
 @pytest.fixture
