@@ -56,6 +56,14 @@ def layout(master_size: int, shadow_size: int, chunk: int, kind: Kind) -> Layout
     return Layout(record, era_size, record + MIB + 2 * era_size)
 
 
+def store_needed(master_size: int, chunk: int) -> int:
+    """Bytes a dm-snapshot exception store needs to hold every chunk of the master: a header
+    chunk, the chunks, and one metadata chunk per chunk/16 exceptions (16-byte entries)."""
+    chunks = -(-master_size // chunk)
+    per_area = chunk // 16
+    return (1 + chunks + -(-chunks // per_area)) * chunk
+
+
 def check_size(bitmap_bytes: int, lay: Layout, path: str) -> None:
     if bitmap_bytes < lay.total:
         raise TooSmall(1002, f"bitmap volume {path} has {bitmap_bytes} bytes; the kernel data "

@@ -48,6 +48,7 @@ from ptcopy.engine import (
     OutOfSpace,
     Progress,
     Set,
+    TooSmall,
     WrongKind,
     dm_info,
     dm_message,
@@ -163,6 +164,29 @@ class KernelPath:
     def layout_for(master_size: int, shadow_size: int, chunk: int, kind: Kind) -> Layout:
         return kernelmeta.layout(master_size, shadow_size, chunk, kind)
 
+    @staticmethod
+    def store_needed(master_size: int, chunk: int) -> int:
+        """Bytes a full-size dependent shadow needs on this path."""
+        return kernelmeta.store_needed(master_size, chunk)
+
+    @staticmethod
+    def check_sizes(kind: Kind, chunk: int, master_size: int, shadow: tuple[str, int],
+                    bitmap: tuple[str, int] | None = None) -> None:
+        """Refuse volumes this path cannot serve a set on, naming the size needed; callers run
+        it before the engine writes anything."""
+        path, size = shadow
+        need = kernelmeta.store_needed(master_size, chunk)
+        if kind is Kind.DEPENDENT and master_size <= size < need:
+            # full-size but short of dm-snapshot's own metadata: it would run out of space
+            # where the same set on the userspace path cannot; compact sets may spill
+            raise TooSmall(1002, f"shadow volume {path} has {size} bytes; on the kernel data "
+                                 f"path a full-size dependent shadow needs {need} (the master "
+                                 "plus dm-snapshot's metadata), or make it smaller than the "
+                                 "master and attach an overflow volume")
+        if bitmap is not None:
+            kernelmeta.check_size(bitmap[1], kernelmeta.layout(master_size, size, chunk, kind),
+                                  bitmap[0])
+
     def serve(self, name: str, set_: Set, master: str, shadow: str, bitmap: str, *,
               overflow: str | None = None) -> KernelSet:
         """Build (or after a reboot rebuild) the set's devices. Volumes are block devices."""
@@ -175,6 +199,7 @@ class KernelPath:
             for p in (shadow, bitmap):
                 _blkdev(p)
             lay = kernelmeta.layout(st.master_size, st.shadow_size, st.chunk_size, kind)
+            self.check_sizes(kind, st.chunk_size, st.master_size, (shadow, st.shadow_size))
             bfd = os.open(bitmap, os.O_RDWR | os.O_CLOEXEC)
             ks = None
             try:

@@ -237,6 +237,9 @@ class Service:
             raise invalid("give either a bitmap volume or bitmap_in_memory, not both")
         if not in_memory and not bitmap:
             raise invalid("no bitmap volume given (or set bitmap_in_memory)")
+        if in_memory and self.kernel is not None:
+            raise invalid("the kernel data path keeps each set's era metadata and store record "
+                          "on its bitmap volume: bitmap_in_memory is not available there")
         with self.lock:
             self._name_free(name)
             ov = None
@@ -255,6 +258,11 @@ class Service:
             with opened(vols, self.file_dirs, exclusive=self.kernel is None) as got:
                 m, s = got[0], got[1]
                 b = (got[2].given, got[2].fd) if not in_memory else None
+                if self.kernel is not None:   # before the engine writes the bitmap volume
+                    self.kernel.check_sizes(
+                        KINDS[kind], int(opts.get("chunk_size", 0)) or eng.CHUNK_DEFAULT,
+                        m.size, (s.given, s.size),
+                        (got[2].given, got[2].size) if not in_memory else None)
                 new = self.engine.enable(
                     (m.given, m.fd), (s.given, s.fd), b, KINDS[kind],
                     chunk_size=int(opts.get("chunk_size", 0)), overflow=ov,

@@ -77,7 +77,8 @@ def make_set(engine: Engine, kp: KernelPath, pool: Pool, name: str, kind: Kind, 
              shadow_size: int | None = None, overflow: Vol | None = None) -> KernelSet:
     """Enable a set on fresh loop devices (a random master unless given) and serve it."""
     m = master or pool.loop(f"{name}.master", master_size, random_fill=True)
-    s = pool.loop(f"{name}.shadow", shadow_size or m.size)
+    full = KernelPath.store_needed(m.size, CHUNK) if kind is Kind.DEPENDENT else m.size
+    s = pool.loop(f"{name}.shadow", shadow_size or full)
     b = pool.loop(f"{name}.bitmap", bitmap_bytes(m.size, s.size, kind))
     ov = engine.open_overflow(overflow.spec) if overflow else None
     st = engine.enable(m.spec, s.spec, b.spec, kind=kind, chunk_size=CHUNK, overflow=ov)

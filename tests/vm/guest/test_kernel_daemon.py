@@ -57,8 +57,9 @@ def _wait_job(d: Ptcopyd, job: str) -> None:
 
 def _volumes(pool: Pool, name: str, kind: Kind, size: int = 16 * MIB) -> tuple[str, str, str]:
     m = pool.loop(f"{name}.m", size, random_fill=True)
-    s = pool.loop(f"{name}.s", size)
-    b = pool.loop(f"{name}.b", KernelPath.layout_for(size, size, CHUNK, kind).total)
+    shadow = KernelPath.store_needed(size, CHUNK) if kind is Kind.DEPENDENT else size
+    s = pool.loop(f"{name}.s", shadow)
+    b = pool.loop(f"{name}.b", KernelPath.layout_for(size, shadow, CHUNK, kind).total)
     return m.path, s.path, b.path
 
 
@@ -72,6 +73,16 @@ def test_ptcopyd_serves_sets_through_device_mapper(daemon: tuple[Ptcopyd, Pool])
     set_path = re.findall(r'"([^"]+)"', out)[0]
     assert _prop(d, set_path, ISET, "ShadowDevice") == 's "/dev/mapper/ptcopy-kd-shadow"'
     pit = digest("/dev/mapper/ptcopy-kd-shadow")
+    # a full-size shadow without room for dm-snapshot's metadata is refused, naming the size
+    m2, s2, b2 = (pool.loop(f"short.{r}", 16 * MIB).path for r in "msb")
+    refused = d.bus.busctl("call", "org.ptcopy.Imaging1", ROOT, MANAGER, "CreateSet",
+                           "sssssa{sv}", "short", "dependent", m2, s2, b2, "1", "chunk_size",
+                           "u", str(CHUNK), check=False, timeout=120)
+    assert refused.returncode != 0
+    assert str(KernelPath.store_needed(16 * MIB, CHUNK)) in refused.stderr, refused.stderr
+    assert not engine.dm_info("ptcopy-short-shadow").exists
+    with open(b2, "rb") as f:   # refused before anything was written
+        assert f.read(MIB) == bytes(MIB)
     scribble("/dev/mapper/ptcopy-kd-master", 16 * MIB, 10, seed=1)
     assert digest("/dev/mapper/ptcopy-kd-shadow") == pit
 
