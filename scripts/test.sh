@@ -5,8 +5,8 @@
 #
 # Steps: setup.sh, ruff, mypy, pytest (all tests, the VM tier in tests/vm included: qemu boots of
 # Debian's kernel for the device-mapper paths), then a sanitizer pass: the C engine rebuilt with
-# AddressSanitizer + UBSan into build/asan/ and the engine tests (not the slow ones) run against it.
-# Stops at the first failing step with a non-zero exit status.
+# AddressSanitizer + UBSan into build/asan/ and the engine tests (not the slow ones) run against it,
+# on the host and, for the kernel data path, in the VM. Stops at the first failing step with a non-zero exit status.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,10 +17,10 @@ ASAN_DIR="$REPO/build/asan"
 step_no=0
 step() {
     step_no=$((step_no + 1))
-    printf '\n======== [%d/6] %s ========\n' "$step_no" "$*"
+    printf '\n======== [%d/7] %s ========\n' "$step_no" "$*"
 }
 fail() {
-    echo "test.sh: FAILED in step [$step_no/6]: $*" >&2
+    echo "test.sh: FAILED in step [$step_no/7]: $*" >&2
     exit 1
 }
 
@@ -69,3 +69,7 @@ PYTHONPATH="$ASAN_DIR" \
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
     PTCOPY_EXPECT_ASAN=1 \
     "$VENV/bin/pytest" -q --capture=sys -m "not slow" tests/engine || fail "pytest under ASan + UBSan"
+
+step "kernel data path under ASan + UBSan: the guest tests in the VM tier"
+# Only a real kernel's device-mapper replies exercise the engine's ioctl parsing.
+(cd "$REPO/tests/vm" && "$VENV/bin/python" asan_guest.py) || fail "guest tests under ASan + UBSan"
