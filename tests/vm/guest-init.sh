@@ -44,6 +44,8 @@ mount -t proc proc /host/proc &&
     mount -t tmpfs tmpfs /host/dev/shm &&
     mount -t tmpfs tmpfs /host/tmp &&
     mount -t tmpfs tmpfs /host/run || fail "cannot mount proc, sys, dev or tmpfs in the host's root"
+# A checkout under /tmp or /run lies inside the tmpfs just mounted: make its mount point there.
+mkdir -p "/host$repo" 2>/dev/null
 mount -t 9p -o "$p9" repo "/host$repo" || fail "cannot mount the repository $repo over 9p"
 
 echo "PTVM-TARGETS $nonce: $(run_in_host dmsetup targets | awk '{printf "%s ", $1}')"
