@@ -151,10 +151,12 @@ def test_compact_shadow_grows_into_overflow(pool: Pool, tmp_path) -> None:  # ty
 
 def test_group_point_in_time(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """One writer stamps a counter on three masters in turn; the shadows taken by one group
-    update must show a prefix of that sequence."""
+    update (two dependent sets and an independent one between them) must show a prefix of that
+    sequence."""
+    kinds = [Kind.DEPENDENT, Kind.INDEPENDENT, Kind.DEPENDENT]
     with kernel_path(str(tmp_path)) as (engine, kp):
-        sets = [make_set(engine, kp, pool, f"g{i}", Kind.DEPENDENT, master_size=8 * MIB)
-                for i in range(3)]
+        sets = [make_set(engine, kp, pool, f"g{i}", kind, master_size=8 * MIB)
+                for i, kind in enumerate(kinds)]
         stop = threading.Event()
         counter = [0]
 
@@ -173,8 +175,12 @@ def test_group_point_in_time(pool: Pool, tmp_path) -> None:  # type: ignore[no-u
                 while counter[0] < 3:
                     pass
                 kp.copy([ks.name for ks in sets], Direction.TO_SHADOW, full=False)
+                # the independent shadow shows the frozen view at once, and keeps it when done
                 seen.append([int.from_bytes(read_at(ks.shadow_device, 0, 8), "little")
                              for ks in sets])
+                assert kp.wait("g1", 120)
+                assert int.from_bytes(read_at(sets[1].shadow_device, 0, 8), "little") == \
+                    seen[-1][1]
         finally:
             stop.set()
             t.join()
