@@ -258,8 +258,9 @@ def report(res: dict[str, Any]) -> str:
                        ("update2", "the next updates")):
         lines.append(
             f"- chunks {title} copied: {', '.join(map(str, cp[f'{key}_chunks']))}; changed "
-            f"since the last copy: {', '.join(map(str, cp[f'{key}_changed']))}; copied by the "
-            f"previous update and not changed since: "
+            f"since the last copy: {', '.join(map(str, cp[f'{key}_changed']))}; chunks the "
+            f"previous update copied and not changed since (copying them again would add "
+            f"these): "
             f"{', '.join(map(str, cp[f'{key}_again']))}; "
             "the master's era before → after: "
             + ", ".join(f"{a}→{b}" for a, b in cp[f"{key}_era"]) + ".")
