@@ -123,11 +123,6 @@ def write_record(fd: int, lay: Layout, rec: Record) -> None:
     os.fsync(fd)
 
 
-def clear_record(fd: int, lay: Layout) -> None:
-    os.pwrite(fd, b"\0" * RECORD, lay.record)
-    os.fsync(fd)
-
-
 # ---- era_invalidate -------------------------------------------------------------------------
 
 _RANGE = re.compile(r'<range\s+begin\s*=\s*"(\d+)"\s+end\s*=\s*"(\d+)"')

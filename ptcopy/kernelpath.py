@@ -378,12 +378,6 @@ class KernelPath:
                 os.close(ks.overflow_fd)
             del self._sets[name]
 
-    def forget(self, name: str) -> None:
-        """After the set was disabled: its record on the bitmap volume goes too."""
-        ks = self.get(name)
-        kernelmeta.clear_record(ks.bitmap_fd, ks.layout)
-        self.unserve(name, force=True)
-
     def _unchain(self, ms: _Master, era_dev: str) -> None:
         """Take one era out of the master's chain. One in the middle becomes a pass-through
         (era tables are never reloaded in place: two instances would share its metadata)."""
@@ -750,6 +744,19 @@ class KernelPath:
                 os.close(ks.overflow_fd)
             ks.overflow_fd = os.open(overflow, os.O_RDWR | os.O_CLOEXEC)
             ks.overflow = overflow
+
+    def detach_overflow(self, name: str) -> None:
+        """Refused while the set's exception store uses extents of the overflow volume (they go
+        back at its next point in time)."""
+        ks = self.get(name)
+        with self._lock:
+            if ks.record.extents:
+                raise Dependency(1008, f"set {name}'s shadow uses {len(ks.record.extents)} "
+                                       "extent(s) of its overflow volume; take a new point in "
+                                       "time first")
+            if ks.overflow_fd >= 0:
+                os.close(ks.overflow_fd)
+            ks.overflow, ks.overflow_fd = None, -1
 
     def stop(self, *, force: bool = False) -> None:
         """Stop watching. The devices stay: the kernel keeps serving applications, and the next

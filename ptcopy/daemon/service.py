@@ -471,6 +471,8 @@ class Service:
             if ms.row.overflow == ov_id:
                 return
             self.live(set_id).attach_overflow(mo.ov)
+            if self.kernel is not None and ms.served is not None:
+                self.kernel.attach_overflow(ms.row.name, mo.row.path)
             ms.row = ms.row.with_(overflow=ov_id)
             self.store.put_set(ms.row)
             mo.sets.append(set_id)
@@ -483,6 +485,8 @@ class Service:
             ov_id = ms.row.overflow
             if not ov_id:
                 raise not_found(f"set {ms.row.name} has no overflow volume")
+            if self.kernel is not None and ms.served is not None:
+                self.kernel.detach_overflow(ms.row.name)   # refused while extents are in use
             self.live(set_id).detach_overflow()
             ms.row = ms.row.with_(overflow="")
             self.store.put_set(ms.row)

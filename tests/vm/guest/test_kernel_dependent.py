@@ -147,6 +147,21 @@ def test_compact_shadow_grows_into_overflow(pool: Pool, tmp_path) -> None:  # ty
         kp.poll()
         assert kp.status("c2")["out_of_space"]
         assert read_at(small.master_device, 7 * MIB, MIB) == read_at(small.master, 7 * MIB, MIB)
+        # an overflow volume attached later is used too; detaching waits for the extents to go
+        late = make_set(engine, kp, pool, "c3", Kind.DEPENDENT, master_size=8 * MIB,
+                        shadow_size=4 * MIB)
+        kp.attach_overflow("c3", ov_vol.path)
+        late_pit = digest(late.shadow_device)
+        for step in range(6):
+            write_at(late.master_device, step * MIB, rng.randbytes(MIB))
+            kp.poll()
+        assert kp.status("c3")["extents"] and not kp.status("c3")["out_of_space"]
+        assert digest(late.shadow_device) == late_pit
+        with pytest.raises(Dependency, match="extent"):
+            kp.detach_overflow("c3")
+        kp.copy(["c3"], Direction.TO_SHADOW, full=False)   # a new point in time frees them
+        assert kp.status("c3")["extents"] == 0
+        kp.detach_overflow("c3")
 
 
 def test_group_point_in_time(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
