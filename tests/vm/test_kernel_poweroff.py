@@ -2,12 +2,13 @@
 reassembles both sets from their disks and updates; no chunk changed before the crash may be
 missed (tests/vm/poweroff.py, tests/vm/guest/poweroff_scenario.py).
 
-Five runs, one per variant, each with its own data and cut delay:
+Six runs, one per variant, each with its own data and cut delay:
 
     steady    sets in steady state, two writer threads on both masters and pi's shadow
     update    the cut lands in a throttled update of pi (INCOMPLETE, deferred at reopen)
     fullcopy  the cut lands in pi's first full copy
     cycles    update after update of pi under the writers; the cut lands anywhere in a cycle
+    group     the cut lands in a group update of pi and pd at one point in time (pi throttled)
     shared    the dependent set on the independent set's master (one origin, era + snapshot)
 
 After the recovery the dependent shadow must still be its point in time, and pi's shadow must
@@ -31,6 +32,7 @@ SCENARIOS = [
     poweroff.Scenario("fullcopy", 103, 3.0),
     poweroff.Scenario("cycles", 104, 0.5),
     poweroff.Scenario("shared", 105, 1.5),
+    poweroff.Scenario("group", 106, 1.0),
 ]
 
 
