@@ -307,3 +307,19 @@ def fmt_rate(nbytes: int, t: float) -> str:
 
 def fmt_samples(ts: Sequence[float]) -> str:
     return ", ".join(fmt_s(t) for t in ts)
+
+
+def replace_generated(text: str, heading: str, begin: str, end: str, block: str,
+                      doc: Path) -> str | None:
+    """``text`` with the generated block (between the ``begin`` and ``end`` markers) of the
+    section ``heading`` replaced by ``block``; None when there is no such section."""
+    start = text.find(heading + "\n")
+    if start < 0:
+        return None
+    nxt = text.find("\n## ", start + len(heading))
+    stop = len(text) if nxt < 0 else nxt + 1
+    section = text[start:stop]
+    b, e = section.find(begin), section.find(end)
+    if b < 0 or e < b:
+        raise SystemExit(f"{doc}: section {heading!r} lacks the generated-block markers")
+    return text[:start] + section[:b] + block + section[e + len(end):] + text[stop:]

@@ -50,6 +50,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import ptbench  # noqa: E402  (bench/, the script directory, is on sys.path)
+
 from ptcopy import loopdev  # noqa: E402
 from ptcopy.engine import Direction, Engine, Kind, Set, bitmap_size  # noqa: E402
 from ptcopy.userspace import UserspacePath, cleanup_stale  # noqa: E402
@@ -726,19 +728,10 @@ def write_doc(generated: str) -> None:
         DOC.write_text(SECTION_TEMPLATE.replace(f"{BEGIN}\n{END}", block))
         return
     text = DOC.read_text()
-    start = text.find(HEADING + "\n")
-    if start < 0:
-        DOC.write_text(text.rstrip("\n") + "\n\n" + SECTION_TEMPLATE.replace(
-            f"{BEGIN}\n{END}", block))
-        return
-    nxt = text.find("\n## ", start + len(HEADING))
-    end = len(text) if nxt < 0 else nxt + 1
-    section = text[start:end]
-    b, e = section.find(BEGIN), section.find(END)
-    if b < 0 or e < b:
-        raise SystemExit(f"{DOC}: section {HEADING!r} lacks the generated-block markers")
-    section = section[:b] + block + section[e + len(END):]
-    DOC.write_text(text[:start] + section + text[end:])
+    new = ptbench.replace_generated(text, HEADING, BEGIN, END, block, DOC)
+    if new is None:
+        new = text.rstrip("\n") + "\n\n" + SECTION_TEMPLATE.replace(f"{BEGIN}\n{END}", block)
+    DOC.write_text(new)
 
 
 # ---- main --------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "vm"))
 
+import ptbench  # noqa: E402  (bench/, the script directory, is on sys.path)
 import vmkit  # noqa: E402
 
 from ptcopy.engine import Kind  # noqa: E402
@@ -51,7 +52,6 @@ from ptcopy.kernelpath import KernelPath  # noqa: E402
 KiB = 1 << 10
 MiB = 1 << 20
 CHUNK = 64 * KiB
-EXCEPTION = 16   # bytes per exception in a persistent dm-snapshot store
 
 DOC = REPO / "docs" / "PERFORMANCE.md"
 HEADING = "## Kernel data path (device-mapper, in a TCG VM)"
@@ -80,10 +80,9 @@ def up(n: int, to: int = MiB) -> int:
 
 
 def store_size(master: int) -> int:
-    """A persistent dm-snapshot store that holds every chunk of the master: the data, one
-    header chunk and one metadata chunk per CHUNK / 16 exceptions, rounded up to a MiB."""
-    chunks = master // CHUNK
-    return up(master + (1 + -(-chunks // (CHUNK // EXCEPTION))) * CHUNK)
+    """A persistent dm-snapshot store that holds every chunk of the master (what the kernel
+    path requires of a full-size dependent shadow), rounded up to a MiB."""
+    return up(KernelPath.store_needed(master, CHUNK))
 
 
 def make_images(root: Path, size: int) -> list[Path]:
@@ -273,18 +272,10 @@ def report(res: dict[str, Any]) -> str:
 
 def write_doc(generated: str) -> None:
     block = f"{BEGIN}\n{generated}\n{END}"
-    text = DOC.read_text()
-    start = text.find(HEADING + "\n")
-    if start < 0:
+    new = ptbench.replace_generated(DOC.read_text(), HEADING, BEGIN, END, block, DOC)
+    if new is None:
         raise SystemExit(f"{DOC} has no section {HEADING!r}: add it (with the markers) first")
-    nxt = text.find("\n## ", start + len(HEADING))
-    end = len(text) if nxt < 0 else nxt + 1
-    section = text[start:end]
-    b, e = section.find(BEGIN), section.find(END)
-    if b < 0 or e < b:
-        raise SystemExit(f"{DOC}: section {HEADING!r} lacks the generated-block markers")
-    section = section[:b] + block + section[e + len(END):]
-    DOC.write_text(text[:start] + section + text[end:])
+    DOC.write_text(new)
 
 
 # ---- main --------------------------------------------------------------------------------
