@@ -63,12 +63,27 @@ GROW_AT = 0.75          # a compact store this full gets another overflow extent
 TIMEOUT = 10.0          # seconds a transaction may hold devices suspended
 
 
-def _blkdev(path: str) -> os.stat_result:
+def _as_block(path: str) -> str:
+    """The block device a volume is served from: itself, or for a file the loop device over
+    it. One loop device per file, found again by its backing file, so sets sharing a master
+    file share one origin and a restarted ptcopyd finds the device it built on."""
     st = os.stat(path)
-    if not stat.S_ISBLK(st.st_mode):
-        raise InvalidArgument(1001, f"{path} is not a block device: the kernel data path "
-                                    "serves block devices (attach files to loop devices)")
-    return st
+    if stat.S_ISBLK(st.st_mode):
+        return path
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidArgument(1001, f"{path} is neither a block device nor a file")
+    real = os.path.realpath(path)
+    for lp in loopdev.list_loops():
+        if lp.backing_file == real:
+            return lp.device
+    try:
+        return loopdev.attach(real)
+    except loopdev.LoopError:
+        pass   # a file system without direct I/O (tmpfs): the page cache is the file's anyway
+    try:
+        return loopdev.attach(real, direct_io=False)
+    except loopdev.LoopError as e:
+        raise InvalidArgument(1001, f"cannot attach a loop device to {path}: {e}") from e
 
 
 def _size(fd: int) -> int:
@@ -121,6 +136,7 @@ class KernelSet:
     uid: str
     overflow: str | None = None
     overflow_fd: int = -1
+    files: list[str] = field(default_factory=list)   # file volumes served through loops
     pending: Direction | None = None   # a copy whose frozen view must be dismantled
     merging: int = -1                  # store sectors to merge at the start, -1 = no merge
     out_of_space: bool = False
@@ -195,11 +211,12 @@ class KernelPath:
                 raise InvalidArgument(1001, f"set {name} is already served")
             st = set_.status()
             kind = Kind(st.kind)
-            mst = _blkdev(master)
-            for p in (shadow, bitmap):
-                _blkdev(p)
-            lay = kernelmeta.layout(st.master_size, st.shadow_size, st.chunk_size, kind)
             self.check_sizes(kind, st.chunk_size, st.master_size, (shadow, st.shadow_size))
+            lay = kernelmeta.layout(st.master_size, st.shadow_size, st.chunk_size, kind)
+            files = [p for p in (master, shadow, bitmap, overflow) if p and not _is_blk(p)]
+            master, shadow, bitmap_dev = (_as_block(p) for p in (master, shadow, bitmap))
+            mst = os.stat(master)
+            # the record is written where the engine writes its bitmaps: the volume as given
             bfd = os.open(bitmap, os.O_RDWR | os.O_CLOEXEC)
             ks = None
             try:
@@ -209,9 +226,10 @@ class KernelPath:
                 fresh = not _formatted(bfd, lay) or rec.uuid != st.uuid.hex
                 if fresh:
                     rec = Record(uuid=st.uuid.hex)
-                ks = KernelSet(name, set_, kind, st.chunk_size, master, shadow, bitmap, bfd,
+                ks = KernelSet(name, set_, kind, st.chunk_size, master, shadow, bitmap_dev, bfd,
                                st.master_size, st.shadow_size, lay, rec, st.uuid.hex[:12],
                                overflow)
+                ks.files = files
                 if overflow:
                     ks.overflow_fd = os.open(overflow, os.O_RDWR | os.O_CLOEXEC)
                 key = f"m{os.major(mst.st_rdev)}x{os.minor(mst.st_rdev)}"
@@ -226,6 +244,7 @@ class KernelPath:
                 os.close(bfd)
                 if ks is not None and ks.overflow_fd >= 0:
                     os.close(ks.overflow_fd)
+                self._release_loops(files)
                 raise
             self._masters[key] = ms
             self._sets[name] = ks
@@ -316,7 +335,8 @@ class KernelPath:
     @staticmethod
     def _cow_table(ks: KernelSet, extents: list[tuple[str, int, int]] | None = None) -> str:
         pieces = [(ks.shadow, 0, ks.shadow_size // 512 * 512)]
-        pieces += ks.record.extents if extents is None else extents
+        pieces += [(_as_block(p), off, n)
+                   for p, off, n in (ks.record.extents if extents is None else extents)]
         return dm.concat(pieces)
 
     def _relink(self, ms: _Master) -> None:
@@ -377,6 +397,15 @@ class KernelPath:
             if ks.overflow_fd >= 0:
                 os.close(ks.overflow_fd)
             del self._sets[name]
+            self._release_loops(ks.files)
+
+    def _release_loops(self, files: list[str]) -> None:
+        """Detach the loop devices over these files that no served set uses any more."""
+        used = {os.path.realpath(f) for k in self._sets.values() for f in k.files}
+        for lp in loopdev.list_loops():
+            if lp.backing_file in {os.path.realpath(f) for f in files} - used:
+                with contextlib.suppress(loopdev.LoopError):   # still held: it stays
+                    loopdev.detach(lp.device)
 
     def _unchain(self, ms: _Master, era_dev: str) -> None:
         """Take one era out of the master's chain. One in the middle becomes a pass-through
@@ -479,8 +508,13 @@ class KernelPath:
         after: list[Callable[[], None]] = []
         for ks in kss:
             ms = self._master_of(ks)
-            # every era of the master (writes pass them all) and the set's shadow era
-            for name in [*reversed(ms.chain), ms.origin] + (
+            # The source's top devices first: suspending a device freezes a file system
+            # mounted on it (dm's lockfs), so the point in time is a consistent one. Then every
+            # era of the master (writes pass them all), the origin, and the shadow's stack.
+            tops = [f"ptcopy-{n}-master" for n in ms.sets]
+            if ks.kind is Kind.INDEPENDENT and direction is Direction.TO_MASTER:
+                tops.append(f"ptcopy-{ks.name}-shadow")
+            for name in [*tops, *reversed(ms.chain), ms.origin] + (
                     [ks.dev("sera"), ks.dev("sorigin")] if ks.kind is Kind.INDEPENDENT else []):
                 if name not in suspend:
                     suspend.append(name)
@@ -738,8 +772,10 @@ class KernelPath:
         ks = self.get(name)
         if not ks.compact:
             raise WrongKind(1007, f"set {name} is not a compact dependent set")
-        _blkdev(overflow)
         with self._lock:
+            if not _is_blk(overflow):
+                _as_block(overflow)
+                ks.files.append(overflow)
             if ks.overflow_fd >= 0:
                 os.close(ks.overflow_fd)
             ks.overflow_fd = os.open(overflow, os.O_RDWR | os.O_CLOEXEC)
@@ -797,6 +833,10 @@ class KernelCopy:
 def _formatted(fd: int, lay: Layout) -> bool:
     """The kernel record area was written at least once (its magic is there)."""
     return os.pread(fd, 8, lay.record) == kernelmeta.MAGIC
+
+
+def _is_blk(path: str) -> bool:
+    return stat.S_ISBLK(os.stat(path).st_mode)
 
 
 def _chain_above(origin: str) -> list[str]:

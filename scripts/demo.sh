@@ -77,6 +77,14 @@ if [[ $ACTION == stop ]]; then
     grep -F " $DIR/mnt/" /proc/mounts | awk '{print $2}' | sort -r | while read -r mp; do
         umount "$mp" && echo "unmounted $mp"
     done || true
+    # Disabling the set takes its devices down: on the kernel data path they would outlive
+    # ptcopyd (the kernel keeps serving them), over files this removes.
+    if [[ -f $DIR/ptcopy.env ]] && (
+        # shellcheck disable=SC1091
+        source "$DIR/ptcopy.env" && "$PTCOPY" --timeout 30 disable "$SET" >/dev/null 2>&1
+    ); then
+        echo "disabled set $SET"
+    fi
     stop_pid "$DIR/ptcopyd.pid" ptcopyd
     stop_pid "$DIR/dbus.pid" "the demo's D-Bus daemon"
     if [[ -f $DIR/installed-policy ]]; then
@@ -259,8 +267,12 @@ MNT_M=$DIR/mnt/master
 MNT_S=$DIR/mnt/shadow
 
 say "1. Three small volumes: a master with an ext4 file system, a shadow, a bitmap volume"
-truncate -s 64M "$V/master.img" "$V/shadow.img"
-truncate -s 1M "$V/bitmap.img"
+# The shadow is 1 MiB larger and the bitmap volume 4 MiB: on the kernel data path (device-mapper,
+# where the kernel has it) dm-snapshot keeps its metadata in the shadow and the bitmap volume
+# also holds a record of the set; the userspace path takes these sizes as well.
+truncate -s 64M "$V/master.img"
+truncate -s 65M "$V/shadow.img"
+truncate -s 4M "$V/bitmap.img"
 show mkfs.ext4 -q -L demo "$V/master.img"
 
 say "2. Enable a dependent (copy-on-write) set: its point in time is now"

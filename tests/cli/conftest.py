@@ -145,7 +145,8 @@ def daemon(bus: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemo
     log = (root / "ptcopyd.log").open("wb")
     proc = subprocess.Popen(
         [str(PTCOPYD), "--bus", bus, "--state-dir", str(root / "state"), "--run-dir",
-         str(root / "run"), "--file-volumes", str(root / "volumes"), "--job-retention", "600"],
+         str(root / "run"), "--file-volumes", str(root / "volumes"), "--job-retention", "600",
+         "--data-path", "userspace"],   # what these tests expect, device-mapper or not
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     d = Daemon(bus, root, proc)
     deadline = time.monotonic() + 30

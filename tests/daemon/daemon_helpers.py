@@ -253,7 +253,11 @@ class Ptcopyd:
                 "--file-volumes", str(self.vol_dir),
                 # only the volumes in use: these tests count objects, and the host's other
                 # block devices come and go (tests/udev covers discovery)
-                *([] if "--volumes" in self.args else ["--volumes", "used"]), *self.args]
+                *([] if "--volumes" in self.args else ["--volumes", "used"]),
+                # these tests are about the userspace path (FUSE files, loop devices), which
+                # "auto" would not pick on a kernel with device-mapper
+                *([] if "--data-path" in self.args else ["--data-path", "userspace"]),
+                *self.args]
 
     def start(self, timeout: float = 30) -> None:
         assert self.proc is None or self.proc.poll() is not None, "ptcopyd is already running"

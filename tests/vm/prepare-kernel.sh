@@ -15,8 +15,12 @@ set -euo pipefail
 
 CACHE=${PTCOPY_VM_CACHE:-/var/cache/ptcopy-vm}
 # Module directories vmkit's guest module list draws from (dm targets, loop/virtio_blk, virtio-pci,
-# 9p with its netfs/fscache dependencies, libcrc32c and crc32c_generic).
-MODULE_DIRS=(drivers/md drivers/block drivers/virtio fs/9p fs/fscache fs/netfs net/9p lib crypto)
+# 9p with its netfs/fscache dependencies, libcrc32c and crc32c_generic, ext4 with jbd2 and
+# mbcache for file systems on served devices).
+MODULE_DIRS=(drivers/md drivers/block drivers/virtio fs/9p fs/fscache fs/netfs net/9p lib crypto
+             fs/ext4 fs/jbd2 fs/mbcache.ko)
+# A cache made from another list is made again (the stamp records the list).
+STAMP="modules: ${MODULE_DIRS[*]}"
 
 die() {
     echo "prepare-kernel.sh: ERROR: $*" >&2
@@ -35,7 +39,8 @@ if [[ -z $kver ]]; then
 fi
 [[ -n $kver ]] || die "cannot tell which kernel linux-image-amd64 depends on (apt-cache depends)"
 
-if [[ -f $CACHE/$kver/.complete && $(readlink "$CACHE/current" 2>/dev/null) == "$kver" ]]; then
+if [[ -f $CACHE/$kver/.complete && $(<"$CACHE/$kver/.complete") == "$STAMP" &&
+    $(readlink "$CACHE/current" 2>/dev/null) == "$kver" ]]; then
     echo "prepare-kernel.sh: kernel $kver already in $CACHE"
     exit 0
 fi
@@ -79,7 +84,7 @@ while IFS=: read -r offset _; do
 done < <(LC_ALL=C grep -abo $'\xfd7zXZ' "$vmlinuz")
 [[ -f $root/vmlinux ]] || die "no xz-compressed ELF kernel found in $vmlinuz"
 
-touch "$root/.complete"
+echo "$STAMP" >"$root/.complete"
 rm -rf "${CACHE:?}/$kver"
 mv "$root" "$CACHE/$kver"
 ln -sfn "$kver" "$CACHE/.current.new"

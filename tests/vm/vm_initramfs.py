@@ -29,6 +29,7 @@ GUEST_MODULES = (
     "virtio_blk",  # the disks: /dev/vda, /dev/vdb, ...
     "9pnet_virtio",  # the host's root and the repository, shared over 9p
     "9p",
+    "ext4",  # file systems on served devices (the demo, mounted-target refusals)
 )
 
 

@@ -24,7 +24,7 @@ from ptcopy.kernelpath import KernelPath
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Ptcopyd, Pool]]:
     bus = PrivateBus.start()
-    d = Ptcopyd(bus, tmp_path)
+    d = Ptcopyd(bus, tmp_path, ["--data-path", "auto"])   # the default, which picks the kernel
     pool = Pool(str(tmp_path))
     try:
         yield d, pool
