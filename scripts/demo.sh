@@ -208,33 +208,8 @@ else
     LISTEN="unix:path=$SOCKET"
     ((${#SOCKET} < 100)) || LISTEN="unix:tmpdir=/tmp"   # unix socket paths are short
     # Debian's system bus policy (deny by default) plus ptcopy's own policy file.
-    cat >"$DIR/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>$LISTEN</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <include>$REPO/dbus/org.ptcopy.Imaging1.conf</include>
-</busconfig>
-EOF
+    sed -e "s|@LISTEN@|$LISTEN|" -e "s|@POLICY@|$REPO/dbus/org.ptcopy.Imaging1.conf|" \
+        -e "s|@EXTRA@||" "$REPO/dbus/private-bus.conf.in" >"$DIR/bus.conf"
     setsid dbus-daemon --config-file="$DIR/bus.conf" --nofork --print-address=3 \
         3>"$DIR/bus.address" </dev/null >>"$DIR/dbus.log" 2>&1 &
     echo $! >"$DIR/dbus.pid"

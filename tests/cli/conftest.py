@@ -40,31 +40,6 @@ NOBODY = 65534
 MIB = 1 << 20
 KIB = 1 << 10
 
-# Debian's system bus policy (deny by default) plus ptcopy's policy file.
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path={socket}</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"""
 
 
 @dataclass
@@ -84,7 +59,10 @@ def start_bus(where: Path) -> tuple[subprocess.Popen[bytes], str]:
     where.mkdir(parents=True, exist_ok=True)
     os.chmod(where, 0o755)
     conf = where / "bus.conf"
-    conf.write_text(BUS_CONFIG.format(socket=where / "bus.sock", policy=POLICY))
+    # the project's private-bus configuration: Debian's system bus policy plus ptcopy's
+    template = (REPO / "dbus" / "private-bus.conf.in").read_text()
+    conf.write_text(template.replace("@LISTEN@", f"unix:path={where / 'bus.sock'}")
+                    .replace("@POLICY@", str(POLICY)).replace("@EXTRA@", ""))
     proc = subprocess.Popen(["dbus-daemon", f"--config-file={conf}", "--nofork",
                              "--print-address=1"], stdout=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)

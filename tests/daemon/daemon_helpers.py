@@ -58,54 +58,21 @@ NOBODY = 65534
 
 T = TypeVar("T")
 
-# Debian's /usr/share/dbus-1/system.conf, minus what a private test bus cannot or need not do
-# (user switch, fork, pid file, syslog, service helper, system-wide includes), plus an include
-# of the project's policy file (and room for a fake polkit).
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path={socket}</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus" />
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Properties"/>
-    <deny send_destination="org.freedesktop.DBus"
-          send_interface="org.freedesktop.DBus"
-          send_member="UpdateActivationEnvironment"/>
-    <deny send_destination="org.freedesktop.DBus"
-          send_interface="org.freedesktop.DBus.Debug.Stats"/>
-  </policy>
-  <policy user="root">
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Monitoring"/>
-  </policy>
-  <!-- stands in for polkit's own file (which lets user polkitd own the name): the tests'
-       fake polkit runs as root -->
-  <policy user="root">
+# The project's private-bus configuration (Debian's system bus policy plus ptcopy's), with room
+# for the tests' fake polkit, which runs as root (polkit's own file lets user polkitd own it).
+FAKE_POLKIT = """<policy user="root">
     <allow own="org.freedesktop.PolicyKit1"/>
   </policy>
   <policy context="default">
     <allow send_destination="org.freedesktop.PolicyKit1"/>
-  </policy>
-  <!-- the policy under test -->
-  <include>{policy}</include>
-</busconfig>
-"""
+  </policy>"""
+
+
+def bus_config(listen: str, *, extra: str = "") -> str:
+    """dbus/private-bus.conf.in filled in: listening on ``listen``, with ptcopy's policy."""
+    text = (REPO / "dbus" / "private-bus.conf.in").read_text()
+    return (text.replace("@LISTEN@", listen).replace("@POLICY@", str(POLICY))
+            .replace("@EXTRA@", extra))
 
 
 # ---- values ------------------------------------------------------------------------------------
@@ -155,7 +122,7 @@ class PrivateBus:
         d.chmod(0o755)
         sock = d / "system_bus_socket"
         conf = d / "system.conf"
-        conf.write_text(BUS_CONFIG.format(socket=sock, policy=POLICY))
+        conf.write_text(bus_config(f"unix:path={sock}", extra=FAKE_POLKIT))
         proc = subprocess.Popen(["dbus-daemon", "--config-file", str(conf), "--nofork",
                                  "--print-address"], stdout=subprocess.PIPE,
                                 stderr=open(d / "dbus-daemon.log", "wb"))  # noqa: SIM115
