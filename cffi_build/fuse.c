@@ -10,6 +10,12 @@
  *
  * An export is referenced by every request in flight on it; unexporting waits for those to end,
  * so a set is never closed under a running request.
+ *
+ * Access: only the daemon's own user (root) reaches a set's data. The mount has
+ * default_permissions, so the kernel checks the modes served here (directories 0700, files
+ * 0600, owned by the daemon's user) before any request is sent; every handler that acts for a
+ * caller also refuses any uid but the daemon's (EACCES), which covers what the kernel's check
+ * does not see: a descriptor passed to, or inherited by, another user.
  */
 #define FUSE_USE_VERSION 312
 #include <errno.h>
@@ -18,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +54,8 @@ struct pt_server {
     size_t nslots, cap;
     unsigned max_threads;
     int loop_rc;
+    uid_t uid;             /* the only caller served, and the files' owner: the daemon's euid */
+    gid_t gid;
 };
 
 /* ---- inode helpers ---- */
@@ -86,12 +95,15 @@ static void release(pt_server *srv, export *e)
     pthread_mutex_unlock(&srv->mu);
 }
 
-static void fill_attr(struct stat *st, fuse_ino_t ino, int kind, uint64_t size)
+static void fill_attr(const pt_server *srv, struct stat *st, fuse_ino_t ino, int kind,
+                      uint64_t size)
 {
     memset(st, 0, sizeof *st);
     st->st_ino = ino;
+    st->st_uid = srv->uid;
+    st->st_gid = srv->gid;
     if (kind == 0 || ino == FUSE_ROOT_ID) {
-        st->st_mode = S_IFDIR | 0755;
+        st->st_mode = S_IFDIR | 0700;
         st->st_nlink = 2;
     } else {
         st->st_mode = S_IFREG | 0600;
@@ -113,6 +125,18 @@ static int to_errno(int rc)
     }
 }
 
+/* The second wall behind default_permissions: a request made by any user but the daemon's is
+ * refused. Requests the loop driver makes run in its kernel workers, as root. Replies EACCES
+ * and returns false when the caller is refused. */
+static bool caller_ok(fuse_req_t req, const pt_server *srv)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    if (ctx && ctx->uid == srv->uid)
+        return true;
+    fuse_reply_err(req, EACCES);
+    return false;
+}
+
 /* ---- operations ---- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -130,6 +154,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     pt_server *srv = fuse_req_userdata(req);
+    if (!caller_ok(req, srv))
+        return;
     struct fuse_entry_param ep;
     memset(&ep, 0, sizeof ep);
     ep.attr_timeout = ep.entry_timeout = 1.0;
@@ -140,7 +166,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             export *e = srv->exports[i];
             if (e && !e->removed && strcmp(e->name, name) == 0) {
                 ep.ino = ino_of(i, 0);
-                fill_attr(&ep.attr, ep.ino, 0, 0);
+                fill_attr(srv, &ep.attr, ep.ino, 0, 0);
                 found = 1;
             }
         }
@@ -150,7 +176,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         if (e && kind == 0 && (!strcmp(name, "master") || !strcmp(name, "shadow"))) {
             int k = strcmp(name, "master") == 0 ? 1 : 2;
             ep.ino = parent + (fuse_ino_t)k;
-            fill_attr(&ep.attr, ep.ino, k, e->size);
+            fill_attr(srv, &ep.attr, ep.ino, k, e->size);
             found = 1;
         }
     }
@@ -165,9 +191,11 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     (void)fi;
     pt_server *srv = fuse_req_userdata(req);
+    if (!caller_ok(req, srv))
+        return;
     struct stat st;
     if (ino == FUSE_ROOT_ID) {
-        fill_attr(&st, ino, 0, 0);
+        fill_attr(srv, &st, ino, 0, 0);
         fuse_reply_attr(req, &st, 1.0);
         return;
     }
@@ -175,7 +203,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     int kind;
     export *e = get_export(srv, ino, &kind);
     if (e)
-        fill_attr(&st, ino, kind, e->size);
+        fill_attr(srv, &st, ino, kind, e->size);
     pthread_mutex_unlock(&srv->mu);
     if (e)
         fuse_reply_attr(req, &st, 1.0);
@@ -187,6 +215,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
                        struct fuse_file_info *fi)
 {
     pt_server *srv = fuse_req_userdata(req);
+    if (!caller_ok(req, srv))
+        return;
     int kind;
     pthread_mutex_lock(&srv->mu);
     export *e = get_export(srv, ino, &kind);
@@ -209,6 +239,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
     (void)fi;
     pt_server *srv = fuse_req_userdata(req);
+    if (!caller_ok(req, srv))
+        return;
     char *buf = calloc(1, size ? size : 1);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
@@ -262,6 +294,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     pt_server *srv = fuse_req_userdata(req);
+    if (!caller_ok(req, srv))   /* before counting: a refused open never blocks unexporting */
+        return;
     int kind;
     pthread_mutex_lock(&srv->mu);
     export *e = get_export(srv, ino, &kind);
@@ -302,6 +336,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
  * NULL when ino is gone or a directory. */
 static export *acquire_file(fuse_req_t req, pt_server *srv, fuse_ino_t ino, int *side)
 {
+    if (!caller_ok(req, srv))
+        return NULL;
     int kind;
     export *e = acquire(srv, ino, &kind);
     if (e && kind != 0) {
@@ -359,16 +395,21 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
         fuse_reply_write(req, size);
 }
 
+/* fsync and close of a served file. The master's flush syncs what the master's durability
+ * needs and never fails because the shadow side (shadow, bitmap, overflow) is offline: a file
+ * system on the master would abort its journal. See pt_set_sync. */
 static void sync_export(fuse_req_t req, fuse_ino_t ino)
 {
     pt_server *srv = fuse_req_userdata(req);
+    if (!caller_ok(req, srv))
+        return;
     int kind;
     export *e = acquire(srv, ino, &kind);
     if (!e) {
         fuse_reply_err(req, ENOENT);
         return;
     }
-    int rc = pt_set_flush(e->set, NULL);
+    int rc = kind == 0 ? 0 : pt_set_sync(e->set, kind == 1 ? PT_MASTER : PT_SHADOW, NULL);
     release(srv, e);
     fuse_reply_err(req, rc ? to_errno(rc) : 0);
 }
@@ -451,9 +492,11 @@ int pt_server_start(pt_engine *eng, const char *mountpoint, unsigned max_threads
         return pt_fail(err, EAGAIN, "out of resources");
     }
     srv->eng = eng;
+    srv->uid = geteuid();
+    srv->gid = getegid();
     srv->max_threads = max_threads ? max_threads : 16;
     snprintf(srv->mountpoint, sizeof srv->mountpoint, "%s", mountpoint);
-    char *argv[] = {"ptcopy", "-o", "fsname=ptcopy,subtype=ptcopy,allow_other,max_read=1048576",
+    char *argv[] = {"ptcopy", "-o", "fsname=ptcopy,subtype=ptcopy,allow_other,default_permissions,max_read=1048576",
                     NULL};
     struct fuse_args args = FUSE_ARGS_INIT(3, argv);
     srv->se = fuse_session_new(&args, &OPS, sizeof OPS, srv);

@@ -65,7 +65,7 @@ typedef struct pt_vol {
     char path[512];
     const char *role;       /* "master", "shadow", ... (static string) */
     atomic_int offline;
-    atomic_int inject;      /* fault injection: fail every I/O */
+    atomic_int inject;      /* fault injection: 0, or the errno every I/O fails with */
     pt_gcommit sync;
 } pt_vol;
 int pt_vol_open(pt_vol *v, const pt_volspec *spec, const char *role, pt_error *err);
@@ -75,6 +75,8 @@ int pt_vol_pread(pt_vol *v, void *buf, size_t len, uint64_t off);
 int pt_vol_pwrite(pt_vol *v, const void *buf, size_t len, uint64_t off);
 int pt_vol_sync(pt_vol *v);   /* group-committed fdatasync */
 int pt_vol_zero(pt_vol *v, uint64_t off, uint64_t len);
+/* 0, or the negated errno fault injection makes this volume's I/O fail with. */
+static inline int pt_vol_injected(pt_vol *v) { return -atomic_load(&v->inject); }
 
 /* ---- bitmaps with per-page population counts (fast scans of huge sparse bitmaps) ---- */
 #define PT_BITS_PER_PAGE (PT_PAGE * 8u)
@@ -252,6 +254,7 @@ int pt_meta_layout(uint64_t master_size, uint64_t shadow_size, uint32_t chunk, i
 int pt_meta_create(pt_set *s, pt_error *err);
 int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_error *err);
 int pt_meta_flush(pt_set *s);          /* group-committed; 0 or -errno */
+int pt_meta_rewrite(pt_set *s);        /* all of it, even while offline; 0 or -errno */
 int pt_meta_write_header(pt_set *s, uint32_t state, pt_error *err);
 void pt_meta_mark(pt_set *s, uint64_t img_off);  /* caller holds meta_mu */
 void pt_meta_free(pt_set *s);

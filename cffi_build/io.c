@@ -431,3 +431,38 @@ int pt_set_flush(pt_set *s, pt_error *err)
         return io_error(s, &s->bitmap, rc, "flushing", err);
     return 0;
 }
+
+/* A flush through one side, as a served file's fsync asks for it. The shadow side needs every
+ * volume (pt_set_flush). The master needs its own volume alone: the write path made each
+ * copy-on-write and bit durable before the master write that needed it, so a shadow, bitmap or
+ * overflow volume that is offline, or fails here, never fails a master flush (a file system on
+ * the master would abort its journal); the set's offline flags record it instead, and the
+ * bitmap kept in memory tells reset which chunks to copy. */
+int pt_set_sync(pt_set *s, int side, pt_error *err)
+{
+    if (side == PT_SHADOW)
+        return pt_set_flush(s, err);
+    if (side != PT_MASTER)
+        return pt_fail(err, PT_E_INVALID, "side %d is neither master (0) nor shadow (1)", side);
+    if (atomic_load(&s->rflags) & PT_F_MASTER_OFFLINE)
+        return pt_fail(err, PT_E_OFFLINE, "master volume %s of set %s is offline; reset the set",
+                       s->m->vol.path, s->name);
+    int rc = pt_vol_sync(&s->m->vol);
+    if (rc)
+        return io_error(s, &s->m->vol, rc, "flushing", err);
+    if (!(atomic_load(&s->rflags) & PT_F_BITMAP_OFFLINE)) {
+        pthread_mutex_lock(&s->meta_mu);
+        s->hdr_dirty = true;   /* records last-modified */
+        pthread_mutex_unlock(&s->meta_mu);
+        /* A failure takes the bitmap and the shadow offline (pt_meta_flush), not the master;
+         * its result is the flags checked below. */
+        if (pt_meta_flush(s) != 0 && !(atomic_load(&s->rflags) & PT_F_BITMAP_OFFLINE))
+            pt_set_offline(s, PT_F_BITMAP_OFFLINE);
+    }
+    /* only a restore in progress ties the master to the shadow side: pt_set_offline took the
+     * half-restored master offline with it */
+    if (atomic_load(&s->rflags) & PT_F_MASTER_OFFLINE)
+        return pt_fail(err, PT_E_OFFLINE, "master of set %s went offline with its shadow side "
+                       "during a restore; reset the set", s->name);
+    return 0;
+}

@@ -337,8 +337,9 @@ void pt_meta_release(pt_set *s, uint32_t *rel, uint64_t n)
 
 static int bitmap_sync(pt_set *s)
 {
-    if (atomic_load(&s->bitmap.inject))
-        return -EIO;
+    int inj = pt_vol_injected(&s->bitmap);
+    if (inj)
+        return inj;
     return fdatasync(s->bitmap.fd) ? -errno : 0;
 }
 
@@ -379,6 +380,20 @@ static int meta_flush_fn(void *arg)
     }
     free(rel);   /* on failure the slots leak, which is safe: they are never handed out twice */
     return rc;
+}
+
+/* Writes the whole in-memory image and the header again, whatever the bitmap's offline flag
+ * says: after the bitmap failed nobody knows which of its pages landed, and the bits in memory
+ * are the only complete record of what changed meanwhile. */
+int pt_meta_rewrite(pt_set *s)
+{
+    if (s->bitmap_mem)
+        return 0;
+    pthread_mutex_lock(&s->meta_mu);
+    s->img.ndirty = UINT64_MAX;
+    s->hdr_dirty = true;
+    pthread_mutex_unlock(&s->meta_mu);
+    return pt_gc_run(&s->meta_gc, meta_flush_fn, s);
 }
 
 int pt_meta_flush(pt_set *s)

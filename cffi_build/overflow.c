@@ -397,7 +397,9 @@ static int ov_flush_fn(void *arg)
     if (st.n) {
         rc = pt_staged_write(&ov->vol, PT_HDR_SIZE, &st);
         if (!rc)
-            rc = atomic_load(&ov->vol.inject) ? -EIO : (fdatasync(ov->vol.fd) ? -errno : 0);
+            rc = pt_vol_injected(&ov->vol);
+        if (!rc && fdatasync(ov->vol.fd) != 0)
+            rc = -errno;
     }
     pt_staged_free(&st);
     return rc;

@@ -171,6 +171,10 @@ int pt_set_write(pt_set *set, int side, uint64_t offset, const void *buf, size_t
                  pt_error *err);
 /* Make every completed write durable on master, shadow, overflow and bitmap. */
 int pt_set_flush(pt_set *set, pt_error *err);
+/* Make completed writes through one side (PT_MASTER or PT_SHADOW) durable, as a served file's
+ * fsync does. The shadow side is pt_set_flush; the master syncs its own volume and never fails
+ * because the shadow, bitmap or overflow volume is offline or fails (the set's flags say so). */
+int pt_set_sync(pt_set *set, int side, pt_error *err);
 
 /* Copy (full=1) or update (full=0) in a direction; returns at once, a C thread does the work.
  * owner: the caller's identity for the PID lock (0 = none). */
@@ -196,8 +200,8 @@ int pt_set_attach_overflow(pt_set *set, pt_overflow *ov, pt_error *err);
 int pt_set_detach_overflow(pt_set *set, pt_error *err);
 
 /* Fault injection for tests (like dm-flakey): make every I/O to one of the set's volumes fail
- * with EIO while on != 0. */
-int pt_set_inject_error(pt_set *set, int volume, int on, pt_error *err);
+ * with errno errnum (0: EIO; e.g. ENOSPC for a full disk) while on != 0. */
+int pt_set_inject_error(pt_set *set, int volume, int on, int errnum, pt_error *err);
 /* Join: OR the shadow bitmap kept by another host for this set's exported shadow into this
  * set's shadow bitmap (same chunk size and count), so the next update resyncs those chunks. */
 int pt_set_join(pt_set *set, const pt_volspec *bitmap, pt_error *err);

@@ -533,6 +533,12 @@ static int set_teardown(pt_set *s, uint32_t state, pt_error *err)
         if (!(off & PT_F_BITMAP_OFFLINE) && (r = pt_meta_flush(s)) != 0)
             rc = pt_fail(err, -r, "bitmap volume %s: flush failed: %s", s->bitmap.path,
                          strerror(-r));
+        /* A bitmap that went offline missed the bits of writes made since: when it takes
+         * writes again, all of the bits in memory go to it, so the resync the header asks for
+         * below misses no chunk. Still failing, it records nothing; the caller sees why. */
+        if ((off & PT_F_BITMAP_OFFLINE) && (r = pt_meta_rewrite(s)) != 0)
+            rc = pt_fail(err, -r, "bitmap volume %s: still fails, its bits miss writes made while "
+                         "it was offline: %s", s->bitmap.path, strerror(-r));
         if (atomic_load(&s->rflags) & OFFLINE_MASK) {
             /* Remember it where the next open looks: the bits may have missed writes made
              * while a volume was offline, so the shadow must not be served until a reset. */
@@ -715,15 +721,17 @@ int pt_set_unlock(pt_set *s, int64_t owner, pt_error *err)
     return rc;
 }
 
-int pt_set_inject_error(pt_set *s, int volume, int on, pt_error *err)
+int pt_set_inject_error(pt_set *s, int volume, int on, int errnum, pt_error *err)
 {
+    if (errnum < 0 || errnum > 4095)
+        return pt_fail(err, PT_E_INVALID, "%d is not an errno to inject", errnum);
     pt_vol *v = volume == PT_VOL_MASTER ? &s->m->vol
               : volume == PT_VOL_SHADOW ? &s->shadow
               : volume == PT_VOL_BITMAP ? &s->bitmap
               : volume == PT_VOL_OVERFLOW && s->ov ? &s->ov->vol : NULL;
     if (!v)
         return pt_fail(err, PT_E_INVALID, "set %s has no volume %d", s->name, volume);
-    atomic_store(&v->inject, on ? 1 : 0);
+    atomic_store(&v->inject, on ? (errnum ? errnum : EIO) : 0);
     return 0;
 }
 

@@ -222,8 +222,9 @@ bool pt_vol_same(const pt_vol *a, const pt_vol *b)
 
 int pt_vol_pread(pt_vol *v, void *buf, size_t len, uint64_t off)
 {
-    if (atomic_load(&v->inject))
-        return -EIO;
+    int inj = pt_vol_injected(v);
+    if (inj)
+        return inj;
     uint8_t *p = buf;
     while (len) {
         ssize_t n = pread(v->fd, p, len, (off_t)off);
@@ -243,8 +244,9 @@ int pt_vol_pread(pt_vol *v, void *buf, size_t len, uint64_t off)
 
 int pt_vol_pwrite(pt_vol *v, const void *buf, size_t len, uint64_t off)
 {
-    if (atomic_load(&v->inject))
-        return -EIO;
+    int inj = pt_vol_injected(v);
+    if (inj)
+        return inj;
     const uint8_t *p = buf;
     while (len) {
         ssize_t n = pwrite(v->fd, p, len, (off_t)off);
@@ -265,8 +267,9 @@ int pt_vol_pwrite(pt_vol *v, const void *buf, size_t len, uint64_t off)
 static int vol_sync_fn(void *arg)
 {
     pt_vol *v = arg;
-    if (atomic_load(&v->inject))
-        return -EIO;
+    int inj = pt_vol_injected(v);
+    if (inj)
+        return inj;
     return fdatasync(v->fd) == 0 ? 0 : -errno;
 }
 
@@ -277,8 +280,9 @@ int pt_vol_sync(pt_vol *v)
 
 int pt_vol_zero(pt_vol *v, uint64_t off, uint64_t len)
 {
-    if (atomic_load(&v->inject))
-        return -EIO;
+    int inj = pt_vol_injected(v);
+    if (inj)
+        return inj;
     if (len == 0)
         return 0;
     if (!v->is_blk && fallocate(v->fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) == 0)

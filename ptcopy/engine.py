@@ -505,10 +505,15 @@ class Set:
         err = _new_error()
         _check(lib.pt_set_write(self._handle(), int(side), offset, src, len(src), err), err)
 
-    def flush(self) -> None:
-        """Make every completed write durable on all the set's volumes."""
+    def flush(self, side: Side | None = None) -> None:
+        """Make every completed write durable on all the set's volumes; with ``side``, what
+        that side needs, as a served file's fsync does (a master flush never fails because the
+        shadow, bitmap or overflow volume is offline)."""
         err = _new_error()
-        _check(lib.pt_set_flush(self._handle(), err), err)
+        if side is None:
+            _check(lib.pt_set_flush(self._handle(), err), err)
+        else:
+            _check(lib.pt_set_sync(self._handle(), int(side), err), err)
 
     # -- copies --
 
@@ -630,10 +635,12 @@ class Set:
         v = _Vol(source)
         _check(lib.pt_set_copy_source(self._handle(), v.spec, err), err)
 
-    def inject_error(self, volume: VolumeRole, on: bool = True) -> None:
-        """Test hook: fail every I/O to one of the set's volumes while on."""
+    def inject_error(self, volume: VolumeRole, on: bool = True, *,
+                     error: int = errno.EIO) -> None:
+        """Test hook: fail every I/O to one of the set's volumes while on, with errno
+        ``error`` (EIO; ENOSPC for a full disk)."""
         err = _new_error()
-        _check(lib.pt_set_inject_error(self._handle(), int(volume), int(on), err), err)
+        _check(lib.pt_set_inject_error(self._handle(), int(volume), int(on), error, err), err)
 
     # -- lifetime --
 

@@ -7,9 +7,11 @@ that this module hands out. It decides and observes; the engine's C threads move
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +50,39 @@ class Served:
 def _require(path: str, what: str) -> None:
     if not os.path.exists(path):
         raise DataPathError(1001, f"{path} is missing: {what}")
+
+
+def private_dir(path: str) -> None:
+    """Make ``path`` a directory only its owner, the daemon's user (root), can enter: created
+    0700, a looser mode tightened. Refused when it is a symbolic link, not a directory, or
+    owned by another user: that user could reach, or swap, what the daemon puts there."""
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        os.makedirs(parent, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    try:
+        # no following: the checks and the chmod act on the directory itself, not on whatever
+        # a link (or a rename between a check and a use) points at
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        what = "a symbolic link" if os.path.islink(path) else "not a directory"
+        if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+            what = os.strerror(e.errno or errno.EIO)
+        raise DataPathError(1001, f"run directory {path} is {what}; refusing to serve "
+                                  "volumes there") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise DataPathError(1001, f"run directory {path} is owned by uid {st.st_uid}, not "
+                                      f"{os.geteuid()}; refusing to serve volumes there (remove "
+                                      "it, or give it to root)")
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            log.warning("run directory %s had mode %o; made it 0700", path,
+                        stat.S_IMODE(st.st_mode))
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
 
 
 def _lock_run_dir(run_dir: str) -> int:
@@ -98,14 +133,16 @@ class UserspacePath:
         _require("/dev/fuse", "load the fuse kernel module (modprobe fuse)")
         _require("/dev/loop-control", "load the loop kernel module (modprobe loop)")
         run_dir = os.path.abspath(run_dir)
-        os.makedirs(run_dir, exist_ok=True)
+        # Only root reaches a set's data: the run directory and the mount point are root's
+        # alone, whatever mode they had (the FUSE mount checks its own modes on top).
+        private_dir(run_dir)
         self._lock_fd = _lock_run_dir(run_dir)
         try:
             self.mountpoint = os.path.join(run_dir, "volumes")
             # a killed server leaves a dead mount here that even stat() fails on: clean first
             for item in cleanup_stale(self.mountpoint):
                 log.warning("cleaned up after an unclean stop: %s", item)
-            os.makedirs(self.mountpoint, exist_ok=True)
+            private_dir(self.mountpoint)
             self._server = Server(engine, self.mountpoint, max_threads=max_threads)
         except BaseException:
             os.close(self._lock_fd)
