@@ -215,6 +215,14 @@ class Daemon:
                     fut = asyncio.ensure_future(self._volume_back(sid, role))
                     self._tasks.add(fut)
                     fut.add_done_callback(self._tasks.discard)
+        if came:   # a volume back under another name is found by its identity (issue 11)
+            fut = asyncio.ensure_future(self._volumes_appeared(sorted(came)))
+            self._tasks.add(fut)
+            fut.add_done_callback(self._tasks.discard)
+
+    async def _volumes_appeared(self, devnums: list[int]) -> None:
+        if await asyncio.to_thread(self.service.volumes_appeared, devnums):
+            self.sync_objects()
 
     async def _volume_back(self, sid: str, role: str) -> None:
         resumed = await asyncio.to_thread(self.service.volume_back, sid, role)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -17,10 +18,11 @@ from typing import Any
 
 from ptcopy import dm
 from ptcopy import engine as eng
-from ptcopy.daemon import options
+from ptcopy.daemon import identity, options
 from ptcopy.daemon.errors import ServiceError, invalid, not_found
+from ptcopy.daemon.identity import Identity
 from ptcopy.daemon.state import GroupRow, OverflowRow, SetRow, Store
-from ptcopy.daemon.volumes import open_volume, opened
+from ptcopy.daemon.volumes import Expect, Opened, open_volume, opened
 from ptcopy.engine import Direction, Kind
 from ptcopy.kernelpath import KernelCopy, KernelPath, KernelSet
 from ptcopy.userspace import Served, UserspacePath
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 KINDS = {"independent": Kind.INDEPENDENT, "dependent": Kind.DEPENDENT}
 DIRECTIONS = {"shadow": Direction.TO_SHADOW, "master": Direction.TO_MASTER}
+SET_ROLES = ("master", "shadow", "bitmap")
 
 Listener = Callable[[str, str, str], None]   # (event, kind, id): added/removed/changed
 
@@ -56,6 +59,80 @@ def _owner_id(bus_name: str) -> int:
     return (uuid.uuid5(uuid.NAMESPACE_URL, bus_name).int >> 65) or 1
 
 
+def _ident_attr(role: str) -> tuple[str, str]:
+    """The row attributes holding a role's path and identity."""
+    return ("path", "ident") if role == "overflow" else (role, f"{role}_ident")
+
+
+def _ident_json(v: Opened) -> str:
+    """What is recorded for a volume at enable (the header is not: enable writes it)."""
+    return v.identity.without_header().to_json() if v.identity is not None else ""
+
+
+def _expect(row: SetRow, role: str) -> Expect:
+    return Expect(Identity.from_json(str(getattr(row, f"{role}_ident"))),
+                  row.id if role == "bitmap" else "")
+
+
+def _find_again(what: str, role: str, path: str, want: Expect) -> tuple[str, str]:
+    """Where to open a recorded volume: its recorded path when it holds the volume (or
+    nothing is recorded to look for), else the one block device of the host that has its
+    identity. The second value explains, for a refusal, why it was not found elsewhere."""
+    rec = want.identity
+    if rec is None:
+        return path, ""
+    here = identity.at_path(path, role)
+    if here is not None and identity.compare(rec, here, want.header).ok:
+        return path, ""
+    if rec.kind != "block":
+        return path, ("; file volumes are not looked for under other names (rename it back, "
+                      "or disable the set and enable it again)")
+    if not identity.strong_enough(rec, want.header):
+        return path, "; it has no stable identifier to be found by under another name"
+    hits = identity.find_block(rec, role, want.header)
+    if len(hits) == 1:
+        log.warning("%s: the %s volume recorded at %s is now %s (found again by its "
+                    "identity %s)", what, role, path, hits[0], rec.describe())
+        return hits[0], ""
+    if not hits:
+        return path, "; no other block device of this host has its identity"
+    return path, (f"; {len(hits)} block devices have its identity ({', '.join(hits)}), so "
+                  "none is used")
+
+
+def _with_notes(e: ServiceError, notes: dict[str, str]) -> ServiceError:
+    """The refusal, with what the search for each volume elsewhere found."""
+    extra = "".join(n for r, n in notes.items() if n and f"{r} volume" in e.message)
+    return ServiceError(e.name, e.message + extra) if extra else e
+
+
+def _record(what: str, got: dict[str, Opened], row: SetRow | OverflowRow) -> dict[str, str]:
+    """The row changes after a successful open: new paths (found again) and identities
+    recorded for the first time (a state store from before they were kept) or with
+    identifiers that could not be read before (udev came up)."""
+    changes: dict[str, str] = {}
+    for role, v in got.items():
+        path_attr, ident_attr = _ident_attr(role)
+        if v.given != getattr(row, path_attr):
+            changes[path_attr] = v.given
+        assert v.identity is not None
+        rec = Identity.from_json(str(getattr(row, ident_attr)))
+        if rec is None:
+            log.info("%s: recorded the identity of its %s volume %s: %s (first open since "
+                     "volume identities are kept)", what, role, v.given, v.identity.describe())
+            changes[ident_attr] = v.identity.without_header().to_json()
+            continue
+        # (the header is not recorded: it is checked against the set's or overflow's id)
+        merged = Identity(rec.kind, {**rec.strong, **v.identity.strong},
+                          {**rec.weak, **v.identity.weak})
+        if merged != rec:
+            if merged.strong != rec.strong:
+                log.info("%s: the identity of its %s volume %s now also has %s", what, role,
+                         v.given, ", ".join(sorted(set(merged.strong) - set(rec.strong))))
+            changes[ident_attr] = merged.to_json()
+    return changes
+
+
 class Service:
     def __init__(self, state_dir: str, run_dir: str, file_dirs: Sequence[str],
                  data_path: str = "userspace") -> None:
@@ -79,6 +156,8 @@ class Service:
         self.overflows: dict[str, ManagedOverflow] = {}
         self.lock = threading.RLock()
         self.listeners: list[Listener] = []
+        # (set id, role) -> (block?, st_rdev or st_ino) of the descriptor the engine was given
+        self._bound: dict[tuple[str, str], tuple[bool, int]] = {}
 
     # ---- events ----------------------------------------------------------------------------
 
@@ -94,8 +173,7 @@ class Service:
             for ov_row in self.store.overflows():
                 mo = ManagedOverflow(ov_row, None)
                 try:
-                    with opened([(ov_row.path, "overflow")], self.file_dirs) as (v,):
-                        mo.ov = self.engine.open_overflow((v.given, v.fd))
+                    mo.ov, mo.row = self._open_overflow(ov_row)
                 except (eng.PtcopyError, ServiceError) as e:
                     mo.error = str(e)
                     log.error("overflow volume %s did not come back: %s", ov_row.path, e)
@@ -105,7 +183,7 @@ class Service:
             for row in self.store.sets():
                 ms = ManagedSet(row, None)
                 try:
-                    ms.set = self._open_set(row)
+                    ms.set, ms.row = self._open_set(row)
                     self._serve(ms)
                     self._resume_kernel_copy(ms)
                 except (eng.PtcopyError, ServiceError, OSError) as e:
@@ -117,17 +195,68 @@ class Service:
             log.info("restored %d set(s), %d group(s), %d overflow volume(s)", len(self.sets),
                      len(self.groups), len(self.overflows))
 
-    def _open_set(self, row: SetRow) -> eng.Set:
+    def _open_set(self, row: SetRow) -> tuple[eng.Set, SetRow]:
+        """Open a recorded set, each volume checked against its recorded identity before the
+        engine touches it (the engine's open writes the bitmap header). A block device that
+        moved to another name is found again there. The row comes back with new paths and
+        newly recorded identities (already stored)."""
         ov = self.overflows[row.overflow].ov if row.overflow in self.overflows else None
         if row.overflow and ov is None:
             raise ServiceError("Offline", f"overflow volume of set {row.name} is missing")
         if not row.bitmap:
             raise ServiceError("Offline", f"set {row.name} kept its bitmaps in memory only; "
                                           "they did not survive the restart")
-        vols = [(row.master, "master"), (row.shadow, "shadow"), (row.bitmap, "bitmap")]
-        with opened(vols, self.file_dirs, exclusive=self.kernel is None) as (m, s, b):
-            return self.engine.open((m.given, m.fd), (s.given, s.fd), (b.given, b.fd),
-                                    overflow=ov)
+        what = f"set {row.name}"
+        expect = [_expect(row, r) for r in SET_ROLES]
+        paths: dict[str, str] = {}
+        notes: dict[str, str] = {}
+        for r, want in zip(SET_ROLES, expect, strict=True):
+            paths[r], notes[r] = _find_again(what, r, str(getattr(row, r)), want)
+        vols = [(paths[r], r) for r in SET_ROLES]
+        try:
+            with opened(vols, self.file_dirs, exclusive=self.kernel is None,
+                        expect=expect) as got:
+                m, s, b = got
+                new = self.engine.open((m.given, m.fd), (s.given, s.fd), (b.given, b.fd),
+                                       overflow=ov)
+                self._bind(row.id, got)
+        except ServiceError as e:
+            raise _with_notes(e, notes) from e
+        changes = _record(what, dict(zip(SET_ROLES, got, strict=True)), row)
+        if changes:
+            row = row.with_(**changes)
+            self._store_moved(lambda: self.store.put_set(row), what)
+        return new, row
+
+    def _bind(self, set_id: str, got: Sequence[Opened]) -> None:
+        for r, v in zip(SET_ROLES, got, strict=False):
+            st = os.fstat(v.fd)
+            self._bound[(set_id, r)] = (v.block, st.st_rdev if v.block else st.st_ino)
+
+    def _open_overflow(self, row: OverflowRow) -> tuple[eng.Overflow, OverflowRow]:
+        """Open a recorded overflow volume, checked and found again as a set's volumes."""
+        what = f"overflow volume {row.id}"
+        want = Expect(Identity.from_json(row.ident), row.id)
+        path, note = _find_again(what, "overflow", row.path, want)
+        try:
+            with opened([(path, "overflow")], self.file_dirs, expect=[want]) as (v,):
+                ov = self.engine.open_overflow((v.given, v.fd))
+        except ServiceError as e:
+            raise _with_notes(e, {"overflow": note}) from e
+        changes = _record(what, {"overflow": v}, row)
+        if changes:
+            row = OverflowRow(row.id, changes.get("path", row.path),
+                              changes.get("ident", row.ident))
+            self._store_moved(lambda: self.store.put_overflow(row), what)
+        return ov, row
+
+    def _store_moved(self, put: Callable[[], None], what: str) -> None:
+        """A new path or identity is stored; if the store fails the volume is found again at
+        the next open, so the open stands."""
+        try:
+            put()
+        except sqlite3.Error as e:
+            log.error("%s: could not store its volumes' new paths or identities: %s", what, e)
 
     def _resume_kernel_copy(self, ms: ManagedSet) -> None:
         """A copy the kernel path lost to a crash starts again from a new frozen view, as the
@@ -268,11 +397,14 @@ class Service:
                     chunk_size=int(opts.get("chunk_size", 0)), overflow=ov,
                     copy_delay_ms=int(opts.get("copy_delay", 0)),
                     copy_units=int(opts.get("copy_units", 0)))
+                self._bind(new.status().uuid.hex, got)
             st = new.status()
             row = SetRow(id=st.uuid.hex, name=name, kind=kind, master=master, shadow=shadow,
                          bitmap=bitmap, chunk_size=st.chunk_size, overflow=ov_id, grp=grp,
                          copy_delay=st.copy_delay_ms, copy_units=st.copy_units,
-                         loop=bool(opts.get("loop", True)))
+                         loop=bool(opts.get("loop", True)),
+                         master_ident=_ident_json(got[0]), shadow_ident=_ident_json(got[1]),
+                         bitmap_ident=_ident_json(got[2]) if not in_memory else "")
             ms = ManagedSet(row, new)
             try:
                 self._serve(ms)
@@ -377,7 +509,8 @@ class Service:
             vols = ", ".join(f"{r} {getattr(ms.row, r)}" for r in ms.missing)
             raise ServiceError("Offline", f"set {ms.row.name} has a volume that was removed "
                                           f"({vols}); plug it back in (the set resumes by "
-                                          "itself) or run Refresh")
+                                          "itself) or run Refresh"
+                                          + (f" ({ms.error})" if ms.error else ""))
 
     def volume_missing(self, set_id: str, role: str) -> None:
         """The device of this volume was removed: the set is degraded until it returns. The
@@ -399,7 +532,16 @@ class Service:
             ms = self.get_set(set_id)
             if role not in ms.missing:
                 return False
+            why = self._not_the_same(ms, role)
+            if why:
+                # a media change or another device under the old device number: a reset
+                # would resync onto it (finding 15); it stays missing
+                ms.error = why
+                log.error("set %s: %s", ms.row.name, why)
+                self._emit("changed", "set", set_id)
+                return False
             ms.missing.remove(role)
+            ms.error = ""
             log.info("set %s: the %s volume %s is back", ms.row.name, role,
                      getattr(ms.row, role))
             resumed = False
@@ -412,6 +554,94 @@ class Service:
                               ms.row.name, role, e)
         self._emit("changed", "set", set_id)
         return resumed
+
+    def _not_the_same(self, ms: ManagedSet, role: str) -> str:
+        """Why the device now at the number the engine's descriptor was opened on is not the
+        recorded volume ('' when it is, or when nothing was recorded to compare)."""
+        rec = Identity.from_json(str(getattr(ms.row, f"{role}_ident")))
+        bound = self._bound.get((ms.row.id, role))
+        if rec is None or bound is None or not bound[0]:
+            return ""
+        found = identity.of_devnum(bound[1], role)
+        if found is None:
+            return f"the {role} volume {getattr(ms.row, role)} is not there"
+        verdict = identity.compare(rec, found, ms.row.id if role == "bitmap" else "")
+        if verdict.ok:
+            return ""
+        return (f"the device back as the {role} volume {getattr(ms.row, role)} is not the "
+                f"volume recorded for it: {verdict.why}; the set was not resumed and nothing "
+                "was written to it")
+
+    def volumes_appeared(self, devnums: Sequence[int]) -> list[str]:
+        """Block devices appeared (udev): bring back the sets waiting for one of them. A set
+        that could not be opened is opened now if a device has the identity of one of its
+        volumes (found again under whatever name it has); a set with a removed volume that
+        came back under another name is reopened there. The ids of the sets brought back."""
+        found = {d: identity.of_devnum(d, "") for d in devnums}
+        if not any(found.values()):
+            return []
+        back: list[str] = []
+        with self.lock:
+            for sid, ms in list(self.sets.items()):
+                if not ms.row.bitmap or not self._wanted(ms, found):
+                    continue
+                if ms.set is not None and not self._reopen(ms):
+                    continue
+                try:
+                    if ms.set is None:
+                        ms.set, ms.row = self._open_set(ms.row)
+                        self._serve(ms)
+                    ms.error = ""
+                    ms.missing.clear()
+                    back.append(sid)
+                    log.info("set %s is back (a volume of it appeared)", ms.row.name)
+                except (eng.PtcopyError, ServiceError, OSError) as e:
+                    ms.error = str(e)
+                    log.error("set %s: a device with the identity of one of its volumes "
+                              "appeared, but the set did not come back: %s", ms.row.name, e)
+                self._emit("changed", "set", sid)
+        return back
+
+    def _wanted(self, ms: ManagedSet, found: dict[int, Identity | None]) -> bool:
+        """Whether one of these devices is a volume the set waits for: any of its volumes
+        when it could not be opened; a removed one that is back under another device number
+        (back under its own, ``volume_back`` resumes it)."""
+        waiting = SET_ROLES if ms.set is None else tuple(ms.missing)
+        for r in waiting:
+            rec = Identity.from_json(str(getattr(ms.row, f"{r}_ident")))
+            if rec is None or rec.kind != "block" or not rec.strong:
+                continue
+            bound = self._bound.get((ms.row.id, r))
+            for devnum, ident in found.items():
+                if ms.set is not None and bound is not None and bound == (True, devnum):
+                    continue
+                if ident is not None and identity.compare(rec, ident).ok:
+                    return True
+        return False
+
+    def _reopen(self, ms: ManagedSet) -> bool:
+        """Close a set whose volume came back under another name (the engine's descriptor
+        is on the old device), so it can be opened on the new one. False (and ``ms.error``
+        says why) when its served devices are in use or it is copying."""
+        assert ms.set is not None
+        if self.copying(ms):
+            ms.error = "a volume came back under another name while the set was copying"
+            return False
+        try:
+            if ms.served is not None and self.datapath is not None:
+                self.datapath.unserve(ms.row.name)
+                ms.served = None
+            ms.set.close()
+        except (eng.PtcopyError, ServiceError, OSError) as e:
+            ms.error = (f"a volume came back under another name; the set must be reopened "
+                        f"there, which needs its served devices unused: {e}")
+            log.error("set %s: %s", ms.row.name, ms.error)
+            if ms.served is None and not ms.set.closed:
+                with contextlib.suppress(eng.PtcopyError, ServiceError, OSError):
+                    self._serve(ms)
+            return False
+        ms.set = None
+        return True
 
     def set_params(self, set_id: str, delay: int, units: int) -> None:
         with self.lock:
@@ -604,7 +834,9 @@ class Service:
                     raise ServiceError("Exists", f"{path} is already an overflow volume")
             with opened([(path, "overflow")], self.file_dirs) as (v,):
                 ov = self.engine.init_overflow((v.given, v.fd), chunk_size)
-            row = OverflowRow(ov.status().uuid.hex, path)
+            ident = v.identity.without_header() if v.identity is not None else None
+            row = OverflowRow(ov.status().uuid.hex, path,
+                              ident.to_json() if ident is not None else "")
             try:
                 self.store.put_overflow(row)
             except BaseException:
@@ -653,7 +885,7 @@ class Service:
                     changes += 1
                 if ms.set is None:
                     try:
-                        ms.set = self._open_set(row)
+                        ms.set, ms.row = self._open_set(row)
                         self._serve(ms)
                         ms.error = ""
                         changes += 1

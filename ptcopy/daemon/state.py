@@ -6,10 +6,13 @@ or a crash brings everything back. Bitmaps live in bitmap volumes, never here.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
 from dataclasses import dataclass, fields, replace
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sets (
@@ -26,7 +29,10 @@ CREATE TABLE IF NOT EXISTS sets (
     copy_units INTEGER NOT NULL DEFAULT 256,
     loop INTEGER NOT NULL DEFAULT 1,
     exported INTEGER NOT NULL DEFAULT 0,
-    imported INTEGER NOT NULL DEFAULT 0
+    imported INTEGER NOT NULL DEFAULT 0,
+    master_ident TEXT NOT NULL DEFAULT '',
+    shadow_ident TEXT NOT NULL DEFAULT '',
+    bitmap_ident TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS groups (
     id TEXT PRIMARY KEY,
@@ -34,9 +40,19 @@ CREATE TABLE IF NOT EXISTS groups (
 );
 CREATE TABLE IF NOT EXISTS overflows (
     id TEXT PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE
+    path TEXT NOT NULL UNIQUE,
+    ident TEXT NOT NULL DEFAULT ''
 );
 """
+
+# Columns added after the first release: a state store made before gets them (empty) when it
+# is opened. An empty identity is recorded at the set's next successful open.
+MIGRATIONS = (
+    ("sets", "master_ident", "TEXT NOT NULL DEFAULT ''"),
+    ("sets", "shadow_ident", "TEXT NOT NULL DEFAULT ''"),
+    ("sets", "bitmap_ident", "TEXT NOT NULL DEFAULT ''"),
+    ("overflows", "ident", "TEXT NOT NULL DEFAULT ''"),
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,10 @@ class SetRow:
     loop: bool = True
     exported: bool = False
     imported: bool = False
+    # the volumes' identities (ptcopy.daemon.identity.Identity as JSON; '' = not recorded)
+    master_ident: str = ""
+    shadow_ident: str = ""
+    bitmap_ident: str = ""
 
     def with_(self, **changes: object) -> SetRow:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -70,6 +90,7 @@ class GroupRow:
 class OverflowRow:
     id: str
     path: str
+    ident: str = ""      # the volume's identity (JSON; '' = not recorded)
 
 
 class Store:
@@ -84,6 +105,26 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a state store from an earlier release lacks (one transaction)."""
+        todo = []
+        for table, column, decl in MIGRATIONS:
+            have = {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                todo.append(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        if not todo:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql in todo:
+                self._db.execute(sql)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        log.info("state store %s: added %s", self.path, ", ".join(t.split()[5] for t in todo))
 
     def close(self) -> None:
         with self._lock:
@@ -137,12 +178,12 @@ class Store:
 
     # overflow volumes
     def put_overflow(self, row: OverflowRow) -> None:
-        self._write("INSERT OR REPLACE INTO overflows (id, path) VALUES (?, ?)",
-                    (row.id, row.path))
+        self._write("INSERT OR REPLACE INTO overflows (id, path, ident) VALUES (?, ?, ?)",
+                    (row.id, row.path, row.ident))
 
     def delete_overflow(self, ov_id: str) -> None:
         self._write("DELETE FROM overflows WHERE id = ?", (ov_id,))
 
     def overflows(self) -> list[OverflowRow]:
-        return [OverflowRow(str(i), str(p)) for i, p in
-                self._rows("SELECT id, path FROM overflows ORDER BY path")]
+        return [OverflowRow(str(i), str(p), str(d)) for i, p, d in
+                self._rows("SELECT id, path, ident FROM overflows ORDER BY path")]

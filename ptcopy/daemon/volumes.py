@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ptcopy import loopdev
-from ptcopy.daemon import options
+from ptcopy.daemon import identity, options
 from ptcopy.daemon.errors import ServiceError
+from ptcopy.daemon.identity import Identity
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,16 @@ class Opened:
     fd: int
     block: bool
     size: int
+    identity: Identity | None = None   # what the descriptor is (read from it, not the path)
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What an open must find: the identity recorded for the volume (None: nothing recorded
+    yet, a state store from before identities were kept) and the UUID its ptcopy header must
+    carry (bitmap and overflow volumes; '' for none)."""
+    identity: Identity | None
+    header: str = ""
 
 
 def _root_devices() -> set[int]:
@@ -109,14 +123,14 @@ def open_volume(path: str, role: str, file_dirs: Sequence[str], *,
                 shared = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY)
                 os.close(fd)
                 fd = shared
-            return Opened(path, real, fd, True, size)
+            return Opened(path, real, fd, True, size, identity.of_fd(fd, role))
         if stat.S_ISREG(st.st_mode):
             if not _under(real, file_dirs):
                 allowed = ", ".join(file_dirs) or "none configured"
                 raise ServiceError("NotAuthorized",
                                    f"{role} volume {path} is a file outside the directories "
                                    f"ptcopyd may use for file volumes ({allowed})")
-            return Opened(path, real, fd, False, st.st_size)
+            return Opened(path, real, fd, False, st.st_size, identity.of_fd(fd, role))
         raise ServiceError("InvalidArgument",
                            f"{role} volume {path} is neither a block device nor a file")
     except BaseException:
@@ -124,15 +138,39 @@ def open_volume(path: str, role: str, file_dirs: Sequence[str], *,
         raise
 
 
+def check(v: Opened, role: str, want: Expect) -> identity.Verdict:
+    """Refuse (``WrongVolume``) a descriptor that is not the recorded volume."""
+    assert v.identity is not None
+    if want.identity is None:   # nothing recorded yet: only the header can be checked
+        verdict = identity.compare(v.identity, v.identity, want.header)
+    else:
+        verdict = identity.compare(want.identity, v.identity, want.header)
+    if not verdict.ok:
+        raise ServiceError("WrongVolume", f"{role} volume {v.given} is not the volume recorded "
+                                          f"for it: {verdict.why}; nothing was written to it")
+    if verdict.weak:
+        log.warning("%s volume %s has no stable identifier (no WWN, serial, partition, "
+                    "device-mapper or md UUID, loop backing file): it was checked by %s only",
+                    role, v.given, ", ".join(sorted(v.identity.weak)))
+    return verdict
+
+
 @contextlib.contextmanager
 def opened(paths: Sequence[tuple[str, str]], file_dirs: Sequence[str], *,
-           exclusive: bool = True) -> Iterator[list[Opened]]:
-    """Open several (path, role) volumes; refuse the same volume twice; close them after."""
+           exclusive: bool = True,
+           expect: Sequence[Expect | None] | None = None) -> Iterator[list[Opened]]:
+    """Open several (path, role) volumes; refuse the same volume twice; close them after.
+
+    ``expect`` (one per path, None for no check): each descriptor must be the volume recorded
+    for it (``check``) before anything uses it, so a refused volume has nothing written."""
     done: list[Opened] = []
     try:
-        for p, role in paths:
+        for i, (p, role) in enumerate(paths):
             v = open_volume(p, role, file_dirs, exclusive=exclusive)
             done.append(v)
+            want = expect[i] if expect is not None else None
+            if want is not None:
+                check(v, role, want)
         seen: dict[tuple[int, int], str] = {}
         for v, (_, role) in zip(done, paths, strict=True):
             st = os.fstat(v.fd)
