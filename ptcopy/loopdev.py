@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+TIMEOUT = 60.0  # seconds any losetup or umount may take before it counts as hung
 BLKFLSBUF = 0x1261  # <linux/fs.h>: flush a block device's buffer cache
 FIFREEZE = 0xC0045877  # <linux/fs.h>: _IOWR('X', 119, int)
 FITHAW = 0xC0045878
@@ -25,14 +26,26 @@ class LoopError(Exception):
     """A loop-device or mount operation failed; the message names the device and the cause."""
 
 
-def _losetup(*args: str) -> str:
-    exe = shutil.which("losetup")
+def _run(tool: str, *args: str) -> str:
+    """Run a util-linux tool with a timeout; its output, or LoopError saying what failed."""
+    exe = shutil.which(tool)
     if exe is None:
-        raise LoopError("losetup is missing: install util-linux (scripts/setup.sh does)")
-    r = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+        raise LoopError(f"{tool} is missing: install util-linux (scripts/setup.sh does)")
+    try:
+        r = subprocess.run([exe, *args], capture_output=True, text=True, check=False,
+                           timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise LoopError(f"{tool} {' '.join(args)}: no answer in {TIMEOUT:g} s (stopped); "
+                        "the device may be hung") from None
+    except OSError as e:
+        raise LoopError(f"{tool} {' '.join(args)}: {e.strerror}") from e
     if r.returncode != 0:
-        raise LoopError(f"losetup {' '.join(args)}: {r.stderr.strip() or 'failed'}")
+        raise LoopError(f"{tool} {' '.join(args)}: {r.stderr.strip() or 'failed'}")
     return r.stdout
+
+
+def _losetup(*args: str) -> str:
+    return _run("losetup", *args)
 
 
 def attach(path: str, *, read_only: bool = False, direct_io: bool = True) -> str:
@@ -158,16 +171,14 @@ def fuse_mounts_at(path: str) -> list[str]:
             sep = fields.index("-") if "-" in fields else -1
             fstype = fields[sep + 1] if sep > 0 and sep + 1 < len(fields) else ""
             mp = fields[4].replace("\\040", " ") if len(fields) > 4 else ""
-            if fstype == "fuse.ptcopy" and (mp == base or mp.startswith(base + "/")):
+            if fstype == "fuse.ptcopy" and (mp == base or mp.startswith(os.path.join(base, ""))):
                 found.append(mp)
     return found
 
 
 def lazy_unmount(path: str) -> None:
     """Detach a mount even when it is busy or its server is dead."""
-    r = subprocess.run(["umount", "--lazy", path], capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        raise LoopError(f"umount --lazy {path}: {r.stderr.strip() or 'failed'}")
+    _run("umount", "--lazy", path)
 
 
 @contextlib.contextmanager

@@ -6,11 +6,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import pwd
+import shutil
 import signal
 import stat
+import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.constants import RequestNameReply
@@ -28,6 +33,58 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=Interface)
 SWEEP = 2.0   # seconds between sweeps for changes nobody announced (I/O errors, copy ends)
+KEY_CACHE = 1024   # volume paths whose identity is remembered (least recently used go first)
+VISIBLE_TIMEOUT = 10.0   # seconds a "may the caller see this path" check may take
+Key = tuple[int, int, int]
+
+
+class BoundedCache(OrderedDict[str, Key | None]):
+    """A least-recently-used map of at most ``limit`` entries."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def get_fresh(self, key: str) -> tuple[bool, Key | None]:
+        if key not in self:
+            return False, None
+        self.move_to_end(key)
+        return True, self[key]
+
+    def put(self, key: str, value: Key | None) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    """What Candidates needs of a Volume object, copied on the loop for a worker thread."""
+    vid: str
+    size: int
+    available: bool
+    devnum: int
+
+
+def path_visible_to(path: str, uid: int) -> bool:
+    """Whether the user ``uid`` (with its primary and supplementary groups) can stat ``path``
+    itself: checked by a child running as that user, so every directory's permissions, ACLs
+    and symbolic links count exactly as they would for the user."""
+    try:
+        pw = pwd.getpwuid(uid)
+        gid, groups = pw.pw_gid, os.getgrouplist(pw.pw_name, pw.pw_gid)
+    except (KeyError, OSError):
+        gid, groups = 65534, []
+    exe = shutil.which("test") or "/usr/bin/test"
+    try:
+        r = subprocess.run([exe, "-e", path], user=uid, group=gid, extra_groups=groups,
+                           capture_output=True, timeout=VISIBLE_TIMEOUT, check=False,
+                           env={"PATH": "/usr/bin:/bin"})
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("cannot check whether uid %d sees %s: %s", uid, path, e)
+        return False
+    return r.returncode == 0
 
 
 class Daemon:
@@ -45,7 +102,7 @@ class Daemon:
         self.overflow_objects: dict[str, ob.IIOverflow] = {}
         self.volume_objects: dict[str, ob.Volume] = {}
         self.discovery = Discovery(service.run_dir)
-        self._keys: dict[str, tuple[int, int, int] | None] = {}
+        self._keys = BoundedCache(KEY_CACHE)
         self.jobs: dict[int, Job] = {}
         self._next_job = 1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -58,9 +115,16 @@ class Daemon:
         assert self.bus is not None
         return self.bus
 
-    def _export(self, path: str, obj: Interface) -> None:
-        self._bus().export(path, obj)
+    def _export(self, path: str, obj: Interface) -> bool:
+        """Export one object; one that cannot be (a bad path) is logged, never stops the
+        daemon nor the export of the others."""
+        try:
+            self._bus().export(path, obj)
+        except Exception as e:  # dbus-fast raises several types for a path it refuses
+            log.error("cannot export %s: %s", path, e)
+            return False
         obj.refresh()
+        return True
 
     def sync_objects(self) -> None:
         """Export what the Service has and unexport what it no longer has."""
@@ -81,21 +145,21 @@ class Daemon:
                 del table[ident]
         for ident in sorted(wanted):
             if ident not in table:
-                table[ident] = make(ident)
-                self._export(path_of(ident), table[ident])
+                obj = make(ident)
+                if self._export(path_of(ident), obj):
+                    table[ident] = obj
 
     # ---- volumes ---------------------------------------------------------------------------
 
     def _key(self, path: str) -> tuple[int, int, int] | None:
-        """What a set's volume path is: ('block', rdev) or ('file', dev, ino); cached."""
-        if path in self._keys:
-            return self._keys[path]
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        key = (1, st.st_rdev, 0) if stat.S_ISBLK(st.st_mode) else (2, st.st_dev, st.st_ino)
-        self._keys[path] = key
+        """What a set's volume path is: ('block', rdev) or ('file', dev, ino); cached (only
+        for the paths sets and overflow volumes use, and at most KEY_CACHE of them)."""
+        hit, key = self._keys.get_fresh(path)
+        if hit:
+            return key
+        key = _stat_key(path)
+        if key is not None:
+            self._keys.put(path, key)
         return key
 
     def _users(self) -> dict[tuple[int, int, int], list[tuple[str, str, str, str, str]]]:
@@ -192,8 +256,8 @@ class Daemon:
             if obj is None:
                 obj = ob.Volume(self, views[vid].path)
                 obj.view = views[vid]
-                self.volume_objects[vid] = obj
-                self._export(f"{ROOT}/volumes/{vid}", obj)
+                if self._export(f"{ROOT}/volumes/{vid}", obj):
+                    self.volume_objects[vid] = obj
             else:
                 obj.update(views[vid])
 
@@ -207,18 +271,26 @@ class Daemon:
         users = self._users()
         for devnum in gone:
             for _obj, role, _n, _p, sid in users.get((1, devnum, 0), []):
-                if sid:
-                    self.service.volume_missing(sid, role)
+                if sid:   # takes service.lock, which a long operation may hold: not here
+                    self._background(asyncio.to_thread(self.service.volume_missing, sid, role))
         for devnum in came:
             for _obj, role, _n, _p, sid in users.get((1, devnum, 0), []):
                 if sid and role in self.service.sets[sid].missing:
-                    fut = asyncio.ensure_future(self._volume_back(sid, role))
-                    self._tasks.add(fut)
-                    fut.add_done_callback(self._tasks.discard)
+                    self._background(self._volume_back(sid, role))
         if came:   # a volume back under another name is found by its identity (issue 11)
-            fut = asyncio.ensure_future(self._volumes_appeared(sorted(came)))
-            self._tasks.add(fut)
-            fut.add_done_callback(self._tasks.discard)
+            self._background(self._volumes_appeared(sorted(came)))
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run work off the loop's path; a failure is logged, never lost silently."""
+        fut = asyncio.ensure_future(work)
+        self._tasks.add(fut)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self._tasks.discard(f)
+            if not f.cancelled() and f.exception() is not None:
+                log.error("background work failed: %s", f.exception(),
+                          exc_info=f.exception())
+        fut.add_done_callback(done)
 
     async def _volumes_appeared(self, devnums: list[int]) -> None:
         if await asyncio.to_thread(self.service.volumes_appeared, devnums):
@@ -264,40 +336,52 @@ class Daemon:
         self._sync_volumes()
         return sum(1 for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
-    def candidates(self, master: str, role: str, kind: str, chunk_size: int,
-                   shadow: str) -> list[str]:
-        """Volumes that could be the shadow or bitmap of a set with this master."""
-        def size_of(p: str, what: str) -> int:
-            """A block device's or an allowed file's size (anyone may ask: no other paths)."""
+    def candidate_views(self) -> list[CandidateView]:
+        """On the loop: what Candidates' worker thread needs of the volumes (the dicts behind
+        volume_views belong to the loop)."""
+        return [CandidateView(vid, v.size, v.available, v.devnum)
+                for vid, v in self.volume_views(everything=True).items()]
+
+    def candidates(self, views: Sequence[CandidateView], master: str, role: str, kind: str,
+                   chunk_size: int, shadow: str, uid: int) -> list[str]:
+        """In a worker thread: volumes that could be the shadow or bitmap of a set with this
+        master. Anyone may ask, so a caller other than root learns nothing about a path it
+        could not stat itself: such a path gets the answer a missing one gets."""
+        def size_of(p: str, what: str) -> tuple[int, Key]:
+            """A block device's or an allowed file's size (no other paths) and identity."""
+            if uid != 0 and not path_visible_to(p, uid):
+                raise ServiceError("NotFound", f"{what} {p}: no such volume that uid {uid} "
+                                               "can see")
             try:
                 st = os.stat(p)
             except OSError as e:
                 raise ServiceError("NotFound", f"{what} {p}: {e.strerror}") from e
+            key: Key = (1, st.st_rdev, 0) if stat.S_ISBLK(st.st_mode) else \
+                (2, st.st_dev, st.st_ino)
             if stat.S_ISBLK(st.st_mode):
                 sys_size = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}/size"
                 try:
                     with open(sys_size, encoding="ascii") as f:
-                        return int(f.read()) * 512
+                        return int(f.read()) * 512, key
                 except (OSError, ValueError) as e:
                     raise ServiceError("NotFound", f"{what} {p}: no size") from e
             if stat.S_ISREG(st.st_mode) and _under(os.path.realpath(p),
                                                    self.service.file_dirs):
-                return st.st_size
+                return st.st_size, key
             raise ServiceError("InvalidArgument", f"{what} {p} is neither a block device nor a "
                                                   "file in the directories for file volumes")
 
-        msize = size_of(master, "master")
-        mkey = self._key(master)
+        msize, mkey = size_of(master, "master")
         if role == "shadow":
             need = msize if kind == "independent" else 1
         else:
-            ssize = size_of(shadow, "shadow") if shadow else msize
+            ssize = size_of(shadow, "shadow")[0] if shadow else msize
             k = eng.Kind.INDEPENDENT if kind == "independent" else eng.Kind.DEPENDENT
             try:
                 need = eng.bitmap_size(msize, ssize, chunk_size, k)
             except eng.PtcopyError as e:
                 raise ServiceError("InvalidArgument", str(e)) from e
-        fits = [(v.size, vid) for vid, v in self.volume_views(everything=True).items()
+        fits = [(v.size, v.vid) for v in views
                 if v.available and v.size >= need and (1, v.devnum, 0) != mkey]
         return [f"{ROOT}/volumes/{vid}" for _s, vid in sorted(fits)]
 
@@ -359,10 +443,26 @@ class Daemon:
         if (msg.message_type is MessageType.SIGNAL and msg.member == "NameOwnerChanged"
                 and msg.sender == "org.freedesktop.DBus"):
             name, _old, new = msg.body
-            if name.startswith(":") and not new:
-                asyncio.get_running_loop().run_in_executor(
-                    None, self.service.release_locks_of, name)
+            # only a client that holds a lock costs a worker thread (release_locks_of takes
+            # service.lock); every other client leaving costs this look only
+            if name.startswith(":") and not new and any(
+                    ms.locked_by == name for ms in list(self.service.sets.values())):
+                log.debug("client %s left holding locks: releasing them", name)
+                self._background(asyncio.to_thread(self.service.release_locks_of, name))
         return False
+
+    async def release_if_gone(self, name: str) -> None:
+        """After a Lock: a client that left while its call ran had its NameOwnerChanged
+        looked at before the lock existed (_watch_names), so release it here. The lock is
+        recorded before the bus is asked, so one of the two always sees it."""
+        reply = await self._bus().call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="NameHasOwner", signature="s",
+            body=[name]))
+        if reply is not None and reply.message_type is MessageType.METHOD_RETURN \
+                and not reply.body[0]:
+            log.debug("client %s left during its Lock call: releasing its locks", name)
+            await asyncio.to_thread(self.service.release_locks_of, name)
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -425,3 +525,11 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()         # jobs: the copies themselves suspend when the sets close
         self.bus.disconnect()
+
+
+def _stat_key(path: str) -> Key | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (1, st.st_rdev, 0) if stat.S_ISBLK(st.st_mode) else (2, st.st_dev, st.st_ino)

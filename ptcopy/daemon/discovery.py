@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -371,6 +372,33 @@ class VolumeView:
     devnum: int = 0       # 0 for files
 
 
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9]+(?:/[A-Za-z0-9]+)*")
+
+
+def bus_label_escape(text: str) -> str:
+    """An object path element for any string, as systemd's sd_bus_path_encode makes it: every
+    byte (UTF-8, or the raw bytes of an undecodable file name) other than an ASCII letter, or
+    a digit after the first byte, becomes _XX in lowercase hex; '' becomes '_'."""
+    raw = os.fsencode(text)
+    if not raw:
+        return "_"
+    out = []
+    for i, byte in enumerate(raw):
+        c = chr(byte)
+        if c.isascii() and (c.isalpha() or (i > 0 and c.isdigit())):
+            out.append(c)
+        else:
+            out.append(f"_{byte:02x}")
+    return "".join(out)
+
+
 def volume_id(path: str) -> str:
-    """A stable object id from a device node (/dev/loop3 -> dev_loop3) or a file's path."""
-    return "".join(c if c.isalnum() else "_" for c in path.strip("/"))[:200] or "_"
+    """A stable object id from a device node or a file's path, valid whatever the name.
+
+    A path made only of ASCII letters and digits between single slashes (every /dev node:
+    /dev/loop3 -> dev_loop3) keeps the short id it always had; any other path is escaped as
+    sd_bus_path_encode does (/vols/v1.img -> _2fvols_2fv1_2eimg), which cannot collide with
+    the short form (that never starts with '_') nor with another escaped path."""
+    if _PLAIN_PATH.fullmatch(path):
+        return path[1:].replace("/", "_")
+    return bus_label_escape(path)

@@ -154,13 +154,16 @@ class Job(Interface):
     @method()
     @translated
     async def Wait(self, timeout: DBusDouble) -> DBusBool:
-        """Wait up to timeout seconds (negative: forever) for the job to end; True if it has."""
+        """Wait up to timeout seconds (0 to 604800; 0 polls) for the job to end; True if it
+        has."""
+        from ptcopy.daemon.options import wait_timeout
+        wait_timeout(timeout)
         if self._finished.is_set():
             return True
         ended = asyncio.ensure_future(self._finished.wait())
         stopping = asyncio.ensure_future(CALLS.stopping.wait())
         _, pending = await asyncio.wait({ended, stopping},
-                                           timeout=None if timeout < 0 else timeout,
+                                           timeout=timeout,
                                            return_when=asyncio.FIRST_COMPLETED)
         for f in pending:
             f.cancel()

@@ -102,6 +102,7 @@ class Manager(Interface):
             "bitmap_in_memory": opt.Opt("b", "keep the bitmaps in memory only"),
             "loop": opt.Opt("b", "attach loop devices to the served volumes"),
         })
+        opt.chunk_size(int(o.get("chunk_size", 0)))
         if "overflow" in o:
             o["overflow"] = id_of(o["overflow"], "overflow")
         if "group" in o:
@@ -133,6 +134,7 @@ class Manager(Interface):
         """Initialise a volume as an overflow volume for compact dependent sets.
         Options: chunk_size u."""
         o = opt.parse(options, {"chunk_size": opt.Opt("u", "bytes, as the sets using it")})
+        opt.chunk_size(int(o.get("chunk_size", 0)))
         await self.d.auth.check("create overflow volumes")
         oid = await asyncio.to_thread(self.d.service.create_overflow, path,
                                       int(o.get("chunk_size", 0)))
@@ -167,8 +169,16 @@ class Manager(Interface):
         kind = str(o.get("kind", "independent"))
         if kind not in ("independent", "dependent"):
             raise invalid(f"kind {kind!r} must be 'independent' or 'dependent'")
-        return await asyncio.to_thread(self.d.candidates, master, role, kind,
-                                       int(o.get("chunk_size", 0)), str(o.get("shadow", "")))
+        chunk = opt.chunk_size(int(o.get("chunk_size", 0)))
+        opt.path(master, "master")
+        shadow = str(o.get("shadow", ""))
+        if shadow:
+            opt.path(shadow, "shadow")
+        sender = caller.get()
+        uid = await self.d.auth.uid_of(sender) if sender else -1
+        views = self.d.candidate_views()   # on the loop, which owns what it reads
+        return await asyncio.to_thread(self.d.candidates, views, master, role, kind, chunk,
+                                       shadow, uid)
 
     @method()
     @translated
@@ -480,7 +490,9 @@ class IISet(Interface):
         caller leaves the bus."""
         opt.parse(options, NO_OPTS)
         await self.d.auth.check("lock sets")
-        await asyncio.to_thread(self.d.service.lock_set, self.id, caller.get())
+        who = caller.get()
+        await asyncio.to_thread(self.d.service.lock_set, self.id, who)
+        await self.d.release_if_gone(who)
 
     @method()
     @translated

@@ -68,6 +68,29 @@ def path(value: str, what: str) -> str:
     return value
 
 
+CHUNK_MIN, CHUNK_MAX = 4096, 1 << 20
+
+
+def chunk_size(value: int, what: str = "chunk_size") -> int:
+    """0 (the default chunk size) or a power of two from 4 KiB to 1 MiB."""
+    if value and (value & (value - 1) or not CHUNK_MIN <= value <= CHUNK_MAX):
+        raise invalid(f"{what} {value} is not valid: use a power of two from {CHUNK_MIN} to "
+                      f"{CHUNK_MAX} bytes (or 0 for the default)")
+    return value
+
+
+WAIT_MAX = 7 * 24 * 3600.0   # a week: longer than any client keeps a call open
+
+
+def wait_timeout(value: float) -> float:
+    """A Job.Wait timeout: finite seconds from 0 to a week (NaN, infinities and negative
+    values would reach the event loop's timers)."""
+    if not 0.0 <= value <= WAIT_MAX:   # also false for NaN
+        raise invalid(f"timeout {value!r} is not valid: give seconds from 0 to {WAIT_MAX:g} "
+                      "(poll again to wait longer)")
+    return value
+
+
 def direction(value: str) -> str:
     if value not in ("shadow", "master"):
         raise invalid(f"direction {value!r} must be 'shadow' or 'master'")

@@ -75,6 +75,29 @@ def _held_by_ptcopy(path: str) -> bool:
     return bool(names) and all(n.startswith("ptcopy-") for n in names)
 
 
+def _served_by_ptcopy(st: os.stat_result, real: str) -> str:
+    """What ptcopy itself serves at this volume ('' when nothing): such a volume under another
+    set would send that set's I/O back through ptcopy (re-entrant, and a group freeze could
+    wait on itself)."""
+    on_fuse = loopdev.fuse_mounts_at("/")
+    backing = real
+    if stat.S_ISBLK(st.st_mode):
+        sys_dir = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        with contextlib.suppress(OSError), open(f"{sys_dir}/dm/name", encoding="utf-8") as f:
+            name = f.read().strip()
+            if name.startswith("ptcopy-"):
+                return f"the device-mapper device {name} that ptcopy serves"
+        try:
+            with open(f"{sys_dir}/loop/backing_file", encoding="utf-8") as f:
+                backing = f.read().strip().removesuffix(" (deleted)")
+        except OSError:
+            return ""
+    for mp in on_fuse:
+        if backing.startswith(os.path.join(mp, "")):
+            return f"served by ptcopy ({backing})"
+    return ""
+
+
 def _refusal(e: OSError, path: str, role: str) -> ServiceError:
     if e.errno == errno.ENOENT:
         return ServiceError("NotFound", f"{role} volume {path} does not exist")
@@ -113,6 +136,11 @@ def open_volume(path: str, role: str, file_dirs: Sequence[str], *,
 
         st = os.fstat(fd)
         real = os.readlink(f"/proc/self/fd/{fd}")
+        served = _served_by_ptcopy(st, real)
+        if served:
+            raise ServiceError("InvalidArgument", f"{role} volume {path} is {served}: a set's "
+                                                  "volumes are real volumes, never ones ptcopy "
+                                                  "serves")
         if stat.S_ISBLK(st.st_mode):
             if st.st_rdev in _root_devices():
                 raise ServiceError("InUse", f"{role} volume {path} holds the root file system")

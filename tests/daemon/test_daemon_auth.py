@@ -117,6 +117,9 @@ async def test_second_uid_reads_but_cannot_change_anything(
 
     results = as_nobody(system_bus, reads + mutations)
     for call, res in zip(reads, results[:len(reads)], strict=True):
+        if call["member"] == "Candidates":   # about files in a directory 65534 cannot search
+            assert res["error"] == ERR + "NotFound" and "can see" in res["text"], res
+            continue
         assert res["ok"], f"uid {NOBODY} could not read: {call} -> {res}"
     got_objects = results[0]["body"][0]
     assert set(got_objects) == set(before)

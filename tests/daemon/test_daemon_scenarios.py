@@ -527,7 +527,7 @@ async def test_sigterm_while_calls_are_in_flight(ptcopyd: Ptcopyd, client: Clien
     set_path, job = await client.create_set("term", "independent", m, s, bm,
                                             copy_delay=u(1000), copy_units=u(1))
     assert job != "/"
-    waiting = asyncio.ensure_future(client.call(job, IJOB, "Wait", "d", [-1.0]))
+    waiting = asyncio.ensure_future(client.call(job, IJOB, "Wait", "d", [3600.0]))
     await asyncio.sleep(0.3)
     abort = asyncio.ensure_future(client.call(set_path, ISET, "Abort", "a{sv}", [{}]))
     await asyncio.sleep(0.05)
