@@ -113,6 +113,11 @@ def _loop_file(fd: int) -> str:
     return f"{dev:x}:{ino}+{offset}" + (f"/{limit}" if limit else "")
 
 
+def loop_backing(rdev: int) -> str:
+    """The backing file a loop device names in sysfs ('' for anything else)."""
+    return _read(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}/loop/backing_file")
+
+
 def _udev_props(rdev: int) -> Mapping[str, str]:
     try:
         dev = pyudev.Devices.from_device_number(_udev(), "block", rdev)
@@ -349,9 +354,9 @@ def find_block(recorded: Identity, role: str, header: str = "",
             continue   # cheap: nothing in common, never this one (and no header read)
         if not recorded.strong and ident.weak.get("size") != recorded.weak.get("size"):
             continue
-        if header:
-            ident = Identity(ident.kind, ident.strong, ident.weak,
-                             _header_of(c.path, c.rdev, role))
-        if compare(recorded, ident, header).ok:
-            found.append(c.path)
+        if not compare(recorded, ident).ok:
+            continue
+        if header and _header_of(c.path, c.rdev, role) != header:
+            continue   # only a device that is the volume has its header read
+        found.append(c.path)
     return found

@@ -577,7 +577,15 @@ class Service:
         that could not be opened is opened now if a device has the identity of one of its
         volumes (found again under whatever name it has); a set with a removed volume that
         came back under another name is reopened there. The ids of the sets brought back."""
-        found = {d: identity.of_devnum(d, "") for d in devnums}
+        if not any((ms.set is None and ms.row.bitmap) or ms.missing
+                   for ms in list(self.sets.values())):
+            return []   # nothing waits: not one device is opened
+        # ptcopy's own served loop devices are never a set's volume: not even opened to look
+        run = os.path.join(os.path.realpath(self.run_dir), "")
+        found = {d: identity.of_devnum(d, "") for d in devnums
+                 if not identity.loop_backing(d).startswith(run)}
+        log.debug("devices appeared: %s", {f"{os.major(d)}:{os.minor(d)}": i
+                                           for d, i in found.items()})
         if not any(found.values()):
             return []
         back: list[str] = []
@@ -631,7 +639,14 @@ class Service:
             if ms.served is not None and self.datapath is not None:
                 self.datapath.unserve(ms.row.name)
                 ms.served = None
-            ms.set.close()
+            try:
+                ms.set.close()
+            except eng.PtcopyError as e:
+                # a volume on a device that is gone cannot be synced: the header stays
+                # dirty, which the open on the new device recovers from
+                if not ms.set.closed:
+                    raise
+                log.warning("set %s: closed with an error: %s", ms.row.name, e)
         except (eng.PtcopyError, ServiceError, OSError) as e:
             ms.error = (f"a volume came back under another name; the set must be reopened "
                         f"there, which needs its served devices unused: {e}")

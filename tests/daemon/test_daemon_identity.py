@@ -49,11 +49,16 @@ class Loops:
         self.devices: list[str] = []
 
     def attach(self, path: str, dev: str = "") -> str:
-        args = ["losetup", dev, path] if dev else ["losetup", "--find", "--show", path]
-        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
-        dev = dev or out
-        self.devices.append(dev)
-        return dev
+        """Attach at ``dev`` when it is still free (other programs on the machine may take
+        loop devices meanwhile), else at the first free one; the device used."""
+        if dev and subprocess.run(["losetup", dev, path], capture_output=True,
+                                  check=False).returncode == 0:
+            self.devices.append(dev)
+            return dev
+        out = subprocess.run(["losetup", "--find", "--show", path], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        self.devices.append(out)
+        return out
 
     def detach(self, dev: str) -> None:
         loopdev.detach(dev)
@@ -157,25 +162,29 @@ async def test_loop_volumes_found_again_under_rotated_names(
     data = random.Random(3).randbytes(MIB)
     write_dev((await client.props(path, ISET))["MasterDevice"], 0, data)
 
+    now: list[str] = []
+
     def rotate() -> None:
         for d in devs:
             loops.detach(d)
         for f, d in zip(files, devs[1:] + devs[:1], strict=True):
-            loops.attach(f, d)
+            now.append(loops.attach(f, d))
 
     await ptcopyd_restart_with(ptcopyd, rotate)
+    assert now != devs
     p = await client.props(path, ISET)
     assert p["Status"] == "normal", ptcopyd.log_tail()
-    assert (p["Master"], p["Shadow"], p["Bitmap"]) == (devs[1], devs[2], devs[0]), p
+    assert [p["Master"], p["Shadow"], p["Bitmap"]] == now, p
     assert read_dev(p["MasterDevice"], 0, MIB) == data
-    assert ptcopyd.log_text().count("found again") == 3, ptcopyd.log_tail()
+    moved = sum(1 for a, b in zip(devs, now, strict=True) if a != b)
+    assert ptcopyd.log_text().count("found again") == moved, ptcopyd.log_tail()
     await client.wait_job(await client.update(path))
     await client.assert_refresh_zero()
 
     await ptcopyd_restart_with(ptcopyd, lambda: None)   # the new names were stored
     p = await client.props(path, ISET)
-    assert p["Status"] == "normal" and p["Master"] == devs[1], p
-    assert ptcopyd.log_text().count("found again") == 3
+    assert p["Status"] == "normal" and p["Master"] == now[0], p
+    assert ptcopyd.log_text().count("found again") == moved
     await client.set_call(path, "Disable")
 
 
@@ -236,3 +245,29 @@ async def test_state_store_without_identities(ptcopyd: Ptcopyd, client: Client) 
     await ptcopyd_restart_with(ptcopyd, lambda: swap_files(m, s))
     assert await client.get(path, ISET, "Status") == "normal"
     await client.set_call(path, "Disable")
+
+
+def test_reused_device_number_is_another_volume(loops: Loops, tmp_path: Path) -> None:
+    """Finding 15: what resumes a set whose device came back is the identity now at the
+    device number, not the number itself. A loop device number re-used for another file is
+    another volume (the check ptcopyd makes before a reset); the same file again is not."""
+    from ptcopy.daemon import identity
+
+    a, b = backing(tmp_path, "a.img", SIZE), backing(tmp_path, "b.img", SIZE)
+    dev = loops.attach(a)
+    rdev = os.stat(dev).st_rdev
+    first = identity.of_devnum(rdev, "shadow")
+    assert first is not None and "loop_file" in first.strong, first
+    loops.detach(dev)
+    if loops.attach(b, dev) != dev:   # same name, same number, another medium
+        pytest.skip(f"another program took {dev} meanwhile")
+    other = identity.of_devnum(rdev, "shadow")
+    assert other is not None
+    verdict = identity.compare(first, other)
+    assert not verdict.ok and "loop_file=" in verdict.why, verdict
+    loops.detach(dev)
+    if loops.attach(a, dev) != dev:   # the same file back
+        pytest.skip(f"another program took {dev} meanwhile")
+    same = identity.of_devnum(rdev, "shadow")
+    assert same is not None and identity.compare(first, same).ok
+    assert identity.find_block(first, "shadow") == [dev]
