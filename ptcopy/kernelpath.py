@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import logging
 import os
@@ -61,6 +62,10 @@ log = logging.getLogger(__name__)
 
 GROW_AT = 0.75          # a compact store this full gets another overflow extent
 TIMEOUT = 10.0          # seconds a transaction may hold devices suspended
+
+
+class MergeFailed(Exception):
+    """The kernel stopped a snapshot-merge before its end (its status says why)."""
 
 
 def _as_block(path: str) -> str:
@@ -139,6 +144,7 @@ class KernelSet:
     files: list[str] = field(default_factory=list)   # file volumes served through loops
     pending: Direction | None = None   # a copy whose frozen view must be dismantled
     merging: int = -1                  # store sectors to merge at the start, -1 = no merge
+    merge_failed: str = ""             # why the kernel stopped the merge ("" = it did not)
     out_of_space: bool = False
 
     def dev(self, part: str) -> str:
@@ -285,14 +291,35 @@ class KernelPath:
                 dm.ensure_node(name)
         table = dm_status(ms.origin, table=True).split()
         if len(table) > 2 and table[2] == "snapshot-merge":
-            left = self._merge_left(ks, ms)
+            try:
+                left = self._merge_left(ks, ms)
+            except MergeFailed as e:
+                ks.merge_failed, left = str(e), 1
             ks.merging = max(left or 0, 1)
+        elif ks.kind is Kind.DEPENDENT and not dm_info(f"ptcopy-{ks.name}-shadow").live_table:
+            self._reload_shadow(ks, ms)
         elif dm.exists(ks.dev("freeze")):
             freeze = _ref(ks.dev("freeze"))
             shadow_table = dm_status(f"ptcopy-{ks.name}-shadow", table=True)
             ks.pending = Direction.TO_SHADOW if freeze in shadow_table else Direction.TO_MASTER
             self._dismantle(ks, ms)
         log.info("set %s: took over its device-mapper devices", ks.name)
+
+    def _reload_shadow(self, ks: KernelSet, ms: _Master) -> None:
+        """A dependent shadow a crash left without its snapshot (at a merge's start or end):
+        load it over the store as the store is, never reset. A header still valid keeps the
+        point in time (the merge had not started, or had emptied the store); one zeroed by the
+        end of a merge starts the new point in time, as that merge meant to."""
+        shadow = f"ptcopy-{ks.name}-shadow"
+        ops = [DmOp("suspend", ms.origin)]
+        if not dm.exists(shadow):
+            ops.append(DmOp("create", shadow))
+        ops += [DmOp("load", shadow, dm.snapshot(ms.path, _ref(ks.dev("cow")), ks.master_size,
+                                                 ks.chunk)),
+                DmOp("resume", shadow), DmOp("resume", ms.origin)]
+        dm_run(ops, timeout=TIMEOUT)
+        dm.ensure_node(shadow)
+        log.warning("set %s: its shadow device was rebuilt over its store", ks.name)
 
     def _build_independent(self, ks: KernelSet, ms: _Master, fresh: bool,
                            made: list[str]) -> None:
@@ -636,29 +663,61 @@ class KernelPath:
                                                         ks.chunk)),
                        DmOp("resume", ms.origin)], timeout=TIMEOUT)
         dm.drop_node(shadow)
+        ks.merge_failed = ""
         ks.merging = max(use.allocated - use.metadata, 1)
+        # the master shows the shadow's data from now on: no reader may get cached old blocks
+        loopdev.flush_buffers(ks.master_device)
         return held
 
     def _merge_left(self, ks: KernelSet, ms: _Master | None = None) -> int | None:
-        """Sectors still to merge, None when the origin is not merging."""
+        """Sectors still to merge, None when the origin is not merging. A merge the kernel
+        stopped (invalid store, failed write) raises MergeFailed: it is not over."""
         fields = dm_status((ms or self._master_of(ks)).origin).split()
-        if len(fields) < 5 or fields[2] != "snapshot-merge" or "/" not in fields[3]:
+        if len(fields) < 3 or fields[2] != "snapshot-merge":
             return None
+        if len(fields) < 5 or "/" not in fields[3]:
+            raise MergeFailed(" ".join(fields[3:]) or "no status")
         return int(fields[3].split("/")[0]) - int(fields[4])
 
     def _merge_done(self, ks: KernelSet) -> None:
+        """The merge is complete: swap the origin back and start the new point in time.
+
+        The old merge target must be gone before the new snapshot is loaded. A snapshot loaded
+        while a table on the same origin still uses its store is a *handover* in dm-snapshot:
+        the new snapshot skips reading the store and takes over the old target's in-memory
+        exception table at resume. The store's header, zeroed here to start an empty store,
+        would then never be written again, and the next merge (or a reassembly) would read a
+        zero header as "new store" and merge nothing (issue 18). So: hold writes at the set's
+        top devices, replace the merge target by a plain origin and resume it (that destroys
+        the merge target), then, with the origin suspended again, reset the store and load the
+        new snapshot, which now reads and initialises the store itself."""
         ms = self._master_of(ks)
         shadow = f"ptcopy-{ks.name}-shadow"
         cow = ks.dev("cow")
-        dm_run([DmOp("suspend", ms.origin), DmOp("load", ms.origin, dm.origin(ms.path, ms.size)),
-                DmOp("zero", dm.node(cow), length=ks.chunk),
-                DmOp("create", shadow),
-                DmOp("load", shadow, dm.snapshot(ms.path, _ref(cow), ks.master_size, ks.chunk)),
-                DmOp("resume", shadow), DmOp("resume", ms.origin)], timeout=TIMEOUT)
+        tops = [f"ptcopy-{n}-master" for n in ms.sets if dm.exists(f"ptcopy-{n}-master")]
+        hold = [*tops, *reversed(ms.chain)]
+        ops = [DmOp("suspend", d) for d in hold]
+        ops += [DmOp("suspend", ms.origin), DmOp("load", ms.origin, dm.origin(ms.path, ms.size)),
+                DmOp("resume", ms.origin),
+                DmOp("suspend", ms.origin),
+                # a new point in time frees the overflow extents, as a copy to the shadow does
+                DmOp("load", cow, self._cow_table(ks, [])), DmOp("resume", cow),
+                DmOp("zero", dm.node(cow), length=ks.chunk)]
+        if not dm.exists(shadow):
+            ops.append(DmOp("create", shadow))
+        ops += [DmOp("load", shadow, dm.snapshot(ms.path, _ref(cow), ks.master_size, ks.chunk)),
+                DmOp("resume", shadow), DmOp("resume", ms.origin)]
+        ops += [DmOp("resume", d) for d in reversed(hold)]
+        dm_run(ops, timeout=TIMEOUT)
         dm.ensure_node(shadow)
-        ks.merging = -1
         ks.set.update(Direction.TO_SHADOW)   # the engine's view: a new point in time
+        ks.record.extents = []
+        kernelmeta.write_record(ks.bitmap_fd, ks.layout, ks.record)
+        ks.out_of_space = False
         loopdev.flush_buffers(ks.master_device)
+        loopdev.flush_buffers(ks.shadow_device)
+        # last: a job following the merge ends only now, with the new point in time in force
+        ks.merging = -1
 
     # ---- observing --------------------------------------------------------------------------
 
@@ -669,7 +728,13 @@ class KernelPath:
         if ks.merging < 0:
             p = ks.set.progress()
             return dataclasses.replace(p, active=True) if ks.pending is not None else p
-        left = self._merge_left(ks) or 0
+        if ks.merge_failed:
+            return Progress(False, Direction.TO_MASTER, False, errno.EIO, 0, ks.merging, 0,
+                            ks.merging * 512, 0, 0.0)
+        try:
+            left = self._merge_left(ks) or 0
+        except MergeFailed:
+            left = ks.merging
         done = max(ks.merging - left, 0)
         return Progress(True, Direction.TO_MASTER, False, 0, done, ks.merging, done * 512,
                         ks.merging * 512, 0, 0.0)
@@ -728,8 +793,16 @@ class KernelPath:
         for ks in list(self._sets.values()):
             if ks.pending is not None and not ks.set.progress().active:
                 self._dismantle(ks)
-            elif ks.merging >= 0 and (self._merge_left(ks) or 0) <= 0:
-                self._merge_done(ks)
+            elif ks.merging >= 0 and not ks.merge_failed:
+                try:
+                    left = self._merge_left(ks)
+                except MergeFailed as e:
+                    ks.merge_failed = str(e)
+                    log.error("set %s: the kernel stopped merging its shadow into the master "
+                              "(%s); the master is left as the kernel has it", ks.name, e)
+                    continue
+                if (left or 0) <= 0:
+                    self._merge_done(ks)
             elif ks.kind is Kind.DEPENDENT and ks.merging < 0:
                 self._watch_store(ks)
 
