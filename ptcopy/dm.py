@@ -163,19 +163,29 @@ def _udev_running() -> bool:
     return os.path.exists("/run/udev/control")
 
 
+NODE_MODE = 0o600   # nodes ptcopy makes: root's alone (udev's own rules apply where it runs)
+
+
 def ensure_node(name: str, *, wait: float = 2.0) -> str:
-    """``/dev/mapper/<name>`` for a live device. udev makes it where udev runs; elsewhere (a
-    container, an initramfs) ptcopy makes the node itself, as libdevmapper does."""
+    """``/dev/mapper/<name>`` for a live device. udev makes it where udev runs (with its rules'
+    owner and mode: root:disk 0660 by default); elsewhere (a container, an initramfs) ptcopy
+    makes the node itself, as libdevmapper does, root:root 0600."""
     info = engine.dm_info(name)
     if not info.exists:
         raise NotFound(1017, f"device-mapper device {name} does not exist")
     path = node(name)
     want = os.makedev(info.major, info.minor)
-    deadline = time.monotonic() + (wait if _udev_running() else 0)
+    udev = _udev_running()
+    deadline = time.monotonic() + (wait if udev else 0)
     while True:
         with contextlib.suppress(FileNotFoundError):
             st = os.stat(path)
             if stat.S_ISBLK(st.st_mode) and st.st_rdev == want:
+                if not udev and not os.path.islink(path) and \
+                        (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (0, 0, NODE_MODE):
+                    # a node left by someone else: it must not open the device to others
+                    os.chown(path, 0, 0, follow_symlinks=False)
+                    os.chmod(path, NODE_MODE)
                 return path
         if time.monotonic() >= deadline:
             break
@@ -184,7 +194,9 @@ def ensure_node(name: str, *, wait: float = 2.0) -> str:
         if not os.path.islink(path):
             os.unlink(path)   # a stale node of an earlier device with this name
     os.makedirs(MAPPER, exist_ok=True)
-    os.mknod(path, 0o600 | stat.S_IFBLK, want)
+    os.mknod(path, NODE_MODE | stat.S_IFBLK, want)
+    os.chown(path, 0, 0)   # the creator's group otherwise
+    os.chmod(path, NODE_MODE)   # whatever the umask
     return path
 
 

@@ -42,10 +42,13 @@ from ptcopy.engine import (
     Direction,
     DmOp,
     Engine,
+    Flag,
+    Incomplete,
     InUse,
     InvalidArgument,
     Kind,
     NotFound,
+    Offline,
     OutOfSpace,
     Progress,
     Set,
@@ -145,6 +148,7 @@ class KernelSet:
     pending: Direction | None = None   # a copy whose frozen view must be dismantled
     merging: int = -1                  # store sectors to merge at the start, -1 = no merge
     merge_failed: str = ""             # why the kernel stopped the merge ("" = it did not)
+    merge_owner: int = 0               # the lock owner who started the merge
     out_of_space: bool = False
 
     def dev(self, part: str) -> str:
@@ -171,7 +175,9 @@ class KernelPath:
         engine.defer_copies(True)
         self._engine = engine
         self._run_dir = os.path.join(os.path.abspath(run_dir), "kernel")
-        os.makedirs(self._run_dir, exist_ok=True)
+        # the frozen views' stores hold copies of the sources' data: root's alone
+        os.makedirs(self._run_dir, mode=0o700, exist_ok=True)
+        os.chmod(self._run_dir, 0o700)
         self._lock = threading.RLock()
         self._sets: dict[str, KernelSet] = {}
         self._masters: dict[str, _Master] = {}
@@ -467,14 +473,23 @@ class KernelPath:
             raise InvalidArgument(1001, "no set named")
         with self._lock:
             kss = [self.get(n) for n in names]
+            if len({ks.name for ks in kss}) != len(kss):
+                raise InvalidArgument(1001, "a set is named twice")
+            # Everything that can refuse is asked of every set before anything changes: the
+            # transaction below replaces dependent points in time at once, so a refusal
+            # after it (a lock, an offline volume) would leave a group half copied.
             for ks in kss:
-                self._check(ks, direction)
+                self._check(ks, direction, owner)
             if direction is Direction.TO_MASTER and any(k.kind is Kind.DEPENDENT for k in kss):
                 if len(kss) > 1:
-                    raise WrongKind(1007, "merging dependent shadows back goes one set at a time")
-                return self._merge(kss[0])
-            ops, after = self._freeze_ops(kss, direction)
+                    raise WrongKind(1007, "a group restore (copy or update to the masters) "
+                                          "with dependent sets is not available on the "
+                                          "kernel data path: each dependent shadow merges "
+                                          "into its master on its own; restore the sets one "
+                                          "at a time")
+                return self._merge(kss[0], owner)
             try:
+                ops, after = self._freeze_ops(kss, direction)
                 held = dm_run(ops, timeout=TIMEOUT)
                 for fn in after:
                     fn()
@@ -502,10 +517,30 @@ class KernelPath:
                     raise
             return held
 
-    def _check(self, ks: KernelSet, direction: Direction) -> None:
+    def _check(self, ks: KernelSet, direction: Direction, owner: int) -> None:
         if ks.pending is not None or ks.merging >= 0 or ks.set.progress().active:
             raise CopyInProgress(1006, f"set {ks.name} is already copying; wait for it or "
                                        "abort it")
+        # what the engine's copy would refuse (its own check comes after the transaction)
+        st = ks.set.status()
+        if st.lock_owner and st.lock_owner != owner:
+            raise InUse(1005, f"set {ks.name} is locked by another client; its point in time "
+                              "cannot change until it is unlocked")
+        offline = st.flags & (Flag.MASTER_OFFLINE | Flag.SHADOW_OFFLINE | Flag.BITMAP_OFFLINE
+                              | Flag.OVERFLOW_OFFLINE)
+        if offline:
+            raise Offline(1009, f"a volume of set {ks.name} is offline; reset the set first")
+        incomplete_restore = bool(st.flags & Flag.INCOMPLETE and st.flags & Flag.TO_MASTER)
+        if direction is Direction.TO_MASTER:
+            if st.flags & Flag.OUT_OF_SPACE or ks.out_of_space:
+                raise OutOfSpace(1010, f"shadow of set {ks.name} lost chunks when it ran out "
+                                       "of space; it cannot be copied to the master")
+            if st.flags & Flag.INCOMPLETE and not incomplete_restore:
+                raise Incomplete(1013, f"shadow of set {ks.name} was left incomplete by an "
+                                       "aborted copy; update it from the master first")
+        elif incomplete_restore:
+            raise Incomplete(1013, f"master of set {ks.name} was left incomplete by an aborted "
+                                   "restore; finish it with an update to the master first")
         target = ks.shadow_device if direction is Direction.TO_SHADOW else ks.master_device
         info = dm_info(os.path.basename(target))
         if info.open_count:
@@ -575,8 +610,14 @@ class KernelPath:
 
     def _freeze_store(self, ks: KernelSet) -> str:
         path = self._freeze_path(ks)
-        with open(path, "wb") as f:
-            f.truncate(max(ks.master_size, 1 << 20))   # sparse: only what changes is stored
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)   # a leftover: made again, never reused with its mode
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            os.ftruncate(fd, max(ks.master_size, 1 << 20))   # sparse: only changes are stored
+        finally:
+            os.close(fd)
         return loopdev.attach(path, direct_io=False)
 
     def _drop_freeze_store(self, ks: KernelSet) -> None:
@@ -651,7 +692,7 @@ class KernelPath:
 
     # ---- dependent update to the master: snapshot-merge -------------------------------------
 
-    def _merge(self, ks: KernelSet) -> float:
+    def _merge(self, ks: KernelSet, owner: int = 0) -> float:
         use = dm.snapshot_usage(f"ptcopy-{ks.name}-shadow")
         if not use.valid or use.overflow:
             raise OutOfSpace(1010, f"shadow of set {ks.name} ran out of space; it cannot be "
@@ -664,6 +705,7 @@ class KernelPath:
                        DmOp("resume", ms.origin)], timeout=TIMEOUT)
         dm.drop_node(shadow)
         ks.merge_failed = ""
+        ks.merge_owner = owner
         ks.merging = max(use.allocated - use.metadata, 1)
         # the master shows the shadow's data from now on: no reader may get cached old blocks
         loopdev.flush_buffers(ks.master_device)
@@ -710,7 +752,11 @@ class KernelPath:
         ops += [DmOp("resume", d) for d in reversed(hold)]
         dm_run(ops, timeout=TIMEOUT)
         dm.ensure_node(shadow)
-        ks.set.update(Direction.TO_SHADOW)   # the engine's view: a new point in time
+        try:   # the engine's view: a new point in time (the devices already have it)
+            ks.set.update(Direction.TO_SHADOW, owner=ks.merge_owner)
+        except engine.PtcopyError as e:
+            log.warning("set %s: merged, but the engine did not record the new point in "
+                        "time: %s", ks.name, e)
         ks.record.extents = []
         kernelmeta.write_record(ks.bitmap_fd, ks.layout, ks.record)
         ks.out_of_space = False
