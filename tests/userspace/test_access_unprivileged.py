@@ -170,7 +170,7 @@ def test_run_directory_owned_by_another_user_is_refused(dp: Harness, exposed: Pa
     run_dir.mkdir(mode=0o700)
     os.chown(run_dir, NOBODY, NOBODY)
     with pytest.raises(DataPathError, match=f"owned by uid {NOBODY}"):
-        UserspacePath(dp.engine, str(run_dir))
+        dp.userspace(run_dir)   # (the harness stops a data path that was not refused)
     assert mounts_under(run_dir) == []
     assert mode_of(run_dir) == (stat.S_IFDIR, 0o700, NOBODY)   # refused, not taken over
     # the same for the mount point inside a root-owned run directory
@@ -178,12 +178,11 @@ def test_run_directory_owned_by_another_user_is_refused(dp: Harness, exposed: Pa
     (run_dir / "volumes").mkdir(mode=0o755)
     os.chown(run_dir / "volumes", NOBODY, NOBODY)
     with pytest.raises(DataPathError, match=f"owned by uid {NOBODY}"):
-        UserspacePath(dp.engine, str(run_dir))
+        dp.userspace(run_dir)
     assert mounts_under(run_dir) == []
     # refused without a lock left behind: once fixed, the data path starts
     shutil.rmtree(run_dir / "volumes")
-    up = UserspacePath(dp.engine, str(run_dir))
-    up.stop()
+    dp.userspace(run_dir).stop()
 
 
 def test_run_directory_that_is_a_symbolic_link_is_refused(dp: Harness, exposed: Path) -> None:
@@ -191,7 +190,7 @@ def test_run_directory_that_is_a_symbolic_link_is_refused(dp: Harness, exposed: 
     target.mkdir(mode=0o755)
     (exposed / "run").symlink_to(target)
     with pytest.raises(DataPathError, match="symbolic link"):
-        UserspacePath(dp.engine, str(exposed / "run"))
+        dp.userspace(exposed / "run")
     assert mounts_under(target) == [] and list(target.iterdir()) == []
     assert mode_of(target) == (stat.S_IFDIR, 0o755, 0)
 
@@ -202,10 +201,9 @@ def test_a_new_run_directory_is_private(dp: Harness, exposed: Path) -> None:
         up = UserspacePath(dp.engine, str(exposed / "a" / "run"))
     finally:
         os.umask(old)
-    try:
-        assert mode_of(exposed / "a" / "run") == (stat.S_IFDIR, 0o700, 0)
-        assert mode_of(up.mountpoint) == (stat.S_IFDIR, 0o700, 0)
-        got = as_nobody([("list", "open", up.mountpoint, os.O_RDONLY | os.O_DIRECTORY)])
-        assert got["list"] in REFUSED
-    finally:
-        up.stop()
+    dp.paths.append(up)   # stopped by the harness whatever happens below
+    dp.run_dirs.append(exposed / "a" / "run")
+    assert mode_of(exposed / "a" / "run") == (stat.S_IFDIR, 0o700, 0)
+    assert mode_of(up.mountpoint) == (stat.S_IFDIR, 0o700, 0)
+    got = as_nobody([("list", "open", up.mountpoint, os.O_RDONLY | os.O_DIRECTORY)])
+    assert got["list"] in REFUSED
