@@ -271,3 +271,30 @@ def test_reused_device_number_is_another_volume(loops: Loops, tmp_path: Path) ->
     same = identity.of_devnum(rdev, "shadow")
     assert same is not None and identity.compare(first, same).ok
     assert identity.find_block(first, "shadow") == [dev]
+
+
+async def test_removed_volume_back_under_a_new_name_reopens_the_set(
+        ptcopyd: Ptcopyd, client: Client, loops: Loops, tmp_path: Path) -> None:
+    """While ptcopyd serves a set, its master device goes away (detached: the kernel only
+    defers that while the engine holds it; a remove uevent says it is gone) and the same
+    backing file comes back under another loop device: ptcopyd finds it by identity, closes
+    the set and opens it there, and it serves the same data again."""
+    bsize = bitmap_size(SIZE, SIZE, 0, Kind.DEPENDENT)
+    files = [backing(tmp_path, "m.img", SIZE), backing(tmp_path, "s.img", SIZE),
+             backing(tmp_path, "b.img", bsize)]
+    devs = [loops.attach(f) for f in files]
+    path, _ = await client.create_set("replug", "dependent", *devs)
+    data = random.Random(6).randbytes(MIB)
+    write_dev((await client.props(path, ISET))["MasterDevice"], 0, data)
+
+    loops.detach(devs[0])
+    subprocess.run(["udevadm", "trigger", "--action=remove", devs[0]], check=True)
+    await client.wait_prop(path, ISET, "Status", lambda v: v == "degraded", timeout=10)
+    new = loops.attach(files[0])
+    assert new != devs[0]
+    await client.wait_prop(path, ISET, "Master", lambda v: v == new, timeout=10)
+    await client.wait_prop(path, ISET, "Status", lambda v: v == "normal", timeout=10)
+    p = await client.props(path, ISET)
+    assert read_dev(p["MasterDevice"], 0, MIB) == data
+    await client.wait_job(await client.update(path))
+    await client.set_call(path, "Disable")
