@@ -4,6 +4,7 @@
     .venv/bin/python tests/reliability/reliability.py --quick           # CI (~3 min)
     .venv/bin/python tests/reliability/reliability.py --json out.json   # full mode (~1 h)
     .venv/bin/python tests/reliability/reliability.py --only sigkill --sigkill-runs 20
+    .venv/bin/python tests/reliability/reliability.py --render out.json [more.json]  # table
 
 Figures (``--only`` takes a comma-separated subset of these names):
 
@@ -558,8 +559,11 @@ def fault_case(base: Path, kind: str, role: VolumeRole, err: int, seed: int) -> 
             s.wait(30)
         srv = Server(eng, mnt)
         master, shadow = srv.export("s", s)
-        # changed chunks before the fault, so that the shadow side has work to do
-        write_master(master, image, rng, 16, problems, "before the fault")
+        # changed chunks before the fault, so that the shadow side has work to do; a compact
+        # shadow whose own volume is to fail keeps free slots (else it spills to the overflow
+        # and never touches the failing volume again)
+        pre = 1 if kind == "compact" and role is VolumeRole.SHADOW else 16
+        write_master(master, image, rng, pre, problems, "before the fault")
         if not inject(s, role, True, err):
             return ["SKIP"]
         if k is Kind.INDEPENDENT:     # only a copy reaches an independent shadow
@@ -1133,6 +1137,50 @@ async def fig_load(fig: Figure, bus: PrivateBus, clients: int, nsets: int, secon
         say(f"load: {fig.counts}")
 
 
+# ---- the document's table ----------------------------------------------------------------------
+
+
+def render(paths: list[Path]) -> str:
+    """Markdown rows for docs/RELIABILITY.md from one or more --json outputs."""
+    rows = ["| Figure | Counted | Failures | Key counts | Run (UTC) | Commit | Seed | Time |",
+            "|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        data = json.loads(path.read_text())
+        for name, f in data["figures"].items():
+            c = f["counts"]
+            if f["skipped"]:
+                key = f"skipped: {f['skipped']}"
+            elif name == "sigkill":
+                key = (f"{c.get('runs')} runs, {c.get('mismatched_runs')} with a mismatch or "
+                       f"lost write; {c.get('writes_acked')} acknowledged writes checked; "
+                       f"{c.get('kills_during_a_copy')} kills during a copy; control caught: "
+                       f"{c.get('control_caught')}")
+            elif name == "vm":
+                key = (f"{c.get('runs')} power cuts ({c.get('variants')}), "
+                       f"{c.get('failed_runs')} with a lost chunk or other failure; "
+                       f"{c.get('chunks_copied_at_recovery')} chunks copied at recovery")
+            elif name == "faults":
+                key = (f"{c.get('cases')} cases (3 set kinds x shadow/bitmap/overflow x EIO/"
+                       f"ENOSPC), {c.get('failed_cases')} failed")
+            elif name == "fuzz":
+                named = sum(n for k, n in c.get("replies", {}).items() if k.startswith("named"))
+                key = (f"{c.get('calls')} calls, {c.get('crashes')} crashes, "
+                       f"{c.get('replies', {}).get('success', 0)} successes, {named} named "
+                       f"refusals, {c.get('replies', {}).get('InvalidArgs', 0)} InvalidArgs, "
+                       f"{c.get('unexpected')} other")
+            else:
+                key = (f"{c.get('clients')} clients, {c.get('sets')} sets, "
+                       f"{c.get('seconds')} s: {c.get('errors')} errors, {c.get('jobs')} jobs "
+                       f"({c.get('jobs_unfinished')} unfinished); RSS max "
+                       f"{c.get('rss_max_kib', 0) / 1024:.1f} MiB, start "
+                       f"{c.get('rss_start_kib', 0) / 1024:.1f} MiB, growth "
+                       f"{c.get('rss_growth_kib', 0) / 1024:+.1f} MiB")
+            rows.append(f"| {name} | {f['runs']} | {len(f['failures'])} | {key} | "
+                        f"{data['started']} | {data['commit']} | {data['seed']} | "
+                        f"{f['seconds']:.0f} s |")
+    return "\n".join(rows)
+
+
 # ---- main --------------------------------------------------------------------------------------
 
 
@@ -1140,6 +1188,9 @@ def main(argv: list[str]) -> int:
     global FINDINGS, REPRO
     if argv[:1] == ["--writer"]:
         return writer_main(argv[1], int(argv[2]), argv[3:])
+    if argv[:1] == ["--render"]:
+        print(render([Path(a) for a in argv[1:]]))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="CI sizes (about 3 minutes)")
     ap.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures")
