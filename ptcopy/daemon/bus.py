@@ -10,8 +10,9 @@ import contextvars
 import functools
 import inspect
 import logging
+import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 from dbus_fast import DBusError, Message, MessageType, Variant
 from dbus_fast import introspection as intr
@@ -32,9 +33,37 @@ FRESH = 0.5   # seconds a property read may lag the engine
 caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 
 
+class _PatientSocket:
+    """The bus socket as dbus-fast's writer sees it, with a full send buffer reported as
+    nothing sent. dbus-fast (up to 5.2.0 at least) takes the EAGAIN of a non-blocking
+    ``send`` for a dead connection and drops the bus, and the daemon with it, whenever the
+    bus daemon reads more slowly than ptcopyd answers (many clients, PropertiesChanged bursts).
+    Sending 0 bytes makes its writer keep the rest and wait until the socket is writable."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def send(self, data: Any) -> int:
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class PtcopyBus(MessageBus):
     """A bus connection whose ObjectManager signals come from the manager's path (ROOT), as
-    the specification says and GDBusObjectManagerClient expects."""
+    the specification says and GDBusObjectManagerClient expects, and that survives a full
+    send buffer."""
+
+    async def connect(self) -> PtcopyBus:
+        await super().connect()
+        writer = self._writer
+        if writer is not None and isinstance(writer.sock, socket.socket):
+            writer.sock = cast(socket.socket, _PatientSocket(writer.sock))
+        return self
 
     def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
         if self._disconnected:
