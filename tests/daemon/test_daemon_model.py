@@ -1,0 +1,73 @@
+"""The randomized model test on the userspace data path: ptcopyd driven over D-Bus, random
+writes, reads, copies, updates, group updates, aborts and restarts on the served devices,
+checked against "each side is a byte array" (tests/daemon/model_daemon.py).
+
+PTCOPY_MODEL_SEEDS (a count, or a list like "1-50,77") and PTCOPY_MODEL_OPS raise the run for
+long soaks; PTCOPY_MODEL_REPLAY plays the sequence a failure printed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import model_daemon as md
+import pytest
+from daemon_helpers import Client, PrivateBus, Ptcopyd, finish
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+SEEDS = md.seeds([1, 2, 3, 4, 5, 6])
+OPS = md.env_int("PTCOPY_MODEL_OPS", 70)
+SHRINK_SECONDS = md.env_int("PTCOPY_MODEL_SHRINK_SECONDS", 60)
+
+
+async def _check(cfg: md.Config, ops: list[md.Op], system_bus: PrivateBus, client: Client,
+                 tmp_path: Path) -> None:
+    runs = 0
+
+    async def replay(cfg: md.Config, ops: list[md.Op]) -> None:
+        nonlocal runs
+        runs += 1
+        d = Ptcopyd(system_bus, tmp_path / f"replay{runs}", [])
+        try:
+            d.start()
+            await md.Driver(cfg, d, client, "userspace").run(ops)
+        finally:
+            if d.running:
+                d.kill()
+            d.cleanup()
+
+    d = Ptcopyd(system_bus, tmp_path / "run", [])
+    d.start()
+    driver = md.Driver(cfg, d, client, "userspace")
+    failure: md.Divergence | None = None
+    try:
+        await driver.run(ops)
+    except md.Divergence as e:
+        failure = e
+    print(f"{cfg.describe()}\n{len(ops)} ops: {dict(sorted(driver.done.items()))}")
+    if failure is None:
+        finish([d])   # exit 0 on SIGTERM, nothing left behind, no traceback in the log
+        return
+    log = d.log_tail(40)
+    finish([d], check_log=False)
+    small, last = await md.shrink(replay, cfg, ops, failure,
+                                  time.monotonic() + SHRINK_SECONDS)
+    pytest.fail(md.report(cfg, small, last, "userspace", (failure.index, len(ops)))
+                + f"\n--- ptcopyd log (full run):\n{log}", pytrace=False)
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"seed{s}")
+async def test_model_userspace(seed: int, system_bus: PrivateBus, client: Client,
+                               tmp_path: Path) -> None:
+    cfg = md.config_for(seed)
+    await _check(cfg, md.generate(cfg, OPS), system_bus, client, tmp_path)
+
+
+@pytest.mark.skipif(md.replay_request() is None, reason="PTCOPY_MODEL_REPLAY not set")
+async def test_model_userspace_replay(system_bus: PrivateBus, client: Client,
+                                      tmp_path: Path) -> None:
+    req = md.replay_request()
+    assert req is not None
+    await _check(*req, system_bus, client, tmp_path)
