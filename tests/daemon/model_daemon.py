@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -80,6 +81,8 @@ class SetSpec:
     kind: str            # "dependent" or "independent"
     master: int          # which master volume (sets may share one)
     compact: bool = False
+    delay: int = 0       # copy throttle (ms after every ``units`` chunks): copies that last
+    units: int = 0       # long enough for I/O, aborts and restarts to meet them running
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Config:
 
     def describe(self) -> str:
         sets = ", ".join(f"{s.name}={s.kind}{'(compact)' if s.compact else ''}@master{s.master}"
+                         f"{f' throttled {s.delay}ms/{s.units}' if s.delay else ''}"
                          for s in self.sets)
         grp = ", ".join(self.sets[i].name for i in self.group) or "none"
         return f"seed {self.seed}: size {self.size}, sets {sets}; group {grp}"
@@ -151,6 +155,10 @@ def config_for(seed: int, size: int = 4 * MIB) -> Config:
     group: tuple[int, ...] = ()
     if rng.random() < 0.75:
         group = tuple(sorted(rng.sample(range(len(specs)), 2)))
+    for i, spec in enumerate(specs):
+        if rng.random() < 0.5:
+            specs[i] = dataclasses.replace(spec, delay=rng.choice([5, 10, 20]),
+                                           units=rng.choice([4, 8, 16]))
     return Config(seed, size, tuple(specs), group)
 
 
@@ -414,6 +422,9 @@ class Driver:
             opts: dict[str, Any] = {"chunk_size": u(CHUNK)}
             if spec.compact:
                 opts["overflow"] = o(ov)
+            if spec.delay:
+                opts["copy_delay"] = u(spec.delay)
+                opts["copy_units"] = u(spec.units)
             sp, job = await self.c.create_set(spec.name, spec.kind, master_files[spec.master],
                                               sfile, bfile, **opts)
             self.set_paths.append(sp)
