@@ -156,10 +156,10 @@ def block_identity(rdev: int, fd: int | None = None) -> Identity:
         if fd is not None:
             lf = _loop_file(fd)
         else:
+            # the kernel's own node (devtmpfs), not udev's /dev/block links, which lag
+            # behind a device that just appeared; the number is checked below
             with contextlib.suppress(OSError):
-                own = os.open(f"/dev/block/{os.major(rdev)}:{os.minor(rdev)}"
-                              if os.path.exists("/dev/block") else
-                              f"/dev/{os.path.basename(sys_dir)}",
+                own = os.open(f"/dev/{os.path.basename(sys_dir)}",
                               os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
                 try:
                     if os.fstat(own).st_rdev == rdev:

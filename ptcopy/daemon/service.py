@@ -498,7 +498,13 @@ class Service:
     def reset(self, set_id: str, owner: str) -> None:
         with self.lock:
             self._not_missing(set_id)
-            self.live(set_id).reset(owner=_owner_id(owner) if owner else 0)
+            s = self.live(set_id)
+            ms = self.sets[set_id]
+            for role in SET_ROLES:   # a reset resyncs onto what the devices hold now
+                why = self._not_the_same(ms, role)
+                if why:
+                    raise ServiceError("WrongVolume", f"set {ms.row.name}: {why}")
+            s.reset(owner=_owner_id(owner) if owner else 0)
         self._emit("changed", "set", set_id)
 
     # ---- volumes that come and go (udev) ---------------------------------------------------
@@ -568,9 +574,10 @@ class Service:
         verdict = identity.compare(rec, found, ms.row.id if role == "bitmap" else "")
         if verdict.ok:
             return ""
-        return (f"the device back as the {role} volume {getattr(ms.row, role)} is not the "
-                f"volume recorded for it: {verdict.why}; the set was not resumed and nothing "
-                "was written to it")
+        dev = f"{os.major(bound[1])}:{os.minor(bound[1])}"
+        return (f"the device now at the {role} volume {getattr(ms.row, role)} (device {dev}) "
+                f"is not the volume recorded for it: {verdict.why}; the set was neither "
+                "resumed nor reset and nothing was written to it")
 
     def volumes_appeared(self, devnums: Sequence[int]) -> list[str]:
         """Block devices appeared (udev): bring back the sets waiting for one of them. A set
@@ -597,8 +604,12 @@ class Service:
                     continue
                 try:
                     if ms.set is None:
-                        ms.set, ms.row = self._open_set(ms.row)
-                        self._serve(ms)
+                        opened_set, row = self._open_set(ms.row)
+                        staged = ManagedSet(row, opened_set)
+                        try:
+                            self._serve(staged)
+                        finally:   # readers on the loop see the set once it is served
+                            ms.row, ms.served, ms.set = row, staged.served, opened_set
                     ms.error = ""
                     ms.missing.clear()
                     back.append(sid)
