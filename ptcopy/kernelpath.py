@@ -32,7 +32,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ptcopy import dm, engine, kernelmeta, loopdev
@@ -71,27 +71,59 @@ class MergeFailed(Exception):
     """The kernel stopped a snapshot-merge before its end (its status says why)."""
 
 
-def _as_block(path: str) -> str:
-    """The block device a volume is served from: itself, or for a file the loop device over
-    it. One loop device per file, found again by its backing file, so sets sharing a master
-    file share one origin and a restarted ptcopyd finds the device it built on."""
-    st = os.stat(path)
+Volume = str | tuple[str, int]
+"""A volume to serve: a path, or (path for messages, the open descriptor that was checked)."""
+
+
+@dataclass(frozen=True)
+class _Block:
+    """What one volume is served from: the checked descriptor's own device, or for a file the
+    loop device bound to that very open file."""
+
+    label: str                # the path as given (messages)
+    node: str                 # a block device node (the given device, or /dev/loopN)
+    ref: str                  # "major:minor", what tables name: the device that was checked
+    key: tuple[int, int]      # (0, rdev) of a device, (st_dev, st_ino) of a file
+    loop: bool
+
+
+def _block(label: str, fd: int) -> _Block:
+    """The block device a checked descriptor is served from. Nothing is looked up by path:
+    a block device is named in tables by its device number, a file gets the loop device bound
+    to the open file (one per file, found again by device and inode, so sets sharing a master
+    file share one origin and a restarted ptcopyd finds the device it built on)."""
+    st = os.fstat(fd)
     if stat.S_ISBLK(st.st_mode):
-        return path
+        return _Block(label, label, f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}",
+                      (0, st.st_rdev), False)
     if not stat.S_ISREG(st.st_mode):
-        raise InvalidArgument(1001, f"{path} is neither a block device nor a file")
-    real = os.path.realpath(path)
-    for lp in loopdev.list_loops():
-        if lp.backing_file == real:
-            return lp.device
+        raise InvalidArgument(1001, f"{label} is neither a block device nor a file")
     try:
-        return loopdev.attach(real)
-    except loopdev.LoopError:
-        pass   # a file system without direct I/O (tmpfs): the page cache is the file's anyway
-    try:
-        return loopdev.attach(real, direct_io=False)
+        lp = loopdev.loop_over(fd) or loopdev.attach_fd(fd)
     except loopdev.LoopError as e:
-        raise InvalidArgument(1001, f"cannot attach a loop device to {path}: {e}") from e
+        raise InvalidArgument(1001, f"cannot attach a loop device to {label}: {e}") from e
+    return _Block(label, lp.device, f"{os.major(lp.rdev)}:{os.minor(lp.rdev)}",
+                  (st.st_dev, st.st_ino), True)
+
+
+@contextlib.contextmanager
+def _opened(vols: Sequence[Volume | None]) -> Iterator[list[tuple[str, int] | None]]:
+    """(label, descriptor) for each volume: the caller's descriptors as they are; paths (a
+    library caller, the tests) opened here and closed afterwards."""
+    mine: list[int] = []
+    out: list[tuple[str, int] | None] = []
+    try:
+        for v in vols:
+            if v is None or isinstance(v, tuple):
+                out.append(v)
+                continue
+            fd = os.open(v, os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY)
+            mine.append(fd)
+            out.append((v, fd))
+        yield out
+    finally:
+        for fd in mine:
+            os.close(fd)
 
 
 def _size(fd: int) -> int:
@@ -110,7 +142,8 @@ def _ref(name: str) -> str:
 class _Master:
     """Devices shared by every set on one master."""
 
-    path: str
+    path: str      # the master's block device node
+    ref: str       # its device number, as tables name it
     size: int
     key: str
     sets: list[str] = field(default_factory=list)
@@ -144,7 +177,7 @@ class KernelSet:
     uid: str
     overflow: str | None = None
     overflow_fd: int = -1
-    files: list[str] = field(default_factory=list)   # file volumes served through loops
+    blocks: dict[str, _Block] = field(default_factory=dict)   # role -> what it is served from
     pending: Direction | None = None   # a copy whose frozen view must be dismantled
     merging: int = -1                  # store sectors to merge at the start, -1 = no merge
     merge_failed: str = ""             # why the kernel stopped the merge ("" = it did not)
@@ -215,49 +248,62 @@ class KernelPath:
             kernelmeta.check_size(bitmap[1], kernelmeta.layout(master_size, size, chunk, kind),
                                   bitmap[0])
 
-    def serve(self, name: str, set_: Set, master: str, shadow: str, bitmap: str, *,
-              overflow: str | None = None) -> KernelSet:
-        """Build (or after a reboot rebuild) the set's devices. Volumes are block devices."""
+    def serve(self, name: str, set_: Set, master: Volume, shadow: Volume, bitmap: Volume, *,
+              overflow: Volume | None = None) -> KernelSet:
+        """Build (or after a reboot rebuild) the set's devices. Each volume is a block device
+        or a file, given as the descriptor the caller checked (ptcopyd) or as a path: devices
+        are named in tables by the descriptor's device number and files get the loop device
+        bound to the open file, so nothing is resolved by path again."""
         with self._lock:
             if name in self._sets:
                 raise InvalidArgument(1001, f"set {name} is already served")
             st = set_.status()
             kind = Kind(st.kind)
-            self.check_sizes(kind, st.chunk_size, st.master_size, (shadow, st.shadow_size))
-            lay = kernelmeta.layout(st.master_size, st.shadow_size, st.chunk_size, kind)
-            files = [p for p in (master, shadow, bitmap, overflow) if p and not _is_blk(p)]
-            master, shadow, bitmap_dev = (_as_block(p) for p in (master, shadow, bitmap))
-            mst = os.stat(master)
-            # the record is written where the engine writes its bitmaps: the volume as given
-            bfd = os.open(bitmap, os.O_RDWR | os.O_CLOEXEC)
-            ks = None
-            try:
-                kernelmeta.check_size(_size(bfd), lay, bitmap)
-                rec = kernelmeta.read_record(bfd, lay, bitmap)
-                # a record of an earlier set on a reused bitmap volume describes nothing here
-                fresh = not _formatted(bfd, lay) or rec.uuid != st.uuid.hex
-                if fresh:
-                    rec = Record(uuid=st.uuid.hex)
-                ks = KernelSet(name, set_, kind, st.chunk_size, master, shadow, bitmap_dev, bfd,
-                               st.master_size, st.shadow_size, lay, rec, st.uuid.hex[:12],
-                               overflow)
-                ks.files = files
-                if overflow:
-                    ks.overflow_fd = os.open(overflow, os.O_RDWR | os.O_CLOEXEC)
-                key = f"m{os.major(mst.st_rdev)}x{os.minor(mst.st_rdev)}"
-                ms = self._masters.get(key) or _Master(master, st.master_size, key)
-                ms.sets.append(name)
+            with _opened([master, shadow, bitmap, overflow]) as vols:
+                m, s, b, ov = vols
+                assert m is not None and s is not None and b is not None
+                self.check_sizes(kind, st.chunk_size, st.master_size, (s[0], st.shadow_size))
+                lay = kernelmeta.layout(st.master_size, st.shadow_size, st.chunk_size, kind)
+                blocks: dict[str, _Block] = {}
+                bfd = ofd = -1
+                ks = None
                 try:
-                    self._build(ks, ms, fresh)
+                    for role, v in (("master", m), ("shadow", s), ("bitmap", b), ("overflow", ov)):
+                        if v is not None:
+                            blocks[role] = _block(*v)
+                    # the record is written where the engine writes its bitmaps: the volume as
+                    # given (its own descriptor, kept)
+                    bfd = os.dup(b[1])
+                    os.set_inheritable(bfd, False)
+                    if ov is not None:
+                        ofd = os.dup(ov[1])
+                        os.set_inheritable(ofd, False)
+                    kernelmeta.check_size(_size(bfd), lay, b[0])
+                    rec = kernelmeta.read_record(bfd, lay, b[0])
+                    # a record of an earlier set on a reused bitmap volume describes nothing
+                    fresh = not _formatted(bfd, lay) or rec.uuid != st.uuid.hex
+                    if fresh:
+                        rec = Record(uuid=st.uuid.hex)
+                    ks = KernelSet(name, set_, kind, st.chunk_size, blocks["master"].node,
+                                   blocks["shadow"].node, blocks["bitmap"].node, bfd,
+                                   st.master_size, st.shadow_size, lay, rec, st.uuid.hex[:12],
+                                   ov[0] if ov is not None else None, ofd, blocks)
+                    mb = blocks["master"]
+                    rdev = int(mb.ref.split(":")[0]), int(mb.ref.split(":")[1])
+                    key = f"m{rdev[0]}x{rdev[1]}"
+                    ms = self._masters.get(key) or _Master(mb.node, mb.ref, st.master_size, key)
+                    ms.sets.append(name)
+                    try:
+                        self._build(ks, ms, fresh)
+                    except BaseException:
+                        ms.sets.remove(name)
+                        raise
                 except BaseException:
-                    ms.sets.remove(name)
+                    for fd in (bfd, ofd):
+                        if fd >= 0:
+                            os.close(fd)
+                    self._release_loops(list(blocks.values()))
                     raise
-            except BaseException:
-                os.close(bfd)
-                if ks is not None and ks.overflow_fd >= 0:
-                    os.close(ks.overflow_fd)
-                self._release_loops(files)
-                raise
             self._masters[key] = ms
             self._sets[name] = ks
             return ks
@@ -269,7 +315,7 @@ class KernelPath:
         made: list[str] = []
         try:
             if not dm.exists(ms.origin):
-                dm.create(ms.origin, dm.origin(ms.path, ms.size))
+                dm.create(ms.origin, dm.origin(ms.ref, ms.size))
                 made.append(ms.origin)
             if ks.kind is Kind.INDEPENDENT:
                 self._build_independent(ks, ms, fresh, made)
@@ -320,7 +366,7 @@ class KernelPath:
         ops = [DmOp("suspend", ms.origin)]
         if not dm.exists(shadow):
             ops.append(DmOp("create", shadow))
-        ops += [DmOp("load", shadow, dm.snapshot(ms.path, _ref(ks.dev("cow")), ks.master_size,
+        ops += [DmOp("load", shadow, dm.snapshot(ms.ref, _ref(ks.dev("cow")), ks.master_size,
                                                  ks.chunk)),
                 DmOp("resume", shadow), DmOp("resume", ms.origin)]
         dm_run(ops, timeout=TIMEOUT)
@@ -335,9 +381,9 @@ class KernelPath:
                 os.pwrite(ks.bitmap_fd, b"\0" * kernelmeta.MIB, off)
             os.fsync(ks.bitmap_fd)
         steps = [
-            (ks.dev("mmeta"), dm.linear(ks.bitmap, lay.era_size, lay.master_era)),
-            (ks.dev("smeta"), dm.linear(ks.bitmap, lay.era_size, lay.shadow_era)),
-            (ks.dev("sorigin"), dm.origin(ks.shadow, ks.master_size)),
+            (ks.dev("mmeta"), dm.linear(ks.blocks["bitmap"].ref, lay.era_size, lay.master_era)),
+            (ks.dev("smeta"), dm.linear(ks.blocks["bitmap"].ref, lay.era_size, lay.shadow_era)),
+            (ks.dev("sorigin"), dm.origin(ks.blocks["shadow"].ref, ks.master_size)),
         ]
         for name, table in steps:
             dm.create(name, table)
@@ -360,16 +406,20 @@ class KernelPath:
             dm_run([DmOp("zero", dm.node(cow), length=ks.chunk)])
         shadow = f"ptcopy-{ks.name}-shadow"
         dm_run([DmOp("suspend", ms.origin), DmOp("create", shadow),
-                DmOp("load", shadow, dm.snapshot(ms.path, _ref(cow), ks.master_size, ks.chunk)),
+                DmOp("load", shadow, dm.snapshot(ms.ref, _ref(cow), ks.master_size, ks.chunk)),
                 DmOp("resume", shadow), DmOp("resume", ms.origin)], timeout=TIMEOUT)
         dm.ensure_node(shadow)
         made.append(shadow)
 
     @staticmethod
     def _cow_table(ks: KernelSet, extents: list[tuple[str, int, int]] | None = None) -> str:
-        pieces = [(ks.shadow, 0, ks.shadow_size // 512 * 512)]
-        pieces += [(_as_block(p), off, n)
-                   for p, off, n in (ks.record.extents if extents is None else extents)]
+        pieces = [(ks.blocks["shadow"].ref, 0, ks.shadow_size // 512 * 512)]
+        extents = ks.record.extents if extents is None else extents
+        if extents and "overflow" not in ks.blocks:
+            raise Offline(1009, f"set {ks.name}'s shadow uses {len(extents)} extent(s) of its "
+                                "overflow volume, which is not attached")
+        # every extent is on the set's overflow volume (detaching it waits until none is used)
+        pieces += [(ks.blocks["overflow"].ref, off, n) for _, off, n in extents]
         return dm.concat(pieces)
 
     def _relink(self, ms: _Master) -> None:
@@ -430,15 +480,17 @@ class KernelPath:
             if ks.overflow_fd >= 0:
                 os.close(ks.overflow_fd)
             del self._sets[name]
-            self._release_loops(ks.files)
+            self._release_loops(list(ks.blocks.values()))
 
-    def _release_loops(self, files: list[str]) -> None:
-        """Detach the loop devices over these files that no served set uses any more."""
-        used = {os.path.realpath(f) for k in self._sets.values() for f in k.files}
-        for lp in loopdev.list_loops():
-            if lp.backing_file in {os.path.realpath(f) for f in files} - used:
-                with contextlib.suppress(loopdev.LoopError):   # still held: it stays
-                    loopdev.detach(lp.device)
+    def _release_loops(self, blocks: list[_Block]) -> None:
+        """Detach the loop devices of these volumes that no served set uses any more."""
+        used = {b.ref for k in self._sets.values() for b in k.blocks.values()}
+        for ref, node in sorted({(b.ref, b.node) for b in blocks if b.loop}):
+            if ref in used:
+                continue
+            with contextlib.suppress(loopdev.LoopError):   # still held: it stays
+                loopdev.detach(node)
+            used.add(ref)
 
     def _unchain(self, ms: _Master, era_dev: str) -> None:
         """Take one era out of the master's chain. One in the middle becomes a pass-through
@@ -588,11 +640,11 @@ class KernelPath:
                          DmOp("resume", shadow),
                          DmOp("load", cow, cow_table), DmOp("resume", cow),
                          DmOp("zero", dm.node(cow), length=ks.chunk),
-                         DmOp("load", shadow, dm.snapshot(ms.path, _ref(cow), ks.master_size,
+                         DmOp("load", shadow, dm.snapshot(ms.ref, _ref(cow), ks.master_size,
                                                           ks.chunk)),
                          DmOp("resume", shadow)]
             else:
-                raw = ms.path if direction is Direction.TO_SHADOW else ks.shadow
+                raw = ms.ref if direction is Direction.TO_SHADOW else ks.blocks["shadow"].ref
                 store = self._freeze_store(ks)
                 freeze = ks.dev("freeze")
                 body += [DmOp("create", freeze),
@@ -700,7 +752,7 @@ class KernelPath:
         ms = self._master_of(ks)
         shadow = f"ptcopy-{ks.name}-shadow"
         held = dm_run([DmOp("remove", shadow), DmOp("suspend", ms.origin),
-                       DmOp("load", ms.origin, dm.merge(ms.path, _ref(ks.dev("cow")), ms.size,
+                       DmOp("load", ms.origin, dm.merge(ms.ref, _ref(ks.dev("cow")), ms.size,
                                                         ks.chunk)),
                        DmOp("resume", ms.origin)], timeout=TIMEOUT)
         dm.drop_node(shadow)
@@ -739,7 +791,7 @@ class KernelPath:
         tops = [f"ptcopy-{n}-master" for n in ms.sets if dm.exists(f"ptcopy-{n}-master")]
         hold = [*tops, *reversed(ms.chain)]
         ops = [DmOp("suspend", d) for d in hold]
-        ops += [DmOp("suspend", ms.origin), DmOp("load", ms.origin, dm.origin(ms.path, ms.size)),
+        ops += [DmOp("suspend", ms.origin), DmOp("load", ms.origin, dm.origin(ms.ref, ms.size)),
                 DmOp("resume", ms.origin),
                 DmOp("suspend", ms.origin),
                 # a new point in time frees the overflow extents, as a copy to the shadow does
@@ -747,7 +799,7 @@ class KernelPath:
                 DmOp("zero", dm.node(cow), length=ks.chunk)]
         if not dm.exists(shadow):
             ops.append(DmOp("create", shadow))
-        ops += [DmOp("load", shadow, dm.snapshot(ms.path, _ref(cow), ks.master_size, ks.chunk)),
+        ops += [DmOp("load", shadow, dm.snapshot(ms.ref, _ref(cow), ks.master_size, ks.chunk)),
                 DmOp("resume", shadow), DmOp("resume", ms.origin)]
         ops += [DmOp("resume", d) for d in reversed(hold)]
         dm_run(ops, timeout=TIMEOUT)
@@ -878,8 +930,9 @@ class KernelPath:
         across every served set's extents on it."""
         assert ks.overflow is not None and ks.overflow_fd >= 0
         total = _size(ks.overflow_fd) // 512 * 512
-        used = sorted((off, n) for k in self._sets.values() for p, off, n in k.record.extents
-                      if os.path.realpath(p) == os.path.realpath(ks.overflow))
+        mine = ks.blocks["overflow"].key
+        used = sorted((off, n) for k in self._sets.values() for _, off, n in k.record.extents
+                      if "overflow" in k.blocks and k.blocks["overflow"].key == mine)
         pos = kernelmeta.overflow_start(total)
         for off, n in [*used, (total, 0)]:
             if off - pos >= ks.chunk:
@@ -887,18 +940,24 @@ class KernelPath:
             pos = max(pos, off + n)
         return None
 
-    def attach_overflow(self, name: str, overflow: str) -> None:
+    def attach_overflow(self, name: str, overflow: Volume) -> None:
+        """Use this overflow volume (a path, or the descriptor the caller checked) for the
+        set's store from now on."""
         ks = self.get(name)
         if not ks.compact:
             raise WrongKind(1007, f"set {name} is not a compact dependent set")
-        with self._lock:
-            if not _is_blk(overflow):
-                _as_block(overflow)
-                ks.files.append(overflow)
+        with self._lock, _opened([overflow]) as (v,):
+            assert v is not None
+            block = _block(*v)
+            fd = os.dup(v[1])
+            os.set_inheritable(fd, False)
+            old = ks.blocks.get("overflow")
             if ks.overflow_fd >= 0:
                 os.close(ks.overflow_fd)
-            ks.overflow_fd = os.open(overflow, os.O_RDWR | os.O_CLOEXEC)
-            ks.overflow = overflow
+            ks.overflow, ks.overflow_fd = v[0], fd
+            ks.blocks["overflow"] = block
+            if old is not None:
+                self._release_loops([old])
 
     def detach_overflow(self, name: str) -> None:
         """Refused while the set's exception store uses extents of the overflow volume (they go
@@ -912,6 +971,9 @@ class KernelPath:
             if ks.overflow_fd >= 0:
                 os.close(ks.overflow_fd)
             ks.overflow, ks.overflow_fd = None, -1
+            old = ks.blocks.pop("overflow", None)
+            if old is not None:
+                self._release_loops([old])
 
     def stop(self, *, force: bool = False) -> None:
         """Stop watching. The devices stay: the kernel keeps serving applications, and the next
@@ -952,10 +1014,6 @@ class KernelCopy:
 def _formatted(fd: int, lay: Layout) -> bool:
     """The kernel record area was written at least once (its magic is there)."""
     return os.pread(fd, 8, lay.record) == kernelmeta.MAGIC
-
-
-def _is_blk(path: str) -> bool:
-    return stat.S_ISBLK(os.stat(path).st_mode)
 
 
 def _chain_above(origin: str) -> list[str]:

@@ -7,11 +7,13 @@ kernel's own tables (/proc/self/mountinfo, /sys/class/block) for observing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import shutil
 import stat
+import struct
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -201,3 +203,111 @@ def frozen(mountpoints_: list[str]) -> Iterator[None]:
             with contextlib.suppress(OSError):  # thaw what we froze, whatever happened
                 fcntl.ioctl(fd, FITHAW, 0)
             os.close(fd)
+
+
+# ---- loop devices over an open descriptor -------------------------------------------------
+# losetup takes a path and resolves it again (it canonicalises even /proc/self/fd/N to the
+# file's name), so a file swapped after it was checked would be what the loop serves. These
+# work from the descriptor itself: LOOP_CONFIGURE binds the very open file, and a loop device
+# found already bound is accepted only when its backing file is that file (device and inode).
+
+LOOP_SET_FD = 0x4C00
+LOOP_CLR_FD = 0x4C01
+LOOP_SET_STATUS64 = 0x4C04
+LOOP_GET_STATUS64 = 0x4C05
+LOOP_SET_DIRECT_IO = 0x4C08
+LOOP_CONFIGURE = 0x4C0A
+LOOP_CTL_GET_FREE = 0x4C82
+LO_FLAGS_DIRECT_IO = 16
+# struct loop_info64: device, inode, rdevice, offset, sizelimit (u64); number, encrypt type,
+# key size, flags (u32); file name, crypt name (64 bytes each), key (32), init (2 x u64)
+_INFO64 = "=QQQQQIIII64s64s32sQQ"
+_INFO64_SIZE = 232
+
+
+@dataclass(frozen=True)
+class BoundLoop:
+    device: str     # /dev/loopN
+    rdev: int       # its device number, from the descriptor it was checked on
+
+
+def _decode_dev(dev: int) -> int:
+    """The kernel's huge_encode_dev (loop_info64.lo_device) as os.makedev's number."""
+    return os.makedev((dev & 0xFFF00) >> 8, (dev & 0xFF) | ((dev >> 12) & 0xFFF00))
+
+
+def _backing_key(lfd: int) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file a loop device is bound to, None when it is free."""
+    buf = bytearray(_INFO64_SIZE)
+    try:
+        fcntl.ioctl(lfd, LOOP_GET_STATUS64, buf, True)
+    except OSError:   # ENXIO: not bound
+        return None
+    fields = struct.unpack(_INFO64, bytes(buf))
+    return _decode_dev(fields[0]), fields[1]
+
+
+def loop_over(fd: int) -> BoundLoop | None:
+    """A loop device already bound to the open file ``fd`` (the same device and inode)."""
+    st = os.fstat(fd)
+    want = (st.st_dev, st.st_ino)
+    try:
+        names = sorted(n for n in os.listdir("/sys/block") if n.startswith("loop"))
+    except OSError:
+        return None
+    for name in names:
+        if not os.path.isdir(f"/sys/block/{name}/loop"):
+            continue   # not bound
+        try:
+            lfd = os.open(f"/dev/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            lst = os.fstat(lfd)
+            if stat.S_ISBLK(lst.st_mode) and _backing_key(lfd) == want:
+                return BoundLoop(f"/dev/{name}", lst.st_rdev)
+        finally:
+            os.close(lfd)
+    return None
+
+
+def attach_fd(fd: int, *, direct_io: bool = True) -> BoundLoop:
+    """Bind a free loop device to the open file ``fd`` itself; direct I/O where the file's
+    file system has it (the kernel falls back to the page cache where it has not)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise LoopError(f"descriptor {fd} is not a regular file")
+    name = os.readlink(f"/proc/self/fd/{fd}").encode()[:63]
+    try:
+        ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise LoopError(f"cannot open /dev/loop-control: {e.strerror}") from e
+    try:
+        for _ in range(32):   # another program may take the free device first
+            try:
+                n = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+                lfd = os.open(f"/dev/loop{n}", os.O_RDWR | os.O_CLOEXEC)
+            except OSError as e:
+                raise LoopError(f"no free loop device: {e.strerror}") from e
+            try:
+                for flags in ((LO_FLAGS_DIRECT_IO, 0) if direct_io else (0,)):
+                    info = struct.pack(_INFO64, 0, 0, 0, 0, 0, 0, 0, 0, flags, name, b"", b"",
+                                       0, 0)
+                    config = struct.pack("=II", fd, 0) + info + bytes(64)
+                    try:
+                        fcntl.ioctl(lfd, LOOP_CONFIGURE, config)
+                    except OSError as e:
+                        if e.errno == errno.EINVAL and flags:
+                            continue   # no direct I/O on this file system
+                        if e.errno == errno.EBUSY:
+                            break      # taken meanwhile: the next free one
+                        raise LoopError(f"cannot bind /dev/loop{n} to {name.decode()}: "
+                                        f"{e.strerror}") from e
+                    if _backing_key(lfd) != (st.st_dev, st.st_ino):   # cannot happen: say so
+                        raise LoopError(f"/dev/loop{n} is not bound to {name.decode()}")
+                    return BoundLoop(f"/dev/loop{n}", os.fstat(lfd).st_rdev)
+            finally:
+                os.close(lfd)
+        raise LoopError("no free loop device stayed free")
+    finally:
+        os.close(ctl)

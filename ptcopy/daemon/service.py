@@ -279,8 +279,23 @@ class Service:
             return
         if isinstance(self.datapath, KernelPath):
             ov = self.overflows.get(ms.row.overflow)
-            ms.served = self.datapath.serve(ms.row.name, ms.set, ms.row.master, ms.row.shadow,
-                                            ms.row.bitmap, overflow=ov.row.path if ov else None)
+            vols = [(ms.row.master, "master"), (ms.row.shadow, "shadow"),
+                    (ms.row.bitmap, "bitmap")] + ([(ov.row.path, "overflow")] if ov else [])
+            # Served from descriptors checked as the engine's were (a file only under
+            # --file-volumes, never the root disk or a device ptcopy serves), each the very
+            # volume the engine has open; the kernel path resolves no path again.
+            with opened(vols, self.file_dirs, exclusive=False) as got:
+                for v, (_, role) in zip(got, vols, strict=True):
+                    st = os.fstat(v.fd)
+                    bound = self._bound.get((ms.row.id, role))
+                    if bound is not None and bound != (v.block,
+                                                       st.st_rdev if v.block else st.st_ino):
+                        raise ServiceError("WrongVolume", f"{role} volume {v.given} of set "
+                                                          f"{ms.row.name} changed since it was "
+                                                          "opened; nothing was served")
+                spec = [(v.given, v.fd) for v in got]
+                ms.served = self.datapath.serve(ms.row.name, ms.set, spec[0], spec[1], spec[2],
+                                                overflow=spec[3] if ov else None)
         elif self.datapath is not None:
             ms.served = self.datapath.serve(ms.row.name, ms.set, loop=ms.row.loop)
 
@@ -730,7 +745,9 @@ class Service:
                 return
             self.live(set_id).attach_overflow(mo.ov)
             if self.kernel is not None and ms.served is not None:
-                self.kernel.attach_overflow(ms.row.name, mo.row.path)
+                with opened([(mo.row.path, "overflow")], self.file_dirs,
+                            exclusive=False) as (v,):   # checked, and served from that descriptor
+                    self.kernel.attach_overflow(ms.row.name, (v.given, v.fd))
             ms.row = ms.row.with_(overflow=ov_id)
             self.store.put_set(ms.row)
             mo.sets.append(set_id)

@@ -4,6 +4,7 @@ descriptors the daemon checked; the device nodes and files it makes are root's a
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import subprocess
@@ -89,3 +90,59 @@ def test_served_devices_are_root_only(pool: Pool, tmp_path: Path) -> None:
             assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f
         ks.set.set_copy_params(0, 64)
         assert kp.wait("pm", 120)
+
+
+def _sha(path: str) -> str:
+    """A file's digest (buffered: the guest's /tmp is tmpfs, which has no O_DIRECT)."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _file(path: Path, size: int, data: bytes | None = None) -> str:
+    with open(path, "wb") as f:
+        f.truncate(size)
+        if data is not None:
+            f.write(data)
+    return str(path)
+
+
+def test_served_from_the_checked_descriptors_not_the_paths(tmp_path: Path) -> None:
+    """A file and a device swapped at their paths after they were opened (checked) change
+    nothing: the loop device is bound to the open file, a device is named by its number."""
+    size = 8 * MIB
+    original = os.urandom(size)
+    m = _file(tmp_path / "m.img", size, original)
+    b = _file(tmp_path / "b.img", 16 * MIB)
+    pool = Pool(str(tmp_path))
+    other = pool.loop("other.s", size)   # what the shadow's link will point at afterwards
+    real_s = pool.loop("real.s", size)
+    link = tmp_path / "shadow-link"
+    link.symlink_to(real_s.path)
+    try:
+        with kernel_path(str(tmp_path)) as (engine, kp):
+            fds = [os.open(p, os.O_RDWR | os.O_CLOEXEC) for p in (m, str(link), b)]
+            try:
+                st = engine.enable((m, fds[0]), (str(link), fds[1]), (b, fds[2]),
+                                   kind=Kind.INDEPENDENT, chunk_size=64 * 1024)
+                # the swaps: another file at the master's path, the link to another device
+                os.rename(m, m + ".checked")
+                _file(Path(m), size, b"\xee" * size)
+                link.unlink()
+                link.symlink_to(other.path)
+                ks = kp.serve("fd", st, (m, fds[0]), (str(link), fds[1]), (b, fds[2]))
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            kp.copy(["fd"], Direction.TO_SHADOW, full=True)
+            assert kp.wait("fd", 120)
+            assert digest(ks.master_device) == _sha(m + ".checked")
+            assert digest(ks.shadow_device) == digest(real_s.path) == _sha(m + ".checked")
+            assert digest(other.path) != digest(real_s.path)
+            with open(m, "rb") as f:
+                assert f.read(16) == b"\xee" * 16   # the impostor was never used
+            table = subprocess.run(["dmsetup", "table", f"ptcopy-{ks.uid}-sorigin"],
+                                   capture_output=True, text=True, check=True).stdout
+            rdev = os.stat(real_s.path).st_rdev
+            assert f"{os.major(rdev)}:{os.minor(rdev)}" in table, table
+    finally:
+        pool.release()
