@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ptcopy import dm, engine, kernelmeta, loopdev
+from ptcopy import engine as engine_mod
 from ptcopy.engine import (
     CopyInProgress,
     Dependency,
@@ -205,6 +206,13 @@ class KernelPath:
 
     def __init__(self, engine: Engine, run_dir: str, *, poll: float = 0.2) -> None:
         dm.require()
+        # A ptcopyd that died inside a transaction can leave ptcopy devices suspended (every
+        # application on them hangs) or with a table loaded and never resumed: undo that first,
+        # as the transaction's own rollback would have, before this process runs any.
+        recover = getattr(engine_mod, "dm_recover", None)   # the engine's, where it has it
+        if recover is not None:
+            for dev, what in recover("ptcopy-").items():
+                log.warning("device-mapper device %s left by an earlier ptcopyd: %s", dev, what)
         engine.defer_copies(True)
         self._engine = engine
         self._run_dir = os.path.join(os.path.abspath(run_dir), "kernel")
