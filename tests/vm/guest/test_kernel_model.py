@@ -4,8 +4,10 @@ aborts and restarts on the served /dev/mapper devices, checked against "each sid
 array" (tests/daemon/model_daemon.py, shared with the userspace test).
 
 A failure prints a shrunk, replayable sequence (seed + op list). PTCOPY_MODEL_SEEDS and
-PTCOPY_MODEL_OPS raise the run (give the guest more time then); PTCOPY_MODEL_REPLAY plays one
-sequence.
+PTCOPY_MODEL_OPS raise the run; PTCOPY_MODEL_REPLAY plays one sequence (test_kernel_model_replay).
+The guest does not inherit the host's environment: put them in the guest's command, e.g.
+``vmkit.run_guest("PTCOPY_MODEL_SEEDS=1-20 .venv/bin/python -m pytest -q "
+"tests/vm/guest/test_kernel_model.py", timeout=3600)``.
 """
 
 from __future__ import annotations
