@@ -31,14 +31,26 @@ void pt_bits_free(pt_bits *b)
     b->pcnt = NULL;
 }
 
-void pt_bits_recount(pt_bits *b)
+uint64_t pt_bits_recount(pt_bits *b)
 {
+    uint64_t nw = (b->nbits + 63) / 64;
+    uint64_t stray = 0;
+    /* Padding past the last chunk: pt_bits_next never returns those bits, so a count that
+     * included them would never reach zero (a copier waiting for it would spin). */
+    if (b->nbits & 63) {
+        uint64_t keep = (1ull << (b->nbits & 63)) - 1;
+        stray += (uint64_t)__builtin_popcountll(b->w[nw - 1] & ~keep);
+        b->w[nw - 1] &= keep;
+    }
+    for (uint64_t w = nw; w < b->npages * WORDS_PER_PAGE; w++) {
+        stray += (uint64_t)__builtin_popcountll(b->w[w]);
+        b->w[w] = 0;
+    }
     b->count = 0;
     for (uint64_t p = 0; p < b->npages; p++) {
         uint32_t n = 0;
         uint64_t w0 = p * WORDS_PER_PAGE;
         uint64_t w1 = w0 + WORDS_PER_PAGE;
-        uint64_t nw = (b->nbits + 63) / 64;
         if (w1 > nw)
             w1 = nw;
         for (uint64_t w = w0; w < w1; w++)
@@ -46,6 +58,7 @@ void pt_bits_recount(pt_bits *b)
         b->pcnt[p] = n;
         b->count += n;
     }
+    return stray;
 }
 
 bool pt_bit_set(pt_bits *b, uint64_t i)

@@ -27,7 +27,7 @@ static void reap(pt_set *s)   /* caller holds ctl_mu */
 {
     if (s->thr_live && s->thr_done) {
         pthread_join(s->thr, NULL);   /* finished already: returns at once */
-        s->thr_live = false;
+        PT_STORE(s->thr_live, false);
     }
 }
 
@@ -185,7 +185,7 @@ static void finish(pt_set *s, int result)
             s->pflags |= PT_PF_INCOMPLETE;
         s->hdr_dirty = true;
     }
-    s->copying = false;
+    PT_STORE(s->copying, false);
     pthread_mutex_unlock(&s->meta_mu);
     pthread_rwlock_unlock(&m->gate);
     if (!stopped && !complete && pt_meta_flush(s) == 0) {
@@ -198,7 +198,7 @@ static void finish(pt_set *s, int result)
     atomic_store(&s->end_ns, pt_now_ns());
     atomic_store(&s->result, result ? result : (stopped ? 0 : frc));
     pthread_mutex_lock(&s->ctl_mu);
-    s->thr_done = true;
+    PT_STORE(s->thr_done, true);
     pthread_cond_broadcast(&s->ctl_cv);
     pthread_mutex_unlock(&s->ctl_mu);
 }
@@ -214,6 +214,7 @@ static void *copier(void *arg)
     run runs[MAX_RUNS];
     int rc = buf ? 0 : -ENOMEM;
     uint64_t pos = 0, since_pause = 0, since_flush = 0, fetched = 0;
+    unsigned recounts = 0;
     while (!rc) {
         if (atomic_load(&s->abort_req) || atomic_load(&s->stop_req))
             break;
@@ -253,9 +254,23 @@ static void *copier(void *arg)
             if (rc || s->C.count == 0 || atomic_load(&s->abort_req) ||
                 atomic_load(&s->stop_req))
                 break;
+            if (pos == 0) {
+                /* A whole pass found no bit but the count says some are left: the count and the
+                 * words disagree (corruption, or a bug). Going round again would spin forever;
+                 * recount once, and if that does not settle it, fail the copy. */
+                if (recounts++) {
+                    rc = -PT_E_BAD_HEADER;
+                    break;
+                }
+                pthread_mutex_lock(&s->meta_mu);   /* bits only change under it */
+                pt_bits_recount(&s->C);
+                pthread_mutex_unlock(&s->meta_mu);
+                continue;
+            }
             pos = fetched = 0;   /* bits left behind us: go round again */
             continue;
         }
+        recounts = 0;
         if (!rc)
             rc = target_sync(s);
         if (!rc) {
@@ -284,13 +299,13 @@ static int spawn(pt_set *s, pt_error *err)
     atomic_store(&s->left_end, 0);
     atomic_store(&s->start_ns, pt_now_ns());
     atomic_store(&s->end_ns, 0);
-    s->thr_done = false;
+    PT_STORE(s->thr_done, false);
     int rc = pthread_create(&s->thr, NULL, copier, s);
     if (rc) {
-        s->thr_done = true;
+        PT_STORE(s->thr_done, true);
         return pt_fail(err, rc, "cannot start the copy thread of set %s", s->name);
     }
-    s->thr_live = true;
+    PT_STORE(s->thr_live, true);
     return 0;
 }
 
@@ -298,13 +313,13 @@ static int spawn(pt_set *s, pt_error *err)
 int pt_copy_start_locked(pt_set *s, pt_error *err)
 {
     pthread_rwlock_wrlock(&s->m->gate);
-    s->dir = (s->pflags & PT_PF_TO_MASTER) ? PT_TO_MASTER : PT_TO_SHADOW;
-    s->copying = true;
+    PT_STORE(s->dir, (s->pflags & PT_PF_TO_MASTER) ? PT_TO_MASTER : PT_TO_SHADOW);
+    PT_STORE(s->copying, true);
     pthread_rwlock_unlock(&s->m->gate);
     int rc = spawn(s, err);
     if (rc) {
         pthread_rwlock_wrlock(&s->m->gate);
-        s->copying = false;
+        PT_STORE(s->copying, false);
         pthread_rwlock_unlock(&s->m->gate);
     }
     return rc;
@@ -319,7 +334,7 @@ void pt_copy_stop(pt_set *s)
         pthread_mutex_unlock(&s->ctl_mu);
         pthread_join(s->thr, NULL);
         pthread_mutex_lock(&s->ctl_mu);
-        s->thr_live = false;
+        PT_STORE(s->thr_live, false);
         atomic_store(&s->stop_req, 0);
     }
     pthread_mutex_unlock(&s->ctl_mu);
@@ -330,6 +345,8 @@ void pt_copy_stop(pt_set *s)
 static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
 {
     reap(s);
+    if (atomic_load(&s->retired))
+        return pt_fail(err, PT_E_CLOSED, "set %s is being disabled", s->name);
     if (s->lock_owner && s->lock_owner != owner)
         return pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
                        (long long)s->lock_owner);
@@ -422,8 +439,8 @@ static void phase2(pt_set *s, enum action a, int dir)
     pt_bits_zero(&s->D, pt_image_mark, &s->img);
     pthread_mutex_unlock(&s->meta_mu);
     if (a == A_COPY) {
-        s->copying = true;
-        s->dir = dir;
+        PT_STORE(s->copying, true);
+        PT_STORE(s->dir, dir);
     }
 }
 
@@ -479,7 +496,7 @@ static int start_locked(pt_set **sets, int n, int dir, int full, int64_t owner,
         pt_meta_flush(s);   /* phase 2 durable; a failure only leaves extra bits */
         if (plan(s, dir) == A_COPY && spawn(s, NULL) != 0) {
             pthread_rwlock_wrlock(&s->m->gate);
-            s->copying = false;
+            PT_STORE(s->copying, false);
             pthread_rwlock_unlock(&s->m->gate);
             pt_fail(err, EAGAIN, "set %s: the copy is recorded but its thread could not start; "
                     "reset the set to resume it", s->name);
@@ -554,8 +571,12 @@ int pt_set_wait(pt_set *s, int timeout_ms, pt_error *err)
     }
     pthread_mutex_lock(&s->ctl_mu);
     int rc = 0;
+    /* closing: whoever frees the handle waits for this call to return, so it must not stay
+     * asleep on a copy that the close is about to stop */
     while (s->thr_live && !s->thr_done && !rc) {
-        if (timeout_ms < 0)
+        if (atomic_load(&s->closing))
+            rc = pt_fail(err, PT_E_CLOSED, "set %s is being closed", s->name);
+        else if (timeout_ms < 0)
             pthread_cond_wait(&s->ctl_cv, &s->ctl_mu);
         else if (pthread_cond_timedwait(&s->ctl_cv, &s->ctl_mu, &dl) == ETIMEDOUT)
             rc = pt_fail(err, PT_E_TIMEOUT, "set %s is still copying", s->name);
@@ -574,12 +595,11 @@ int pt_set_wait(pt_set *s, int timeout_ms, pt_error *err)
 int pt_set_progress(pt_set *s, pt_progress *o)
 {
     memset(o, 0, sizeof *o);
-    pthread_mutex_lock(&s->ctl_mu);
-    o->active = s->thr_live && !s->thr_done;
-    o->direction = s->dir;
+    /* not under ctl_mu: a reset or copy start holds it across I/O (see internal.h) */
+    o->active = PT_LOAD(s->thr_live) && !PT_LOAD(s->thr_done);
+    o->direction = PT_LOAD(s->dir);
     o->aborting = atomic_load(&s->abort_req);
     o->result = atomic_load(&s->result);
-    pthread_mutex_unlock(&s->ctl_mu);
     uint64_t total = atomic_load(&s->total);
     pthread_mutex_lock(&s->meta_mu);
     uint64_t left = o->active ? s->C.count : atomic_load(&s->left_end);
@@ -619,7 +639,9 @@ int pt_set_reset(pt_set *s, int64_t owner, pt_error *err)
     pthread_mutex_lock(&s->meta_mu);
     uint32_t pf = s->pflags;
     pthread_mutex_unlock(&s->meta_mu);
-    if (s->lock_owner && s->lock_owner != owner)
+    if (atomic_load(&s->retired))
+        rc = pt_fail(err, PT_E_CLOSED, "set %s is being disabled", s->name);
+    else if (s->lock_owner && s->lock_owner != owner)
         rc = pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
                      (long long)s->lock_owner);
     else if (s->thr_live)

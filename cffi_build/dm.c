@@ -387,6 +387,54 @@ static int zero_device(const char *path, uint64_t length, pt_error *err)
 
 /* ---- transactions ---- */
 
+/* Memory during a transaction. A page fault that has to read from a suspended device never
+ * finishes, so what the run touches between its first suspend and the last resume must already
+ * be resident. mlockall(MCL_CURRENT | MCL_FUTURE) did that by faulting in and pinning the whole
+ * process: every sparse bitmap image (calloc'd, mostly never touched) and every thread stack
+ * became real memory for the length of the run. Instead:
+ *  - MCL_CURRENT | MCL_ONFAULT pins what is resident now (the code and data the run has just
+ *    used, this process's resident heap) and keeps it from being paged out, without populating
+ *    anything that was never touched; no MCL_FUTURE, so other threads' new mappings are theirs;
+ *  - the run warms what it will touch itself before any step: its stack (below), its per-op
+ *    buffers (allocated from the heap, which is resident), the watchdog's stack (a small buffer
+ *    of ours, touched and so locked);
+ *  - memory that was never touched costs no I/O when first touched (anonymous zero pages), so
+ *    what is left unlocked cannot block on a suspended device except through swap, and pages
+ *    that were resident are pinned away from swap.
+ * Concurrent runs share one lock: the last one out unlocks (munlockall is process-wide). */
+static pthread_mutex_t lock_mu = PTHREAD_MUTEX_INITIALIZER;
+static int lock_users;
+static bool lock_held;
+
+static void mem_lock(void)
+{
+    (void)pthread_mutex_lock(&lock_mu);
+    if (lock_users++ == 0)
+        lock_held = mlockall(MCL_CURRENT | MCL_ONFAULT) == 0;   /* unprivileged: run unlocked */
+    (void)pthread_mutex_unlock(&lock_mu);
+}
+
+static void mem_unlock(void)
+{
+    (void)pthread_mutex_lock(&lock_mu);
+    if (--lock_users == 0 && lock_held) {
+        (void)munlockall();   /* cannot fail once mlockall succeeded */
+        lock_held = false;
+    }
+    (void)pthread_mutex_unlock(&lock_mu);
+}
+
+/* Touch the stack the steps will use (ioctl buffers of the kernel-reason reader, zero_device's
+ * 64 KiB, snprintf frames) so those pages are resident, and so locked, before a suspend. */
+static __attribute__((noinline)) void warm_stack(void)
+{
+    volatile char pad[192 * 1024];
+    for (size_t i = 0; i < sizeof pad; i += 4096)
+        pad[i] = 0;
+}
+
+#define WATCH_STACK (256u * 1024u)
+
 typedef struct watchdog {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -543,17 +591,28 @@ int pt_dm_run(const pt_dm_op *ops, int nops, int timeout_ms, uint64_t *held_ns, 
         (void)close(fd);
         return pt_fail(err, ENOMEM, "out of memory for a device-mapper transaction");
     }
-    /* A page fault that has to read from a suspended device would never finish: keep this
-     * process's memory resident for the run. Unprivileged callers cannot; they still run. */
-    bool locked = mlockall(MCL_CURRENT | MCL_FUTURE) == 0;
+    /* see "Memory during a transaction" above */
+    char *wstack = NULL;
+    if (posix_memalign((void **)&wstack, 4096, WATCH_STACK) != 0)
+        wstack = NULL;
+    for (size_t i = 0; wstack && i < WATCH_STACK; i += 4096)
+        wstack[i] = 0;
+    warm_stack();
+    mem_lock();
     watchdog w = {.ops = ops, .suspended = suspended, .nops = nops,
                   .deadline_ns = pt_wall_ns() + (uint64_t)timeout_ms * 1000000ull};
     pthread_t thr;
-    bool watching = false;
+    pthread_attr_t attr;
+    bool watching = false, have_attr = false;
     int rc = 0;
-    if (pthread_mutex_init(&w.mu, NULL) != 0 || pthread_cond_init(&w.cv, NULL) != 0)
+    if (!wstack)
+        rc = pt_fail(err, ENOMEM, "out of memory for the transaction's watchdog");
+    else if (pthread_mutex_init(&w.mu, NULL) != 0 || pthread_cond_init(&w.cv, NULL) != 0)
         rc = pt_fail(err, ENOMEM, "cannot set up the transaction's watchdog");
-    else if (pthread_create(&thr, NULL, watch, &w) != 0)
+    else if (!(have_attr = pthread_attr_init(&attr) == 0) ||
+             pthread_attr_setstack(&attr, wstack, WATCH_STACK) != 0)
+        rc = pt_fail(err, EAGAIN, "cannot set up the transaction's watchdog");
+    else if (pthread_create(&thr, &attr, watch, &w) != 0)
         rc = pt_fail(err, EAGAIN, "cannot start the transaction's watchdog");
     else
         watching = true;
@@ -604,11 +663,72 @@ int pt_dm_run(const pt_dm_op *ops, int nops, int timeout_ms, uint64_t *held_ns, 
         rollback(fd, ops, done, suspended);
     if (first_suspend && held_ns)
         *held_ns = pt_now_ns() - first_suspend;
-    if (locked)
-        (void)munlockall();  /* cannot fail once mlockall succeeded */
+    mem_unlock();
+    if (have_attr)
+        (void)pthread_attr_destroy(&attr);
+    free(wstack);   /* the watchdog was joined: nothing runs on it any more */
     (void)pthread_cond_destroy(&w.cv);
     (void)pthread_mutex_destroy(&w.mu);
     free(suspended);
     (void)close(fd);
+    return rc;
+}
+
+/* ---- recovery after a crash inside a transaction ---- */
+
+int pt_dm_recover(const char *prefix, char *out, size_t len, pt_error *err)
+{
+    if (!prefix || !out || len == 0)
+        return pt_fail(err, PT_E_INVALID, "device-mapper recovery needs a prefix and a buffer");
+    out[0] = 0;
+    size_t plen = strlen(prefix);
+    char *names = malloc(1u << 20);
+    if (!names)
+        return pt_fail(err, ENOMEM, "out of memory for the device-mapper device list");
+    int rc = pt_dm_list(names, 1u << 20, err);
+    int fd = rc ? -1 : open_control(err);
+    if (fd < 0 && !rc)
+        rc = fd;
+    size_t used = 0;
+    for (char *line = names, *next; !rc && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        else
+            next = line + strlen(line);
+        if (strncmp(line, prefix, plen) != 0)
+            continue;
+        pt_dm_info info;
+        rc = pt_dm_query(line, &info, err);
+        if (rc || !info.exists)
+            continue;
+        bool cleared = false, resumed = false;
+        /* A table loaded but never resumed belongs to a transaction that died: resuming would
+         * swap it in half-built. Clear it, as the transaction's rollback would have. */
+        if (info.inactive_table) {
+            dmbuf b = {0};
+            rc = buf_init(&b, sizeof(struct dm_ioctl), line, 0, err);
+            if (!rc)
+                rc = dm_call(fd, DM_TABLE_CLEAR, &b, false, err);
+            free(b.io);
+            cleared = !rc;
+        }
+        if (!rc && info.suspended && info.live_table) {
+            rc = resume_name(fd, line, err);
+            resumed = !rc;
+        }
+        if (!rc && (cleared || resumed)) {
+            int n = snprintf(out + used, len - used, "%s %s\n", line,
+                             cleared && resumed ? "cleared+resumed" : cleared ? "cleared"
+                                                                              : "resumed");
+            if (n < 0 || (size_t)n >= len - used)
+                rc = pt_fail(err, E2BIG, "output buffer too small for the recovered devices");
+            else
+                used += (size_t)n;
+        }
+    }
+    if (fd >= 0)
+        (void)close(fd);   /* control node: nothing to lose on close */
+    free(names);
     return rc;
 }

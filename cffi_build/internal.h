@@ -3,6 +3,14 @@
  * Lock order (outer to inner): set ctl_mu (sorted by address when several) -> master gate
  * (sorted by address) -> chunk stripes (ascending) -> set meta_mu -> overflow mu.
  * Group-commit locks (pt_gcommit.mu) are leaves: nothing else is taken while one is held.
+ * The overflow's hdr_mu is taken with no meta_mu or overflow mu held, and only overflow mu
+ * is taken under it.
+ *
+ * I/O rule: meta_mu and overflow mu are never held across I/O (headers are encoded under them
+ * and written after they are released, see meta_flush_fn and ov_write_header), so pt_set_status,
+ * pt_set_progress and pt_overflow_status, which take only those, never wait for a device.
+ * ctl_mu and the gate may be held across I/O: status and progress read the fields they protect
+ * with atomic loads instead of taking them (PT_LOAD; writers use PT_STORE under the lock).
  */
 #ifndef PTCOPY_INTERNAL_H
 #define PTCOPY_INTERNAL_H
@@ -29,6 +37,10 @@
 #define PT_DEFAULT_UNITS 256u
 #define PT_DELAY_MAX 60000u       /* ms: a longer throttle pause is surely a mistake */
 #define PT_UNITS_MAX (1u << 24)
+
+/* Fields written under ctl_mu (or the gate) and read without it by status/progress. */
+#define PT_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define PT_STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 
 /* ---- errors ---- */
 int pt_fail(pt_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -88,6 +100,7 @@ typedef struct pt_bits {
     uint64_t count;
     uint64_t img_off;     /* byte offset of w inside the image (for dirty marking) */
 } pt_bits;
+/* words must hold npages whole pages (the padding is part of the bitmap). */
 int pt_bits_attach(pt_bits *b, uint64_t *words, uint64_t nbits, uint64_t img_off);
 void pt_bits_free(pt_bits *b);
 static inline bool pt_bit_get(const pt_bits *b, uint64_t i)
@@ -103,7 +116,9 @@ typedef void (*pt_mark_fn)(void *ctx, uint64_t img_off);
 void pt_bits_or(pt_bits *dst, const pt_bits *src, pt_mark_fn mark, void *ctx);
 void pt_bits_zero(pt_bits *b, pt_mark_fn mark, void *ctx);
 void pt_bits_fill(pt_bits *b, pt_mark_fn mark, void *ctx);
-void pt_bits_recount(pt_bits *b);
+/* Recounts from the words; bits past nbits (padding of the last word and page: only corruption
+ * or a foreign bitmap puts them there) are cleared first. Returns how many were cleared. */
+uint64_t pt_bits_recount(pt_bits *b);
 
 /* ---- an in-memory image of on-disk metadata with dirty-page tracking ---- */
 typedef struct pt_image {
@@ -149,8 +164,13 @@ struct pt_overflow {
     uint32_t chunk;
     uint64_t nchunks;
     uint64_t data_off;
+    /* serialises header writes: each encodes the state current when it holds this lock, so an
+     * older encoding never lands after a newer one */
+    pthread_mutex_t hdr_mu;
     /* protected by mu */
     pthread_mutex_t mu;
+    bool retired;          /* being closed or deleted: no set may hold or attach it any more */
+    bool wiped;            /* delete wiped the header (under hdr_mu) */
     pt_image img;          /* the allocation bitmap */
     pt_bits alloc;
     pt_bits refs;          /* reconcile after an unclean stop: chunks the open sets reference */
@@ -221,7 +241,8 @@ struct pt_set {
     uint64_t last_modified;
     uint8_t ov_uuid[16];
     bool hdr_dirty;
-    pt_gcommit meta_gc;
+    uint32_t hdr_state;     /* state the next header write records; DISABLED is final */
+    pt_gcommit meta_gc;     /* every header write goes through it (never two at once) */
     pt_overflow *ov;
 
     /* protected by ctl_mu */
@@ -237,6 +258,8 @@ struct pt_set {
     bool copying;
     int dir;
     /* atomics */
+    atomic_int retired;     /* disable began: no copy, reset or attachment any more */
+    atomic_int closing;     /* the handle is about to be freed: waits return PT_E_CLOSED */
     atomic_int abort_req;
     atomic_int stop_req;
     atomic_uint rflags;     /* runtime PT_F_* offline bits */
@@ -255,6 +278,9 @@ int pt_meta_create(pt_set *s, pt_error *err);
 int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_error *err);
 int pt_meta_flush(pt_set *s);          /* group-committed; 0 or -errno */
 int pt_meta_rewrite(pt_set *s);        /* all of it, even while offline; 0 or -errno */
+/* Records state (sticky once DISABLED) and writes the header through the group commit, after
+ * the dirty pages; durable on return. Caller must not hold meta_mu. A failure takes the bitmap
+ * volume offline, as a failed flush does. */
 int pt_meta_write_header(pt_set *s, uint32_t state, pt_error *err);
 void pt_meta_mark(pt_set *s, uint64_t img_off);  /* caller holds meta_mu */
 void pt_meta_free(pt_set *s);
@@ -281,6 +307,9 @@ int pt_ov_flush(pt_overflow *ov);
 int pt_ov_add_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err);
 int pt_ov_remove_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err);
 bool pt_ov_has_set(pt_overflow *ov, const uint8_t uuid[16]);
+/* An open set takes a reference (refused once the overflow is retired); pt_ov_set_closed
+ * drops it. pt_ov_set_opened counts the set's references for reconciliation. */
+int pt_ov_hold(pt_overflow *ov, pt_error *err);
 void pt_ov_set_opened(pt_overflow *ov, pt_set *s);
 void pt_ov_set_closed(pt_overflow *ov);
 

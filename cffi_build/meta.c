@@ -112,19 +112,33 @@ static void encode_header(pt_set *s, uint8_t *h, uint32_t state)
     put32(h, H_CRC, pt_crc32c(h, H_CRC));
 }
 
-/* Writes the header alone and makes it durable. Caller holds meta_mu or owns s exclusively. */
+static int meta_flush_fn(void *arg);
+
+/* Header writes go through the group commit like every flush: runs never overlap and each
+ * encodes the header when it starts, so a header encoded earlier can never land on top of a
+ * newer one (attach/detach against a flush), and the pages the header refers to are durable
+ * before it. */
 int pt_meta_write_header(pt_set *s, uint32_t state, pt_error *err)
 {
     if (s->bitmap_mem)
         return 0;
-    uint8_t h[PT_HDR_SIZE];
-    encode_header(s, h, state);
-    int rc = pt_vol_pwrite(&s->bitmap, h, sizeof h, 0);
-    if (!rc)
-        rc = pt_vol_sync(&s->bitmap);
-    if (rc)
+    pthread_mutex_lock(&s->meta_mu);
+    uint32_t prev = s->hdr_state;
+    if (s->hdr_state != PT_STATE_DISABLED)
+        s->hdr_state = state;
+    s->hdr_dirty = true;
+    pthread_mutex_unlock(&s->meta_mu);
+    int rc = pt_gc_run(&s->meta_gc, meta_flush_fn, s);
+    if (rc) {
+        pthread_mutex_lock(&s->meta_mu);
+        if (state == PT_STATE_DISABLED && prev != PT_STATE_DISABLED)
+            s->hdr_state = prev;   /* the set stays open: later headers say so */
+        pthread_mutex_unlock(&s->meta_mu);
+        /* the pages staged with it were not written: only a reset may trust the volume again */
+        pt_set_offline(s, PT_F_BITMAP_OFFLINE);
         return pt_fail(err, -rc, "bitmap volume %s: cannot write its header: %s", s->bitmap.path,
                        strerror(-rc));
+    }
     return 0;
 }
 
@@ -305,8 +319,12 @@ int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_e
     if (rc)
         return pt_fail(err, -rc, "bitmap volume %s: cannot read its bitmaps: %s",
                        s->bitmap.path, strerror(-rc));
-    pt_bits_recount(&s->D);
-    pt_bits_recount(&s->C);
+    /* Bits past the last chunk can only come from corruption: they are dropped (and the page
+     * rewritten), since nothing could ever copy or clear them. */
+    if (pt_bits_recount(&s->D))
+        pt_image_mark(&s->img, s->D.img_off + (s->D.npages - 1) * PT_PAGE);
+    if (pt_bits_recount(&s->C))
+        pt_image_mark(&s->img, s->C.img_off + (s->C.npages - 1) * PT_PAGE);
     if (!(s->pflags & PT_PF_COPYING) && s->C.count) {
         /* copy bits left without a copy (a torn flush): they still mark differences */
         pt_bits_or(&s->D, &s->C, pt_image_mark, &s->img);
@@ -351,8 +369,9 @@ static int meta_flush_fn(void *arg)
     pthread_mutex_lock(&s->meta_mu);
     int rc = pt_image_stage(&s->img, &st);
     bool hdr = s->hdr_dirty;
+    bool resync = s->pflags & PT_PF_NEED_RESYNC;
     if (hdr)
-        encode_header(s, h, PT_STATE_DIRTY);
+        encode_header(s, h, s->hdr_state);
     s->hdr_dirty = false;
     uint32_t *rel = s->rel;
     uint64_t nrel = s->nrel;
@@ -368,10 +387,17 @@ static int meta_flush_fn(void *arg)
     rc = pt_staged_write(&s->bitmap, PT_HDR_SIZE, &st);
     if (!rc && st.n && hdr)
         rc = bitmap_sync(s);
-    if (!rc && hdr)
-        rc = pt_vol_pwrite(&s->bitmap, h, sizeof h, 0);
-    if (!rc && (hdr || st.n))
+    /* A header asking for a resync is safe on top of any pages: the next open trusts none of
+     * them. It is written even when the pages failed, so the next open knows. */
+    if ((!rc || resync) && hdr) {
+        int r = pt_vol_pwrite(&s->bitmap, h, sizeof h, 0);
+        if (!r)
+            r = bitmap_sync(s);
+        if (!rc)
+            rc = r;
+    } else if (!rc && st.n) {
         rc = bitmap_sync(s);
+    }
     pt_staged_free(&st);
     if (!rc && nrel) {   /* the entries that pointed at these slots are cleared on disk now */
         pthread_mutex_lock(&s->meta_mu);

@@ -47,10 +47,15 @@ static void encode(pt_overflow *ov, uint8_t *h, uint32_t state)
     memcpy(h + O_CRC, &crc, 4);
 }
 
+/* Caller holds hdr_mu (so headers land in the order they were encoded) and not mu: the header
+ * is encoded under mu and written after it is released, so status and allocation never wait
+ * for the device. */
 static int write_header(pt_overflow *ov, uint32_t state, pt_error *err)
 {
     uint8_t h[PT_HDR_SIZE];
+    pthread_mutex_lock(&ov->mu);
     encode(ov, h, state);
+    pthread_mutex_unlock(&ov->mu);
     int rc = pt_vol_pwrite(&ov->vol, h, sizeof h, 0);
     if (!rc)
         rc = pt_vol_sync(&ov->vol);
@@ -64,15 +69,21 @@ static int write_header(pt_overflow *ov, uint32_t state, pt_error *err)
 
 static int setup(pt_overflow *ov, pt_engine *eng, pt_error *err)
 {
-    ov->eng = eng;
     int rc = pthread_mutex_init(&ov->mu, NULL);
     if (rc)
         return pt_fail(err, rc, "out of resources");
+    rc = pthread_mutex_init(&ov->hdr_mu, NULL);
+    if (rc) {
+        pthread_mutex_destroy(&ov->mu);
+        return pt_fail(err, rc, "out of resources");
+    }
     rc = pt_gc_init(&ov->gc);
     if (rc) {
+        pthread_mutex_destroy(&ov->hdr_mu);
         pthread_mutex_destroy(&ov->mu);
         return pt_fail(err, -rc, "out of resources");
     }
+    ov->eng = eng;   /* from here on release_all destroys the locks */
     uint64_t bm = round_up((ov->nchunks + 7) / 8, PT_PAGE);
     rc = pt_image_alloc(&ov->img, bm, PT_HDR_SIZE);
     if (!rc)
@@ -89,6 +100,7 @@ static void release_all(pt_overflow *ov)
     pt_image_free(&ov->img);
     if (ov->eng) {
         pt_gc_destroy(&ov->gc);
+        pthread_mutex_destroy(&ov->hdr_mu);
         pthread_mutex_destroy(&ov->mu);
     }
     pt_vol_close(&ov->vol);
@@ -170,8 +182,11 @@ int pt_overflow_init(pt_engine *eng, const pt_volspec *vol, uint32_t chunk_size,
                          strerror(-rc));
     }
     ov->counters_valid = true;
-    if (!rc)
+    if (!rc) {
+        pthread_mutex_lock(&ov->hdr_mu);
         rc = write_header(ov, PT_STATE_DIRTY, err);
+        pthread_mutex_unlock(&ov->hdr_mu);
+    }
     if (rc) {
         release_all(ov);
         return rc;
@@ -222,9 +237,17 @@ int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, p
             rc = bad(ov, err, "unknown state marker (corrupted)");
         else if (nsets > PT_OV_MAX_SETS || ov->chunk < PT_CHUNK_MIN ||
                  ov->chunk > PT_CHUNK_MAX || (ov->chunk & (ov->chunk - 1)) ||
-                 ov->data_off + ov->nchunks * ov->chunk > ov->vol.size || ov->nchunks == 0 ||
-                 ov->nchunks >= PT_IDX_OV)
+                 ov->nchunks == 0 || ov->nchunks >= PT_IDX_OV)
             rc = bad(ov, err, "header fields out of range (corrupted or truncated)");
+        /* nchunks < 2^31 and chunk <= 2^20: the product cannot wrap; the sum is checked as a
+         * difference so a huge data offset cannot wrap either */
+        else if (ov->data_off < PT_HDR_SIZE + round_up((ov->nchunks + 7) / 8, PT_PAGE) ||
+                 ov->data_off % ov->chunk)
+            rc = bad(ov, err, "data offset overlaps the header or allocation map, or is not a "
+                     "multiple of the chunk size (corrupted)");
+        else if (ov->data_off > ov->vol.size ||
+                 ov->nchunks * ov->chunk > ov->vol.size - ov->data_off)
+            rc = bad(ov, err, "chunks reach past the end of the volume (corrupted or truncated)");
     }
     if (!rc) {
         memcpy(ov->uuid, h + O_UUID, 16);
@@ -242,7 +265,8 @@ int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, p
         pt_bits_recount(&ov->alloc);
         ov->counters_valid = state == PT_STATE_CLEAN || nsets == 0;
         if (!ov->counters_valid) {
-            uint64_t *w = calloc((ov->nchunks + 63) / 64 + 1, 8);
+            /* whole pages, as pt_bits_attach wants (calloc maps them lazily) */
+            uint64_t *w = calloc(ov->img.size / 8, 8);
             if (!w || pt_bits_attach(&ov->refs, w, ov->nchunks, 0) != 0) {
                 free(w);
                 ov->refs.w = NULL;
@@ -250,8 +274,11 @@ int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, p
             }
         }
     }
-    if (!rc)
+    if (!rc) {
+        pthread_mutex_lock(&ov->hdr_mu);
         rc = write_header(ov, PT_STATE_DIRTY, err);
+        pthread_mutex_unlock(&ov->hdr_mu);
+    }
     if (rc) {
         free(ov->refs.w);
         release_all(ov);
@@ -281,20 +308,63 @@ static void free_refs(pt_overflow *ov)
     pt_bits_free(&ov->refs);
 }
 
+int pt_overflow_retire(pt_overflow *ov, int wipe, pt_error *err)
+{
+    pthread_mutex_lock(&ov->hdr_mu);
+    pthread_mutex_lock(&ov->mu);
+    int nsets = ov->nsets, nopen = ov->nopen, rc = 0;
+    bool again = ov->retired;
+    if (wipe && !ov->wiped && (nsets || nopen))
+        rc = pt_fail(err, PT_E_DEPENDENCY,
+                     "overflow volume %s still has %d set(s) attached; detach them first",
+                     ov->vol.path, nsets);
+    else if (!again && nopen)
+        rc = pt_fail(err, PT_E_IN_USE, "overflow volume %s is used by %d open set(s)",
+                     ov->vol.path, nopen);
+    else
+        ov->retired = true;   /* pt_ov_hold refuses from now on: nopen stays 0 */
+    pthread_mutex_unlock(&ov->mu);
+    if (!rc && wipe && !ov->wiped) {
+        uint8_t zero[PT_HDR_SIZE] = {0};
+        rc = pt_vol_pwrite(&ov->vol, zero, sizeof zero, 0);
+        if (!rc)
+            rc = pt_vol_sync(&ov->vol);
+        if (rc) {
+            rc = pt_fail(err, -rc, "overflow volume %s: cannot wipe its header: %s",
+                         ov->vol.path, strerror(-rc));
+            if (!again) {
+                pthread_mutex_lock(&ov->mu);
+                ov->retired = false;   /* nothing changed: it stays usable */
+                pthread_mutex_unlock(&ov->mu);
+            }
+        } else {
+            ov->wiped = true;
+        }
+    }
+    pthread_mutex_unlock(&ov->hdr_mu);
+    return rc;
+}
+
 int pt_overflow_close(pt_overflow *ov, pt_error *err)
 {
-    pthread_mutex_lock(&ov->mu);
-    int nopen = ov->nopen;
-    pthread_mutex_unlock(&ov->mu);
-    if (nopen)
-        return pt_fail(err, PT_E_IN_USE, "overflow volume %s is used by %d open set(s)",
-                       ov->vol.path, nopen);
-    int rc = pt_ov_flush(ov);
-    if (!rc)
+    int rc = pt_overflow_retire(ov, 0, err);
+    if (rc)
+        return rc;
+    if (ov->wiped) {   /* deleted already: nothing to record */
+        unlink_ov(ov);
+        free_refs(ov);
+        release_all(ov);
+        return 0;
+    }
+    rc = pt_ov_flush(ov);
+    if (!rc) {
+        pthread_mutex_lock(&ov->hdr_mu);
         rc = write_header(ov, ov->counters_valid ? PT_STATE_CLEAN : PT_STATE_DIRTY, err);
-    else
+        pthread_mutex_unlock(&ov->hdr_mu);
+    } else {
         pt_fail(err, -rc, "overflow volume %s: cannot write its allocation map: %s",
                 ov->vol.path, strerror(-rc));
+    }
     unlink_ov(ov);
     free_refs(ov);
     release_all(ov);
@@ -303,20 +373,9 @@ int pt_overflow_close(pt_overflow *ov, pt_error *err)
 
 int pt_overflow_delete(pt_overflow *ov, pt_error *err)
 {
-    pthread_mutex_lock(&ov->mu);
-    int nsets = ov->nsets, nopen = ov->nopen;
-    pthread_mutex_unlock(&ov->mu);
-    if (nsets || nopen)
-        return pt_fail(err, PT_E_DEPENDENCY,
-                       "overflow volume %s still has %d set(s) attached; detach them first",
-                       ov->vol.path, nsets);
-    uint8_t zero[PT_HDR_SIZE] = {0};
-    int rc = pt_vol_pwrite(&ov->vol, zero, sizeof zero, 0);
-    if (!rc)
-        rc = pt_vol_sync(&ov->vol);
+    int rc = pt_overflow_retire(ov, 1, err);
     if (rc)
-        return pt_fail(err, -rc, "overflow volume %s: cannot wipe its header: %s", ov->vol.path,
-                       strerror(-rc));
+        return rc;
     unlink_ov(ov);
     free_refs(ov);
     release_all(ov);
@@ -425,50 +484,85 @@ bool pt_ov_has_set(pt_overflow *ov, const uint8_t uuid[16])
     return found;
 }
 
+int pt_ov_hold(pt_overflow *ov, pt_error *err)
+{
+    pthread_mutex_lock(&ov->mu);
+    bool retired = ov->retired;
+    if (!retired)
+        ov->nopen++;
+    pthread_mutex_unlock(&ov->mu);
+    if (retired)
+        return pt_fail(err, PT_E_CLOSED, "overflow volume %s is being closed or deleted",
+                       ov->vol.path);
+    return 0;
+}
+
+/* Header changes (add, remove) hold hdr_mu from the change to the durable header: they are
+ * serialised, so putting a change back after a failed write cannot undo someone else's. */
 int pt_ov_add_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err)
 {
-    if (pt_ov_has_set(ov, uuid))
-        return 0;
+    pthread_mutex_lock(&ov->hdr_mu);
     pthread_mutex_lock(&ov->mu);
-    if (ov->nsets >= PT_OV_MAX_SETS) {
-        pthread_mutex_unlock(&ov->mu);
-        return pt_fail(err, PT_E_IN_USE, "overflow volume %s already serves %d sets",
-                       ov->vol.path, PT_OV_MAX_SETS);
+    bool found = false;
+    for (int i = 0; i < ov->nsets && !found; i++)
+        found = memcmp(ov->set_uuids[i], uuid, 16) == 0;
+    int rc = 0;
+    if (ov->retired)
+        rc = pt_fail(err, PT_E_CLOSED, "overflow volume %s is being closed or deleted",
+                     ov->vol.path);
+    else if (!found && ov->nsets >= PT_OV_MAX_SETS)
+        rc = pt_fail(err, PT_E_IN_USE, "overflow volume %s already serves %d sets",
+                     ov->vol.path, PT_OV_MAX_SETS);
+    else if (!found) {
+        ov->counted[ov->nsets] = true;   /* a newly attached set references nothing yet */
+        memcpy(ov->set_uuids[ov->nsets++], uuid, 16);
     }
-    ov->counted[ov->nsets] = true;   /* a newly attached set references nothing yet */
-    memcpy(ov->set_uuids[ov->nsets++], uuid, 16);
-    int rc = write_header(ov, PT_STATE_DIRTY, err);
-    if (rc)
-        ov->nsets--;
     pthread_mutex_unlock(&ov->mu);
+    if (!rc && !found) {
+        rc = write_header(ov, PT_STATE_DIRTY, err);
+        if (rc) {
+            pthread_mutex_lock(&ov->mu);
+            ov->nsets--;
+            pthread_mutex_unlock(&ov->mu);
+        }
+    }
+    pthread_mutex_unlock(&ov->hdr_mu);
     return rc;
 }
 
 int pt_ov_remove_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err)
 {
+    pthread_mutex_lock(&ov->hdr_mu);
     pthread_mutex_lock(&ov->mu);
-    int rc = 0;
-    for (int i = 0; i < ov->nsets; i++) {
-        if (memcmp(ov->set_uuids[i], uuid, 16) != 0)
-            continue;
-        uint8_t saved[16];
-        memcpy(saved, ov->set_uuids[i], 16);
-        bool saved_counted = ov->counted[i];
-        size_t tail = (size_t)(ov->nsets - i - 1);
-        memmove(ov->set_uuids[i], ov->set_uuids[i + 1], tail * 16);
-        memmove(&ov->counted[i], &ov->counted[i + 1], tail * sizeof(bool));
+    int rc = 0, at = -1;
+    for (int i = 0; i < ov->nsets && at < 0; i++)
+        if (memcmp(ov->set_uuids[i], uuid, 16) == 0)
+            at = i;
+    uint8_t saved[16];
+    bool saved_counted = false;
+    size_t tail = 0;
+    if (at >= 0) {
+        memcpy(saved, ov->set_uuids[at], 16);
+        saved_counted = ov->counted[at];
+        tail = (size_t)(ov->nsets - at - 1);
+        memmove(ov->set_uuids[at], ov->set_uuids[at + 1], tail * 16);
+        memmove(&ov->counted[at], &ov->counted[at + 1], tail * sizeof(bool));
         ov->nsets--;
-        rc = write_header(ov, PT_STATE_DIRTY, err);
-        if (rc) {   /* put it back: nothing half-changed */
-            memmove(ov->set_uuids[i + 1], ov->set_uuids[i], tail * 16);
-            memmove(&ov->counted[i + 1], &ov->counted[i], tail * sizeof(bool));
-            memcpy(ov->set_uuids[i], saved, 16);
-            ov->counted[i] = saved_counted;
-            ov->nsets++;
-        }
-        break;
     }
     pthread_mutex_unlock(&ov->mu);
+    if (at >= 0) {
+        rc = write_header(ov, PT_STATE_DIRTY, err);
+        if (rc) {   /* put it back: nothing half-changed */
+            pthread_mutex_lock(&ov->mu);
+            memmove(ov->set_uuids[at + 1], ov->set_uuids[at], tail * 16);
+            memmove(&ov->counted[at + 1], &ov->counted[at], tail * sizeof(bool));
+            memcpy(ov->set_uuids[at], saved, 16);
+            ov->counted[at] = saved_counted;
+            ov->nsets++;
+            pthread_mutex_unlock(&ov->mu);
+        }
+    }
+    pthread_mutex_unlock(&ov->hdr_mu);
     return rc;
 }
 
@@ -477,7 +571,6 @@ int pt_ov_remove_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err)
 void pt_ov_set_opened(pt_overflow *ov, pt_set *s)
 {
     pthread_mutex_lock(&ov->mu);
-    ov->nopen++;
     int slot = -1;
     for (int i = 0; i < ov->nsets && slot < 0; i++)
         if (memcmp(ov->set_uuids[i], s->uuid, 16) == 0)

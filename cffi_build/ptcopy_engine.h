@@ -45,7 +45,8 @@ enum pt_errcode {
     PT_E_TIMEOUT = 1015,
     PT_E_ALREADY = 1016,
     PT_E_NOT_FOUND = 1017,
-    PT_E_NO_COPY = 1018        /* abort/wait with no copy running */
+    PT_E_NO_COPY = 1018,       /* abort/wait with no copy running */
+    PT_E_CLOSED = 1019         /* the set or overflow volume is being closed or disabled */
 };
 
 /* Set flags reported by pt_set_status(). */
@@ -164,6 +165,16 @@ int pt_set_close(pt_set *set, pt_error *err);
  * resumed by accident, releases overflow chunks, frees the handle. On failure the set stays
  * open and unchanged. */
 int pt_set_disable(pt_set *set, pt_error *err);
+/* The first half of pt_set_disable, with the handle still valid: refused while a copy runs;
+ * writes the disabled header and gives the overflow chunks back. From then on copies, resets
+ * and attachments fail with PT_E_CLOSED and no header write can make the set valid again;
+ * status and I/O still work until pt_set_disable (or pt_set_close) frees the handle.
+ * Idempotent. On failure the set stays open and usable. */
+int pt_set_retire(pt_set *set, pt_error *err);
+/* The handle is about to be freed: threads blocked in pt_set_wait return -PT_E_CLOSED now, and
+ * later waits too. The caller still has to close or disable it (after the other calls on it have
+ * returned: the engine does not count its callers). */
+void pt_set_closing(pt_set *set);
 
 /* I/O through the set. side: enum pt_side. The shadow's logical size is the master's. */
 int pt_set_read(pt_set *set, int side, uint64_t offset, void *buf, size_t len, pt_error *err);
@@ -229,6 +240,11 @@ int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, p
 int pt_overflow_close(pt_overflow *ov, pt_error *err);
 /* Refused while any set is attached; wipes the header and frees the handle. */
 int pt_overflow_delete(pt_overflow *ov, pt_error *err);
+/* The check half of close (wipe = 0) or delete (wipe = 1, also wipes the header) with the handle
+ * still valid: refused while open sets use it (delete: while any set is attached); once it
+ * succeeds no set can open with or attach the volume (PT_E_CLOSED), and pt_overflow_close or
+ * pt_overflow_delete then frees it without being refused. Idempotent. */
+int pt_overflow_retire(pt_overflow *ov, int wipe, pt_error *err);
 int pt_overflow_status(pt_overflow *ov, pt_ov_status *out);
 /* The uuid of the i-th attached set, 0 <= i < nsets. */
 int pt_overflow_set_uuid(pt_overflow *ov, int i, uint8_t *out16);
@@ -299,5 +315,11 @@ int pt_dm_message(const char *name, const char *msg, char *out, size_t len, pt_e
  * it suspended are resumed (last suspended first), so nothing stays frozen or half-built.
  * held_ns receives how long the first suspended device stayed suspended. */
 int pt_dm_run(const pt_dm_op *ops, int nops, int timeout_ms, uint64_t *held_ns, pt_error *err);
+/* After a crash inside a transaction: for every device whose name starts with prefix, clear a
+ * table loaded but never resumed, and resume a suspended device that has a live table (it comes
+ * back with that table, as a rollback would leave it). out receives "<name> <what>\n" lines
+ * (what = cleared, resumed, or cleared+resumed). Devices without a live table are left alone
+ * (the caller removes or rebuilds them). Safe to call when nothing is left over. */
+int pt_dm_recover(const char *prefix, char *out, size_t len, pt_error *err);
 
 #endif

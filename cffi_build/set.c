@@ -170,12 +170,16 @@ int pt_phys(pt_set *s, uint64_t c, pt_vol **vol, uint64_t *off)
     uint32_t v = pt_idx_get(s, c);
     if (v == PT_IDX_NONE)
         return -ENOENT;
+    /* open checks every entry against the volumes; this guards against anything that slipped
+     * past (I/O outside a volume's data area would corrupt its header or another set's data) */
     if (v & PT_IDX_OV) {
-        if (!s->ov)
+        if (!s->ov || (uint64_t)(v & ~PT_IDX_OV) >= s->ov->nchunks)
             return -EIO;
         *vol = &s->ov->vol;
         *off = s->ov->data_off + (uint64_t)(v & ~PT_IDX_OV) * s->chunk;
     } else {
+        if ((uint64_t)(v - 1) >= s->shadow_slots)
+            return -EIO;
         *vol = &s->shadow;
         *off = (uint64_t)(v - 1) * s->chunk;
     }
@@ -215,6 +219,7 @@ static pt_set *set_alloc(pt_engine *eng)
         return NULL;
     }
     atomic_store(&s->units, PT_DEFAULT_UNITS);
+    s->hdr_state = PT_STATE_DIRTY;
     return s;
 }
 
@@ -329,6 +334,22 @@ static unsigned log2u(uint32_t v)
     return n;
 }
 
+/* Every overflow entry of the index must name a chunk of the overflow volume: a corrupted entry
+ * would otherwise send I/O past its end or into its header. */
+static int check_ov_index(pt_set *s, pt_overflow *ov, pt_error *err)
+{
+    for (uint64_t c = 0; s->compact && c < s->nchunks; c++) {
+        uint32_t v = s->idx[c];
+        if ((v & PT_IDX_OV) && (uint64_t)(v & ~PT_IDX_OV) >= ov->nchunks)
+            return pt_fail(err, PT_E_BAD_HEADER,
+                           "bitmap volume %s: the chunk index of set %s puts chunk %llu at "
+                           "overflow chunk %u, but overflow volume %s has %llu chunks "
+                           "(corrupted)", s->bitmap.path, s->name, (unsigned long long)c,
+                           v & ~PT_IDX_OV, ov->vol.path, (unsigned long long)ov->nchunks);
+    }
+    return 0;
+}
+
 typedef struct open_args {
     const pt_volspec *master, *shadow, *bitmap;
     const pt_set_config *cfg;   /* NULL: open an existing set */
@@ -346,7 +367,12 @@ static int set_setup(pt_engine *eng, const open_args *a, pt_set **out, pt_error 
     bool blk = false;
     dev_t dev = 0;
     ino_t ino = 0;
-    int rc = 0;
+    /* the set's reference keeps a close or delete of the overflow from freeing it under us */
+    int rc = a->ov ? pt_ov_hold(a->ov, err) : 0;
+    if (rc) {
+        set_free(s);
+        return rc;
+    }
 
     pthread_mutex_lock(&eng->mu);
     if (!a->master || !a->master->path || !a->master->path[0])
@@ -425,7 +451,14 @@ static int set_setup(pt_engine *eng, const open_args *a, pt_set **out, pt_error 
                     rc = pt_fail(err, PT_E_INVALID,
                                  "set %s uses another overflow volume than %s", s->name,
                                  a->ov->vol.path);
-                else if (!a->ov && s->ov_used)
+                else if (a->ov && a->ov->chunk != s->chunk)
+                    rc = pt_fail(err, PT_E_BAD_HEADER,
+                                 "overflow volume %s has %u-byte chunks; set %s uses %u "
+                                 "(corrupted header)", a->ov->vol.path, a->ov->chunk, s->name,
+                                 s->chunk);
+                else if (a->ov)
+                    rc = check_ov_index(s, a->ov, err);
+                else if (s->ov_used)
                     pt_set_offline(s, PT_F_OVERFLOW_OFFLINE);
             } else if (!rc && a->ov) {
                 rc = pt_fail(err, PT_E_INVALID, "set %s has no overflow volume attached; "
@@ -442,6 +475,8 @@ static int set_setup(pt_engine *eng, const open_args *a, pt_set **out, pt_error 
         if (a->ov && !pt_uuid_is_zero(s->ov_uuid)) {
             s->ov = a->ov;
             pt_ov_set_opened(a->ov, s);
+        } else if (a->ov) {
+            pt_ov_set_closed(a->ov);   /* not attached after all: drop the reference */
         }
         pthread_rwlock_wrlock(&m->gate);
         m->chunk = s->chunk;
@@ -456,8 +491,11 @@ static int set_setup(pt_engine *eng, const open_args *a, pt_set **out, pt_error 
         s = NULL;
     }
     pthread_mutex_unlock(&eng->mu);
-    if (rc)
+    if (rc) {
+        if (a->ov)
+            pt_ov_set_closed(a->ov);
         return rc;
+    }
     *out = s;
     return 0;
 }
@@ -578,21 +616,27 @@ int pt_set_close(pt_set *s, pt_error *err)
     return set_teardown(s, PT_STATE_CLEAN, err);
 }
 
-int pt_set_disable(pt_set *s, pt_error *err)
+int pt_set_retire(pt_set *s, pt_error *err)
 {
     pthread_mutex_lock(&s->ctl_mu);
-    bool busy = s->copying;
+    bool busy = PT_LOAD(s->copying);
+    bool again = atomic_load(&s->retired);
+    if (!busy)
+        atomic_store(&s->retired, 1);   /* no copy may start from here on (checked under ctl_mu) */
     pthread_mutex_unlock(&s->ctl_mu);
+    if (again)
+        return 0;
     if (busy)
         return pt_fail(err, PT_E_COPY_IN_PROGRESS,
                        "set %s is copying; wait for the copy or abort it before disabling",
                        s->name);
-    /* The header goes first: after this the set can never be reopened with these chunks. */
-    pthread_mutex_lock(&s->meta_mu);
+    /* The header goes first: after this the set can never be reopened with these chunks. Any
+     * later header write (a flush from a write still in flight) records DISABLED too. */
     int rc = pt_meta_write_header(s, PT_STATE_DISABLED, err);
-    pthread_mutex_unlock(&s->meta_mu);
-    if (rc)
+    if (rc) {
+        atomic_store(&s->retired, 0);
         return rc;
+    }
     if (s->ov) {
         pthread_mutex_lock(&s->meta_mu);
         for (uint64_t c = 0; c < s->nchunks; c++) {
@@ -606,8 +650,24 @@ int pt_set_disable(pt_set *s, pt_error *err)
         if (pt_ov_flush(s->ov) == 0)
             pt_ov_remove_set(s->ov, s->uuid, NULL);
     }
+    return 0;
+}
+
+int pt_set_disable(pt_set *s, pt_error *err)
+{
+    int rc = pt_set_retire(s, err);
+    if (rc)
+        return rc;
     set_teardown(s, PT_STATE_DISABLED, NULL);
     return 0;
+}
+
+void pt_set_closing(pt_set *s)
+{
+    pthread_mutex_lock(&s->ctl_mu);
+    atomic_store(&s->closing, 1);
+    pthread_cond_broadcast(&s->ctl_cv);   /* pt_set_wait looks at closing when woken */
+    pthread_mutex_unlock(&s->ctl_mu);
 }
 
 /* ---- observation and parameters ---- */
@@ -634,17 +694,16 @@ int pt_set_status(pt_set *s, pt_status *o)
     memcpy(o->overflow_uuid, s->ov_uuid, 16);
     uint32_t pf = s->pflags;
     pthread_mutex_unlock(&s->meta_mu);
-    pthread_mutex_lock(&s->ctl_mu);
-    o->lock_owner = s->lock_owner;
+    /* not under ctl_mu: a reset or copy start holds it across I/O (see internal.h) */
+    o->lock_owner = PT_LOAD(s->lock_owner);
     uint32_t f = atomic_load(&s->rflags);
-    if (s->copying) {
+    if (PT_LOAD(s->copying)) {
         f |= PT_F_COPYING;
-        if (s->dir == PT_TO_MASTER)
+        if (PT_LOAD(s->dir) == PT_TO_MASTER)
             f |= PT_F_TO_MASTER;
         if (atomic_load(&s->abort_req))
             f |= PT_F_ABORT_REQUESTED;
     }
-    pthread_mutex_unlock(&s->ctl_mu);
     if (s->compact)
         f |= PT_F_COMPACT;
     if (pf & PT_PF_OUT_OF_SPACE)
@@ -701,7 +760,7 @@ int pt_set_lock(pt_set *s, int64_t owner, pt_error *err)
         rc = pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
                      (long long)s->lock_owner);
     else
-        s->lock_owner = owner;
+        PT_STORE(s->lock_owner, owner);
     pthread_mutex_unlock(&s->ctl_mu);
     return rc;
 }
@@ -716,7 +775,7 @@ int pt_set_unlock(pt_set *s, int64_t owner, pt_error *err)
         rc = pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld, not %lld", s->name,
                      (long long)s->lock_owner, (long long)owner);
     else
-        s->lock_owner = 0;
+        PT_STORE(s->lock_owner, (int64_t)0);
     pthread_mutex_unlock(&s->ctl_mu);
     return rc;
 }
@@ -748,23 +807,32 @@ int pt_set_attach_overflow(pt_set *s, pt_overflow *ov, pt_error *err)
                        ov->vol.path, ov->chunk, s->name, s->chunk);
     pthread_mutex_lock(&s->ctl_mu);
     int rc = 0;
-    if (s->ov == ov)
+    if (atomic_load(&s->retired))
+        rc = pt_fail(err, PT_E_CLOSED, "set %s is being disabled", s->name);
+    else if (s->ov == ov)
         rc = 0;   /* already attached: nothing to do */
     else if (s->ov || !pt_uuid_is_zero(s->ov_uuid))
         rc = pt_fail(err, PT_E_IN_USE, "set %s already has an overflow volume", s->name);
-    else if ((rc = pt_ov_add_set(ov, s->uuid, err)) == 0) {
+    else if ((rc = pt_ov_hold(ov, err)) != 0) {
+        /* the overflow volume is being closed or deleted */
+    } else if ((rc = pt_ov_add_set(ov, s->uuid, err)) != 0) {
+        pt_ov_set_closed(ov);
+    } else {
         pthread_rwlock_wrlock(&s->m->gate);
         pthread_mutex_lock(&s->meta_mu);
         memcpy(s->ov_uuid, ov->uuid, 16);
+        pthread_mutex_unlock(&s->meta_mu);
         rc = pt_meta_write_header(s, PT_STATE_DIRTY, err);
         if (rc) {
+            pthread_mutex_lock(&s->meta_mu);
             memset(s->ov_uuid, 0, 16);
+            pthread_mutex_unlock(&s->meta_mu);
             pt_ov_remove_set(ov, s->uuid, NULL);
+            pt_ov_set_closed(ov);
         } else {
             s->ov = ov;
             pt_ov_set_opened(ov, s);
         }
-        pthread_mutex_unlock(&s->meta_mu);
         pthread_rwlock_unlock(&s->m->gate);
     }
     pthread_mutex_unlock(&s->ctl_mu);
@@ -779,6 +847,8 @@ int pt_set_detach_overflow(pt_set *s, pt_error *err)
     pt_overflow *ov = s->ov;
     pthread_mutex_lock(&s->meta_mu);
     uint64_t used = s->ov_used;
+    uint8_t saved[16];
+    memcpy(saved, s->ov_uuid, 16);
     if (!ov)
         rc = pt_fail(err, PT_E_NOT_FOUND, "set %s has no overflow volume attached", s->name);
     else if (used)
@@ -786,15 +856,17 @@ int pt_set_detach_overflow(pt_set *s, pt_error *err)
                      "%llu chunk(s) of set %s live on overflow volume %s; update the shadow "
                      "or disable the set first",
                      (unsigned long long)used, s->name, ov->vol.path);
-    if (!rc) {
-        uint8_t saved[16];
-        memcpy(saved, s->ov_uuid, 16);
+    else
         memset(s->ov_uuid, 0, 16);
-        rc = pt_meta_write_header(s, PT_STATE_DIRTY, err);
-        if (rc)
-            memcpy(s->ov_uuid, saved, 16);
-    }
     pthread_mutex_unlock(&s->meta_mu);
+    if (!rc) {
+        rc = pt_meta_write_header(s, PT_STATE_DIRTY, err);
+        if (rc) {
+            pthread_mutex_lock(&s->meta_mu);
+            memcpy(s->ov_uuid, saved, 16);
+            pthread_mutex_unlock(&s->meta_mu);
+        }
+    }
     if (!rc) {
         /* slots still waiting for a durable release go back before the handle is dropped */
         pt_meta_flush(s);

@@ -8,12 +8,13 @@ on engine threads and Python polls :meth:`Set.progress`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import os
 import threading
 import uuid as uuid_mod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +144,14 @@ class VolumeIOError(PtcopyError):
     name = "IOError"
 
 
+class Closed(InvalidArgument):
+    """The set, overflow volume or engine is closed, disabled or deleted, or being so: the call
+    never reached it (or, for a wait, stopped waiting on it). On D-Bus the object is gone:
+    ``NotFound``. A subclass of InvalidArgument, which closed handles raised before."""
+
+    name = "NotFound"
+
+
 _BY_CODE: dict[int, type[PtcopyError]] = {
     lib.PT_E_INVALID: InvalidArgument,
     lib.PT_E_TOO_SMALL: TooSmall,
@@ -161,6 +170,7 @@ _BY_CODE: dict[int, type[PtcopyError]] = {
     lib.PT_E_TIMEOUT: Timeout,
     lib.PT_E_NOT_FOUND: NotFound,
     lib.PT_E_NO_COPY: NoCopy,
+    lib.PT_E_CLOSED: Closed,
     errno.ENOENT: NotFound,
     errno.EIO: VolumeIOError,
     errno.EBUSY: InUse,
@@ -181,6 +191,72 @@ def _check(rc: int, err: Any) -> None:
     if not message:
         message = os.strerror(code) if code < 1000 else f"engine error {code}"
     raise _BY_CODE.get(code, PtcopyError)(code, message)
+
+
+class _Lifetime:
+    """The lifetime of one C handle, shared by every thread that holds the Python object.
+
+    The engine frees a set or overflow volume inside close, disable and delete, and its calls
+    read the handle's memory: a status() from the daemon's event loop running into a disable on a
+    worker thread was a use-after-free. So every call holds the handle through :meth:`use`, and
+    :meth:`free` first turns new calls away (they raise :class:`Closed`), wakes the ones that may
+    block for long (a wait on a copy), waits for those in flight to return, and only then lets
+    the engine free the handle. The engine's own refusals (disable while copying, close of an
+    overflow in use) happen before, through :meth:`use`, so :meth:`free` never has to undo.
+    """
+
+    def __init__(self, handle: Any, what: str) -> None:
+        self._h: Any = handle
+        self._what = what
+        self._cv = threading.Condition(threading.Lock())
+        self._users = 0
+        self._closing = False
+
+    @property
+    def closed(self) -> bool:
+        return self._h is None
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[Any]:
+        with self._cv:
+            if self._h is None or self._closing:
+                raise Closed(lib.PT_E_CLOSED, f"the {self._what} is closed")
+            self._users += 1
+            h = self._h
+        try:
+            yield h
+        finally:
+            with self._cv:
+                self._users -= 1
+                if not self._users:
+                    self._cv.notify_all()
+
+    def free(self, wake: Callable[[Any], None] | None, fn: Callable[[Any], None]) -> bool:
+        """Run ``fn(handle)``, which must free it, once no call is in flight. False (and
+        nothing run) when the handle is already freed, or being freed by another thread, which
+        this then waits for."""
+        with self._cv:
+            if self._h is None:
+                return False
+            if self._closing:
+                while self._h is not None:
+                    self._cv.wait()
+                return False
+            self._closing = True
+            h = self._h
+        if wake is not None:
+            wake(h)   # still valid: nothing frees it but us
+        with self._cv:
+            while self._users:
+                self._cv.wait()
+        try:
+            fn(h)
+        finally:
+            with self._cv:
+                self._h = None
+                self._closing = False
+                self._cv.notify_all()
+        return True
 
 
 VolumeLike = str | os.PathLike[str] | int | tuple[str, int]
@@ -298,31 +374,32 @@ class Engine:
         handle = lib.pt_engine_new()
         if handle == ffi.NULL:
             raise MemoryError("cannot create a ptcopy engine")
-        self._h: Any = handle
+        self._life = _Lifetime(handle, "engine")
         self._lock = threading.Lock()
         self._objects: list[Set | Overflow] = []
 
-    def _handle(self) -> Any:
-        if self._h is None:
-            raise InvalidArgument(lib.PT_E_INVALID, "the engine is closed")
-        return self._h
+    def _use(self) -> contextlib.AbstractContextManager[Any]:
+        return self._life.use()
 
     def close(self) -> None:
         """Close every set (copies suspend, to resume on the next open) and overflow volume."""
-        with self._lock:
-            objs = list(self._objects)
-        first: PtcopyError | None = None
-        # sets before overflow volumes: an overflow refuses to close while its sets are open
-        for o in sorted(objs, key=lambda o: isinstance(o, Overflow)):
-            try:
-                o.close()
-            except PtcopyError as e:  # keep closing the rest; report the first failure
-                first = first or e
-        if self._h is not None:
-            lib.pt_engine_free(self._h)
-            self._h = None
-        if first is not None:
-            raise first
+        failures: list[PtcopyError] = []
+
+        def close_all(h: Any) -> None:
+            # no enable or open is in flight any more: every object is tracked
+            with self._lock:
+                objs = list(self._objects)
+            # sets before overflow volumes: an overflow refuses to close while its sets are open
+            for o in sorted(objs, key=lambda o: isinstance(o, Overflow)):
+                try:
+                    o.close()
+                except PtcopyError as e:  # keep closing the rest; report the first failure
+                    failures.append(e)
+            lib.pt_engine_free(h)
+
+        self._life.free(None, close_all)
+        if failures:
+            raise failures[0]
 
     def __enter__(self) -> Engine:
         return self
@@ -334,7 +411,8 @@ class Engine:
         """Kernel data path: copies start only when asked (from a frozen view); enabling an
         independent set marks every chunk instead of copying from the live master, and an
         interrupted copy is folded back into the shadow bitmap at open instead of resumed."""
-        lib.pt_engine_defer_copies(self._handle(), int(on))
+        with self._use() as h:
+            lib.pt_engine_defer_copies(h, int(on))
 
     def _track(self, obj: Set | Overflow) -> None:
         with self._lock:
@@ -364,9 +442,9 @@ class Engine:
         m, s, b = _Vol(master), _Vol(shadow), _Vol(bitmap)
         out = ffi.new("pt_set **")
         err = _new_error()
-        ov = overflow._handle() if overflow is not None else ffi.NULL
-        _check(lib.pt_set_enable(self._handle(), m.spec, s.spec, b.spec, cfg, ov, out, err), err)
-        return Set(self, out[0], overflow)
+        with self._use() as h, _use_optional(overflow) as ov:
+            _check(lib.pt_set_enable(h, m.spec, s.spec, b.spec, cfg, ov, out, err), err)
+            return Set(self, out[0], overflow)
 
     def open(self, master: VolumeLike, shadow: VolumeLike, bitmap: VolumeLike, *,
              overflow: Overflow | None = None) -> Set:
@@ -374,25 +452,27 @@ class Engine:
         m, s, b = _Vol(master), _Vol(shadow), _Vol(bitmap)
         out = ffi.new("pt_set **")
         err = _new_error()
-        ov = overflow._handle() if overflow is not None else ffi.NULL
-        _check(lib.pt_set_open(self._handle(), m.spec, s.spec, b.spec, ov, out, err), err)
-        return Set(self, out[0], overflow)
+        with self._use() as h, _use_optional(overflow) as ov:
+            _check(lib.pt_set_open(h, m.spec, s.spec, b.spec, ov, out, err), err)
+            return Set(self, out[0], overflow)
 
     def init_overflow(self, volume: VolumeLike, chunk_size: int = 0) -> Overflow:
         """Initialise a volume as an empty overflow volume."""
         v = _Vol(volume)
         out = ffi.new("pt_overflow **")
         err = _new_error()
-        _check(lib.pt_overflow_init(self._handle(), v.spec, chunk_size, out, err), err)
-        return Overflow(self, out[0])
+        with self._use() as h:
+            _check(lib.pt_overflow_init(h, v.spec, chunk_size, out, err), err)
+            return Overflow(self, out[0])
 
     def open_overflow(self, volume: VolumeLike) -> Overflow:
         """Open an initialised overflow volume."""
         v = _Vol(volume)
         out = ffi.new("pt_overflow **")
         err = _new_error()
-        _check(lib.pt_overflow_open(self._handle(), v.spec, out, err), err)
-        return Overflow(self, out[0])
+        with self._use() as h:
+            _check(lib.pt_overflow_open(h, v.spec, out, err), err)
+            return Overflow(self, out[0])
 
     def group_copy(self, sets: Sequence[Set], direction: Direction, *, full: bool = False,
                    owner: int = 0) -> float:
@@ -402,10 +482,11 @@ class Engine:
         """
         if not sets:
             raise InvalidArgument(lib.PT_E_INVALID, "a group copy needs at least one set")
-        arr = ffi.new("pt_set *[]", [s._handle() for s in sets])
         frozen = ffi.new("uint64_t *")
         err = _new_error()
-        rc = lib.pt_group_copy(arr, len(sets), int(direction), int(full), owner, frozen, err)
+        with contextlib.ExitStack() as stack:
+            arr = ffi.new("pt_set *[]", [stack.enter_context(s._use()) for s in sets])
+            rc = lib.pt_group_copy(arr, len(sets), int(direction), int(full), owner, frozen, err)
         _check(rc, err)
         return int(frozen[0]) / 1e9
 
@@ -415,47 +496,58 @@ class Overflow:
 
     def __init__(self, engine: Engine, handle: Any) -> None:
         self._engine = engine
-        self._h: Any = handle
+        self._life = _Lifetime(handle, "overflow volume")
         engine._track(self)
 
-    def _handle(self) -> Any:
-        if self._h is None:
-            raise InvalidArgument(lib.PT_E_INVALID, "the overflow volume is closed")
-        return self._h
+    def _use(self) -> contextlib.AbstractContextManager[Any]:
+        return self._life.use()
 
     @property
     def closed(self) -> bool:
-        return self._h is None
+        return self._life.closed
 
     def status(self) -> OverflowStatus:
         st = ffi.new("pt_ov_status *")
-        lib.pt_overflow_status(self._handle(), st)
         sets = []
         buf = ffi.new("uint8_t[16]")
-        for i in range(st.nsets):
-            if lib.pt_overflow_set_uuid(self._h, i, buf) == 0:
-                sets.append(_uuid(buf))
+        with self._use() as h:
+            lib.pt_overflow_status(h, st)
+            for i in range(st.nsets):
+                if lib.pt_overflow_set_uuid(h, i, buf) == 0:
+                    sets.append(_uuid(buf))
         return OverflowStatus(
             chunk_size=st.chunk_size, counters_valid=bool(st.counters_valid),
             offline=bool(st.offline), chunks_total=st.chunks_total,
             chunks_used=st.chunks_used, uuid=_uuid(st.uuid), sets=tuple(sets),
         )
 
+    def _end(self, wipe: bool) -> None:
+        err = _new_error()
+        # the refusals (in use, sets attached) come first, with the handle still shared
+        with self._use() as h:
+            _check(lib.pt_overflow_retire(h, int(wipe), err), err)
+        rc = 0
+
+        def free(h: Any) -> None:
+            nonlocal rc
+            rc = (lib.pt_overflow_delete if wipe else lib.pt_overflow_close)(h, err)
+
+        if self._life.free(None, free):
+            self._engine._forget(self)
+            _check(rc, err)
+
     def close(self) -> None:
         """Close the volume; refused while open sets use it."""
-        if self._h is None:
+        if self._life.closed:
             return
-        err = _new_error()
-        _check(lib.pt_overflow_close(self._h, err), err)
-        self._h = None
-        self._engine._forget(self)
+        try:
+            self._end(wipe=False)
+        except Closed:
+            return   # closed meanwhile by another thread: what was asked
 
     def delete(self) -> None:
         """Wipe the volume's header; refused while any set is attached."""
-        err = _new_error()
-        _check(lib.pt_overflow_delete(self._handle(), err), err)
-        self._h = None
-        self._engine._forget(self)
+        self._end(wipe=True)
 
     def __enter__(self) -> Overflow:
         return self
@@ -464,23 +556,30 @@ class Overflow:
         self.close()
 
 
+@contextlib.contextmanager
+def _use_optional(ov: Overflow | None) -> Iterator[Any]:
+    if ov is None:
+        yield ffi.NULL
+        return
+    with ov._use() as h:
+        yield h
+
+
 class Set:
     """A master + shadow + bitmap volume set."""
 
     def __init__(self, engine: Engine, handle: Any, overflow: Overflow | None) -> None:
         self._engine = engine
-        self._h: Any = handle
+        self._life = _Lifetime(handle, "set")
         self._overflow = overflow
         engine._track(self)
 
-    def _handle(self) -> Any:
-        if self._h is None:
-            raise InvalidArgument(lib.PT_E_INVALID, "the set is closed")
-        return self._h
+    def _use(self) -> contextlib.AbstractContextManager[Any]:
+        return self._life.use()
 
     @property
     def closed(self) -> bool:
-        return self._h is None
+        return self._life.closed
 
     @property
     def overflow(self) -> Overflow | None:
@@ -494,7 +593,8 @@ class Set:
             raise InvalidArgument(lib.PT_E_INVALID, "offset and length must not be negative")
         buf = ffi.new("char[]", length or 1)
         err = _new_error()
-        _check(lib.pt_set_read(self._handle(), int(side), offset, buf, length, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_read(h, int(side), offset, buf, length, err), err)
         return bytes(ffi.buffer(buf, length))
 
     def write(self, side: Side, offset: int, data: bytes | bytearray | memoryview) -> None:
@@ -503,7 +603,8 @@ class Set:
             raise InvalidArgument(lib.PT_E_INVALID, "offset must not be negative")
         src = ffi.from_buffer(data)
         err = _new_error()
-        _check(lib.pt_set_write(self._handle(), int(side), offset, src, len(src), err), err)
+        with self._use() as h:
+            _check(lib.pt_set_write(h, int(side), offset, src, len(src), err), err)
 
     def flush(self, side: Side | None = None) -> None:
         """Make every completed write durable on all the set's volumes; with ``side``, what
@@ -511,32 +612,39 @@ class Set:
         shadow, bitmap or overflow volume is offline)."""
         err = _new_error()
         if side is None:
-            _check(lib.pt_set_flush(self._handle(), err), err)
+            with self._use() as h:
+                _check(lib.pt_set_flush(h, err), err)
         else:
-            _check(lib.pt_set_sync(self._handle(), int(side), err), err)
+            with self._use() as h:
+                _check(lib.pt_set_sync(h, int(side), err), err)
 
     # -- copies --
 
     def copy(self, direction: Direction, *, owner: int = 0) -> None:
         """Start a full copy in ``direction``; returns at once."""
         err = _new_error()
-        _check(lib.pt_set_copy(self._handle(), int(direction), 1, owner, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_copy(h, int(direction), 1, owner, err), err)
 
     def update(self, direction: Direction, *, owner: int = 0) -> None:
         """Start an update (only the chunks that differ) in ``direction``; returns at once."""
         err = _new_error()
-        _check(lib.pt_set_copy(self._handle(), int(direction), 0, owner, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_copy(h, int(direction), 0, owner, err), err)
 
     def abort(self) -> None:
         """Stop the running copy; the target is left consistent but incomplete."""
         err = _new_error()
-        _check(lib.pt_set_abort(self._handle(), err), err)
+        with self._use() as h:
+            _check(lib.pt_set_abort(h, err), err)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the running copy. False on timeout; raises if the copy failed."""
         ms = -1 if timeout is None else max(0, int(timeout * 1000))
         err = _new_error()
-        rc = lib.pt_set_wait(self._handle(), ms, err)
+        with self._use() as h:
+            # a close or disable wakes this (pt_set_closing) before it frees the handle
+            rc = lib.pt_set_wait(h, ms, err)
         if rc == -lib.PT_E_TIMEOUT:
             return False
         _check(rc, err)
@@ -544,7 +652,8 @@ class Set:
 
     def progress(self) -> Progress:
         p = ffi.new("pt_progress *")
-        lib.pt_set_progress(self._handle(), p)
+        with self._use() as h:
+            lib.pt_set_progress(h, p)
         return Progress(
             active=bool(p.active), direction=Direction(p.direction), aborting=bool(p.aborting),
             result=p.result, chunks_done=p.chunks_done, chunks_total=p.chunks_total,
@@ -555,13 +664,15 @@ class Set:
     def set_copy_params(self, delay_ms: int, units: int) -> None:
         """Throttle copies: pause ``delay_ms`` after every ``units`` chunks (takes effect now)."""
         err = _new_error()
-        _check(lib.pt_set_set_params(self._handle(), delay_ms, units, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_set_params(h, delay_ms, units, err), err)
 
     # -- state --
 
     def status(self) -> SetStatus:
         st = ffi.new("pt_status *")
-        lib.pt_set_status(self._handle(), st)
+        with self._use() as h:
+            lib.pt_set_status(h, st)
         ov = _uuid(st.overflow_uuid)
         return SetStatus(
             kind=Kind(st.kind), flags=Flag(st.flags), chunk_size=st.chunk_size,
@@ -584,32 +695,38 @@ class Set:
         buf = ffi.new("uint8_t[]", n or 1)
         err = _new_error()
         w = lib.PT_BITS_SHADOW if which == "shadow" else lib.PT_BITS_COPY
-        _check(lib.pt_set_get_bits(self._handle(), w, buf, n, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_get_bits(h, w, buf, n, err), err)
         raw = bytes(ffi.buffer(buf, n))
         return [i for i in range(nchunks) if raw[i >> 3] >> (i & 7) & 1]
 
     def lock(self, owner: int) -> None:
         """PID lock: copies by any other owner are refused until unlocked."""
         err = _new_error()
-        _check(lib.pt_set_lock(self._handle(), owner, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_lock(h, owner, err), err)
 
     def unlock(self, owner: int = 0) -> None:
         err = _new_error()
-        _check(lib.pt_set_unlock(self._handle(), owner, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_unlock(h, owner, err), err)
 
     def reset(self, *, owner: int = 0) -> None:
         """Bring offline volumes back and start the resync they need."""
         err = _new_error()
-        _check(lib.pt_set_reset(self._handle(), owner, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_reset(h, owner, err), err)
 
     def attach_overflow(self, overflow: Overflow) -> None:
         err = _new_error()
-        _check(lib.pt_set_attach_overflow(self._handle(), overflow._handle(), err), err)
+        with self._use() as h, overflow._use() as ov:
+            _check(lib.pt_set_attach_overflow(h, ov, err), err)
         self._overflow = overflow
 
     def detach_overflow(self) -> None:
         err = _new_error()
-        _check(lib.pt_set_detach_overflow(self._handle(), err), err)
+        with self._use() as h:
+            _check(lib.pt_set_detach_overflow(h, err), err)
         self._overflow = None
 
     def join(self, bitmap: VolumeLike) -> None:
@@ -617,48 +734,59 @@ class Set:
         the next update resyncs the chunks written there."""
         b = _Vol(bitmap)
         err = _new_error()
-        _check(lib.pt_set_join(self._handle(), b.spec, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_join(h, b.spec, err), err)
 
     def mark(self, first: int, count: int) -> None:
         """Kernel data path: chunks changed outside the engine join the shadow bitmap
         (durable on return)."""
         err = _new_error()
-        _check(lib.pt_set_mark(self._handle(), first, count, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_mark(h, first, count, err), err)
 
     def copy_source(self, source: VolumeLike | None) -> None:
         """Kernel data path: copies read their source side from ``source`` (a frozen snapshot
         of the live volume); None goes back to the live volume."""
         err = _new_error()
         if source is None:
-            _check(lib.pt_set_copy_source(self._handle(), ffi.NULL, err), err)
+            with self._use() as h:
+                _check(lib.pt_set_copy_source(h, ffi.NULL, err), err)
             return
         v = _Vol(source)
-        _check(lib.pt_set_copy_source(self._handle(), v.spec, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_copy_source(h, v.spec, err), err)
 
     def inject_error(self, volume: VolumeRole, on: bool = True, *,
                      error: int = errno.EIO) -> None:
         """Test hook: fail every I/O to one of the set's volumes while on, with errno
         ``error`` (EIO; ENOSPC for a full disk)."""
         err = _new_error()
-        _check(lib.pt_set_inject_error(self._handle(), int(volume), int(on), error, err), err)
+        with self._use() as h:
+            _check(lib.pt_set_inject_error(h, int(volume), int(on), error, err), err)
 
     # -- lifetime --
 
     def close(self) -> None:
         """Stop serving the set; a running copy is suspended and resumes on the next open."""
-        if self._h is None:
-            return
-        h, self._h = self._h, None
-        self._engine._forget(self)
         err = _new_error()
-        _check(lib.pt_set_close(h, err), err)
+        rc = 0
+
+        def free(h: Any) -> None:
+            nonlocal rc
+            rc = lib.pt_set_close(h, err)
+
+        if self._life.free(lib.pt_set_closing, free):
+            self._engine._forget(self)
+            _check(rc, err)
 
     def disable(self) -> None:
         """End the set for good; refused while a copy runs."""
         err = _new_error()
-        _check(lib.pt_set_disable(self._handle(), err), err)
-        self._h = None
-        self._engine._forget(self)
+        # the refusal (copying) and the disabled header come first, with the handle still shared
+        with self._use() as h:
+            _check(lib.pt_set_retire(h, err), err)
+        if self._life.free(lib.pt_set_closing, lambda h: lib.pt_set_disable(h, ffi.NULL)):
+            self._engine._forget(self)
 
     def __enter__(self) -> Set:
         return self
@@ -679,7 +807,8 @@ class Server:
         out = ffi.new("pt_server **")
         err = _new_error()
         path = ffi.new("char[]", os.fsencode(mountpoint))
-        _check(lib.pt_server_start(engine._handle(), path, max_threads, out, err), err)
+        with engine._use() as h:
+            _check(lib.pt_server_start(h, path, max_threads, out, err), err)
         self._h: Any = out[0]
         self.mountpoint = os.fspath(mountpoint)
         self._exports: dict[str, Set] = {}
@@ -692,7 +821,8 @@ class Server:
     def export(self, name: str, set_: Set) -> tuple[str, str]:
         """Serve ``set_`` under ``name``; returns the master and shadow file paths."""
         err = _new_error()
-        _check(lib.pt_server_export(self._handle(), name.encode(), set_._handle(), err), err)
+        with set_._use() as h:
+            _check(lib.pt_server_export(self._handle(), name.encode(), h, err), err)
         self._exports[name] = set_
         base = os.path.join(self.mountpoint, name)
         return os.path.join(base, "master"), os.path.join(base, "shadow")
@@ -828,6 +958,20 @@ def dm_run(ops: Sequence[DmOp], *, timeout: float = 10.0) -> float:
     err = _new_error()
     _check(lib.pt_dm_run(arr, len(ops), max(1, int(timeout * 1000)), held, err), err)
     return int(held[0]) / 1e9
+
+
+def dm_recover(prefix: str = "ptcopy-") -> dict[str, str]:
+    """After a crash inside a device-mapper transaction (the daemon died with devices
+    suspended): for every device named ``prefix...``, a table loaded but never resumed is cleared
+    and a suspended device with a live table is resumed, as the transaction's rollback would
+    have left them. Returns {name: "cleared" | "resumed" | "cleared+resumed"} for the devices it
+    changed. Devices without a live table are left for the caller to remove or rebuild. Call it
+    once at start, before any transaction of this process runs: a transaction in flight would
+    be undone under its feet."""
+    if not prefix or "\0" in prefix:
+        raise InvalidArgument(lib.PT_E_INVALID, "a device-mapper name prefix is needed")
+    text = _dm_text(lib.pt_dm_recover, prefix.encode(), size=1 << 20)
+    return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
 
 
 def all_sets(engine: Engine) -> Iterable[Set]:
