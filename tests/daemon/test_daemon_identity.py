@@ -298,3 +298,34 @@ async def test_removed_volume_back_under_a_new_name_reopens_the_set(
     assert read_dev(p["MasterDevice"], 0, MIB) == data
     await client.wait_job(await client.update(path))
     await client.set_call(path, "Disable")
+
+
+def test_comparison_rule() -> None:
+    """The rule every open applies: any strong identifier both sides have must be equal; a
+    record with strong identifiers none of which can be read now is refused; with nothing
+    strong recorded the weak ones decide (and say so); the header UUID is checked on top."""
+    from ptcopy.daemon.identity import Identity, compare
+
+    disk = Identity("block", {"serial": "S1", "wwn": "0x5000"}, {"size": "4096"})
+    assert compare(disk, Identity("block", {"serial": "S1"}, {"size": "8192"})).ok
+    other = compare(disk, Identity("block", {"serial": "S2", "wwn": "0x5000"}, {}))
+    assert not other.ok and "serial=S1" in other.why and "serial=S2" in other.why, other
+    unknown = compare(disk, Identity("block", {}, {"size": "4096"}))
+    assert not unknown.ok and "none of these identifiers" in unknown.why, unknown
+    assert not compare(disk, Identity("file", {"inode": "1", "st_dev": "fe00"}, {})).ok
+
+    bare = Identity("block", {}, {"size": "4096", "id_path": "pci-0000:00:05.0"})
+    weak = compare(bare, Identity("block", {}, {"size": "4096", "id_path": "pci-0000:00:05.0"}))
+    assert weak.ok and weak.weak
+    assert not compare(bare, Identity("block", {}, {"size": "4096", "id_path": "pci-x"})).ok
+    assert not compare(bare, Identity("block", {}, {"size": "8192"})).ok
+
+    f = Identity("file", {"inode": "7", "st_dev": "fe00", "fs_uuid": "u1"}, {})
+    assert compare(f, Identity("file", {"inode": "7", "st_dev": "fe01", "fs_uuid": "u1"}, {})).ok
+    assert not compare(f, Identity("file", {"inode": "8", "st_dev": "fe00"}, {})).ok
+    assert compare(f, Identity("file", {"inode": "7", "st_dev": "fe00"}, {})).ok
+
+    hdr = compare(disk, Identity(disk.kind, disk.strong, disk.weak, "bb"), header="aa")
+    assert not hdr.ok and "expected a header with UUID aa, found set UUID bb" in hdr.why
+    assert compare(disk, Identity(disk.kind, disk.strong, disk.weak, "aa"), header="aa").ok
+    assert Identity.from_json(disk.to_json()) == disk and Identity.from_json("junk") is None
