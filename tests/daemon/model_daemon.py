@@ -673,6 +673,19 @@ def replay_request() -> tuple[Config, list[Op]] | None:
     return cfg, [Op(*op) for op in data["ops"]]
 
 
+def issue18() -> tuple[Config, list[Op]]:
+    """The sequence of issue 18: restore, write, restore again; the second restore must undo
+    the write (the kernel path once merged nothing the second time)."""
+    cfg = Config(18, 4 * MIB, (SetSpec("s0", "dependent", 0),), ())
+    ops = [Op("write", 0, MASTER, 116 * CHUNK, CHUNK, "direct", 1),
+           Op("copy", 0, MASTER, wait=True),
+           Op("read", 0, MASTER, 116 * CHUNK, CHUNK),
+           Op("write", 0, MASTER, 100 * CHUNK, CHUNK, "direct", 2),
+           Op("copy", 0, MASTER, wait=True),
+           Op("read", 0, MASTER, 100 * CHUNK, CHUNK)]
+    return cfg, ops
+
+
 def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, "") or default)
 

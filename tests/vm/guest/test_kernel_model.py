@@ -108,15 +108,5 @@ def test_kernel_model(seed: int, bus: PrivateBus, tmp_path: Path) -> None:
 def test_kernel_model_replay(bus: PrivateBus, tmp_path: Path) -> None:
     """PTCOPY_MODEL_REPLAY's sequence; without it, the second-restore sequence of issue 18
     (restore, write, restore again: the second restore must undo the write)."""
-    req = md.replay_request()
-    if req is None:
-        cfg = md.Config(18, 4 * md.MIB, (md.SetSpec("s0", "dependent", 0),), ())
-        c = md.CHUNK
-        ops = [md.Op("write", 0, md.MASTER, 116 * c, c, "direct", 1),
-               md.Op("copy", 0, md.MASTER, wait=True),
-               md.Op("read", 0, md.MASTER, 116 * c, c),
-               md.Op("write", 0, md.MASTER, 100 * c, c, "direct", 2),
-               md.Op("copy", 0, md.MASTER, wait=True),
-               md.Op("read", 0, md.MASTER, 100 * c, c)]
-        req = (cfg, ops)
+    req = md.replay_request() or md.issue18()
     asyncio.run(_check(*req, bus, tmp_path))
