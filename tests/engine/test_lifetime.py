@@ -79,7 +79,7 @@ class Hammer:
                     self.warm.wait(JOIN)   # every thread is in its loop before the free
         except threading.BrokenBarrierError:
             pass
-        except BaseException as e:  # noqa: BLE001 - reported by the test, with its type
+        except BaseException as e:  # reported by the test, with its type
             self.unexpected.append(e)
         finally:
             if n < 3:
@@ -158,7 +158,7 @@ def test_refused_disable_does_not_disturb_other_calls(tmp_vol: MakeVol) -> None:
                 try:
                     s.status()
                     s.progress()
-                except BaseException as e:  # noqa: BLE001 - any exception fails the test
+                except BaseException as e:  # any exception fails the test
                     seen.append(e)
                     return
 
@@ -241,7 +241,7 @@ def test_group_copy_and_close_race(tmp_vol: MakeVol) -> None:
                     eng.group_copy([a, b], Direction.TO_SHADOW)
                 except Closed:
                     pass
-                except BaseException as e:  # noqa: BLE001 - reported below
+                except BaseException as e:  # reported below
                     errs.append(e)
 
             t = threading.Thread(target=group, daemon=True)

@@ -81,7 +81,7 @@ def observe_while_blocked(s: Set, blocked: Callable[[], object], thaw: Callable[
         started.set()
         try:
             result.append(blocked())
-        except Exception as e:  # noqa: BLE001 - checked below
+        except Exception as e:  # checked below
             result.append(e)
 
     w = threading.Thread(target=writer, daemon=True)
