@@ -108,6 +108,8 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Future[None]] = set()
+        self._uevent_fd: int | None = None
+        self._rediscovering = asyncio.Lock()   # one Refresh scan at a time holds uevents back
 
     # ---- exports ---------------------------------------------------------------------------
 
@@ -272,7 +274,7 @@ class Daemon:
         for devnum in gone:
             for _obj, role, _n, _p, sid in users.get((1, devnum, 0), []):
                 if sid:   # takes service.lock, which a long operation may hold: not here
-                    self._background(asyncio.to_thread(self.service.volume_missing, sid, role))
+                    self._background(self._volume_missing(sid, role))
         for devnum in came:
             for _obj, role, _n, _p, sid in users.get((1, devnum, 0), []):
                 if sid and role in self.service.sets[sid].missing:
@@ -291,6 +293,10 @@ class Daemon:
                 log.error("background work failed: %s", f.exception(),
                           exc_info=f.exception())
         fut.add_done_callback(done)
+
+    async def _volume_missing(self, sid: str, role: str) -> None:
+        await asyncio.to_thread(self.service.volume_missing, sid, role)
+        self._sync_volumes()   # the volume's view says "(removed)" now
 
     async def _volumes_appeared(self, devnums: list[int]) -> None:
         if await asyncio.to_thread(self.service.volumes_appeared, devnums):
@@ -321,6 +327,10 @@ class Daemon:
     async def rediscover(self) -> int:
         """Manager.Refresh: take the events in flight, then re-enumerate; how many Volume
         objects the monitor had wrong (0 after normal operation)."""
+        async with self._rediscovering:
+            return await self._rediscover()
+
+    async def _rediscover(self) -> int:
         self._keys.clear()
         for _ in range(5):   # udevd may still be working on events for what sysfs shows
             self._on_uevents()
@@ -330,7 +340,20 @@ class Daemon:
                 break
             await asyncio.sleep(0.1)
         before = self.volume_views()
-        self._apply_devices(lambda: self.discovery.scan(forget_probes=True))
+        # the scan probes every device again (blkid, where udevd does not run): in a worker
+        # thread, with the uevents held back meanwhile so nothing else changes the devices
+        # (the scan replaces the table in one assignment, which readers on the loop see whole)
+        devices = {n: d.devnum for n, d in self.discovery.devices.items()}
+        if self._uevent_fd is not None and self._loop is not None:
+            self._loop.remove_reader(self._uevent_fd)
+        try:
+            changed = await asyncio.to_thread(self.discovery.scan, forget_probes=True)
+        finally:
+            if self._uevent_fd is not None and self._loop is not None:   # what came meanwhile
+                self._loop.add_reader(self._uevent_fd, self._on_uevents)    # is taken next
+        self._devices_changed(devices, {n: d.devnum for n, d in self.discovery.devices.items()})
+        if changed:
+            self._sync_volumes()
         self.discovery.mounts_changed()
         after = self.volume_views()
         self._sync_volumes()
@@ -499,6 +522,7 @@ class Daemon:
         self.service.listeners.append(self._on_event)
         self.discovery.scan()
         uevents = self.discovery.start_monitor()
+        self._uevent_fd = uevents
         self._loop.add_reader(uevents, self._on_uevents)
         self.sync_objects()
         for sid, ms in self.service.sets.items():   # copies resumed on start get their jobs
@@ -520,6 +544,7 @@ class Daemon:
         log.info("stopping: copies suspend and resume at the next start")
         await CALLS.drain(10.0)   # answer the calls in flight, refuse new ones
         self._loop.remove_reader(uevents)
+        self._uevent_fd = None
         self.discovery.close()
         self._loop = None         # no more events onto the bus
         for task in list(self._tasks):

@@ -39,6 +39,7 @@ from dbus_fast import Variant
 from ptcopy import loopdev
 from ptcopy.daemon.app import BoundedCache
 from ptcopy.daemon.discovery import bus_label_escape, volume_id
+from ptcopy.daemon.main import AlreadyRunning, _lock_holder, lock_state_dir
 
 pytestmark = pytest.mark.root
 
@@ -174,6 +175,27 @@ def test_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
     assert "symbolic link" in r.stderr, r.stderr
     assert target.read_text() == "keep me\n"
     assert not (state / "state.db").exists()
+
+
+def test_lock_holder_is_named_from_proc_locks_before_it_wrote_its_pid(tmp_path: Path) -> None:
+    """A holder that has not written its PID yet is still named (/proc/locks)."""
+    lock = tmp_path / "ptcopyd.lock"
+    lock.touch()
+    holder = subprocess.Popen(["flock", "--exclusive", str(lock), "-c", "echo locked; sleep 60"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            assert _lock_holder(fd) == str(holder.pid)
+        finally:
+            os.close(fd)
+        with pytest.raises(AlreadyRunning, match=f"pid {holder.pid}"):
+            lock_state_dir(str(tmp_path))
+        assert lock.read_text() == "", "the refused daemon wrote into the holder's lock file"
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 # ---- finding 8: any file name ------------------------------------------------------------------
