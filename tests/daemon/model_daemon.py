@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import random
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -61,6 +62,7 @@ from ptcopy.engine import Kind, bitmap_size
 KIB = 1 << 10
 CHUNK = 32 * KIB
 SHADOW, MASTER = "shadow", "master"
+CALL_TIMEOUT = 120.0   # calls that build device-mapper stacks run long under TCG
 
 
 class Divergence(AssertionError):
@@ -247,6 +249,27 @@ class Pending:
     direction: str
 
 
+def start_daemon(d: Ptcopyd, timeout: float = 120) -> None:
+    """Ptcopyd.start, patient with a slow machine: under TCG with a loaded host, busctl's own
+    5 s limit in the ownership check can pass before the bus answers."""
+    try:
+        d.start(timeout=timeout)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    assert d.proc is not None
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if d.proc.poll() is not None:
+            raise AssertionError(f"ptcopyd exited with {d.proc.returncode} at start:\n"
+                                 f"{d.log_tail()}")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            if d.bus.owner_pid() == d.proc.pid:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"ptcopyd did not take the bus name in {timeout}s:\n{d.log_tail()}")
+
+
 def _buffered_write(dev: str, off: int, data: bytes) -> None:
     fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
     try:
@@ -425,8 +448,9 @@ class Driver:
             if spec.delay:
                 opts["copy_delay"] = u(spec.delay)
                 opts["copy_units"] = u(spec.units)
-            sp, job = await self.c.create_set(spec.name, spec.kind, master_files[spec.master],
-                                              sfile, bfile, **opts)
+            sp, job = await self.c.ok(ROOT, MANAGER, "CreateSet", "sssssa{sv}",
+                                      [spec.name, spec.kind, master_files[spec.master], sfile,
+                                       bfile, opts], timeout=CALL_TIMEOUT)
             self.set_paths.append(sp)
             self.model.shadows[i] = bytearray(self.model.masters[spec.master])
             if job != "/":
@@ -466,7 +490,7 @@ class Driver:
         iface = IGROUP if group else ISET
         try:
             (job,) = await self.c.ok(obj, iface, "Copy" if full else "Update", "sa{sv}",
-                                     [direction, opts])
+                                     [direction, opts], timeout=CALL_TIMEOUT)
         except CallFailed as e:
             allowed = self._allowed(sets, direction, group)
             if e.name not in allowed:
@@ -535,7 +559,7 @@ class Driver:
                 raise self.fail(f"ptcopyd exited with {rc} on SIGTERM:\n{self.d.log_tail(30)}")
         else:
             self.d.kill()
-        self.d.start(timeout=120)
+        start_daemon(self.d)
         await self.refresh_devices()
         for s, direction in redo:
             await self.redo(s, direction)
@@ -548,7 +572,7 @@ class Driver:
         while True:
             try:
                 (job,) = await self.c.ok(self.set_paths[s], ISET, "Update", "sa{sv}",
-                                         [direction, opts])
+                                         [direction, opts], timeout=CALL_TIMEOUT)
                 break
             except CallFailed as e:
                 if e.name != ERR + "Busy" or time.monotonic() > end:

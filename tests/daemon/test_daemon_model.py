@@ -31,7 +31,7 @@ async def _check(cfg: md.Config, ops: list[md.Op], system_bus: PrivateBus, clien
         runs += 1
         d = Ptcopyd(system_bus, tmp_path / f"replay{runs}", [])
         try:
-            d.start()
+            md.start_daemon(d)
             await md.Driver(cfg, d, client, "userspace").run(ops)
         finally:
             if d.running:
@@ -39,7 +39,7 @@ async def _check(cfg: md.Config, ops: list[md.Op], system_bus: PrivateBus, clien
             d.cleanup()
 
     d = Ptcopyd(system_bus, tmp_path / "run", [])
-    d.start()
+    md.start_daemon(d)
     driver = md.Driver(cfg, d, client, "userspace")
     failure: md.Divergence | None = None
     try:

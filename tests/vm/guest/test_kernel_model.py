@@ -70,7 +70,7 @@ async def _check(cfg: md.Config, ops: list[md.Op], bus: PrivateBus, tmp_path: Pa
         d = Ptcopyd(bus, tmp_path / f"run{runs}", ["--data-path", "kernel"])
         driver = md.Driver(cfg, d, client, "kernel")
         try:
-            d.start(timeout=120)
+            md.start_daemon(d)
             await driver.run(ops)
         finally:
             with contextlib.suppress(AssertionError):
