@@ -40,6 +40,7 @@ from ptcopy import loopdev
 from ptcopy.daemon.app import BoundedCache
 from ptcopy.daemon.discovery import bus_label_escape, volume_id
 from ptcopy.daemon.main import AlreadyRunning, _lock_holder, lock_state_dir
+from ptcopy.daemon.state import GroupRow, SetRow, Store
 
 pytestmark = pytest.mark.root
 
@@ -239,6 +240,30 @@ async def test_non_ascii_and_odd_file_names_survive_a_restart(ptcopyd: Ptcopyd,
     await check()
     assert await client.get(set_path, ISET, "Status") == "normal"
     await client.set_call(set_path, "Disable")
+
+
+async def test_an_id_no_object_path_can_carry_never_stops_the_daemon(ptcopyd: Ptcopyd,
+                                                                      client: Client) -> None:
+    """A state store row whose id is not a valid object path element (written by hand, or by
+    a future version) is logged and skipped: the daemon starts and serves the other sets."""
+    d = ptcopyd
+    m, s, bm = d.set_volumes(4 * MIB)
+    good, _ = await client.create_set("good", "dependent", m, s, bm)
+    d.stop_and_check()
+    store = Store(str(d.state_dir))
+    try:
+        store.put_set(SetRow(id="not a path élément", name="odd", kind="dependent",
+                             master="/nonexistent/m", shadow="/nonexistent/s",
+                             bitmap="/nonexistent/b", chunk_size=32768))
+        store.put_group(GroupRow(id="grp-with-dashes", name="oddgroup"))
+    finally:
+        store.close()
+    d.start()
+    objs = await client.objects()
+    assert objs[good][ISET]["Status"] == "normal"
+    assert not [p for p in objs if "/groups/" in p or p.endswith("/sets/odd")]
+    assert "cannot export" in d.log_text()
+    await client.set_call(good, "Disable")
 
 
 # ---- finding 9: the event loop never waits on a long operation -------------------------------
