@@ -267,6 +267,12 @@ struct pt_set {
     atomic_uint units;
     atomic_uint_fast64_t total, left_end, start_ns, end_ns;
     atomic_int result;
+
+    /* The fallback record (pt_set_fallback): where a bitmap that went offline is declared lost
+     * when its bits live in memory only. fb_mu is a leaf, held across the record's I/O only. */
+    pthread_mutex_t fb_mu;
+    int fb_fd;              /* -1: none given */
+    atomic_int fb_lost;     /* the record durably says "bitmap lost" */
     struct pt_set *next;
 };
 
@@ -320,6 +326,15 @@ int pt_slot_alloc(pt_set *s, uint64_t c, bool *lost);   /* caller holds meta_mu 
 void pt_slot_free(pt_set *s, uint64_t c);               /* caller holds meta_mu */
 int pt_phys(pt_set *s, uint64_t c, pt_vol **vol, uint64_t *off);
 void pt_engine_lock_sets(pt_engine *e);
+
+/* set.c: the fallback record. pt_fb_lost: the bitmap is offline and a new bit lives in memory
+ * only; records durably (once) that the set's bitmap is lost, before the master write that
+ * needs the bit is issued. 0 when recorded; otherwise flags the set UNRECORDED and returns
+ * -errno (-ENODEV: no fallback given). pt_fb_clear: every bit in memory is durable in the
+ * bitmap again (a whole rewrite succeeded); the record goes back to "clear". Neither may be
+ * called with meta_mu or an overflow mu held. */
+int pt_fb_lost(pt_set *s);
+void pt_fb_clear(pt_set *s);
 
 /* io.c */
 void pt_lock_range(pt_master *m, uint64_t c0, uint64_t c1, bool excl);

@@ -333,8 +333,11 @@ static int commit(pt_master *m, wctx *ws, int n, int side)
             vol_failed(s, &s->ov->vol);
         if (w->ov_meta && s->ov && pt_ov_flush(s->ov) != 0)
             pt_set_offline(s, PT_F_OVERFLOW_OFFLINE);
-        if (w->meta)
-            pt_meta_flush(s);   /* failure takes the bitmap (and so the shadow) offline */
+        /* A failure takes the bitmap (and so the shadow) offline; the bits stay in memory, and
+         * the fallback record says durably, before the write below is issued, that the bitmap
+         * is lost (write-intent, one level up), so a crash cannot make an update miss them. */
+        if (w->meta && pt_meta_flush(s) != 0)
+            pt_fb_lost(s);
         unsigned f = atomic_load(&s->rflags);
         if (side == PT_SHADOW && (f & PT_F_SHADOW_OFFLINE))
             rc = -EIO;

@@ -367,6 +367,7 @@ static int meta_flush_fn(void *arg)
     pt_staged st;
     uint8_t h[PT_HDR_SIZE];
     pthread_mutex_lock(&s->meta_mu);
+    bool whole = s->img.ndirty == UINT64_MAX;   /* a rewrite: every bit in memory goes out */
     int rc = pt_image_stage(&s->img, &st);
     bool hdr = s->hdr_dirty;
     bool resync = s->pflags & PT_PF_NEED_RESYNC;
@@ -405,6 +406,10 @@ static int meta_flush_fn(void *arg)
         pthread_mutex_unlock(&s->meta_mu);
     }
     free(rel);   /* on failure the slots leak, which is safe: they are never handed out twice */
+    /* The bitmap holds every bit in memory now, the complete record of what changed while it
+     * was offline: the fallback record need not declare it lost any more. */
+    if (!rc && whole && hdr)
+        pt_fb_clear(s);
     return rc;
 }
 

@@ -62,6 +62,13 @@ enum pt_errcode {
 #define PT_F_OVERFLOW_OFFLINE 0x0200u
 #define PT_F_RECOVERED 0x0400u /* opened after an unclean stop */
 #define PT_F_INCOMPLETE 0x0800u /* a copy was aborted: the target is not yet the point in time */
+/* Opened after a crash left the bitmap lost (its fallback record said so): the bits cannot be
+ * trusted, so every chunk counts as changed and a reset makes the full copy. Until the reset. */
+#define PT_F_BITMAP_LOST 0x1000u
+/* The bitmap is offline and its fallback record could not be written (or none was given):
+ * master writes were acknowledged whose change is recorded only in memory. A crash now would
+ * lose them; the next open cannot know. Cleared when the bitmap is written whole again. */
+#define PT_F_UNRECORDED 0x2000u
 
 typedef struct pt_error {
     int code;
@@ -209,6 +216,18 @@ int pt_set_reset(pt_set *set, int64_t owner, pt_error *err);
 
 int pt_set_attach_overflow(pt_set *set, pt_overflow *ov, pt_error *err);
 int pt_set_detach_overflow(pt_set *set, pt_error *err);
+
+/* The set's fallback record: a small file outside the bitmap volume (the caller's descriptor of
+ * a root-only regular file, dup'ed by the engine; one file per set). When the bitmap volume goes
+ * offline, the first master write that needs a new bit makes the record say "bitmap lost" for
+ * this set's UUID (written and fdatasync'ed) before that write is issued, so a crash can never
+ * leave a changed chunk recorded nowhere. Reads the record first: if it says the bitmap was lost
+ * (or is unreadable garbage), the set comes back as after a close with a volume offline: every
+ * chunk is marked changed (independent sets), the shadow is offline until a reset, which makes
+ * the full copy (flag BITMAP_LOST); that is made durable in the bitmap, then the record is
+ * cleared. *recovered (may be NULL) = 1 then. Call it right after enable or open, before the
+ * set is served. A new call replaces the descriptor. */
+int pt_set_fallback(pt_set *set, int fd, int *recovered, pt_error *err);
 
 /* Fault injection for tests (like dm-flakey): make every I/O to one of the set's volumes fail
  * with errno errnum (0: EIO; e.g. ENOSPC for a full disk) while on != 0. */

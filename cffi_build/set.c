@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -214,12 +216,14 @@ static pt_set *set_alloc(pt_engine *eng)
     ok = ok && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
     ok = ok && pthread_cond_init(&s->ctl_cv, &ca) == 0;
     ok = ok && pt_gc_init(&s->meta_gc) == 0;
+    ok = ok && pthread_mutex_init(&s->fb_mu, NULL) == 0;
     if (!ok) {
         free(s);   /* resources of a half-initialised mutex set are not reclaimable anyway */
         return NULL;
     }
     atomic_store(&s->units, PT_DEFAULT_UNITS);
     s->hdr_state = PT_STATE_DIRTY;
+    s->fb_fd = -1;
     return s;
 }
 
@@ -231,6 +235,9 @@ static void set_free(pt_set *s)
         pt_vol_close(&s->src);
     pt_vol_close(&s->shadow);
     pt_vol_close(&s->bitmap);
+    if (s->fb_fd >= 0)
+        close(s->fb_fd);
+    pthread_mutex_destroy(&s->fb_mu);
     pt_gc_destroy(&s->meta_gc);
     pthread_cond_destroy(&s->ctl_cv);
     pthread_mutex_destroy(&s->ctl_mu);
@@ -712,6 +719,8 @@ int pt_set_status(pt_set *s, pt_status *o)
         f |= PT_F_SPILLED;
     if (pf & PT_PF_INCOMPLETE)   /* and which side the unfinished copy was writing */
         f |= PT_F_INCOMPLETE | ((pf & PT_PF_TO_MASTER) ? PT_F_TO_MASTER : 0);
+    if (!(pf & PT_PF_NEED_RESYNC))   /* a reset ended what the lost bitmap asked for */
+        f &= ~PT_F_BITMAP_LOST;
     o->flags = f;
     o->copy_delay_ms = atomic_load(&s->delay_ms);
     o->copy_units = atomic_load(&s->units);
@@ -911,6 +920,150 @@ int pt_set_join(pt_set *s, const pt_volspec *bitmap, pt_error *err)
     return rc;
 }
 
+/* ---- the fallback record (format: docs/bitmap-format.md) ---- */
+
+#define FB_SIZE 64
+#define FB_VERSION 1u
+#define FB_CLEAR 1u
+#define FB_LOST 2u
+#define FB_CRC (FB_SIZE - 4)
+static const char FB_MAGIC[8] = {'P', 'T', 'C', 'O', 'P', 'Y', 'F', 'B'};
+
+/* One 64-byte record at offset 0, rewritten in place: a write that small never straddles a
+ * sector, and the checksum catches anything else. Caller holds fb_mu. */
+static int fb_write(pt_set *s, uint32_t state)
+{
+    uint8_t r[FB_SIZE];
+    memset(r, 0, sizeof r);
+    memcpy(r, FB_MAGIC, 8);
+    uint32_t v = FB_VERSION;
+    memcpy(r + 8, &v, 4);
+    memcpy(r + 12, &state, 4);
+    memcpy(r + 16, s->uuid, 16);
+    uint64_t now = pt_wall_ns();
+    memcpy(r + 32, &now, 8);
+    uint32_t crc = pt_crc32c(r, FB_CRC);
+    memcpy(r + FB_CRC, &crc, 4);
+    ssize_t n = pwrite(s->fb_fd, r, sizeof r, 0);
+    if (n != (ssize_t)sizeof r)
+        return n < 0 ? -errno : -EIO;
+    return fdatasync(s->fb_fd) ? -errno : 0;
+}
+
+int pt_fb_lost(pt_set *s)
+{
+    if (s->bitmap_mem || atomic_load(&s->fb_lost))
+        return 0;
+    pthread_mutex_lock(&s->fb_mu);
+    int rc = 0;
+    if (!atomic_load(&s->fb_lost)) {
+        rc = s->fb_fd < 0 ? -ENODEV : fb_write(s, FB_LOST);
+        if (!rc)
+            atomic_store(&s->fb_lost, 1);
+    }
+    /* A later success covers earlier failures too: the next open copies every chunk. */
+    if (rc)
+        atomic_fetch_or(&s->rflags, PT_F_UNRECORDED);
+    else
+        atomic_fetch_and(&s->rflags, ~PT_F_UNRECORDED);
+    pthread_mutex_unlock(&s->fb_mu);
+    return rc;
+}
+
+void pt_fb_clear(pt_set *s)
+{
+    pthread_mutex_lock(&s->fb_mu);
+    atomic_fetch_and(&s->rflags, ~PT_F_UNRECORDED);
+    /* a failed clear leaves "lost": one needless full copy at the next open, nothing missed */
+    if (atomic_load(&s->fb_lost) && s->fb_fd >= 0 && fb_write(s, FB_CLEAR) == 0)
+        atomic_store(&s->fb_lost, 0);
+    pthread_mutex_unlock(&s->fb_mu);
+}
+
+/* NULL when the record says this set's bitmap can be trusted; else why not. Anything that is
+ * not a valid "clear" record of this set counts as lost: a full copy is the only safe answer. */
+static const char *fb_judge(const pt_set *s, const uint8_t *r, size_t n)
+{
+    bool zero = true;
+    for (size_t i = 0; i < n && zero; i++)
+        zero = r[i] == 0;
+    if (zero)
+        return NULL;   /* a new record: nothing was ever lost */
+    uint32_t v, state, crc;
+    if (n < FB_SIZE)
+        return "is truncated";
+    memcpy(&v, r + 8, 4);
+    memcpy(&state, r + 12, 4);
+    memcpy(&crc, r + FB_CRC, 4);
+    if (memcmp(r, FB_MAGIC, 8) != 0)
+        return "is not a ptcopy fallback record";
+    if (v != FB_VERSION)
+        return "has an unsupported version";
+    if (crc != pt_crc32c(r, FB_CRC))
+        return "is corrupted (checksum mismatch)";
+    if (memcmp(r + 16, s->uuid, 16) != 0)
+        return "belongs to another set";
+    if (state == FB_CLEAR)
+        return NULL;
+    if (state == FB_LOST)
+        return "says its bitmap volume went offline and missed changed chunks";
+    return "has an unknown state";
+}
+
+int pt_set_fallback(pt_set *s, int fd, int *recovered, pt_error *err)
+{
+    if (recovered)
+        *recovered = 0;
+    if (s->bitmap_mem)
+        return pt_fail(err, PT_E_WRONG_KIND, "set %s keeps its bitmaps in memory: nothing of it "
+                       "survives a stop, so it has no fallback record", s->name);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0)
+        return pt_fail(err, PT_E_INVALID, "set %s: descriptor %d of its fallback record is not "
+                       "open", s->name, fd);
+    if (!S_ISREG(st.st_mode))
+        return pt_fail(err, PT_E_INVALID, "set %s: its fallback record must be a regular file",
+                       s->name);
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (nfd < 0)
+        return pt_fail(err, errno, "set %s: cannot keep its fallback record open: %s", s->name,
+                       strerror(errno));
+    uint8_t r[FB_SIZE];
+    ssize_t n = pread(nfd, r, sizeof r, 0);
+    if (n < 0) {
+        int e = errno;
+        close(nfd);
+        return pt_fail(err, e, "set %s: cannot read its fallback record: %s", s->name,
+                       strerror(e));
+    }
+    const char *why = fb_judge(s, r, (size_t)n);
+    pthread_mutex_lock(&s->fb_mu);
+    int old = s->fb_fd;
+    s->fb_fd = nfd;
+    atomic_store(&s->fb_lost, why != NULL);
+    pthread_mutex_unlock(&s->fb_mu);
+    if (old >= 0)
+        close(old);
+    if (!why)
+        return 0;
+    /* The set comes back as a close with its bitmap offline leaves it: the bits missed writes,
+     * and copy-on-write (dependent) or copy-on-demand skipped chunks while the shadow side was
+     * offline, so only a reset (a full copy, or a new point in time) makes the shadow right. */
+    pthread_mutex_lock(&s->meta_mu);
+    if (s->kind == PT_INDEPENDENT)
+        pt_bits_fill(&s->D, pt_image_mark, &s->img);
+    s->pflags |= PT_PF_NEED_RESYNC;
+    s->generation++;
+    pthread_mutex_unlock(&s->meta_mu);
+    atomic_fetch_or(&s->rflags, PT_F_BITMAP_LOST);
+    if (recovered)
+        *recovered = 1;
+    /* Whole, whatever the offline flags say; its success clears the record (meta_flush_fn). */
+    int rc = pt_meta_rewrite(s);
+    pt_set_offline(s, rc ? PT_F_BITMAP_OFFLINE : PT_F_SHADOW_OFFLINE);
+    return 0;   /* still failing: the record stays, the flags say bitmap-offline */
+}
+
 /* ---- hooks for the kernel data path ---- */
 
 int pt_set_mark(pt_set *s, uint64_t first, uint64_t count, pt_error *err)
@@ -927,6 +1080,8 @@ int pt_set_mark(pt_set *s, uint64_t first, uint64_t count, pt_error *err)
     s->hdr_dirty = true;
     pthread_mutex_unlock(&s->meta_mu);
     int rc = pt_meta_flush(s);
+    if (rc)
+        pt_fb_lost(s);   /* the chunks changed already: the record keeps a crash from losing them */
     if (rc)
         return pt_fail(err, -rc, "bitmap volume %s of set %s: cannot record changed chunks: %s",
                        s->bitmap.path, s->name, strerror(-rc));

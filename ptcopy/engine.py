@@ -60,6 +60,8 @@ class Flag(enum.IntFlag):
     OVERFLOW_OFFLINE = lib.PT_F_OVERFLOW_OFFLINE
     RECOVERED = lib.PT_F_RECOVERED
     INCOMPLETE = lib.PT_F_INCOMPLETE
+    BITMAP_LOST = lib.PT_F_BITMAP_LOST
+    UNRECORDED = lib.PT_F_UNRECORDED
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -755,6 +757,19 @@ class Set:
         v = _Vol(source)
         with self._use() as h:
             _check(lib.pt_set_copy_source(h, v.spec, err), err)
+
+    def set_fallback(self, fd: int) -> bool:
+        """Give the set its fallback record: ``fd`` is an open descriptor (the engine keeps a
+        duplicate) of a root-only regular file outside the bitmap volume, one per set. When the
+        bitmap goes offline, the record durably says so before the next master write is issued.
+        True when the record said the bitmap had been lost (a crash while it was offline): every
+        chunk then counts as changed, the shadow is offline (flag BITMAP_LOST) and a reset makes
+        the full copy. Call it right after enable or open, before the set is served."""
+        err = _new_error()
+        recovered = ffi.new("int *")
+        with self._use() as h:
+            _check(lib.pt_set_fallback(h, fd, recovered, err), err)
+        return bool(recovered[0])
 
     def inject_error(self, volume: VolumeRole, on: bool = True, *,
                      error: int = errno.EIO) -> None:
