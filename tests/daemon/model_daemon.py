@@ -15,6 +15,12 @@ Refusals the contract names are "no change": a restore of a master with several 
 (``Busy``, only when a copy of ours may still be running). The driver then checks at once that
 nothing changed. Any other refusal, a failed job, or a byte that differs is a failure.
 
+An aborted copy leaves its target partly copied, so an abort is followed by a full copy in the
+same direction. A restart (SIGTERM or SIGKILL, with or without waiting for the jobs first) keeps
+what every ended job did; a copy still running at the stop is finished by an Update in its
+direction after the restart (the contract promises no more after a crash), then every side of
+every set is checked.
+
 Operations are drawn from a seed up front (:func:`generate`), so a run is a seed plus an op list;
 a failure names the op where the daemon and the model parted, and :func:`shrink` replays
 prefixes and drops ops to get a short sequence that still fails, printed as a replayable list.
@@ -317,7 +323,6 @@ class Driver:
         self.group = ""
         self.pending: list[Pending] = []
         self.index = -1
-        self.notes: list[str] = []     # refusals met, for the report
         self.initial: dict[tuple[int, str], bytes] = {}   # each side at setup, for diagnosis
         self.done: Counter[str] = Counter()   # what the run did, so a run that did little shows
 
@@ -497,8 +502,6 @@ class Driver:
                 raise self.fail(f"{'Copy' if full else 'Update'} -> {direction} of "
                                 f"{'the group' if group else f'set{sets[0]}'} refused: "
                                 f"{e.name}: {e.text}") from None
-            self.notes.append(f"op {self.index}: {e.name.rsplit('.', 1)[-1]} "
-                              f"({allowed[e.name]})")
             self.done[f"refused {e.name.rsplit('.', 1)[-1]}"] += 1
             for s in sets:
                 for side in (MASTER, SHADOW):
