@@ -21,7 +21,14 @@ from ptcopy import engine as eng
 from ptcopy.daemon import identity, options
 from ptcopy.daemon.errors import ServiceError, invalid, not_found
 from ptcopy.daemon.identity import Identity
-from ptcopy.daemon.state import GroupRow, OverflowRow, SetRow, Store
+from ptcopy.daemon.state import (
+    GroupRow,
+    OverflowRow,
+    SetRow,
+    Store,
+    open_fallback,
+    remove_fallback,
+)
 from ptcopy.daemon.volumes import Expect, Opened, open_volume, opened
 from ptcopy.engine import Direction, Kind
 from ptcopy.kernelpath import KernelCopy, KernelPath, KernelSet
@@ -222,11 +229,39 @@ class Service:
                 self._bind(row.id, got)
         except ServiceError as e:
             raise _with_notes(e, notes) from e
+        try:
+            self._fallback(new, row.id, row.name)
+        except BaseException:
+            # unreadable, it may hide a lost bitmap: the set must not come back as if whole
+            with contextlib.suppress(eng.PtcopyError):
+                new.close()
+            raise
         changes = _record(what, dict(zip(SET_ROLES, got, strict=True)), row)
         if changes:
             row = row.with_(**changes)
             self._store_moved(lambda: self.store.put_set(row), what)
         return new, row
+
+    def _fallback(self, s: eng.Set, set_id: str, name: str, fresh: bool = False) -> None:
+        """Give the engine the set's fallback record before the set is served: where it says,
+        should the bitmap volume go offline, that the bitmap is lost before any master write
+        whose change the bitmap missed is acknowledged. If ptcopyd stopped or crashed with the
+        bitmap in that state, the set comes back with every chunk marked changed and its shadow
+        offline until a reset, whose full copy is the only safe answer."""
+        try:
+            fd = open_fallback(self.state_dir, set_id, fresh)
+            try:
+                lost = s.set_fallback(fd)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError) as e:
+            raise ServiceError("Failed", f"set {name}: cannot use its fallback record in "
+                                         f"{self.state_dir}: {e}") from e
+        if lost:
+            log.warning("set %s: its bitmap volume was lost while offline before ptcopyd last "
+                        "stopped (crash or stop); changes made then are recorded nowhere else, "
+                        "so every chunk counts as changed and the shadow stays offline until "
+                        "a reset makes a full copy", name)
 
     def _bind(self, set_id: str, got: Sequence[Opened]) -> None:
         for r, v in zip(SET_ROLES, got, strict=False):
@@ -422,6 +457,8 @@ class Service:
                          bitmap_ident=_ident_json(got[2]) if not in_memory else "")
             ms = ManagedSet(row, new)
             try:
+                if not in_memory:
+                    self._fallback(new, row.id, name, fresh=True)
                 self._serve(ms)
                 if self.kernel is not None and KINDS[kind] is Kind.INDEPENDENT:
                     # the engine deferred the first copy: it reads a frozen snapshot
@@ -462,6 +499,10 @@ class Service:
                     self._serve(ms)   # put back what users had
                     raise
             self.store.delete_set(set_id)
+            try:
+                remove_fallback(self.state_dir, set_id)
+            except OSError as e:   # a stale record names a UUID no set will have again
+                log.warning("set %s: could not remove its fallback record: %s", ms.row.name, e)
             del self.sets[set_id]
             if ms.row.overflow in self.overflows:
                 with contextlib.suppress(ValueError):

@@ -6,6 +6,7 @@ or a crash brings everything back. Bitmaps live in bitmap volumes, never here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -91,6 +92,46 @@ class OverflowRow:
     id: str
     path: str
     ident: str = ""      # the volume's identity (JSON; '' = not recorded)
+
+
+FALLBACK_DIR = "fallback"
+
+
+def open_fallback(state_dir: str, set_id: str, fresh: bool = False) -> int:
+    """An open descriptor of set ``set_id``'s fallback record: STATE_DIR/fallback/<id>.rec,
+    root-only (directory 0700, file 0600), never through a symlink. The engine records there
+    that the set's bitmap volume was lost while offline (see docs/bitmap-format.md). ``fresh``
+    empties it (a new set). The caller closes the descriptor."""
+    if not set_id.isalnum():
+        raise ValueError(f"set id {set_id!r} is not a plain name")
+    d = os.path.join(state_dir, FALLBACK_DIR)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(d, 0o700)
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(dfd)
+        if st.st_uid != os.geteuid():
+            raise PermissionError(f"{d} belongs to uid {st.st_uid}, not to ptcopyd")
+        if st.st_mode & 0o077:
+            os.fchmod(dfd, 0o700)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_TRUNC if fresh
+                                                                         else 0)
+        fd = os.open(f"{set_id}.rec", flags, 0o600, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_fallback(state_dir: str, set_id: str) -> None:
+    """The set is gone: so is its record."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(state_dir, FALLBACK_DIR, f"{set_id}.rec"))
 
 
 class Store:
