@@ -43,6 +43,10 @@ FLAG_NAMES = [
     (Flag.MASTER_OFFLINE, "master-offline"), (Flag.SHADOW_OFFLINE, "shadow-offline"),
     (Flag.BITMAP_OFFLINE, "bitmap-offline"), (Flag.OVERFLOW_OFFLINE, "overflow-offline"),
     (Flag.INCOMPLETE, "incomplete"), (Flag.RECOVERED, "recovered"),
+    # the bitmap was lost while offline before a crash: a reset makes the full copy it needs
+    (Flag.BITMAP_LOST, "bitmap-lost"),
+    # the bitmap is offline and no fallback record took its place: a crash would lose changes
+    (Flag.UNRECORDED, "changes-unrecorded"),
 ]
 OFFLINE = Flag.MASTER_OFFLINE | Flag.SHADOW_OFFLINE | Flag.BITMAP_OFFLINE | \
     Flag.OVERFLOW_OFFLINE
