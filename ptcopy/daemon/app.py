@@ -167,14 +167,15 @@ class Daemon:
     def _users(self) -> dict[tuple[int, int, int], list[tuple[str, str, str, str, str]]]:
         """Who uses which volume: key -> [(object path, role, name, given path, set id)]."""
         out: dict[tuple[int, int, int], list[tuple[str, str, str, str, str]]] = {}
-        for sid, ms in self.service.sets.items():
+        # copies: worker threads add and remove sets while the loop reads
+        for sid, ms in list(self.service.sets.items()):
             for role in ("master", "shadow", "bitmap"):
                 p = str(getattr(ms.row, role))
                 key = self._key(p) if p else None
                 if key is not None:
                     out.setdefault(key, []).append(
                         (ob.set_path(sid), role, f"set {ms.row.name}", p, sid))
-        for oid, mo in self.service.overflows.items():
+        for oid, mo in list(self.service.overflows.items()):
             key = self._key(mo.row.path)
             if key is not None:
                 out.setdefault(key, []).append(
@@ -184,7 +185,7 @@ class Daemon:
     def _served_by(self) -> dict[str, str]:
         """Device node -> what ptcopy serves there."""
         out: dict[str, str] = {}
-        for ms in self.service.sets.values():
+        for ms in list(self.service.sets.values()):
             sv = ms.served
             if sv is not None:
                 if sv.master_device:
@@ -192,6 +193,12 @@ class Daemon:
                 if sv.shadow_device:
                     out[str(sv.shadow_device)] = f"the shadow device of set {ms.row.name}"
         return out
+
+    def _missing(self, sid: str, role: str) -> bool:
+        """Whether set sid waits for its volume in role (False once the set is gone: it may
+        be disabled by a worker thread while the loop builds a view)."""
+        ms = self.service.sets.get(sid) if sid else None
+        return ms is not None and role in ms.missing
 
     def volume_views(self, everything: bool = False) -> dict[str, VolumeView]:
         """Every volume of the host (with --volumes used, unless everything: only those in
@@ -208,7 +215,7 @@ class Daemon:
             used_by = "/"
             for obj, role, name, _p, sid in users.get(key, []):
                 used_by = obj if used_by == "/" else used_by
-                gone = sid and role in self.service.sets[sid].missing
+                gone = self._missing(sid, role)
                 why.append(f"is the {role} of {name}" + (" (removed)" if gone else ""))
             parent = disc.devices.get(d.parent)
             if parent is not None:
@@ -227,8 +234,7 @@ class Daemon:
             if key in seen:
                 continue
             obj, role, name, p, sid = uses[0]
-            why = [f"is the {r} of {n}" + (" (removed)" if s_ and r in
-                                           self.service.sets[s_].missing else "")
+            why = [f"is the {r} of {n}" + (" (removed)" if self._missing(s_, r) else "")
                    for _o, r, n, _p, s_ in uses]
             if key[0] == 2:
                 try:
@@ -277,7 +283,7 @@ class Daemon:
                     self._background(self._volume_missing(sid, role))
         for devnum in came:
             for _obj, role, _n, _p, sid in users.get((1, devnum, 0), []):
-                if sid and role in self.service.sets[sid].missing:
+                if self._missing(sid, role):
                     self._background(self._volume_back(sid, role))
         if came:   # a volume back under another name is found by its identity (issue 11)
             self._background(self._volumes_appeared(sorted(came)))
