@@ -13,7 +13,7 @@ import stat
 import subprocess
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -315,20 +315,47 @@ class Daemon:
             self.start_job("reset", [ob.set_path(sid)], [sid], 0)
         self._sync_volumes()
 
-    def _apply_devices(self, apply: Callable[[], set[str]]) -> int:
+    async def _apply_devices(self, apply: Callable[[], set[str]]) -> int:
+        """Run apply (which probes devices: blkid where udevd does not run, reads of a failing
+        device) in a worker thread; the table it builds replaces the old one in one assignment,
+        which readers on the loop see whole."""
         before = {n: d.devnum for n, d in self.discovery.devices.items()}
-        changed = apply()
+        changed = await asyncio.to_thread(apply)
         after = {n: d.devnum for n, d in self.discovery.devices.items()}
         self._devices_changed(before, after)
         if changed:
             self._sync_volumes()
         return len(changed)
 
+    def _watch_uevents(self, on: bool) -> None:
+        if self._uevent_fd is None or self._loop is None:
+            return
+        if on:
+            self._loop.add_reader(self._uevent_fd, self._on_uevents)
+        else:
+            self._loop.remove_reader(self._uevent_fd)
+
     def _on_uevents(self) -> None:
+        """Reader callback: the events are taken here and applied off the loop, with further
+        events held back until then, so batches apply in order."""
         events = self.discovery.pending()
         if events:
+            self._watch_uevents(False)
+            self._background(self._handle_uevents(events))
+
+    async def _handle_uevents(self, events: list[tuple[str, str, Mapping[str, str]]]) -> None:
+        try:
+            async with self._rediscovering:
+                await self._take_uevents(events)
+        finally:
+            self._watch_uevents(True)
+
+    async def _take_uevents(self, events: list[tuple[str, str, Mapping[str, str]]] | None = None
+                            ) -> None:
+        events = self.discovery.pending() if events is None else events
+        if events:
             log.debug("uevents: %s", [(a, n) for a, n, _ in events])
-            self._apply_devices(lambda: self.discovery.handle(events))
+            await self._apply_devices(lambda: self.discovery.handle(events))
 
     async def rediscover(self) -> int:
         """Manager.Refresh: take the events in flight, then re-enumerate; how many Volume
@@ -339,9 +366,9 @@ class Daemon:
     async def _rediscover(self) -> int:
         self._keys.clear()
         for _ in range(5):   # udevd may still be working on events for what sysfs shows
-            self._on_uevents()
+            await self._take_uevents()
             found = await asyncio.to_thread(self.discovery.enumerate)
-            self._on_uevents()
+            await self._take_uevents()
             if found == self.discovery.devices:
                 break
             await asyncio.sleep(0.1)
@@ -350,13 +377,11 @@ class Daemon:
         # thread, with the uevents held back meanwhile so nothing else changes the devices
         # (the scan replaces the table in one assignment, which readers on the loop see whole)
         devices = {n: d.devnum for n, d in self.discovery.devices.items()}
-        if self._uevent_fd is not None and self._loop is not None:
-            self._loop.remove_reader(self._uevent_fd)
+        self._watch_uevents(False)
         try:
             changed = await asyncio.to_thread(self.discovery.scan, forget_probes=True)
         finally:
-            if self._uevent_fd is not None and self._loop is not None:   # what came meanwhile
-                self._loop.add_reader(self._uevent_fd, self._on_uevents)    # is taken next
+            self._watch_uevents(True)   # what came meanwhile is taken next
         self._devices_changed(devices, {n: d.devnum for n, d in self.discovery.devices.items()})
         if changed:
             self._sync_volumes()

@@ -268,15 +268,18 @@ class Discovery:
         return changed
 
     def handle(self, events: Iterable[tuple[str, str, Mapping[str, str]]]) -> set[str]:
-        """Apply events; the names whose information changed (added, removed or different)."""
+        """Apply events; the names whose information changed (added, removed or different).
+        Works on a copy of the table and puts it in place at the end: it runs in a worker
+        thread while the loop reads the table."""
         changed: set[str] = set()
+        devices = dict(self.devices)
         for action, name, props in events:
             related = {name}
-            old = self.devices.get(name)
+            old = devices.get(name)
             if old is not None:
                 related |= {old.parent, *old.slaves, *old.holders, *old.partitions}
             if action == "remove":
-                if self.devices.pop(name, None) is not None:
+                if devices.pop(name, None) is not None:
                     changed.add(name)
                 related.discard(name)
             else:
@@ -284,23 +287,24 @@ class Discovery:
                 info = self.probe(name, props)
                 if info is not None:
                     related |= {info.parent, *info.slaves, *info.holders}
-                if info != self.devices.get(name):
+                if info != devices.get(name):
                     changed.add(name)
                     if info is None:
-                        self.devices.pop(name, None)
+                        devices.pop(name, None)
                     else:
-                        self.devices[name] = info
+                        devices[name] = info
                 related.discard(name)
             for other in related - {""}:
-                if other not in self.devices:
+                if other not in devices:
                     continue   # only refresh what we have: a removed device stays removed
                 info = self.probe(other)
-                if info != self.devices.get(other):
+                if info != devices.get(other):
                     changed.add(other)
                     if info is None:
-                        del self.devices[other]
+                        del devices[other]
                     else:
-                        self.devices[other] = info
+                        devices[other] = info
+        self.devices = devices
         return changed
 
     def mounts_changed(self) -> bool:
