@@ -1060,7 +1060,11 @@ int pt_set_fallback(pt_set *s, int fd, int *recovered, pt_error *err)
         *recovered = 1;
     /* Whole, whatever the offline flags say; its success clears the record (meta_flush_fn). */
     int rc = pt_meta_rewrite(s);
+    /* offline first: a restore the open resumed takes the half-restored master with it */
     pt_set_offline(s, rc ? PT_F_BITMAP_OFFLINE : PT_F_SHADOW_OFFLINE);
+    /* A copy the open resumed would only fail on the offline shadow; stopped now (resumable
+     * as at a close), it does not make the reset wait for it. */
+    pt_copy_stop(s);
     return 0;   /* still failing: the record stays, the flags say bitmap-offline */
 }
 

@@ -292,3 +292,22 @@ def test_sigkill_while_bitmap_offline(engine: Engine, tmp_vol: MakeVol, tmp_path
     assert v.fallback(s) is True
     recovered_by_reset(s, v)
     reopens_clean(engine, s, v)
+
+
+def test_copy_resumed_at_open_does_not_hold_up_the_reset(engine: Engine, tmp_vol: MakeVol,
+                                                         tmp_path: Path) -> None:
+    """The bitmap fails during a (throttled) full copy: the open after the crash resumes the
+    copy, and the recovery stops it so the reset can start the full copy at once."""
+    v = Vols(tmp_vol, tmp_path, Kind.INDEPENDENT)
+    s = engine.enable(v.master, v.shadow, v.bitmap, Kind.INDEPENDENT, chunk_size=C,
+                      copy_delay_ms=60000, copy_units=2)
+    assert v.fallback(s) is False
+    assert s.progress().active
+    offline_writes(s)
+    crash_by_close(s)
+    s = v.open(engine)
+    assert s.progress().active, "the interrupted copy did not resume"
+    assert v.fallback(s) is True
+    assert not s.progress().active
+    s.set_copy_params(0, 256)
+    recovered_by_reset(s, v)
