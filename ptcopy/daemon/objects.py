@@ -310,7 +310,7 @@ class IISet(Interface):
     def Flags(self) -> Strings:
         """State flags: copying, to-shadow, to-master, abort-requested, compact, out-of-space,
         spilled, exported, master-offline, shadow-offline, bitmap-offline, overflow-offline,
-        incomplete, recovered."""
+        incomplete, recovered, bitmap-lost, changes-unrecorded."""
         st = self._status()
         ms = self._ms()
         out = [n for f, n in FLAG_NAMES if st is not None and st.flags & f]
