@@ -111,3 +111,28 @@ async def test_disable_removes_the_record(ptcopyd: Ptcopyd, client: Client) -> N
     await client.set_call(set_path, "Disable")
     assert not record.exists()
     assert os.listdir(record.parent) == []
+
+
+async def test_record_replaced_by_a_symlink(ptcopyd: Ptcopyd, client: Client,
+                                            tmp_path: Path) -> None:
+    """ptcopyd never follows a symlink planted where a record belongs (nothing is written
+    through it), and a set whose record it cannot use does not come back as if whole."""
+    m = ptcopyd.volume(SIZE)
+    s = ptcopyd.volume(SIZE)
+    b = ptcopyd.volume(bitmap_size(SIZE, SIZE, CHUNK, Kind.DEPENDENT))
+    set_path, _ = await client.create_set("linked", "dependent", m, s, b)
+    record = ptcopyd.state_dir / "fallback" / f"{set_path.rsplit('/', 1)[1]}.rec"
+    ptcopyd.stop_and_check()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    record.unlink()
+    record.symlink_to(victim)
+    ptcopyd.start()
+    p = await client.props(set_path, ISET)
+    assert p["Status"] == "error", p
+    assert "fallback record" in ptcopyd.log_text()
+    assert victim.read_bytes() == b"keep me"
+    record.unlink()                     # the record back as a plain file: the set returns
+    ptcopyd.stop()
+    ptcopyd.start()
+    assert (await client.get(set_path, ISET, "Status")) == "normal"
