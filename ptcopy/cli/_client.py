@@ -20,8 +20,8 @@ from typing import Any
 
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
-from dbus_fast.errors import DBusFastError
 
+from ptcopy._dbus_compat import CONNECT_ERRORS
 from ptcopy.cli._errors import (
     BusUnreachable,
     CallTimedOut,
@@ -326,7 +326,7 @@ class Client:
             self._bus = await asyncio.wait_for(bus.connect(), self.timeout)
         except TimeoutError as e:
             raise BusUnreachable(self.where, "it did not answer") from e
-        except (OSError, DBusFastError, ValueError) as e:
+        except CONNECT_ERRORS as e:
             raise BusUnreachable(self.where, _reason(e)) from e
         return self
 

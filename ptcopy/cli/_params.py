@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from ptcopy.cli._typer_compat import LEGACY
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
 _FACTOR = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -32,18 +34,18 @@ class Kind(enum.StrEnum):
 
 # ---- operands --------------------------------------------------------------------------------
 
-SetArg = Annotated[str, typer.Argument(
+SetArg = Annotated[str, typer.Argument(...,
     metavar="SET", help="A set, by its name or by its shadow volume's path.", show_default=False)]
-SetsArg = Annotated[list[str], typer.Argument(
+SetsArg = Annotated[list[str], typer.Argument(...,
     metavar="SET...", help="Sets, by name or by shadow volume path.", show_default=False)]
-OptionalSetsArg = Annotated[list[str] | None, typer.Argument(
+OptionalSetsArg = Annotated[list[str] | None, typer.Argument(...,
     metavar="[SET]...", help="Sets, by name or shadow volume path (default: every set).",
     show_default=False)]
-GroupArg = Annotated[str, typer.Argument(metavar="GROUP", help="A group, by name.",
+GroupArg = Annotated[str, typer.Argument(..., metavar="GROUP", help="A group, by name.",
                                          show_default=False)]
-OverflowArg = Annotated[str, typer.Argument(
+OverflowArg = Annotated[str, typer.Argument(...,
     metavar="OVERFLOW", help="An overflow volume, by its path.", show_default=False)]
-TargetsArg = Annotated[list[str], typer.Argument(
+TargetsArg = Annotated[list[str], typer.Argument(...,
     metavar="TARGET...", help="Sets (by name or shadow path), groups (by name) or jobs "
     "(by the object path --no-wait printed).", show_default=False)]
 
@@ -62,9 +64,17 @@ WaitOpt = Annotated[bool | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print only the essentials (names, job paths), one a line.")]
-ChunkSizeOpt = Annotated[int | None, typer.Option(
-    "--chunk-size", metavar="SIZE", parser=parse_size, show_default=False,
-    help="Bytes per chunk: a power of two from 4K to 1M (default 32K).")]
+if TYPE_CHECKING or not LEGACY:
+    ChunkSizeOpt = Annotated[int | None, typer.Option(
+        "--chunk-size", metavar="SIZE", parser=parse_size, show_default=False,
+        help="Bytes per chunk: a power of two from 4K to 1M (default 32K).")]
+else:  # typer 0.7 has no parser=: the option is text, its callback turns it into bytes
+    def _size(value: str | None) -> int | None:
+        return None if value is None else parse_size(value)
+
+    ChunkSizeOpt = Annotated[str | None, typer.Option(
+        "--chunk-size", metavar="SIZE", callback=_size, show_default=False,
+        help="Bytes per chunk: a power of two from 4K to 1M (default 32K).")]
 DelayOpt = Annotated[int | None, typer.Option(
     "--delay", min=0, max=2**32 - 1, metavar="MS", show_default=False,
     help="Copy throttle: milliseconds to pause after every --units chunks (0: no pause).")]

@@ -24,7 +24,7 @@ from ptcopy.cli.sets import NAME_RE, run_copy
 app = typer.Typer(help="Groups: sets that copy and update at one point in time, all or "
                        "nothing.", no_args_is_help=True, rich_markup_mode="markdown")
 
-NewNameArg = Annotated[str, typer.Argument(metavar="NAME", show_default=False,
+NewNameArg = Annotated[str, typer.Argument(..., metavar="NAME", show_default=False,
                                            help="The group's name.")]
 
 
@@ -38,7 +38,7 @@ def _check_name(name: str) -> None:
 
 @app.command()
 def create(ctx: typer.Context, name: NewNameArg,
-           sets: Annotated[list[str] | None, typer.Argument(
+           sets: Annotated[list[str] | None, typer.Argument(...,
                metavar="[SET]...", show_default=False,
                help="Sets to put in it (by name or shadow path).")] = None,
            *, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
@@ -89,7 +89,7 @@ def add(ctx: typer.Context, group: GroupArg, sets: SetsArg, *,
 
 @app.command()
 def remove(ctx: typer.Context,
-           group: Annotated[str, typer.Argument(
+           group: Annotated[str, typer.Argument(...,
                metavar="GROUP", show_default=False,
                help="The group; '' takes each set out of whatever group it is in "
                     "(as iiadm -g \"\" -m).")],
@@ -132,7 +132,7 @@ def rename(ctx: typer.Context, group: GroupArg, new_name: NewNameArg, *,
 
 @app.command()
 def delete(ctx: typer.Context,
-           groups: Annotated[list[str], typer.Argument(metavar="GROUP...", show_default=False,
+           groups: Annotated[list[str], typer.Argument(..., metavar="GROUP...", show_default=False,
                                                        help="Groups, by name.")],
            *, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Delete groups; their sets stay, without a group."""
@@ -150,7 +150,7 @@ def delete(ctx: typer.Context,
 
 @app.command(name="list")
 def list_(ctx: typer.Context,
-          groups: Annotated[list[str] | None, typer.Argument(
+          groups: Annotated[list[str] | None, typer.Argument(...,
               metavar="[GROUP]...", show_default=False,
               help="Groups to show (default: all).")] = None,
           *, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:

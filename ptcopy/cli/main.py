@@ -10,15 +10,28 @@ from collections.abc import Sequence
 
 import typer
 
-# typer ships click inside itself (typer._click); its exceptions are what a bad command line
-# raises when the app runs with standalone_mode=False.
-from typer._click import exceptions as click_exceptions
-
-from ptcopy.cli import groups, overflow, sets, system
+from ptcopy.cli import _typer_compat, groups, overflow, sets, system
 from ptcopy.cli._errors import CliError, ExitCode, NotAvailable, explain
 from ptcopy.cli._output import print_error
 from ptcopy.cli._params import BusOpt, DebugOpt, HostOpt, JsonOpt, QuietOpt, TimeoutOpt
 from ptcopy.cli._runner import DEFAULT_TIMEOUT, Settings
+
+
+def _click_exception(name: str) -> type[Exception]:
+    """click's exception class ``name``, found among the bases of ``typer.BadParameter``.
+
+    A bad command line raises click's exceptions when the app runs with standalone_mode=False.
+    typer up to 0.15 (Debian 12 ships 0.7) uses the click package, newer typer a copy of click
+    in its private module typer._click: both re-export BadParameter, a UsageError and so a
+    ClickException, so the classes are reached through that public name on either."""
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == name and issubclass(cls, Exception):
+            return cls
+    raise ImportError(f"typer.BadParameter has no base class {name} (typer {typer.__version__})")
+
+
+_UsageError = _click_exception("UsageError")
+_ClickException = _click_exception("ClickException")
 
 HELP = """Point-in-time copies of volumes, managed by ptcopyd.
 
@@ -50,8 +63,17 @@ def _root(ctx: typer.Context, *, bus: BusOpt = None, host: HostOpt = None,
                            "run ptcopy on that host for now")
 
 
+if _typer_compat.LEGACY:   # typer 0.7 (Debian 12): parameters declared the older way
+    _typer_compat.adapt(app)
+
+
 def _debug_wanted(args: Sequence[str]) -> bool:
     return "--debug" in args or os.environ.get("PTCOPY_DEBUG", "") not in ("", "0")
+
+
+def _format_error(e: Exception) -> None:
+    from typer import rich_utils
+    rich_utils.rich_format_error(e)  # type: ignore[arg-type]  # a click.ClickException
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "ptcopy") -> int:
@@ -61,19 +83,20 @@ def main(argv: Sequence[str] | None = None, prog: str = "ptcopy") -> int:
     try:
         result = command.main(args=args, prog_name=prog, standalone_mode=False)
         return int(result) if isinstance(result, int) else ExitCode.OK
-    except click_exceptions.NoArgsIsHelpError as e:
-        e.show()
-        return ExitCode.OK
-    except click_exceptions.UsageError as e:
-        if e.ctx is not None and e.message == "Missing command.":   # a bare noun: its help
-            typer.echo(e.ctx.get_help(), nl=False)
+    except _UsageError as e:
+        # click >= 8.2 raises NoArgsIsHelpError (a UsageError) for a bare `ptcopy`; older click
+        # prints the help and exits 0 by itself.
+        if type(e).__name__ == "NoArgsIsHelpError":
+            getattr(e, "show")()  # noqa: B009 (not in click 8.1's UsageError type)
             return ExitCode.OK
-        from typer import rich_utils
-        rich_utils.rich_format_error(e)
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None and getattr(e, "message", None) == "Missing command.":
+            typer.echo(ctx.get_help(), nl=False)   # a bare noun: its help
+            return ExitCode.OK
+        _format_error(e)
         return ExitCode.USAGE
-    except click_exceptions.ClickException as e:
-        from typer import rich_utils
-        rich_utils.rich_format_error(e)
+    except _ClickException as e:
+        _format_error(e)
         return ExitCode.USAGE
     except typer.Abort:
         print_error(CliError("aborted; nothing more was done"), prog)

@@ -16,14 +16,14 @@ from ptcopy.cli.sets import volume_path
 app = typer.Typer(help="Overflow volumes: where compact dependent shadows spill when they are "
                        "full.", no_args_is_help=True, rich_markup_mode="markdown")
 
-OverflowsArg = Annotated[list[str] | None, typer.Argument(
+OverflowsArg = Annotated[list[str] | None, typer.Argument(...,
     metavar="[OVERFLOW]...", show_default=False,
     help="Overflow volumes by path (default: all).")]
 
 
 @app.command()
 def init(ctx: typer.Context,
-         volume: Annotated[str, typer.Argument(metavar="VOLUME", show_default=False,
+         volume: Annotated[str, typer.Argument(..., metavar="VOLUME", show_default=False,
                                                help="The volume to initialise.")],
          *, chunk_size: ChunkSizeOpt = None, json_: JsonOpt = False,
          quiet: QuietOpt = False) -> None:
@@ -119,7 +119,7 @@ def status(ctx: typer.Context, overflows: OverflowsArg = None, *, json_: JsonOpt
 
 @app.command()
 def delete(ctx: typer.Context,
-           overflows: Annotated[list[str], typer.Argument(
+           overflows: Annotated[list[str], typer.Argument(...,
                metavar="OVERFLOW...", show_default=False, help="Overflow volumes by path.")],
            *, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Wipe overflow volumes' headers (refused while sets are attached)."""

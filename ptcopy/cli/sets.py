@@ -114,11 +114,11 @@ async def _suggest(c: Client, master: str, kind: str) -> str:
 @app.command(rich_help_panel="Sets")
 def enable(
     ctx: typer.Context,
-    master: Annotated[str, typer.Argument(metavar="MASTER", show_default=False,
+    master: Annotated[str, typer.Argument(..., metavar="MASTER", show_default=False,
                                           help="The volume to take point-in-time copies of.")],
-    shadow: Annotated[str, typer.Argument(metavar="SHADOW", show_default=False,
+    shadow: Annotated[str, typer.Argument(..., metavar="SHADOW", show_default=False,
                                           help="The volume that holds the point-in-time copy.")],
-    bitmap: Annotated[str | None, typer.Argument(
+    bitmap: Annotated[str | None, typer.Argument(...,
         metavar="BITMAP", show_default=False,
         help="The volume for the set's bitmaps (omit with --memory-bitmap).")] = None,
     *,
@@ -484,7 +484,7 @@ def param(ctx: typer.Context, set_: SetArg, *, delay: DelayOpt = None, units: Un
 
 @app.command(rich_help_panel="Sets")
 def rename(ctx: typer.Context, set_: SetArg,
-           new_name: Annotated[str, typer.Argument(metavar="NEW", show_default=False,
+           new_name: Annotated[str, typer.Argument(..., metavar="NEW", show_default=False,
                                                    help="The new name.")],
            *, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Give a set another name."""
@@ -528,9 +528,9 @@ def _not_available(what: str, method: str) -> CliError:
 
 @app.command(name="import", rich_help_panel="Between hosts")
 def import_(
-    shadow: Annotated[str, typer.Argument(metavar="SHADOW", show_default=False,
+    shadow: Annotated[str, typer.Argument(..., metavar="SHADOW", show_default=False,
                                           help="The exported shadow volume.")],
-    bitmap: Annotated[str, typer.Argument(metavar="BITMAP", show_default=False,
+    bitmap: Annotated[str, typer.Argument(..., metavar="BITMAP", show_default=False,
                                           help="A bitmap volume for it.")],
 ) -> None:
     """Import a shadow another host exported (not available yet)."""
@@ -541,7 +541,7 @@ def import_(
 def join(
     ctx: typer.Context,
     set_: SetArg,
-    bitmap: Annotated[str, typer.Argument(metavar="BITMAP", show_default=False,
+    bitmap: Annotated[str, typer.Argument(..., metavar="BITMAP", show_default=False,
                                           help="The bitmap volume the other host kept while "
                                                "it used the shadow.")],
     *,

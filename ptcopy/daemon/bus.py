@@ -99,7 +99,9 @@ class PtcopyBus(MessageBus):
         prefix = ROOT + "/"
         for node, ifaces in self._path_exports.items():
             if node.startswith(prefix):
-                result[node] = {name: i.fresh_variants() for name, i in ifaces.items()
+                # dbus-fast >= 2 keeps a dict by interface name, 1.x (Debian 12) a list
+                exported = ifaces.values() if isinstance(ifaces, dict) else ifaces
+                result[node] = {i.name: i.fresh_variants() for i in exported
                                 if isinstance(i, Interface)}
         send_reply(Message.new_method_return(msg, "a{oa{sa{sv}}}", [result]))
 
@@ -192,6 +194,8 @@ class Interface(ServiceInterface):
     def introspect(self) -> intr.Interface:
         base = super().introspect()
         cls = type(self)
+        if not hasattr(base, "annotations"):   # dbus-fast 1.x (Debian 12): no annotations
+            return base
         for m in base.methods:
             _doc(m.annotations, cls, m.name)
         for p in base.properties:

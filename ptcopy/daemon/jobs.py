@@ -11,18 +11,22 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Protocol
 
 from dbus_fast import Variant
-from dbus_fast.annotations import (
+from dbus_fast.constants import PropertyAccess
+
+from ptcopy import engine as eng
+
+# dbus-fast's decorators and annotations, also under Debian 12's dbus-fast 1.84
+from ptcopy._dbus_compat import (
     DBusBool,
     DBusDouble,
     DBusSignature,
     DBusStr,
     DBusUInt32,
     DBusUInt64,
+    dbus_property,
+    method,
+    signal,
 )
-from dbus_fast.constants import PropertyAccess
-from dbus_fast.service import dbus_property, method, signal
-
-from ptcopy import engine as eng
 from ptcopy.daemon.bus import IFACE, ROOT, Authorizer, Interface
 from ptcopy.daemon.errors import CALLS, translated
 

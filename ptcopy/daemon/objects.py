@@ -6,7 +6,12 @@ import asyncio
 from typing import TYPE_CHECKING, Annotated, Any
 
 from dbus_fast import Variant
-from dbus_fast.annotations import (
+from dbus_fast.constants import PropertyAccess
+
+from ptcopy import __version__
+
+# dbus-fast's decorators and annotations, also under Debian 12's dbus-fast 1.84
+from ptcopy._dbus_compat import (
     DBusBool,
     DBusDouble,
     DBusObjectPath,
@@ -14,11 +19,9 @@ from dbus_fast.annotations import (
     DBusStr,
     DBusUInt32,
     DBusUInt64,
+    dbus_property,
+    method,
 )
-from dbus_fast.constants import PropertyAccess
-from dbus_fast.service import dbus_property, method
-
-from ptcopy import __version__
 from ptcopy.daemon import options as opt
 from ptcopy.daemon.bus import IFACE, ROOT, Interface, caller
 from ptcopy.daemon.discovery import VolumeView
