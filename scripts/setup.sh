@@ -27,6 +27,11 @@ PACKAGES=(
     udev fdisk
     qemu-system-x86 busybox-static dmsetup thin-provisioning-tools xz-utils
     ca-certificates
+    # the Debian package (scripts/build-package.sh): its build dependencies (debian/control),
+    # lintian, and mmdebstrap for the clean Debian 12 root its VM test boots
+    debhelper dh-python python3-all-dev python3-setuptools python3-cffi
+    python3-dbus-fast python3-typer python3-rich python3-pyudev
+    lintian mmdebstrap
 )
 
 LOG=$(mktemp -t ptcopy-setup.XXXXXX)
@@ -73,6 +78,11 @@ fi
 # Downloaded here so the tests never do; a no-op while the cache holds the current kernel.
 run "VM test tier kernel in ${PTCOPY_VM_CACHE:-/var/cache/ptcopy-vm}" \
     bash "$REPO/tests/vm/prepare-kernel.sh"
+
+# --- clean Debian 12 root for the package test ---------------------------------------------------
+# mmdebstrap from Debian's archive, cached; a no-op while the cache matches (scripts/package-root.sh).
+run "clean Debian 12 root for the package test in ${PTCOPY_VM_CACHE:-/var/cache/ptcopy-vm}" \
+    bash "$REPO/scripts/package-root.sh"
 
 # --- virtualenv ------------------------------------------------------------------------------
 # Made with whichever python3 comes first on PATH (under sudo that is Debian's). An existing venv

@@ -12,14 +12,16 @@ import os
 import stat
 import sys
 
-from ptcopy import __version__
+from ptcopy import __version__, system_files
 from ptcopy.daemon.app import Daemon
 from ptcopy.daemon.service import Service
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ptcopyd", description="ptcopy's system daemon: "
-                                "point-in-time copy sets on D-Bus as org.ptcopy.Imaging1")
+                                "point-in-time copy sets on D-Bus as org.ptcopy.Imaging1",
+                                epilog=system_files.help_epilog(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bus", metavar="ADDRESS",
                    help="D-Bus address to serve on (default: the system bus)")
     p.add_argument("--state-dir", default="/var/lib/ptcopy",
