@@ -28,16 +28,26 @@ def _guest_tests() -> list[str]:
 @pytest.fixture(scope="module")
 def guest_run(vm_kit: vmkit.Kit) -> vmkit.GuestPytestResult:
     paths = [str(f.relative_to(vmkit.REPO)) for f in FILES]
-    return vmkit.run_guest_pytest(paths, timeout=900, mem_mib=1024)
+    return vmkit.run_guest_pytest(paths, timeout=1800, mem_mib=1024)
+
+
+def _cases(run: vmkit.GuestPytestResult, name: str) -> dict[str, vmkit.CaseOutcome]:
+    """The guest's results for test function name: itself, or each of its parametrized cases
+    ('name[id]')."""
+    return {n: o for n, o in run.tests.items() if n == name or n.startswith(name + "[")}
 
 
 def test_every_guest_test_ran(guest_run: vmkit.GuestPytestResult) -> None:
-    assert sorted(guest_run.tests) == sorted(_guest_tests()), guest_run.describe()
+    names = _guest_tests()
+    assert all(_cases(guest_run, n) for n in names), guest_run.describe()
+    unknown = [n for n in guest_run.tests if not any(n in _cases(guest_run, m) for m in names)]
+    assert not unknown, f"guest results for no known test: {unknown}\n{guest_run.describe()}"
     assert guest_run.guest.returncode is not None, guest_run.describe()
 
 
 @pytest.mark.parametrize("name", _guest_tests(), ids=lambda n: n.split("::")[1])
 def test_in_guest(guest_run: vmkit.GuestPytestResult, name: str) -> None:
-    outcome = guest_run.tests.get(name)
-    assert outcome is not None, f"{name} did not run in the guest\n{guest_run.describe()}"
-    assert outcome.outcome == "passed", f"{name} {outcome.outcome}:\n{outcome.message}"
+    cases = _cases(guest_run, name)
+    assert cases, f"{name} did not run in the guest\n{guest_run.describe()}"
+    for case, outcome in sorted(cases.items()):
+        assert outcome.outcome == "passed", f"{case} {outcome.outcome}:\n{outcome.message}"
