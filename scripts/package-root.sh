@@ -53,12 +53,13 @@ work=$(mktemp -d "$CACHE/.package-root.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 echo "package-root.sh: making a Debian 12 root with mmdebstrap (dependencies: $deps)"
-# The customize hook fills apt's cache with the dependencies, downloaded but not installed;
-# skipping the cleanup keeps them and the package lists in the root.
+# The customize hook fills apt's cache with the dependencies and what they recommend, as a plain
+# `apt install` in the root takes them (mmdebstrap's own apt settings leave recommends out),
+# downloaded but not installed; skipping the cleanup keeps them and the package lists.
 # shellcheck disable=SC2016 # "$1" is mmdebstrap's, expanded by its hook shell
 mmdebstrap --variant=minbase --include="$BASE" \
     --skip=cleanup/apt/lists --skip=cleanup/apt/cache \
-    --customize-hook='chroot "$1" apt-get install -y -q --download-only '"$deps" \
+    --customize-hook='chroot "$1" apt-get install -y -q --download-only -o APT::Install-Recommends=true '"$deps" \
     --customize-hook='echo ptcopy-test > "$1/etc/hostname"' \
     bookworm "$work/root.tar" "deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" \
     "deb ${PTCOPY_DEBIAN_SECURITY:-http://deb.debian.org/debian-security} bookworm-security main"

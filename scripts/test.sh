@@ -4,7 +4,9 @@
 #   sudo bash scripts/test.sh
 #
 # Steps: setup.sh, ruff, mypy, pytest (all tests, the VM tier in tests/vm included: qemu boots of
-# Debian's kernel for the device-mapper paths), then a sanitizer pass: the C engine rebuilt with
+# Debian's kernel for the device-mapper paths, and tests/vm/test_package.py: the Debian package
+# built and checked by lintian, installed with apt on a clean Debian 12 booted with systemd),
+# then a sanitizer pass: the C engine rebuilt with
 # AddressSanitizer + UBSan into build/asan/ and the engine tests (not the slow ones) run against it,
 # on the host and, for the kernel data path, in the VM. Stops at the first failing step with a non-zero exit status.
 set -euo pipefail
