@@ -1149,7 +1149,9 @@ async def fig_load(fig: Figure, bus: PrivateBus, clients: int, nsets: int, secon
             rss_max_kib=max(values, default=0),
             rss_start_kib=max(first, default=0), rss_end_kib=values[-1] if values else 0,
             rss_growth_kib=(values[-1] - max(first, default=values[-1])) if values else 0,
-            rss_second_half_growth_kib=(half[-1] - half[0]) if len(half) > 1 else 0)
+            rss_second_half_growth_kib=(half[-1] - half[0]) if len(half) > 1 else 0,
+            # the curve, one sample every ~30 s: does it level off?
+            rss_curve_kib=[(round(t), r) for k, (t, r) in enumerate(rss) if k % 30 == 0])
         say(f"load: {fig.counts}")
 
 
@@ -1168,7 +1170,8 @@ def render(paths: list[Path]) -> str:
                 key = f"skipped: {f['skipped']}"
             elif name == "sigkill":
                 key = (f"{c.get('runs')} runs, {c.get('mismatched_runs')} with a mismatch or "
-                       f"lost write; {c.get('writes_acked')} acknowledged writes checked; "
+                       f"lost write; {c.get('writes_acked')} writes acknowledged (the last one "
+                       f"to each block checked); "
                        f"{c.get('kills_during_a_copy')} kills during a copy; control caught: "
                        f"{c.get('control_caught')}")
             elif name == "vm":
