@@ -98,7 +98,8 @@ class Host:
         return h
 
 
-def _read(path: str) -> str:
+def read_attr(path: str) -> str:
+    """A sysfs attribute (or any small text file), stripped; "" when it cannot be read."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read().strip()
@@ -190,7 +191,7 @@ class Discovery:
         """What the device is now, or None when it is no volume (gone, an unattached loop
         device, a ram disk, no medium)."""
         sys_dir = f"/sys/class/block/{name}"
-        dev_txt = _read(f"{sys_dir}/dev")
+        dev_txt = read_attr(f"{sys_dir}/dev")
         if not dev_txt:
             return None
         try:
@@ -198,14 +199,14 @@ class Discovery:
         except ValueError:
             return None
         devnum = os.makedev(major, minor)
-        size = int(_read(f"{sys_dir}/size") or 0) * 512
+        size = int(read_attr(f"{sys_dir}/size") or 0) * 512
         is_part = os.path.exists(f"{sys_dir}/partition")
         backing = ""
         parent = ""
         if is_part:
             parent = os.path.basename(os.path.dirname(os.path.realpath(sys_dir)))
         if name.startswith("loop") and not is_part:
-            backing = _read(f"{sys_dir}/loop/backing_file").removesuffix(" (deleted)")
+            backing = read_attr(f"{sys_dir}/loop/backing_file").removesuffix(" (deleted)")
             if not backing:
                 return None   # an unattached loop device is no volume
         if size == 0:
@@ -215,7 +216,7 @@ class Discovery:
         elif name.startswith("loop"):
             kind = "loop"
         elif name.startswith("dm-"):
-            kind = "lvm" if _read(f"{sys_dir}/dm/uuid").startswith("LVM-") else "dm"
+            kind = "lvm" if read_attr(f"{sys_dir}/dm/uuid").startswith("LVM-") else "dm"
         elif name.startswith("md"):
             kind = "md"
         else:
@@ -223,7 +224,7 @@ class Discovery:
         node = f"/dev/{name}"
         path = node
         if kind in ("dm", "lvm"):
-            dm_name = _read(f"{sys_dir}/dm/name")
+            dm_name = read_attr(f"{sys_dir}/dm/name")
             if dm_name and os.path.exists(f"/dev/mapper/{dm_name}"):
                 path = f"/dev/mapper/{dm_name}"
         if props is None or self.source != "udev":
@@ -238,8 +239,8 @@ class Discovery:
         return BlockDev(
             name=name, node=node, path=path, devnum=devnum, size=size, type=kind,
             fstype=fstype, fs_uuid=fs_uuid,
-            serial=props.get("ID_SERIAL", "") or _read(f"{sys_dir}/device/serial"),
-            read_only=_read(f"{sys_dir}/ro") == "1",
+            serial=props.get("ID_SERIAL", "") or read_attr(f"{sys_dir}/device/serial"),
+            read_only=read_attr(f"{sys_dir}/ro") == "1",
             holders=_list(f"{sys_dir}/holders"), slaves=_list(f"{sys_dir}/slaves"),
             parent=parent, partitions=partitions, backing_file=backing)
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import pyudev
 
+from ptcopy.daemon.discovery import read_attr
+
 LOOP_GET_STATUS64 = 0x4C05            # <linux/loop.h>
 LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32sQQ")   # struct loop_info64, 232 bytes
 LOOP_MAJOR = 7
@@ -52,14 +54,6 @@ def _udev() -> pyudev.Context:
     if _context is None:
         _context = pyudev.Context()
     return _context
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 @dataclass(frozen=True)
@@ -115,7 +109,7 @@ def _loop_file(fd: int) -> str:
 
 def loop_backing(rdev: int) -> str:
     """The backing file a loop device names in sysfs ('' for anything else)."""
-    return _read(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}/loop/backing_file")
+    return read_attr(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}/loop/backing_file")
 
 
 def _udev_props(rdev: int) -> Mapping[str, str]:
@@ -142,15 +136,15 @@ def block_identity(rdev: int, fd: int | None = None) -> Identity:
     disk_dir = os.path.dirname(sys_dir) if is_part else sys_dir
     # sysfs carries some identifiers without udev (at early boot, in containers)
     for f, key in (("device/wwid", "sysfs_wwid"), ("device/serial", "sysfs_serial")):
-        v = _read(os.path.join(disk_dir, f))
+        v = read_attr(os.path.join(disk_dir, f))
         if v:
             strong[key] = v
-    dm_uuid = _read(os.path.join(sys_dir, "dm/uuid"))
+    dm_uuid = read_attr(os.path.join(sys_dir, "dm/uuid"))
     if dm_uuid:
         strong["dm_uuid"] = dm_uuid
     if is_part:
-        weak["part_start"] = (f"{_read(os.path.join(sys_dir, 'partition'))}@"
-                              f"{_read(os.path.join(sys_dir, 'start'))}")
+        weak["part_start"] = (f"{read_attr(os.path.join(sys_dir, 'partition'))}@"
+                              f"{read_attr(os.path.join(sys_dir, 'start'))}")
     if os.major(rdev) == LOOP_MAJOR and not is_part:
         lf = ""
         if fd is not None:
@@ -168,13 +162,13 @@ def block_identity(rdev: int, fd: int | None = None) -> Identity:
                     os.close(own)
         if lf:
             strong["loop_file"] = lf
-    if _read(os.path.join(disk_dir, "removable")) == "1":
+    if read_attr(os.path.join(disk_dir, "removable")) == "1":
         for k in READER_KEYS:
             if k in strong:
                 weak[k] = strong.pop(k)
     if props.get("ID_PATH"):
         weak["id_path"] = props["ID_PATH"]
-    weak["size"] = str(int(_read(os.path.join(sys_dir, "size")) or 0) * 512)
+    weak["size"] = str(int(read_attr(os.path.join(sys_dir, "size")) or 0) * 512)
     return Identity("block", strong, weak)
 
 
@@ -316,13 +310,13 @@ class Candidate:
 def block_devices() -> Iterator[Candidate]:
     for name in sorted(os.listdir("/sys/class/block")):
         sys_dir = f"/sys/class/block/{name}"
-        dev = _read(f"{sys_dir}/dev")
+        dev = read_attr(f"{sys_dir}/dev")
         try:
             major, minor = (int(x) for x in dev.split(":"))
         except ValueError:
             continue
         path = f"/dev/{name}"
-        dm_name = _read(f"{sys_dir}/dm/name")
+        dm_name = read_attr(f"{sys_dir}/dm/name")
         if dm_name and os.path.exists(f"/dev/mapper/{dm_name}"):
             path = f"/dev/mapper/{dm_name}"
         yield Candidate(path, os.makedev(major, minor))

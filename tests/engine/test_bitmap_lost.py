@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,15 +46,6 @@ N = 16
 MakeVol = Callable[..., Path]
 KINDS = [pytest.param(Kind.INDEPENDENT, id="independent"),
          pytest.param(Kind.DEPENDENT, id="dependent")]
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    e = Engine()
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 class Vols:

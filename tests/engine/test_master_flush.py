@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,15 +37,6 @@ FLAG_OF = {VolumeRole.SHADOW: Flag.SHADOW_OFFLINE, VolumeRole.BITMAP: Flag.BITMA
 ERRORS = [pytest.param(errno.EIO, id="EIO"), pytest.param(errno.ENOSPC, id="ENOSPC")]
 
 MakeVol = Callable[..., Path]
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    e = Engine()
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 class Volumes:

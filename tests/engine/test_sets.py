@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,15 +58,6 @@ def put(path: Path, data: bytes, offset: int = 0) -> None:
 def raw(path: Path, n: int | None = None) -> bytes:
     with path.open("rb") as f:
         return f.read() if n is None else f.read(n)
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    e = Engine()
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 class Vols:
