@@ -1016,9 +1016,12 @@ def rss_kib(pid: int) -> int:
 
 
 async def fig_load(fig: Figure, bus: PrivateBus, clients: int, nsets: int, seconds: float,
-                   seed: int) -> None:
+                   seed: int, job_retention: float | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="ptcopy-rel-load-") as tmp:
-        d = Ptcopyd(bus, Path(tmp) / "d", [])
+        # finished jobs stay readable for --job-retention (900 s by default): RSS grows with
+        # the jobs kept until the first ones expire
+        d = Ptcopyd(bus, Path(tmp) / "d", [] if job_retention is None else
+                    ["--job-retention", str(job_retention)])
         conns: list[Client] = []
         counts: Counter[str] = Counter()
         errors: Counter[str] = Counter()
@@ -1144,6 +1147,7 @@ async def fig_load(fig: Figure, bus: PrivateBus, clients: int, nsets: int, secon
         first = [r for t, r in rss if t < min(10.0, seconds / 4)]
         fig.counts.update(
             clients=clients, sets=nsets, seconds=seconds, operations=dict(counts),
+            job_retention=job_retention if job_retention is not None else "default (900 s)",
             jobs=len(jobs_started), jobs_unfinished=len(jobs_started - jobs_ended),
             errors=sum(errors.values()), rss_samples=len(values),
             rss_max_kib=max(values, default=0),
@@ -1225,6 +1229,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--load-clients", type=int)
     ap.add_argument("--load-sets", type=int)
     ap.add_argument("--load-seconds", type=float)
+    ap.add_argument("--load-job-retention", type=float,
+                    help="ptcopyd's --job-retention for the load (default: its own)")
     args = ap.parse_args(argv)
     only = [f for f in args.only.split(",") if f]
     if set(only) - set(FIGURES):
@@ -1271,7 +1277,7 @@ def main(argv: list[str]) -> int:
                 loop.run_until_complete(fig_fuzz(fig, bus, n["fuzz"], seed))
             elif name == "load":
                 loop.run_until_complete(fig_load(fig, bus, n["clients"], n["sets"],
-                                                 n["seconds"], seed))
+                                                 n["seconds"], seed, args.load_job_retention))
             fig.seconds = round(time.monotonic() - t0, 1)
             say(f"---- {name}: {fig.runs} counted, {len(fig.failures)} failure(s), "
                 f"{fig.seconds} s{' (skipped: ' + fig.skipped + ')' if fig.skipped else ''}")
