@@ -11,6 +11,8 @@ set -uo pipefail
 T=/root/pkgtest
 nonce=$(cat "$T/nonce")
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin
+# plain output on the serial console, which is a terminal
+export NO_COLOR=1 TERM=dumb COLUMNS=100
 step=""
 
 say() { echo "PKGVM $nonce: $*"; }
@@ -69,7 +71,9 @@ ok
 step="a dependent set on file volumes: enable, update, status"
 vols=/var/lib/ptcopy/volumes
 [[ -d $vols ]] || fail "$vols does not exist (ptcopyd's default file-volume directory)"
-truncate -s 16M "$vols/m.img" "$vols/s.img" && truncate -s 1M "$vols/b.img" || fail "truncate"
+# (on the kernel data path a full-size dependent shadow holds dm-snapshot's metadata too)
+truncate -s 16M "$vols/m.img" && truncate -s 20M "$vols/s.img" && truncate -s 4M "$vols/b.img" ||
+    fail "truncate"
 run ptcopy enable --dependent "$vols/m.img" "$vols/s.img" "$vols/b.img" --name pkg ||
     fail "enable"
 run ptcopy update pkg --to shadow --wait || fail "update"
@@ -98,10 +102,35 @@ run ptcopy status pkg || fail "status after the stop"
 active || fail "ptcopyd.service is not active after the call that followed the stop"
 ok
 
+step="the backup-disk rule: a partition named ptcopy-update-nightly appears, the group is updated"
+run ptcopy group create nightly pkg || fail "group create"
+# backup.img: a GPT disk image the host made, its one partition named ptcopy-update-nightly;
+# attached now, after the package installed the rule, its partition is a new device to udev.
+loop=$(losetup -P -f --show "$T/backup.img") || fail "losetup"
+udevadm settle
+unit=ptcopy-update@nightly.service
+# The unit is unloaded once it has run (systemctl show then tells nothing): its journal says
+# how it ended.
+journal() { journalctl -b -u "$unit" --no-pager -o cat; }
+for _ in $(seq 90); do
+    journal | grep -Eq 'Deactivated successfully|Failed with result' && break
+    sleep 2
+done
+run udevadm info -q property "${loop}p1" | grep -E 'ID_PART_ENTRY_NAME'
+run journal
+journal | grep -q 'Deactivated successfully' || fail "$unit did not run, or failed"
+journal | grep -q 'update of group nightly to the shadow: done' ||
+    fail "$unit did not say the update was done"
+run ptcopy group list || fail "group list"
+losetup -d "$loop"
+run ptcopy group delete nightly || fail "group delete"
+ok
+
 step="the units are valid (ptcopy-update@ as the instance the udev rule would start)"
 mkdir -p /run/pkgtest
 cp /lib/systemd/system/ptcopy-update@.service /run/pkgtest/ptcopy-update@nightly.service
-run systemd-analyze verify /lib/systemd/system/ptcopyd.service \
+# (--man=no: the man pages the units name are checked with man, which a minimal system lacks)
+run systemd-analyze verify --man=no /lib/systemd/system/ptcopyd.service \
     /run/pkgtest/ptcopy-update@nightly.service || fail "systemd-analyze verify"
 rm -rf /run/pkgtest
 ok

@@ -121,6 +121,12 @@ def _prepare_root(root: Path, deb: Path, nonce: str, log: Path) -> None:
     pkgtest.mkdir(parents=True)
     shutil.copy2(GUEST_SCRIPT, pkgtest / "package-guest.sh")
     (pkgtest / "nonce").write_text(nonce)
+    # the backup disk of the udev automation: GPT, one partition named ptcopy-update-nightly
+    backup = pkgtest / "backup.img"
+    with backup.open("wb") as f:
+        f.truncate(8 << 20)
+    subprocess.run(["sfdisk", "-q", str(backup)], check=True, capture_output=True,
+                   input=b'label: gpt\nsize=4MiB, type=L, name="ptcopy-update-nightly"\n')
     _chroot_install(root, deb, log)
     system = root / "etc" / "systemd" / "system"
     (system / "ptcopy-pkgtest.service").write_text(UNIT)
@@ -213,5 +219,5 @@ def test_package_on_clean_debian_with_systemd(vm_kit: vmkit.Kit, tmp_path: Path)
     assert not timed_out, f"the guest did not finish in time {where}:\n{tail}"
     assert exits == ["0"], f"guest checks failed {where}:\n" + "\n".join(checks) + f"\n{tail}"
     ok = [c for c in checks if c.startswith("ok: ")]
-    assert len(ok) == 9 and not [c for c in checks if c.startswith("FAIL")], "\n".join(checks)
+    assert len(ok) == 10 and not [c for c in checks if c.startswith("FAIL")], "\n".join(checks)
     print(f"package test: {len(ok)} guest checks passed in {time.monotonic() - started:.0f} s")
