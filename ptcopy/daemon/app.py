@@ -490,6 +490,14 @@ class Daemon:
             if job.ended_at and now - job.ended_at > self.job_retention:
                 self._bus().unexport(job.path)
                 del self.jobs[number]
+                # a set or group must not name a job that is gone: a client would wait on it
+                # and get UnknownObject (seen in the reliability load figure)
+                objs: list[ob.IISet | ob.IIGroup] = [*self.set_objects.values(),
+                                                     *self.group_objects.values()]
+                for obj in objs:
+                    if obj.job == job.path:
+                        obj.job = "/"
+                        obj.refresh()
 
     # ---- clients leaving -------------------------------------------------------------------
 

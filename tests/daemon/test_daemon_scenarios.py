@@ -396,6 +396,8 @@ async def test_finished_jobs_stay_readable_then_go(daemon_factory: Callable[...,
     assert job not in await client.objects()
     name, _ = await client.fails(job, PROPS, "GetAll", "s", [IJOB])
     assert name.startswith("org.freedesktop.DBus.Error."), name
+    # the set no longer names the job that is gone
+    assert (await client.props(set_path, ISET))["Job"] == "/"
     await client.assert_refresh_zero()
 
 
