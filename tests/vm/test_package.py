@@ -129,10 +129,10 @@ def _prepare_root(root: Path, deb: Path, nonce: str, log: Path) -> None:
                    input=b'label: gpt\nsize=4MiB, type=L, name="ptcopy-update-nightly"\n')
     _chroot_install(root, deb, log)
     system = root / "etc" / "systemd" / "system"
-    (system / "ptcopy-pkgtest.service").write_text(UNIT)
+    (system / "pkgtest-guest.service").write_text(UNIT)
     wants = system / "multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
-    (wants / "ptcopy-pkgtest.service").symlink_to("/etc/systemd/system/ptcopy-pkgtest.service")
+    (wants / "pkgtest-guest.service").symlink_to("/etc/systemd/system/pkgtest-guest.service")
     for unit in MASKED:
         link = system / unit
         if not link.exists() and not link.is_symlink():
