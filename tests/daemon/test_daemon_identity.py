@@ -20,6 +20,7 @@ import os
 import random
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -247,6 +248,18 @@ async def test_state_store_without_identities(ptcopyd: Ptcopyd, client: Client) 
     await client.set_call(path, "Disable")
 
 
+def _attach_again(loops: Loops, path: str, dev: str) -> str:
+    """Attach path at dev once more: a detach completes asynchronously (and udev's probe may
+    still hold the device), so the number is tried for a few seconds before another is used."""
+    for _ in range(50):
+        if subprocess.run(["losetup", dev, path], capture_output=True,
+                          check=False).returncode == 0:
+            loops.devices.append(dev)
+            return dev
+        time.sleep(0.1)
+    return loops.attach(path)
+
+
 def test_reused_device_number_is_another_volume(loops: Loops, tmp_path: Path) -> None:
     """Finding 15: what resumes a set whose device came back is the identity now at the
     device number, not the number itself. A loop device number re-used for another file is
@@ -259,14 +272,14 @@ def test_reused_device_number_is_another_volume(loops: Loops, tmp_path: Path) ->
     first = identity.of_devnum(rdev, "shadow")
     assert first is not None and "loop_file" in first.strong, first
     loops.detach(dev)
-    if loops.attach(b, dev) != dev:   # same name, same number, another medium
+    if _attach_again(loops, b, dev) != dev:   # same name, same number, another medium
         pytest.skip(f"another program took {dev} meanwhile")
     other = identity.of_devnum(rdev, "shadow")
     assert other is not None
     verdict = identity.compare(first, other)
     assert not verdict.ok and "loop_file=" in verdict.why, verdict
     loops.detach(dev)
-    if loops.attach(a, dev) != dev:   # the same file back
+    if _attach_again(loops, a, dev) != dev:   # the same file back
         pytest.skip(f"another program took {dev} meanwhile")
     same = identity.of_devnum(rdev, "shadow")
     assert same is not None and identity.compare(first, same).ok
