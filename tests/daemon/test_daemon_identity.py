@@ -155,13 +155,7 @@ async def test_loop_volumes_found_again_under_rotated_names(
     """The three loop devices of a set re-attached in rotated order while ptcopyd was
     stopped (each name now holds another volume of the set): every volume is found again by
     its backing file, the set serves the same data, the new names are stored."""
-    bsize = bitmap_size(SIZE, SIZE, 0, Kind.DEPENDENT)
-    files = [backing(tmp_path, "m.img", SIZE), backing(tmp_path, "s.img", SIZE),
-             backing(tmp_path, "b.img", bsize)]
-    devs = [loops.attach(f) for f in files]
-    path, _ = await client.create_set("moved", "dependent", *devs)
-    data = random.Random(3).randbytes(MIB)
-    write_dev((await client.props(path, ISET))["MasterDevice"], 0, data)
+    files, devs, path, data = await _loop_set(client, loops, tmp_path, "moved", 3)
 
     now: list[str] = []
 
@@ -194,13 +188,7 @@ async def test_device_back_under_a_new_name_while_running(
     """The master's loop device is gone when ptcopyd starts (the set cannot open; the
     refusal says no device has its identity). Attached again under another name, the kernel's
     uevent makes ptcopyd find it by identity and serve the set, without a restart."""
-    bsize = bitmap_size(SIZE, SIZE, 0, Kind.DEPENDENT)
-    files = [backing(tmp_path, "m.img", SIZE), backing(tmp_path, "s.img", SIZE),
-             backing(tmp_path, "b.img", bsize)]
-    devs = [loops.attach(f) for f in files]
-    path, _ = await client.create_set("late", "dependent", *devs)
-    data = random.Random(4).randbytes(MIB)
-    write_dev((await client.props(path, ISET))["MasterDevice"], 0, data)
+    files, devs, path, data = await _loop_set(client, loops, tmp_path, "late", 4)
 
     await ptcopyd_restart_with(ptcopyd, lambda: loops.detach(devs[0]))
     assert await client.get(path, ISET, "Status") == "error"
@@ -248,6 +236,20 @@ async def test_state_store_without_identities(ptcopyd: Ptcopyd, client: Client) 
     await client.set_call(path, "Disable")
 
 
+async def _loop_set(client: Client, loops: Loops, tmp_path: Path, name: str, seed: int
+                    ) -> tuple[list[str], list[str], str, bytes]:
+    """A dependent set on three loop devices over files, with 1 MiB of seeded data written
+    through its served master: (backing files, loop devices, set path, data)."""
+    bsize = bitmap_size(SIZE, SIZE, 0, Kind.DEPENDENT)
+    files = [backing(tmp_path, "m.img", SIZE), backing(tmp_path, "s.img", SIZE),
+             backing(tmp_path, "b.img", bsize)]
+    devs = [loops.attach(f) for f in files]
+    path, _ = await client.create_set(name, "dependent", *devs)
+    data = random.Random(seed).randbytes(MIB)
+    write_dev((await client.props(path, ISET))["MasterDevice"], 0, data)
+    return files, devs, path, data
+
+
 def _attach_again(loops: Loops, path: str, dev: str) -> str:
     """Attach path at dev once more: a detach completes asynchronously (and udev's probe may
     still hold the device), so the number is tried for a few seconds before another is used."""
@@ -292,13 +294,7 @@ async def test_removed_volume_back_under_a_new_name_reopens_the_set(
     defers that while the engine holds it; a remove uevent says it is gone) and the same
     backing file comes back under another loop device: ptcopyd finds it by identity, closes
     the set and opens it there, and it serves the same data again."""
-    bsize = bitmap_size(SIZE, SIZE, 0, Kind.DEPENDENT)
-    files = [backing(tmp_path, "m.img", SIZE), backing(tmp_path, "s.img", SIZE),
-             backing(tmp_path, "b.img", bsize)]
-    devs = [loops.attach(f) for f in files]
-    path, _ = await client.create_set("replug", "dependent", *devs)
-    data = random.Random(6).randbytes(MIB)
-    write_dev((await client.props(path, ISET))["MasterDevice"], 0, data)
+    files, devs, path, data = await _loop_set(client, loops, tmp_path, "replug", 6)
 
     loops.detach(devs[0])
     subprocess.run(["udevadm", "trigger", "--action=remove", devs[0]], check=True)
