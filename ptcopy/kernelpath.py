@@ -66,6 +66,21 @@ log = logging.getLogger(__name__)
 
 GROW_AT = 0.75          # a compact store this full gets another overflow extent
 TIMEOUT = 10.0          # seconds a transaction may hold devices suspended
+# udev probes (blkid) a device after every change event, and the resume that puts a new point
+# in time in force is one: for a few milliseconds a device can be open with nobody using it.
+# An opener still there after this grace is a user, and the operation is refused.
+OPEN_GRACE = 3.0
+
+
+def _settled_open_count(name: str) -> int:
+    """The device's open count once transient openers (udev's probe) are gone, or at the end
+    of OPEN_GRACE."""
+    deadline = time.monotonic() + OPEN_GRACE
+    while True:
+        info = dm_info(name)
+        if not info.exists or not info.open_count or time.monotonic() >= deadline:
+            return info.open_count if info.exists else 0
+        time.sleep(0.05)
 
 
 class MergeFailed(Exception):
@@ -451,10 +466,10 @@ class KernelPath:
         ks = self.get(name)
         dev = ks.master_device if direction is Direction.TO_MASTER else ks.shadow_device
         base = os.path.basename(dev)
-        info = dm_info(base)
-        found = loopdev.users(dev) if os.path.exists(dev) else []
-        if info.exists and info.open_count and not found:
-            found = [f"{info.open_count} opener(s)"]
+        count = _settled_open_count(base)
+        found = loopdev.users(dev) if count and os.path.exists(dev) else []
+        if count and not found:
+            found = [f"{count} opener(s)"]
         return found
 
     def unserve(self, name: str, *, force: bool = False) -> None:
@@ -602,15 +617,15 @@ class KernelPath:
             raise Incomplete(1013, f"master of set {ks.name} was left incomplete by an aborted "
                                    "restore; finish it with an update to the master first")
         target = ks.shadow_device if direction is Direction.TO_SHADOW else ks.master_device
-        info = dm_info(os.path.basename(target))
-        if info.open_count:
+        count = _settled_open_count(os.path.basename(target))
+        if count:
             side = "shadow" if direction is Direction.TO_SHADOW else "master"
-            busy = self.users(ks.name, direction) or [f"{info.open_count} opener(s)"]
+            busy = self.users(ks.name, direction) or [f"{count} opener(s)"]
             raise InUse(1005, f"cannot copy into the {side} of {ks.name}: it is in use by "
                               f"{', '.join(busy)}; unmount it first")
-        if ks.kind is Kind.DEPENDENT and direction is Direction.TO_MASTER:
-            info = dm_info(f"ptcopy-{ks.name}-shadow")   # the merge takes the shadow away
-            if info.open_count:
+        # the merge takes the shadow away
+        if (ks.kind is Kind.DEPENDENT and direction is Direction.TO_MASTER
+                and _settled_open_count(f"ptcopy-{ks.name}-shadow")):
                 raise InUse(1005, f"the shadow of {ks.name} is open; close it before merging "
                                   "it into the master")
         ms = self._master_of(ks)

@@ -27,6 +27,7 @@ from typing import Any
 import pyudev
 
 log = logging.getLogger(__name__)
+DM_PREFIX = "ptcopy-"   # the kernel data path's device-mapper names
 
 UDEV_CONTROL = "/run/udev/control"
 
@@ -223,14 +224,17 @@ class Discovery:
             kind = "disk"
         node = f"/dev/{name}"
         path = node
-        if kind in ("dm", "lvm"):
-            dm_name = read_attr(f"{sys_dir}/dm/name")
-            if dm_name and os.path.exists(f"/dev/mapper/{dm_name}"):
-                path = f"/dev/mapper/{dm_name}"
+        dm_name = read_attr(f"{sys_dir}/dm/name") if kind in ("dm", "lvm") else ""
+        if dm_name and os.path.exists(f"/dev/mapper/{dm_name}"):
+            path = f"/dev/mapper/{dm_name}"
         if props is None or self.source != "udev":
             props = self._udev_props(name)
         fstype, fs_uuid = props.get("ID_FS_TYPE", ""), props.get("ID_FS_UUID", "")
-        if self.source != "udev" and not self.served(backing):
+        # Never probe what ptcopyd serves (its FUSE loop devices, the kernel path's ptcopy-*
+        # devices): blkid holds the device open for a moment, and a restore refuses to merge
+        # a shadow somebody has open.
+        ours = self.served(backing) or dm_name.startswith(DM_PREFIX)
+        if self.source != "udev" and not ours:
             fstype, fs_uuid = self._probe_fs(node, name, devnum, size, backing)
         partitions: tuple[str, ...] = ()
         if not is_part:

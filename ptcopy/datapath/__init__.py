@@ -1,0 +1,1 @@
+"""Data paths: how a set's volumes reach applications (see base.py)."""
