@@ -50,7 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import ptbench  # noqa: E402  (bench/, the script directory, is on sys.path)
+import common  # noqa: E402  (bench/, the script directory, is on sys.path)
 
 from ptcopy import loopdev  # noqa: E402
 from ptcopy.engine import Direction, Engine, Kind, Set, bitmap_size  # noqa: E402
@@ -728,7 +728,7 @@ def write_doc(generated: str) -> None:
         DOC.write_text(SECTION_TEMPLATE.replace(f"{BEGIN}\n{END}", block))
         return
     text = DOC.read_text()
-    new = ptbench.replace_generated(text, HEADING, BEGIN, END, block, DOC)
+    new = common.replace_generated(text, HEADING, BEGIN, END, block, DOC)
     if new is None:
         new = text.rstrip("\n") + "\n\n" + SECTION_TEMPLATE.replace(f"{BEGIN}\n{END}", block)
     DOC.write_text(new)

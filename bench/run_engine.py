@@ -29,10 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_copy import Volumes, row_full_copy, row_update
-from bench_scan import row_scan
-from bench_write import IO_SIZES, THREADS, row_writes
-from ptbench import (
+from common import (
     HEADER,
     GiB,
     MiB,
@@ -46,6 +43,9 @@ from ptbench import (
     md_table,
     need_space,
 )
+from engine_copy import Volumes, row_full_copy, row_update
+from engine_scan import row_scan
+from engine_write import IO_SIZES, THREADS, row_writes
 
 import ptcopy._engine as ptcopy_lib
 

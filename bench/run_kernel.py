@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "vm"))
 
-import ptbench  # noqa: E402  (bench/, the script directory, is on sys.path)
+import common  # noqa: E402  (bench/, the script directory, is on sys.path)
 import vmkit  # noqa: E402
 
 from ptcopy.engine import Kind  # noqa: E402
@@ -272,7 +272,7 @@ def report(res: dict[str, Any]) -> str:
 
 def write_doc(generated: str) -> None:
     block = f"{BEGIN}\n{generated}\n{END}"
-    new = ptbench.replace_generated(DOC.read_text(), HEADING, BEGIN, END, block, DOC)
+    new = common.replace_generated(DOC.read_text(), HEADING, BEGIN, END, block, DOC)
     if new is None:
         raise SystemExit(f"{DOC} has no section {HEADING!r}: add it (with the markers) first")
     DOC.write_text(new)

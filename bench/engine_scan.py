@@ -15,7 +15,7 @@ import os
 import random
 from pathlib import Path
 
-from ptbench import (
+from common import (
     KiB,
     Line,
     MiB,

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ptbench import (
+from common import (
     Line,
     MiB,
     Section,
