@@ -1,21 +1,27 @@
-"""Shared helpers for the ptcopy benchmarks: timing, cold caches, test files, result lines.
+"""What every ptcopy benchmark shares: logging, running commands, fio, cold caches, timing and
+statistics, test files, the machine's description, side-by-side tables and the writer of the
+generated blocks of docs/PERFORMANCE.md.
 
 Nothing here is a test: these are measurements, printed side by side with the baselines they
-are compared with, all taken in the same run.
+are compared with, all taken in the same run. Standard library only: bench/kernel_guest.py
+imports it inside the VM tier's guest too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +31,28 @@ GiB = 1024 * MiB
 TiB = 1024 * GiB
 
 
+_log_name = "bench"
+
+
+def set_log_name(name: str) -> None:
+    """The tag of this script's progress lines (``[name HH:MM:SS] ...``)."""
+    global _log_name
+    _log_name = name
+
+
 def log(msg: str) -> None:
     """Progress messages go to stderr so stdout stays the table."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    print(f"[{_log_name} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(*cmd: str, check: bool = True, stdin: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """Run a command, its output captured; with ``check``, a failure raises with its stderr."""
+    r = subprocess.run(list(cmd), input=stdin, capture_output=True, text=True, check=False)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed ({r.returncode}): "
+                           f"{(r.stderr or r.stdout).strip()[-2000:]}")
+    return r
 
 
 # ---- cold caches -------------------------------------------------------------------------
@@ -60,17 +85,38 @@ def drop_caches() -> None:
 
 
 def timed(fn: Callable[[], object]) -> float:
+    """Seconds ``fn()`` took."""
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
 
 
 def median(xs: Sequence[float]) -> float:
-    return statistics.median(xs)
+    """The median; NaN for no samples (a table cell then says so rather than the run failing)."""
+    return statistics.median(xs) if xs else float("nan")
 
 
-def run_cmd(argv: Sequence[str]) -> None:
-    subprocess.run(list(argv), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    idle = vals[3] + vals[4]   # idle + iowait
+    total = sum(vals[:8])      # guest time is already in user
+    return total - idle, total
+
+
+def rss_mib(pid: int | str = "self") -> float:
+    """Resident memory of a process now (VmRSS), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def fdatasync_path(path: Path) -> None:
@@ -110,12 +156,8 @@ def run_threads(nthreads: int, work: Callable[[int], None]) -> float:
 # ---- files --------------------------------------------------------------------------------
 
 
-def free_bytes(path: Path) -> int:
-    return shutil.disk_usage(path).free
-
-
 def need_space(path: Path, nbytes: int) -> None:
-    free = free_bytes(path)
+    free = shutil.disk_usage(path).free
     if free < nbytes:
         raise SystemExit(
             f"bench: {path} has {free / GiB:.1f} GiB free; this run needs {nbytes / GiB:.1f} GiB"
@@ -154,7 +196,7 @@ def fill_zero(path: Path, size: int) -> None:
 
 def copy_file(src: Path, dst: Path) -> None:
     """Untimed set-up copy (dst fully allocated, same content as src)."""
-    run_cmd(["cp", "--sparse=never", str(src), str(dst)])
+    run("cp", "--sparse=never", str(src), str(dst))
     fdatasync_path(dst)
 
 
@@ -170,17 +212,6 @@ def same_range(a: Path, b: Path, off: int, length: int) -> bool:
         return fa.read(length) == fb.read(length)
 
 
-@contextlib.contextmanager
-def removing(*paths: Path, keep: bool = False) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        if not keep:
-            for p in paths:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-
-
 # ---- machine description ---------------------------------------------------------------
 
 
@@ -191,14 +222,16 @@ def _read(path: str) -> str:
         return ""
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name, from /proc/cpuinfo."""
     for line in _read("/proc/cpuinfo").splitlines():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "?"
 
 
-def _mem_total() -> str:
+def mem_total() -> str:
+    """The machine's memory, e.g. ``23.5 GiB``."""
     for line in _read("/proc/meminfo").splitlines():
         if line.startswith("MemTotal:"):
             kib = int(line.split()[1])
@@ -206,16 +239,21 @@ def _mem_total() -> str:
     return "?"
 
 
-def describe_fs(path: Path) -> str:
-    """File system type, device and what the kernel says about the device under path."""
+def mount_of(path: Path) -> tuple[str, str]:
+    """(file system type, source) of the mount holding ``path``; ("?", "?") when unknown."""
     try:
-        out = subprocess.run(["findmnt", "-n", "-o", "SOURCE,FSTYPE", "-T", str(path)],
+        out = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", str(path)],
                              check=True, capture_output=True, text=True).stdout.split()
     except (OSError, subprocess.CalledProcessError):
+        return "?", "?"
+    return (out[0], out[1]) if len(out) >= 2 else ("?", "?")
+
+
+def describe_fs(path: Path) -> str:
+    """File system type, device and what the kernel says about the device under path."""
+    fstype, source = mount_of(path)
+    if fstype == "?":
         return "?"
-    if len(out) < 2:
-        return "?"
-    source, fstype = out[0], out[1]
     if not source.startswith("/dev/") or fstype == "tmpfs":
         return f"{fstype} ({source})"
     dev = Path(source).name
@@ -245,15 +283,21 @@ def machine_info(data_dir: Path) -> list[str]:
     if Path("/sys/module/page_reporting").exists():
         virt.append("guest free page reporting on")
     return [
-        f"CPU: {os.cpu_count()} x {_cpu_model()}" + (f" ({', '.join(virt)})" if virt else ""),
-        f"memory: {_mem_total()}",
+        f"CPU: {os.cpu_count()} x {cpu_model()}" + (f" ({', '.join(virt)})" if virt else ""),
+        f"memory: {mem_total()}",
         f"kernel: {platform.release()}; Python {platform.python_version()}",
         f"data directory {data_dir}: {describe_fs(data_dir)}",
     ]
 
 
 def loadavg() -> str:
+    """The load averages over 1, 5 and 15 minutes, as /proc/loadavg gives them."""
     return " ".join(_read("/proc/loadavg").split()[:3])
+
+
+def started_utc() -> str:
+    """Now, as the first line of a generated block says when the run started."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # ---- results --------------------------------------------------------------------------------
@@ -295,31 +339,126 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
-def fmt_s(t: float) -> str:
+def fmt_s(t: float, ms_digits: int = 1) -> str:
+    """Seconds for a table: ``12.3 ms`` below a second (``ms_digits`` decimals), else ``1.23 s``."""
     if t < 1.0:
-        return f"{t * 1000:.1f} ms"
+        return f"{t * 1000:.{ms_digits}f} ms"
     return f"{t:.2f} s"
-
-
-def fmt_rate(nbytes: int, t: float) -> str:
-    return f"{nbytes / MiB / t:.0f} MiB/s"
 
 
 def fmt_samples(ts: Sequence[float]) -> str:
     return ", ".join(fmt_s(t) for t in ts)
 
 
-def replace_generated(text: str, heading: str, begin: str, end: str, block: str,
-                      doc: Path) -> str | None:
-    """``text`` with the generated block (between the ``begin`` and ``end`` markers) of the
-    section ``heading`` replaced by ``block``; None when there is no such section."""
-    start = text.find(heading + "\n")
-    if start < 0:
-        return None
-    nxt = text.find("\n## ", start + len(heading))
-    stop = len(text) if nxt < 0 else nxt + 1
-    section = text[start:stop]
-    b, e = section.find(begin), section.find(end)
-    if b < 0 or e < b:
-        raise SystemExit(f"{doc}: section {heading!r} lacks the generated-block markers")
-    return text[:start] + section[:b] + block + section[e + len(end):] + text[stop:]
+def fmt_bytes(n: float) -> str:
+    """A size in the largest binary unit it reaches: ``64 MiB``, ``1.5 GiB``."""
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size:
+            v = n / size
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+# ---- fio ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class FioResult:
+    """One fio job's read or write side."""
+
+    bw: float                 # bytes per second
+    iops: float
+    ios: int
+    io_bytes: int
+    runtime_s: float
+    lat_mean_us: float        # completion latency
+    lat_p99_us: float
+
+
+class Fio:
+    """fio with ``--direct=1 --ioengine=libaio`` at one queue depth, one job at a time, its JSON
+    report parsed. Several jobs in one call run one after the other (``--stonewall``) in one fio
+    process: a start-up each call, which under TCG takes seconds."""
+
+    def __init__(self, workdir: Path, iodepth: int, extra: Sequence[str] = ()) -> None:
+        self.workdir = workdir
+        self.iodepth = iodepth
+        self.extra = list(extra)   # options for every job, e.g. --runtime=300
+        self._n = 0
+
+    def run(self, jobs: Sequence[Sequence[str]], side: str = "write") -> list[FioResult]:
+        """Run ``jobs`` (each a list of fio options); the ``side`` ("read" or "write") of each."""
+        self._n += 1
+        out = self.workdir / f"fio{self._n}.json"
+        args = ["--direct=1", "--ioengine=libaio", f"--iodepth={self.iodepth}", "--numjobs=1",
+                "--output-format=json", f"--output={out}", *self.extra]
+        for i, job in enumerate(jobs):
+            args += [f"--name=j{i}", *(["--stonewall"] if i else []), *job]
+        run("fio", *args)
+        found = json.loads(out.read_text())["jobs"]
+        out.unlink()
+        results = []
+        for job in found:
+            if job.get("error"):
+                raise RuntimeError(f"fio {shlex.join(args)}: error {job['error']}")
+            s = job[side]
+            results.append(FioResult(
+                bw=float(s["bw_bytes"]), iops=float(s["iops"]), ios=int(s["total_ios"]),
+                io_bytes=int(s["io_bytes"]), runtime_s=s["runtime"] / 1000,
+                lat_mean_us=s["clat_ns"]["mean"] / 1000,
+                lat_p99_us=s["clat_ns"].get("percentile", {}).get("99.000000", 0) / 1000))
+        if len(results) != len(jobs):
+            raise RuntimeError(f"fio ran {len(results)} of {len(jobs)} jobs")
+        return results
+
+    def replay(self, dev: str, offsets: Sequence[int], bs: int, loops: int = 1) -> list[str]:
+        """The options of a job writing ``bs`` at ``offsets``, in that order, ``loops`` times, at
+        the queue depth (a fio iolog)."""
+        self._n += 1
+        path = self.workdir / f"replay{self._n}.log"
+        with path.open("w") as f:
+            f.write(f"fio version 2 iolog\n{dev} add\n{dev} open\n")
+            for _ in range(loops):
+                f.writelines(f"{dev} write {o} {bs}\n" for o in offsets)
+            f.write(f"{dev} close\n")
+        return [f"--read_iolog={path}"]
+
+
+# ---- generated blocks of docs/PERFORMANCE.md ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DocBlock:
+    """The block of a document a benchmark's ``--write-doc`` writes: between two marker lines that
+    name the script, so everything around it (method, discussion) stays as written by hand."""
+
+    script: str                  # e.g. "bench/run_engine.py"
+    heading: str | None = None   # the section holding the block, if it has one of its own
+    template: str | None = None  # a new section for a document without it: "{markers}" in it
+                                 # stands for the markers
+
+    @property
+    def begin(self) -> str:
+        return f"<!-- BEGIN {self.script} --write-doc: generated, do not edit by hand -->"
+
+    @property
+    def end(self) -> str:
+        return f"<!-- END {self.script} --write-doc -->"
+
+    def write(self, doc: Path, generated: str) -> None:
+        """Put ``generated`` between the markers in ``doc``; without them, append the template."""
+        text = doc.read_text() if doc.exists() else ""
+        if self.begin not in text or self.end not in text:
+            if self.heading and self.heading + "\n" in text:
+                raise SystemExit(f"{doc}: section {self.heading!r} lacks the generated-block "
+                                 "markers")
+            if self.template is None:
+                raise SystemExit(f"{doc} has no section {self.heading!r}: add it (with the "
+                                 "markers) first")
+            text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + self.template.replace(
+                "{markers}", f"{self.begin}\n{self.end}")
+        head, rest = text.split(self.begin, 1)
+        _, tail = rest.split(self.end, 1)
+        doc.write_text(f"{head}{self.begin}\n{generated.rstrip()}\n{self.end}{tail}")
+        log(f"updated the section {self.heading!r} of {doc}" if self.heading
+            else f"wrote the results into {doc}")

@@ -28,7 +28,7 @@ from common import (
     fmt_samples,
     log,
     median,
-    run_cmd,
+    run,
     same_range,
     sparse_file,
     timed,
@@ -122,12 +122,12 @@ def row_full_copy(v: Volumes, reps: int) -> Section:
 
     def dd_run() -> None:
         drop_caches()
-        times["dd"].append(timed(lambda: run_cmd(dd)))
+        times["dd"].append(timed(lambda: run(*dd)))
 
     def cp_sync() -> None:
         drop_caches()
         t0 = time.perf_counter()
-        run_cmd(cp)
+        run(*cp)
         fdatasync_path(v.S)
         times["cp"].append(time.perf_counter() - t0)
 
@@ -216,7 +216,7 @@ def row_update(v: Volumes, reps: int, seed: int) -> Section:
         drop_caches()
 
         def rsync_sync() -> None:
-            run_cmd(rsync)
+            run(*rsync)
             fdatasync_path(v.R)
 
         t_rs.append(timed(rsync_sync))
