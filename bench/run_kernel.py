@@ -36,12 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "vm"))
-
-import vmkit  # noqa: E402
-from common import (  # noqa: E402  (bench/, the script directory, is on sys.path)
+from common import (  # bench/, the script directory, is on sys.path
     DocBlock,
     KiB,
     MiB,
@@ -54,6 +49,12 @@ from common import (  # noqa: E402  (bench/, the script directory, is on sys.pat
     set_log_name,
     started_utc,
 )
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "vm"))
+
+import vmkit  # noqa: E402
 
 from ptcopy.engine import Kind  # noqa: E402
 from ptcopy.kernelpath import KernelPath  # noqa: E402
