@@ -295,6 +295,16 @@ def loadavg() -> str:
     return " ".join(_read("/proc/loadavg").split()[:3])
 
 
+def git(repo: Path, *args: str) -> str:
+    """What a git command prints in ``repo``, stripped; "" when git fails or is missing."""
+    try:
+        r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                           check=False)
+    except OSError:
+        return ""
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
 def started_utc() -> str:
     """Now, as the first line of a generated block says when the run started."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

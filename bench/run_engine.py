@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -38,10 +37,12 @@ from common import (
     TiB,
     can_drop_caches,
     describe_fs,
+    git,
     loadavg,
     machine_info,
     md_table,
     need_space,
+    run,
 )
 from engine_copy import Volumes, row_full_copy, row_update
 from engine_scan import row_scan
@@ -86,18 +87,11 @@ def engine_info() -> str:
     so = Path(ptcopy_lib.__file__)
     built = datetime.datetime.fromtimestamp(so.stat().st_mtime).astimezone()
     text = f"engine `{so}` built {built:%Y-%m-%d %H:%M %Z}"
-    if so.resolve().is_relative_to(REPO):
-        try:
-            head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h (%s)",
-                                   "--", "cffi_build"],
-                                  check=True, capture_output=True, text=True).stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
-                                    "cffi_build"], check=True, capture_output=True,
-                                   text=True).stdout.strip()
-            text += f"; last engine commit {head}" + (
-                " (with uncommitted changes in cffi_build/)" if dirty else "")
-        except (OSError, subprocess.CalledProcessError):
-            pass
+    head = git(REPO, "log", "-1", "--format=%h (%s)", "--", "cffi_build")
+    if so.resolve().is_relative_to(REPO) and head:
+        dirty = git(REPO, "status", "--porcelain", "cffi_build")
+        text += f"; last engine commit {head}" + (
+            " (with uncommitted changes in cffi_build/)" if dirty else "")
     return text
 
 
@@ -143,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if fs.startswith("tmpfs") and rows & {"1", "2", "3"}:
         raise SystemExit(f"bench: {args.data_dir} is on tmpfs; rows 1-3 need a real disk")
     for tool in ("dd", "cp", "rsync"):
-        subprocess.run([tool, "--version"], check=True, capture_output=True)
+        run(tool, "--version")
     if rows & {"1", "2"}:
         need_space(args.data_dir, 3 * vol + GiB)
     if "3" in rows:

@@ -30,7 +30,6 @@ import os
 import secrets
 import shlex
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from common import (  # bench/, the script directory, is on sys.path
     KiB,
     MiB,
     fmt_s,
+    git,
     loadavg,
     log,
     md_table,
@@ -114,13 +114,12 @@ def make_images(root: Path, size: int) -> list[Path]:
 
 def code_version() -> dict[str, Any]:
     """The commit measured, and files of the engine and package changed since (not committed)."""
-    def git(*a: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True,
-                              check=False).stdout.strip()
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "ptcopy", "cffi_build")
-             .splitlines() if line.strip()]
-    return {"commit": git("log", "-1", "--format=%h"), "subject": git("log", "-1", "--format=%s"),
-            "dirty": dirty}
+    # split, not line[3:]: git() strips the first line's leading blank (" M path")
+    dirty = [line.split(maxsplit=1)[1] for line in
+             git(REPO, "status", "--porcelain", "--", "ptcopy", "cffi_build").splitlines()
+             if line.strip()]
+    return {"commit": git(REPO, "log", "-1", "--format=%h"),
+            "subject": git(REPO, "log", "-1", "--format=%s"), "dirty": dirty}
 
 
 def other_qemus() -> int:
