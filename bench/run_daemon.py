@@ -31,7 +31,7 @@ DOC = Path(REPO) / "docs" / "PERFORMANCE.md"
 HEADING = "## Daemon (ptcopyd) at scale"
 BLOCK = DocBlock("bench/run_daemon.py", HEADING, f"""{HEADING}
 
-Measured by `bench/run_daemon.py` on the 2-core VM.
+Measured by `bench/run_daemon.py`; the table below is its output (`--write-doc`).
 
 {{markers}}
 """)
