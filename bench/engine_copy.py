@@ -46,21 +46,13 @@ class Volumes:
     set: Set | None = None
     full_copy_s: float | None = None   # median of ptcopy's copy(TO_SHADOW), row 1
 
-    @property
-    def M(self) -> Path:
-        return self.data_dir / "ptbench-M"
+    M: Path = field(init=False)   # the files the module docstring names
+    S: Path = field(init=False)
+    B: Path = field(init=False)
+    R: Path = field(init=False)
 
-    @property
-    def S(self) -> Path:
-        return self.data_dir / "ptbench-S"
-
-    @property
-    def B(self) -> Path:
-        return self.data_dir / "ptbench-B"
-
-    @property
-    def R(self) -> Path:
-        return self.data_dir / "ptbench-R"
+    def __post_init__(self) -> None:
+        self.M, self.S, self.B, self.R = (self.data_dir / f"ptbench-{x}" for x in "MSBR")
 
     def files(self) -> list[Path]:
         return [self.M, self.S, self.B, self.R]
