@@ -61,12 +61,23 @@ import mmap
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from common import (  # bench/, the script directory, is on sys.path
+    Fio,
+    FioResult,
+    KiB,
+    MiB,
+    drop_caches,
+    log,
+    run,
+    set_log_name,
+    timed,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -75,8 +86,6 @@ from ptcopy import dm  # noqa: E402
 from ptcopy.engine import Direction, Engine, Kind, Set  # noqa: E402
 from ptcopy.kernelpath import KernelPath, KernelSet  # noqa: E402
 
-KiB = 1 << 10
-MiB = 1 << 20
 CHUNK = 64 * KiB
 SECTOR = 512
 
@@ -86,18 +95,6 @@ VARIANTS = ["none", "plain", "dep", "ind"]
 WORKLOADS = ["seq1m_first", "seq1m_re", "rand4k_re", "rand4k_first"]
 
 Sample = dict[str, Any]
-
-
-def log(msg: str) -> None:
-    print(f"[kernel-guest {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def run(*cmd: str, stdin: str | None = None) -> str:
-    r = subprocess.run(list(cmd), input=stdin, capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): "
-                           f"{(r.stderr or r.stdout).strip()[-2000:]}")
-    return r.stdout
 
 
 def dev_size(path: str) -> int:
@@ -122,7 +119,7 @@ def dmsetup_remove(name: str) -> None:
 
 def snapshot_chunks(name: str) -> int:
     """Data chunks a snapshot's store holds (``<alloc>/<total> <metadata>``, in sectors)."""
-    fields = run("dmsetup", "status", name).split()
+    fields = run("dmsetup", "status", name).stdout.split()
     if len(fields) < 5 or "/" not in fields[3]:
         raise RuntimeError(f"snapshot {name} is not valid: {' '.join(fields)}")
     alloc = int(fields[3].split("/")[0])
@@ -138,55 +135,16 @@ def zero_header(dev: str) -> None:
 # ---- I/O ------------------------------------------------------------------------------------
 
 
-class Fio:
-    """fio runs of several jobs one after the other (``--stonewall``): one start-up each, which
-    under TCG takes seconds."""
+def sample(r: FioResult) -> Sample:
+    """A fio result as the JSON the host reads (bench/run_kernel.py)."""
+    return {"bw": r.bw, "iops": r.iops, "ios": r.ios, "bytes": r.io_bytes,
+            "runtime_s": r.runtime_s, "lat_mean_us": r.lat_mean_us, "lat_p99_us": r.lat_p99_us}
 
-    def __init__(self, workdir: Path, iodepth: int) -> None:
-        self.workdir = workdir
-        self.iodepth = iodepth
-        self._n = 0
 
-    def run(self, jobs: list[list[str]]) -> list[Sample]:
-        self._n += 1
-        out = self.workdir / f"fio{self._n}.json"
-        args = ["--direct=1", "--ioengine=libaio", f"--iodepth={self.iodepth}", "--numjobs=1",
-                "--output-format=json", f"--output={out}", "--runtime=300"]
-        for i, job in enumerate(jobs):
-            args += [f"--name=j{i}", *(["--stonewall"] if i else []), *job]
-        run("fio", *args)
-        found = json.loads(out.read_text())["jobs"]
-        out.unlink()
-        samples = []
-        for job in found:
-            if job.get("error"):
-                raise RuntimeError(f"fio {' '.join(args)}: error {job['error']}")
-            w = job["write"]
-            samples.append({
-                "bw": float(w["bw_bytes"]), "iops": float(w["iops"]),
-                "ios": int(w["total_ios"]), "bytes": int(w["io_bytes"]),
-                "runtime_s": w["runtime"] / 1000, "lat_mean_us": w["clat_ns"]["mean"] / 1000,
-                "lat_p99_us": w["clat_ns"].get("percentile", {}).get("99.000000", 0) / 1000})
-        if len(samples) != len(jobs):
-            raise RuntimeError(f"fio ran {len(samples)} of {len(jobs)} jobs")
-        return samples
-
-    @staticmethod
-    def seq(dev: str, size: int, loops: int = 1) -> list[str]:
-        """Sequential passes of 1 MiB writes over ``size`` bytes."""
-        return [f"--filename={dev}", "--rw=write", f"--bs={MiB}", f"--size={size}",
-                f"--loops={loops}"]
-
-    def replay(self, dev: str, offsets: list[int], bs: int, loops: int = 1) -> list[str]:
-        """Writes of ``bs`` at ``offsets``, in that order, ``loops`` times (a fio iolog)."""
-        self._n += 1
-        path = self.workdir / f"replay{self._n}.log"
-        with path.open("w") as f:
-            f.write(f"fio version 2 iolog\n{dev} add\n{dev} open\n")
-            for _ in range(loops):
-                f.writelines(f"{dev} write {o} {bs}\n" for o in offsets)
-            f.write(f"{dev} close\n")
-        return [f"--read_iolog={path}"]
+def seq_job(dev: str, size: int, loops: int = 1) -> list[str]:
+    """Sequential passes of 1 MiB writes over ``size`` bytes."""
+    return [f"--filename={dev}", "--rw=write", f"--bs={MiB}", f"--size={size}",
+            f"--loops={loops}"]
 
 
 def scattered_4k(size: int, seed: int) -> list[int]:
@@ -230,12 +188,6 @@ def same_data(a: str, b: str, size: int) -> int | None:
         os.close(fb)
 
 
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.monotonic()
-    fn()
-    return time.monotonic() - t0
-
-
 # ---- the benchmark --------------------------------------------------------------------------
 
 
@@ -246,7 +198,7 @@ class Bench:
         self.nchunks = self.size // CHUNK
         self.work = Path("/tmp/kernel-bench")
         self.work.mkdir(parents=True, exist_ok=True)
-        self.fio = Fio(self.work, args.iodepth)
+        self.fio = Fio(self.work, args.iodepth, ["--runtime=300"])
         self.engine = Engine()
         self.kp = KernelPath(self.engine, str(self.work / "run"))
         self.fds: list[int] = []
@@ -287,14 +239,14 @@ class Bench:
         res = self.write[variant]
         loops = self.args.rewrite_loops
         new_pit()
-        first, again, scattered = self.fio.run([
-            self.fio.seq(dev, self.size), self.fio.seq(dev, self.size, loops),
-            self.fio.replay(dev, offsets, 4 * KiB, loops)])
+        first, again, scattered = map(sample, self.fio.run([
+            seq_job(dev, self.size), seq_job(dev, self.size, loops),
+            self.fio.replay(dev, offsets, 4 * KiB, loops)]))
         res["seq1m_first"].append(first | {"copied": copied()})
         res["seq1m_re"].append(again)
         res["rand4k_re"].append(scattered)
         new_pit()
-        (first,) = self.fio.run([self.fio.replay(dev, offsets, 4 * KiB)])
+        (first,) = map(sample, self.fio.run([self.fio.replay(dev, offsets, 4 * KiB)]))
         res["rand4k_first"].append(first | {"copied": copied()})
         for w in ("seq1m_first", "rand4k_first"):
             got = res[w][-1]["copied"]
@@ -370,11 +322,11 @@ class Bench:
         t = timed(lambda: run("dd", f"if={MASTER}", f"of={IND_SHADOW}", f"bs={MiB}",
                               "iflag=direct", "oflag=direct", "conv=fsync", "status=none"))
         self.add("dd_s", t)
-        run("sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches")
+        drop_caches()
         tb = timed(lambda: run("dd", f"if={MASTER}", f"of={IND_SHADOW}", f"bs={MiB}",
                                "conv=fsync", "status=none"))
         self.add("dd_buffered_s", tb)
-        run("sh", "-c", "echo 3 > /proc/sys/vm/drop_caches")   # no stale pages of vda/vde
+        drop_caches()   # no stale pages of vda/vde
         log(f"round {rnd}: dd direct {t:.2f} s, buffered {tb:.2f} s")
 
     def copy_and_wait(self, name: str, full: bool, what: str) -> tuple[float, int]:
@@ -485,13 +437,13 @@ def environment(size: int) -> dict[str, Any]:
         mem_kib = int(f.readline().split()[1])
     sched = Path("/sys/block/vda/queue/scheduler").read_text().strip()
     return {"kernel": platform.release(), "cpus": os.cpu_count(), "mem_mib": mem_kib // 1024,
-            "fio": run("fio", "--version").strip(), "disks": disks, "scheduler": sched,
+            "fio": run("fio", "--version").stdout.strip(), "disks": disks, "scheduler": sched,
             "size": size, "chunk": CHUNK,
-            "dmsetup": run("dmsetup", "--version").split("\n")[0].strip()}
+            "dmsetup": run("dmsetup", "--version").stdout.split("\n")[0].strip()}
 
 
 def leftovers() -> list[str]:
-    out = run("dmsetup", "ls").strip()
+    out = run("dmsetup", "ls").stdout.strip()
     return [] if out in ("", "No devices found") else out.splitlines()
 
 
@@ -505,6 +457,7 @@ def bench(args: argparse.Namespace) -> Iterator[Bench]:
 
 
 def main() -> int:
+    set_log_name("kernel-guest")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--iodepth", type=int, default=16)

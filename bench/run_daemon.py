@@ -16,16 +16,25 @@ import asyncio
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
+from common import DocBlock, md_table, median, rss_mib
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = Path(REPO) / "docs" / "PERFORMANCE.md"
+HEADING = "## Daemon (ptcopyd) at scale"
+BLOCK = DocBlock("bench/run_daemon.py", HEADING, f"""{HEADING}
+
+Measured by `bench/run_daemon.py`; the table below is its output (`--write-doc`).
+
+{{markers}}
+""")
 BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig><type>system</type><listen>unix:path={sock}</listen><auth>EXTERNAL</auth>
@@ -46,14 +55,6 @@ async def call(bus: MessageBus, path: str, iface: str, member: str, sig: str = "
     return reply
 
 
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 async def measure(sock: str, vols: str, n: int) -> dict[str, float]:
     bus = await MessageBus(bus_address=f"unix:path={sock}").connect()
     out: dict[str, float] = {}
@@ -70,7 +71,7 @@ async def measure(sock: str, vols: str, n: int) -> dict[str, float]:
         r = await call(bus, ROOT, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
         lat.append(time.perf_counter() - t)
     out["objects"] = len(r.body[0])
-    out["gmo_ms"] = statistics.median(lat) * 1000
+    out["gmo_ms"] = median(lat) * 1000
     # the same call from a C client (systemd's busctl), process start included
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={sock}")
     lat_c = []
@@ -80,7 +81,7 @@ async def measure(sock: str, vols: str, n: int) -> dict[str, float]:
                         "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"],
                        env=env, check=True, stdout=subprocess.DEVNULL)
         lat_c.append(time.perf_counter() - t)
-    out["gmo_busctl_ms"] = statistics.median(lat_c) * 1000
+    out["gmo_busctl_ms"] = median(lat_c) * 1000
     first = f"{ROOT}/sets/" + sorted(p.rsplit("/", 1)[1] for p in r.body[0]
                                      if p.startswith(ROOT + "/sets/"))[0]
     k, t = 0, time.perf_counter()
@@ -143,25 +144,11 @@ def main() -> int:
         ("Properties.GetAll calls per second (20 in flight)", f"{res['getall_per_s']:.0f}/s",
          "-", "-"),
     ]
-    table = [f"### ptcopyd with {args.sets} sets", "",
-             "| measure | result | target | met |", "|---|---|---|---|"]
-    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    text = "\n".join(table) + "\n"
+    text = f"### ptcopyd with {args.sets} sets\n\n" + md_table(
+        ["measure", "result", "target", "met"], rows) + "\n"
     print(text)
     if args.write_doc:
-        doc = os.path.join(REPO, "docs", "PERFORMANCE.md")
-        head = "## Daemon (ptcopyd) at scale"
-        body = f"{head}\n\nMeasured by `bench/run_daemon.py` on the 2-core VM.\n\n{text}"
-        old = ""
-        if os.path.exists(doc):
-            with open(doc, encoding="utf-8") as f:
-                old = f.read()
-        if head in old:
-            start = old.index(head)
-            nxt = old.find("\n## ", start + len(head))
-            old = old[:start] + (old[nxt + 1:] if nxt >= 0 else "")
-        with open(doc, "w", encoding="utf-8") as f:
-            f.write(old.rstrip() + "\n\n" + body)
+        BLOCK.write(DOC, text)
     return 0
 
 

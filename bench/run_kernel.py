@@ -25,38 +25,44 @@ keeps them). The table goes to stdout, progress to stderr.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import secrets
 import shlex
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from common import (  # bench/, the script directory, is on sys.path
+    DocBlock,
+    KiB,
+    MiB,
+    fmt_s,
+    git,
+    loadavg,
+    log,
+    md_table,
+    median,
+    mount_of,
+    set_log_name,
+    started_utc,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "vm"))
 
-import ptbench  # noqa: E402  (bench/, the script directory, is on sys.path)
 import vmkit  # noqa: E402
 
 from ptcopy.engine import Kind  # noqa: E402
 from ptcopy.kernelpath import KernelPath  # noqa: E402
 
-KiB = 1 << 10
-MiB = 1 << 20
 CHUNK = 64 * KiB
 
 DOC = REPO / "docs" / "PERFORMANCE.md"
-HEADING = "## Kernel data path (device-mapper, in a TCG VM)"
-BEGIN = "<!-- BEGIN bench/run_kernel.py --write-doc: generated, do not edit by hand -->"
-END = "<!-- END bench/run_kernel.py --write-doc -->"
+BLOCK = DocBlock("bench/run_kernel.py", "## Kernel data path (device-mapper, in a TCG VM)")
 RESULTS = REPO / "build" / "kernel-bench"
 
 VARIANTS = {"none": "no shadow (dm linear)", "plain": "plain dmsetup snapshot",
@@ -69,10 +75,6 @@ RATIOS = [("dep", "none", "ptcopy dep. / no shadow"),
           ("plain", "none", "plain snap. / no shadow"),
           ("dep", "plain", "ptcopy dep. / plain snap."),
           ("ind", "none", "ptcopy indep. / no shadow")]
-
-
-def log(msg: str) -> None:
-    print(f"[kernel {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def up(n: int, to: int = MiB) -> int:
@@ -112,13 +114,12 @@ def make_images(root: Path, size: int) -> list[Path]:
 
 def code_version() -> dict[str, Any]:
     """The commit measured, and files of the engine and package changed since (not committed)."""
-    def git(*a: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True,
-                              check=False).stdout.strip()
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "ptcopy", "cffi_build")
-             .splitlines() if line.strip()]
-    return {"commit": git("log", "-1", "--format=%h"), "subject": git("log", "-1", "--format=%s"),
-            "dirty": dirty}
+    # split, not line[3:]: git() strips the first line's leading blank (" M path")
+    dirty = [line.split(maxsplit=1)[1] for line in
+             git(REPO, "status", "--porcelain", "--", "ptcopy", "cffi_build").splitlines()
+             if line.strip()]
+    return {"commit": git(REPO, "log", "-1", "--format=%h"),
+            "subject": git(REPO, "log", "-1", "--format=%s"), "dirty": dirty}
 
 
 def other_qemus() -> int:
@@ -137,19 +138,11 @@ def other_qemus() -> int:
 # ---- report ------------------------------------------------------------------------------
 
 
-def med(xs: Sequence[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
-
 def spread(xs: Sequence[float]) -> str:
     """How far the samples spread around their median: (max - min) / median."""
     if len(xs) < 2:
         return "—"
-    return f"±{(max(xs) - min(xs)) / 2 / med(xs) * 100:.0f} %"
-
-
-def fmt_s(s: float) -> str:
-    return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
+    return f"±{(max(xs) - min(xs)) / 2 / median(xs) * 100:.0f} %"
 
 
 def fmt_x(x: float) -> str:
@@ -192,17 +185,17 @@ def report(res: dict[str, Any]) -> str:
         "the median of the per-round ratios [lowest-highest]:",
         "",
     ]
-    head = ["workload", *VARIANTS.values(), *(t for _, _, t in RATIOS)]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = []
     for wk, title in WORKLOADS.items():
         cells = [title]
         for v in VARIANTS:
             xs = [s["iops"] if "4k" in wk else s["bw"] / MiB for s in write[v][wk]]
-            cells.append(f"{med(xs):.0f}")
+            cells.append(f"{median(xs):.0f}")
         for a, b, _ in RATIOS:
             r = per_round([s["bw"] for s in write[a][wk]], [s["bw"] for s in write[b][wk]])
-            cells.append(f"{fmt_x(med(r))} [{fmt_x(min(r))}-{fmt_x(max(r))}]" if r else "—")
-        lines.append("| " + " | ".join(cells) + " |")
+            cells.append(f"{fmt_x(median(r))} [{fmt_x(min(r))}-{fmt_x(max(r))}]" if r else "—")
+        table.append(cells)
+    lines.append(md_table(["workload", *VARIANTS.values(), *(t for _, _, t in RATIOS)], table))
     lines += ["", "Copies of the independent set (same boot, same master):", ""]
     full, upd, upd2, dd = cp["full_s"], cp["update_s"], cp["update2_s"], cp["dd_s"]
     ddb, upd_all = cp["dd_buffered_s"], cp.get("update_all_s", [])
@@ -217,21 +210,18 @@ def report(res: dict[str, Any]) -> str:
         ("`dd bs=1M conv=fsync` (page cache, dropped before)", ddb),
         ("dependent set: new point in time, `copy(TO_SHADOW)`", cp.get("dep_pit_s", [])),
     ]
-    lines += ["| measurement | median | spread | samples |", "|---|---|---|---|"]
-    for title, xs in rows:
-        if xs:
-            lines.append(f"| {title} | {fmt_s(med(xs))} | {spread(xs)} | "
-                         f"{', '.join(fmt_s(x) for x in xs)} |")
-    lines += ["", "| ratio (per round) | median | samples |", "|---|---|---|"]
+    lines.append(md_table(["measurement", "median", "spread", "samples"], [
+        [title, fmt_s(median(xs), 0), spread(xs), ", ".join(fmt_s(x, 0) for x in xs)]
+        for title, xs in rows if xs]))
     pairs: list[tuple[str, list[float], list[float]]] = [
         ("update 1 % / full copy", upd, full), ("next update 1 % / full copy", upd2, full),
         ("full copy / dd direct", full, dd), ("full copy / dd through the page cache", full, ddb),
         ("update of every chunk / full copy", upd_all, full)]
-    for name, num, den in pairs:
-        r = per_round(num, den) if len(num) == len(den) else []
-        if r:
-            lines.append(f"| {name} | {fmt_x(med(r))} | {', '.join(fmt_x(x) for x in r)} |")
-    lines.append("")
+    ratios = [(name, per_round(num, den) if len(num) == len(den) else [])
+              for name, num, den in pairs]
+    lines += ["", md_table(["ratio (per round)", "median", "samples"], [
+        [name, fmt_x(median(r)), ", ".join(fmt_x(x) for x in r)] for name, r in ratios if r]),
+        ""]
     lines.append("- samples, MiB/s per round (and chunks copied on write, where the device "
                  "reports them):")
     for v, vt in VARIANTS.items():
@@ -252,7 +242,7 @@ def report(res: dict[str, Any]) -> str:
             lines.append(
                 f"- {kind}: the engine's copier alone (progress `elapsed_s`) / the `copy()` "
                 "call (point in time, era fold, start) / all of `copy` + `wait`: " + "; ".join(
-                    f"{fmt_s(c[1])} / {fmt_s(c[2])} / {fmt_s(c[3])}" for c in got) + ".")
+                    f"{fmt_s(c[1], 0)} / {fmt_s(c[2], 0)} / {fmt_s(c[3], 0)}" for c in got) + ".")
     for key, title in (("update", "the updates after the full copy"),
                        ("update2", "the next updates")):
         lines.append(
@@ -268,14 +258,6 @@ def report(res: dict[str, Any]) -> str:
                  + (f"; PROBLEMS: {'; '.join(problems)}" if problems else "; no problems")
                  + f"; dm devices left at the end: {len(res.get('leftover_devices', []))}.")
     return "\n".join(lines)
-
-
-def write_doc(generated: str) -> None:
-    block = f"{BEGIN}\n{generated}\n{END}"
-    new = ptbench.replace_generated(DOC.read_text(), HEADING, BEGIN, END, block, DOC)
-    if new is None:
-        raise SystemExit(f"{DOC} has no section {HEADING!r}: add it (with the markers) first")
-    DOC.write_text(new)
 
 
 # ---- main --------------------------------------------------------------------------------
@@ -310,25 +292,24 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
+    set_log_name("kernel")
     args = parse_args()
     if args.from_json:   # render a kept result again
         text = report(json.loads(args.from_json.read_text()))
         print(text)
         if args.write_doc:
-            write_doc(text)
-            log(f"updated the section {HEADING!r} of {DOC}")
+            BLOCK.write(DOC, text)
         return 0
     try:
         vmkit.prepare()
     except vmkit.VmUnavailable as exc:
         raise SystemExit(f"the VM tier is unavailable: {exc}") from None
-    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    started = started_utc()
+    load0 = loadavg()
     q0 = other_qemus()
     code = code_version()
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    fstype = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--target", str(args.data_dir)],
-                            capture_output=True, text=True, check=False).stdout.strip() or "?"
+    fstype = mount_of(args.data_dir)[0]
     root = Path(args.data_dir) / f"run-{secrets.token_hex(4)}"
     root.mkdir()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -358,13 +339,12 @@ def main() -> int:
         res["host"] = {"started": started, "args": shlex.join(sys.argv[1:]), "fstype": fstype,
                        "load_before": load0, "seconds": g.seconds, "qemus": [q0, q1],
                        "code": code,
-                       "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+                       "load_after": loadavg()}
         out.write_text(json.dumps(res, indent=1))
         text = report(res)
         print(text)
         if args.write_doc:
-            write_doc(text)
-            log(f"updated the section {HEADING!r} of {DOC}")
+            BLOCK.write(DOC, text)
         if res.get("problems"):
             log("PROBLEMS: " + "; ".join(res["problems"]))
             return 1

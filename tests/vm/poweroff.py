@@ -1,7 +1,7 @@
 """Host side of the kernel data path's power-off scenario (tests/vm/guest/poweroff_scenario.py,
 whose docstring says what each phase and variant does): make the disk images, boot the load
 phase and cut the power (qemu killed), boot again to recover and check, read the verdict back.
-Shared by tests/vm/test_kernel_poweroff.py and bench/torture_kernel.py.
+Shared by tests/vm/test_kernel_poweroff.py and tests/stress/torture_kernel.py.
 
 ``run(Scenario(variant, seed, kill_delay), workdir, control=False) -> Run``
     The disk images go to ``workdir``; the guest's state.json/result.json and both boots'

@@ -15,7 +15,7 @@ After the recovery the dependent shadow must still be its point in time, and pi'
 equal its master byte for byte (checked in the guest, and again on the host from the raw
 images). The steady run adds a control boot: chunks the host writes into the master's image
 behind era's back must be reported lost, so the check is shown to fail when a chunk is missed.
-bench/torture_kernel.py runs the same scenario many times.
+tests/stress/torture_kernel.py runs the same scenario many times.
 """
 
 from __future__ import annotations

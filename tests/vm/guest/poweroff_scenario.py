@@ -1,6 +1,6 @@
 """Power-off crash scenario for the kernel data path, run inside the VM test tier's guest.
 
-Not a pytest file: tests/vm/test_kernel_poweroff.py and bench/torture_kernel.py (through
+Not a pytest file: tests/vm/test_kernel_poweroff.py and tests/stress/torture_kernel.py (through
 tests/vm/poweroff.py) boot the guest twice over the same virtio disks::
 
     .venv/bin/python tests/vm/guest/poweroff_scenario.py load STATE_DIR --variant V --seed N

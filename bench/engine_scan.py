@@ -15,7 +15,7 @@ import os
 import random
 from pathlib import Path
 
-from ptbench import (
+from common import (
     KiB,
     Line,
     MiB,
@@ -25,6 +25,7 @@ from ptbench import (
     fmt_samples,
     log,
     median,
+    rss_mib,
     sparse_file,
     timed,
 )
@@ -54,14 +55,6 @@ def _volume_dir(data_dir: Path, size: int) -> Path:
         return Path("/dev/shm")
     finally:
         probe.unlink(missing_ok=True)
-
-
-def _rss_mib() -> float:
-    """Resident memory of this process now (VmRSS), in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def row_scan(data_dir: Path, size: int, reps: int, seed: int, nwrites: int = 16,
@@ -105,10 +98,10 @@ def row_scan(data_dir: Path, size: int, reps: int, seed: int, nwrites: int = 16,
             def enable(bm: Path | None = bm, holder: list[Set] = holder) -> None:
                 holder.append(eng.enable(m, s_, bm, Kind.DEPENDENT, chunk_size=chunk))
 
-            rss0 = _rss_mib()
+            rss0 = rss_mib()
             t_enable[label] = timed(enable)
             st = holder[0]
-            rss[label] = _rss_mib() - rss0
+            rss[label] = rss_mib() - rss0
             for r in range(reps):
                 log(f"row 4 {label}: round {r + 1}/{reps}")
                 for c in rng.sample(range(nchunks), nwrites):

@@ -5,10 +5,10 @@ many times over. Each run boots the VM tier's guest on fresh disk images, loads 
 writes, cuts the power (qemu killed) a random delay after the load started, boots again,
 reassembles, updates and checks that no chunk changed before the crash was missed.
 
-    .venv/bin/python bench/torture_kernel.py                      # 50 runs
-    .venv/bin/python bench/torture_kernel.py 200 --seed 7
-    .venv/bin/python bench/torture_kernel.py 20 --variants update,cycles --delay 0.1,6
-    .venv/bin/python bench/torture_kernel.py 5 --control -x       # with the control boot
+    .venv/bin/python tests/stress/torture_kernel.py                      # 50 runs
+    .venv/bin/python tests/stress/torture_kernel.py 200 --seed 7
+    .venv/bin/python tests/stress/torture_kernel.py 20 --variants update,cycles --delay 0.1,6
+    .venv/bin/python tests/stress/torture_kernel.py 5 --control -x       # with the control boot
 
 Runs go round robin over --variants (default: all of them; see poweroff_scenario.py); each has
 its own data seed and a cut delay drawn uniformly from --delay. A line per run, then a summary:
@@ -17,6 +17,9 @@ copy, wall time. A failed run keeps its consoles and JSON under build/vm-results
 (--keep-disks: its disk images too, ~130 MiB). Exit status 1 when a run failed. A run takes
 25-45 s on 2 cores under TCG (two boots; --control adds a third). Needs the VM tier's kernel
 cache (scripts/setup.sh).
+
+A stress test, not part of the pytest suite (pytest collects test_*.py only): run it by
+hand as above, from the repository's root.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "vm"))
 import poweroff  # noqa: E402
 import vmkit  # noqa: E402

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ptbench import (
+from common import (
     KiB,
     Line,
     MiB,

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ptbench import (
+from common import (
     Line,
     MiB,
     Section,
@@ -28,7 +28,7 @@ from ptbench import (
     fmt_samples,
     log,
     median,
-    run_cmd,
+    run,
     same_range,
     sparse_file,
     timed,
@@ -46,21 +46,13 @@ class Volumes:
     set: Set | None = None
     full_copy_s: float | None = None   # median of ptcopy's copy(TO_SHADOW), row 1
 
-    @property
-    def M(self) -> Path:
-        return self.data_dir / "ptbench-M"
+    M: Path = field(init=False)   # the files the module docstring names
+    S: Path = field(init=False)
+    B: Path = field(init=False)
+    R: Path = field(init=False)
 
-    @property
-    def S(self) -> Path:
-        return self.data_dir / "ptbench-S"
-
-    @property
-    def B(self) -> Path:
-        return self.data_dir / "ptbench-B"
-
-    @property
-    def R(self) -> Path:
-        return self.data_dir / "ptbench-R"
+    def __post_init__(self) -> None:
+        self.M, self.S, self.B, self.R = (self.data_dir / f"ptbench-{x}" for x in "MSBR")
 
     def files(self) -> list[Path]:
         return [self.M, self.S, self.B, self.R]
@@ -122,12 +114,12 @@ def row_full_copy(v: Volumes, reps: int) -> Section:
 
     def dd_run() -> None:
         drop_caches()
-        times["dd"].append(timed(lambda: run_cmd(dd)))
+        times["dd"].append(timed(lambda: run(*dd)))
 
     def cp_sync() -> None:
         drop_caches()
         t0 = time.perf_counter()
-        run_cmd(cp)
+        run(*cp)
         fdatasync_path(v.S)
         times["cp"].append(time.perf_counter() - t0)
 
@@ -216,7 +208,7 @@ def row_update(v: Volumes, reps: int, seed: int) -> Section:
         drop_caches()
 
         def rsync_sync() -> None:
-            run_cmd(rsync)
+            run(*rsync)
             fdatasync_path(v.R)
 
         t_rs.append(timed(rsync_sync))
