@@ -114,7 +114,7 @@ def dm_run(ops: Sequence[DmOp], *, timeout: float = 10.0) -> float:
     keep = []
     for i, op in enumerate(ops):
         if op.kind not in _DM_KINDS:
-            raise InvalidArgument(lib.PT_E_INVALID, f"unknown device-mapper step {op.kind!r}")
+            raise InvalidArgument(f"unknown device-mapper step {op.kind!r}")
         name = ffi.new("char[]", os.fsencode(op.name))
         table = ffi.new("char[]", op.table.encode())
         keep += [name, table]
@@ -138,6 +138,6 @@ def dm_recover(prefix: str = "ptcopy-") -> dict[str, str]:
     once at start, before any transaction of this process runs: a transaction in flight would
     be undone under its feet."""
     if not prefix or "\0" in prefix:
-        raise InvalidArgument(lib.PT_E_INVALID, "a device-mapper name prefix is needed")
+        raise InvalidArgument("a device-mapper name prefix is needed")
     text = _dm_text(lib.pt_dm_recover, prefix.encode(), size=1 << 20)
     return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)

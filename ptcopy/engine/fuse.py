@@ -32,7 +32,7 @@ class Server:
 
     def _handle(self) -> Any:
         if self._h is None:
-            raise InvalidArgument(lib.PT_E_INVALID, "the server is stopped")
+            raise InvalidArgument("the server is stopped")
         return self._h
 
     def export(self, name: str, set_: Set) -> tuple[str, str]:

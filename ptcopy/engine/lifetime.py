@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ptcopy.engine._ffi import lib
 from ptcopy.engine.errors import Closed
 
 __all__ = ["Lifetime"]
@@ -40,7 +39,7 @@ class Lifetime:
     def use(self) -> Iterator[Any]:
         with self._cv:
             if self._h is None or self._closing:
-                raise Closed(lib.PT_E_CLOSED, f"the {self._what} is closed")
+                raise Closed(f"the {self._what} is closed")
             self._users += 1
             h = self._h
         try:

@@ -44,18 +44,18 @@ class _Vol:
         elif isinstance(vol, tuple):
             label, fd = vol
             if fd < 0 or not label:
-                raise InvalidArgument(lib.PT_E_INVALID, f"volume {vol!r} is not valid")
+                raise InvalidArgument(f"volume {vol!r} is not valid")
             self._path = ffi.new("char[]", os.fsencode(label))
             self.spec.fd = fd
         elif isinstance(vol, int):
             if vol < 0:
-                raise InvalidArgument(lib.PT_E_INVALID, f"descriptor {vol} is not valid")
+                raise InvalidArgument(f"descriptor {vol} is not valid")
             self._path = ffi.new("char[]", f"/proc/self/fd/{vol}".encode())
             self.spec.fd = vol
         else:
             raw = os.fsencode(vol)
             if not raw or b"\0" in raw:
-                raise InvalidArgument(lib.PT_E_INVALID, f"volume path {vol!r} is not valid")
+                raise InvalidArgument(f"volume path {vol!r} is not valid")
             self._path = ffi.new("char[]", raw)
             self.spec.fd = -1
         self.spec.path = self._path
@@ -185,7 +185,7 @@ class Engine:
         Returns how long writes were frozen, in seconds.
         """
         if not sets:
-            raise InvalidArgument(lib.PT_E_INVALID, "a group copy needs at least one set")
+            raise InvalidArgument("a group copy needs at least one set")
         frozen = ffi.new("uint64_t *")
         err = new_error()
         with contextlib.ExitStack() as stack:
@@ -294,7 +294,7 @@ class Set:
     def read(self, side: Side, offset: int, length: int) -> bytes:
         """Read through the set, with the point-in-time redirections applied."""
         if length < 0 or offset < 0:
-            raise InvalidArgument(lib.PT_E_INVALID, "offset and length must not be negative")
+            raise InvalidArgument("offset and length must not be negative")
         buf = ffi.new("char[]", length or 1)
         err = new_error()
         with self._use() as h:
@@ -304,7 +304,7 @@ class Set:
     def write(self, side: Side, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Write through the set: copy-on-write and copy-on-demand happen first."""
         if offset < 0:
-            raise InvalidArgument(lib.PT_E_INVALID, "offset must not be negative")
+            raise InvalidArgument("offset must not be negative")
         src = ffi.from_buffer(data)
         err = new_error()
         with self._use() as h:
@@ -393,7 +393,7 @@ class Set:
     def bits(self, which: str = "shadow") -> list[int]:
         """Indexes of the chunks whose ``shadow`` or ``copy`` bit is set."""
         if which not in ("shadow", "copy"):
-            raise InvalidArgument(lib.PT_E_INVALID, "which must be 'shadow' or 'copy'")
+            raise InvalidArgument("which must be 'shadow' or 'copy'")
         nchunks = self.status().chunks
         n = (nchunks + 7) // 8
         buf = ffi.new("uint8_t[]", n or 1)
