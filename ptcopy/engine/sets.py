@@ -70,7 +70,6 @@ def bitmap_size(master_size: int, shadow_size: int, chunk_size: int = 0,
     return int(out[0])
 
 
-
 class Engine:
     """Owns every set and overflow volume opened through it."""
 
@@ -510,7 +509,6 @@ class Set:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
 
 
 def all_sets(engine: Engine) -> Iterable[Set]:
