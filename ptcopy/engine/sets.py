@@ -1,0 +1,517 @@
+"""The engine, its sets and overflow volumes: the objects that own the C handles.
+
+An :class:`Engine` owns every :class:`Set` and :class:`Overflow` opened through it; each holds its
+handle through a :class:`~ptcopy.engine.lifetime.Lifetime`, so a call from one thread never runs
+into a close, disable or delete from another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+import uuid as uuid_mod
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from ptcopy.engine._ffi import ffi, lib, new_error, to_uuid
+from ptcopy.engine.errors import Closed, InvalidArgument, PtcopyError, check
+from ptcopy.engine.lifetime import Lifetime
+from ptcopy.engine.types import (
+    Direction,
+    Flag,
+    Kind,
+    OverflowStatus,
+    Progress,
+    SetStatus,
+    Side,
+    VolumeLike,
+    VolumeRole,
+)
+
+__all__ = ["Engine", "Overflow", "Set", "all_sets", "bitmap_size"]
+
+
+class _Vol:
+    """Keeps a pt_volspec and the bytes it points at alive for one call."""
+
+    def __init__(self, vol: VolumeLike | None) -> None:
+        self.spec = ffi.new("pt_volspec *")
+        if vol is None:
+            self._path = ffi.new("char[]", b"")
+            self.spec.fd = -1
+        elif isinstance(vol, tuple):
+            label, fd = vol
+            if fd < 0 or not label:
+                raise InvalidArgument(f"volume {vol!r} is not valid")
+            self._path = ffi.new("char[]", os.fsencode(label))
+            self.spec.fd = fd
+        elif isinstance(vol, int):
+            if vol < 0:
+                raise InvalidArgument(f"descriptor {vol} is not valid")
+            self._path = ffi.new("char[]", f"/proc/self/fd/{vol}".encode())
+            self.spec.fd = vol
+        else:
+            raw = os.fsencode(vol)
+            if not raw or b"\0" in raw:
+                raise InvalidArgument(f"volume path {vol!r} is not valid")
+            self._path = ffi.new("char[]", raw)
+            self.spec.fd = -1
+        self.spec.path = self._path
+
+
+def bitmap_size(master_size: int, shadow_size: int, chunk_size: int = 0,
+                kind: Kind = Kind.DEPENDENT) -> int:
+    """Bytes a bitmap volume needs for a set with these volume sizes."""
+    out = ffi.new("uint64_t *")
+    err = new_error()
+    check(lib.pt_bitmap_size(master_size, shadow_size, chunk_size, int(kind), out, err), err)
+    return int(out[0])
+
+
+class Engine:
+    """Owns every set and overflow volume opened through it."""
+
+    def __init__(self) -> None:
+        handle = lib.pt_engine_new()
+        if handle == ffi.NULL:
+            raise MemoryError("cannot create a ptcopy engine")
+        self._life = Lifetime(handle, "engine")
+        self._lock = threading.Lock()
+        self._objects: list[Set | Overflow] = []
+
+    def _use(self) -> contextlib.AbstractContextManager[Any]:
+        return self._life.use()
+
+    def close(self) -> None:
+        """Close every set (copies suspend, to resume on the next open) and overflow volume."""
+        failures: list[PtcopyError] = []
+
+        def close_all(h: Any) -> None:
+            # no enable or open is in flight any more: every object is tracked
+            with self._lock:
+                objs = list(self._objects)
+            # sets before overflow volumes: an overflow refuses to close while its sets are open
+            for o in sorted(objs, key=lambda o: isinstance(o, Overflow)):
+                try:
+                    o.close()
+                except PtcopyError as e:  # keep closing the rest; report the first failure
+                    failures.append(e)
+            lib.pt_engine_free(h)
+
+        self._life.free(None, close_all)
+        if failures:
+            raise failures[0]
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def defer_copies(self, on: bool = True) -> None:
+        """Kernel data path: copies start only when asked (from a frozen view); enabling an
+        independent set marks every chunk instead of copying from the live master, and an
+        interrupted copy is folded back into the shadow bitmap at open instead of resumed."""
+        with self._use() as h:
+            lib.pt_engine_defer_copies(h, int(on))
+
+    def _track(self, obj: Set | Overflow) -> None:
+        with self._lock:
+            self._objects.append(obj)
+
+    def _forget(self, obj: Set | Overflow) -> None:
+        with self._lock:
+            if obj in self._objects:
+                self._objects.remove(obj)
+
+    def enable(self, master: VolumeLike, shadow: VolumeLike, bitmap: VolumeLike | None,
+               kind: Kind, *, chunk_size: int = 0, overflow: Overflow | None = None,
+               set_uuid: uuid_mod.UUID | None = None, copy_delay_ms: int = 0,
+               copy_units: int = 0) -> Set:
+        """Enable a new set. ``bitmap=None`` keeps the bitmaps in memory only.
+
+        An independent set starts its full copy to the shadow at once.
+        """
+        cfg = ffi.new("pt_set_config *")
+        cfg.kind = int(kind)
+        cfg.chunk_size = chunk_size
+        cfg.bitmap_in_memory = 1 if bitmap is None else 0
+        if set_uuid is not None:
+            ffi.memmove(cfg.uuid, set_uuid.bytes, 16)
+        cfg.copy_delay_ms = copy_delay_ms
+        cfg.copy_units = copy_units
+        m, s, b = _Vol(master), _Vol(shadow), _Vol(bitmap)
+        out = ffi.new("pt_set **")
+        err = new_error()
+        with self._use() as h, _use_optional(overflow) as ov:
+            check(lib.pt_set_enable(h, m.spec, s.spec, b.spec, cfg, ov, out, err), err)
+            return Set(self, out[0], overflow)
+
+    def open(self, master: VolumeLike, shadow: VolumeLike, bitmap: VolumeLike, *,
+             overflow: Overflow | None = None) -> Set:
+        """Open an existing set from its bitmap volume; an interrupted copy resumes."""
+        m, s, b = _Vol(master), _Vol(shadow), _Vol(bitmap)
+        out = ffi.new("pt_set **")
+        err = new_error()
+        with self._use() as h, _use_optional(overflow) as ov:
+            check(lib.pt_set_open(h, m.spec, s.spec, b.spec, ov, out, err), err)
+            return Set(self, out[0], overflow)
+
+    def init_overflow(self, volume: VolumeLike, chunk_size: int = 0) -> Overflow:
+        """Initialise a volume as an empty overflow volume."""
+        v = _Vol(volume)
+        out = ffi.new("pt_overflow **")
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_overflow_init(h, v.spec, chunk_size, out, err), err)
+            return Overflow(self, out[0])
+
+    def open_overflow(self, volume: VolumeLike) -> Overflow:
+        """Open an initialised overflow volume."""
+        v = _Vol(volume)
+        out = ffi.new("pt_overflow **")
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_overflow_open(h, v.spec, out, err), err)
+            return Overflow(self, out[0])
+
+    def group_copy(self, sets: Sequence[Set], direction: Direction, *, full: bool = False,
+                   owner: int = 0) -> float:
+        """Copy or update several sets at one point in time, all or nothing.
+
+        Returns how long writes were frozen, in seconds.
+        """
+        if not sets:
+            raise InvalidArgument("a group copy needs at least one set")
+        frozen = ffi.new("uint64_t *")
+        err = new_error()
+        with contextlib.ExitStack() as stack:
+            arr = ffi.new("pt_set *[]", [stack.enter_context(s._use()) for s in sets])
+            rc = lib.pt_group_copy(arr, len(sets), int(direction), int(full), owner, frozen, err)
+        check(rc, err)
+        return int(frozen[0]) / 1e9
+
+
+class Overflow:
+    """An overflow volume shared by compact dependent sets."""
+
+    def __init__(self, engine: Engine, handle: Any) -> None:
+        self._engine = engine
+        self._life = Lifetime(handle, "overflow volume")
+        engine._track(self)
+
+    def _use(self) -> contextlib.AbstractContextManager[Any]:
+        return self._life.use()
+
+    @property
+    def closed(self) -> bool:
+        return self._life.closed
+
+    def status(self) -> OverflowStatus:
+        st = ffi.new("pt_ov_status *")
+        sets = []
+        buf = ffi.new("uint8_t[16]")
+        with self._use() as h:
+            lib.pt_overflow_status(h, st)
+            for i in range(st.nsets):
+                if lib.pt_overflow_set_uuid(h, i, buf) == 0:
+                    sets.append(to_uuid(buf))
+        return OverflowStatus(
+            chunk_size=st.chunk_size, counters_valid=bool(st.counters_valid),
+            offline=bool(st.offline), chunks_total=st.chunks_total,
+            chunks_used=st.chunks_used, uuid=to_uuid(st.uuid), sets=tuple(sets),
+        )
+
+    def _end(self, wipe: bool) -> None:
+        err = new_error()
+        # the refusals (in use, sets attached) come first, with the handle still shared
+        with self._use() as h:
+            check(lib.pt_overflow_retire(h, int(wipe), err), err)
+        rc = 0
+
+        def free(h: Any) -> None:
+            nonlocal rc
+            rc = (lib.pt_overflow_delete if wipe else lib.pt_overflow_close)(h, err)
+
+        if self._life.free(None, free):
+            self._engine._forget(self)
+            check(rc, err)
+
+    def close(self) -> None:
+        """Close the volume; refused while open sets use it."""
+        if self._life.closed:
+            return
+        try:
+            self._end(wipe=False)
+        except Closed:
+            return   # closed meanwhile by another thread: what was asked
+
+    def delete(self) -> None:
+        """Wipe the volume's header; refused while any set is attached."""
+        self._end(wipe=True)
+
+    def __enter__(self) -> Overflow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _use_optional(ov: Overflow | None) -> Iterator[Any]:
+    if ov is None:
+        yield ffi.NULL
+        return
+    with ov._use() as h:
+        yield h
+
+
+class Set:
+    """A master + shadow + bitmap volume set."""
+
+    def __init__(self, engine: Engine, handle: Any, overflow: Overflow | None) -> None:
+        self._engine = engine
+        self._life = Lifetime(handle, "set")
+        self._overflow = overflow
+        engine._track(self)
+
+    def _use(self) -> contextlib.AbstractContextManager[Any]:
+        return self._life.use()
+
+    @property
+    def closed(self) -> bool:
+        return self._life.closed
+
+    @property
+    def overflow(self) -> Overflow | None:
+        return self._overflow
+
+    # -- I/O --
+
+    def read(self, side: Side, offset: int, length: int) -> bytes:
+        """Read through the set, with the point-in-time redirections applied."""
+        if length < 0 or offset < 0:
+            raise InvalidArgument("offset and length must not be negative")
+        buf = ffi.new("char[]", length or 1)
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_read(h, int(side), offset, buf, length, err), err)
+        return bytes(ffi.buffer(buf, length))
+
+    def write(self, side: Side, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write through the set: copy-on-write and copy-on-demand happen first."""
+        if offset < 0:
+            raise InvalidArgument("offset must not be negative")
+        src = ffi.from_buffer(data)
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_write(h, int(side), offset, src, len(src), err), err)
+
+    def flush(self, side: Side | None = None) -> None:
+        """Make every completed write durable on all the set's volumes; with ``side``, what
+        that side needs, as a served file's fsync does (a master flush never fails because the
+        shadow, bitmap or overflow volume is offline)."""
+        err = new_error()
+        if side is None:
+            with self._use() as h:
+                check(lib.pt_set_flush(h, err), err)
+        else:
+            with self._use() as h:
+                check(lib.pt_set_sync(h, int(side), err), err)
+
+    # -- copies --
+
+    def copy(self, direction: Direction, *, owner: int = 0) -> None:
+        """Start a full copy in ``direction``; returns at once."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_copy(h, int(direction), 1, owner, err), err)
+
+    def update(self, direction: Direction, *, owner: int = 0) -> None:
+        """Start an update (only the chunks that differ) in ``direction``; returns at once."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_copy(h, int(direction), 0, owner, err), err)
+
+    def abort(self) -> None:
+        """Stop the running copy; the target is left consistent but incomplete."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_abort(h, err), err)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the running copy. False on timeout; raises if the copy failed."""
+        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        err = new_error()
+        with self._use() as h:
+            # a close or disable wakes this (pt_set_closing) before it frees the handle
+            rc = lib.pt_set_wait(h, ms, err)
+        if rc == -lib.PT_E_TIMEOUT:
+            return False
+        check(rc, err)
+        return True
+
+    def progress(self) -> Progress:
+        p = ffi.new("pt_progress *")
+        with self._use() as h:
+            lib.pt_set_progress(h, p)
+        return Progress(
+            active=bool(p.active), direction=Direction(p.direction), aborting=bool(p.aborting),
+            result=p.result, chunks_done=p.chunks_done, chunks_total=p.chunks_total,
+            bytes_done=p.bytes_done, bytes_total=p.bytes_total, rate=p.rate,
+            elapsed_s=p.elapsed_ns / 1e9,
+        )
+
+    def set_copy_params(self, delay_ms: int, units: int) -> None:
+        """Throttle copies: pause ``delay_ms`` after every ``units`` chunks (takes effect now)."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_set_params(h, delay_ms, units, err), err)
+
+    # -- state --
+
+    def status(self) -> SetStatus:
+        st = ffi.new("pt_status *")
+        with self._use() as h:
+            lib.pt_set_status(h, st)
+        ov = to_uuid(st.overflow_uuid)
+        return SetStatus(
+            kind=Kind(st.kind), flags=Flag(st.flags), chunk_size=st.chunk_size,
+            copy_delay_ms=st.copy_delay_ms, copy_units=st.copy_units,
+            master_size=st.master_size, shadow_size=st.shadow_size, chunks=st.chunks,
+            diff_chunks=st.diff_chunks, copy_chunks=st.copy_chunks,
+            shadow_slots=st.shadow_slots, shadow_slots_used=st.shadow_slots_used,
+            overflow_used=st.overflow_used, lost_chunks=st.lost_chunks,
+            generation=st.generation, last_modified_ns=st.last_modified_ns,
+            lock_owner=st.lock_owner, bitmap_size=st.bitmap_size, uuid=to_uuid(st.uuid),
+            overflow_uuid=None if ov.int == 0 else ov,
+        )
+
+    def bits(self, which: str = "shadow") -> list[int]:
+        """Indexes of the chunks whose ``shadow`` or ``copy`` bit is set."""
+        if which not in ("shadow", "copy"):
+            raise InvalidArgument("which must be 'shadow' or 'copy'")
+        nchunks = self.status().chunks
+        n = (nchunks + 7) // 8
+        buf = ffi.new("uint8_t[]", n or 1)
+        err = new_error()
+        w = lib.PT_BITS_SHADOW if which == "shadow" else lib.PT_BITS_COPY
+        with self._use() as h:
+            check(lib.pt_set_get_bits(h, w, buf, n, err), err)
+        raw = bytes(ffi.buffer(buf, n))
+        return [i for i in range(nchunks) if raw[i >> 3] >> (i & 7) & 1]
+
+    def lock(self, owner: int) -> None:
+        """PID lock: copies by any other owner are refused until unlocked."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_lock(h, owner, err), err)
+
+    def unlock(self, owner: int = 0) -> None:
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_unlock(h, owner, err), err)
+
+    def reset(self, *, owner: int = 0) -> None:
+        """Bring offline volumes back and start the resync they need."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_reset(h, owner, err), err)
+
+    def attach_overflow(self, overflow: Overflow) -> None:
+        err = new_error()
+        with self._use() as h, overflow._use() as ov:
+            check(lib.pt_set_attach_overflow(h, ov, err), err)
+        self._overflow = overflow
+
+    def detach_overflow(self) -> None:
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_detach_overflow(h, err), err)
+        self._overflow = None
+
+    def join(self, bitmap: VolumeLike) -> None:
+        """OR another host's shadow bitmap for this set's exported shadow into this set's, so
+        the next update resyncs the chunks written there."""
+        b = _Vol(bitmap)
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_join(h, b.spec, err), err)
+
+    def mark(self, first: int, count: int) -> None:
+        """Kernel data path: chunks changed outside the engine join the shadow bitmap
+        (durable on return)."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_mark(h, first, count, err), err)
+
+    def copy_source(self, source: VolumeLike | None) -> None:
+        """Kernel data path: copies read their source side from ``source`` (a frozen snapshot
+        of the live volume); None goes back to the live volume."""
+        err = new_error()
+        if source is None:
+            with self._use() as h:
+                check(lib.pt_set_copy_source(h, ffi.NULL, err), err)
+            return
+        v = _Vol(source)
+        with self._use() as h:
+            check(lib.pt_set_copy_source(h, v.spec, err), err)
+
+    def set_fallback(self, fd: int) -> bool:
+        """Give the set its fallback record: ``fd`` is an open descriptor (the engine keeps a
+        duplicate) of a root-only regular file outside the bitmap volume, one per set. When the
+        bitmap goes offline, the record durably says so before the next master write is issued.
+        True when the record said the bitmap had been lost (a crash while it was offline): every
+        chunk then counts as changed, the shadow is offline (flag BITMAP_LOST) and a reset makes
+        the full copy. Call it right after enable or open, before the set is served."""
+        err = new_error()
+        recovered = ffi.new("int *")
+        with self._use() as h:
+            check(lib.pt_set_fallback(h, fd, recovered, err), err)
+        return bool(recovered[0])
+
+    def inject_error(self, volume: VolumeRole, on: bool = True, *,
+                     error: int = errno.EIO) -> None:
+        """Test hook: fail every I/O to one of the set's volumes while on, with errno
+        ``error`` (EIO; ENOSPC for a full disk)."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_inject_error(h, int(volume), int(on), error, err), err)
+
+    # -- lifetime --
+
+    def close(self) -> None:
+        """Stop serving the set; a running copy is suspended and resumes on the next open."""
+        err = new_error()
+        rc = 0
+
+        def free(h: Any) -> None:
+            nonlocal rc
+            rc = lib.pt_set_close(h, err)
+
+        if self._life.free(lib.pt_set_closing, free):
+            self._engine._forget(self)
+            check(rc, err)
+
+    def disable(self) -> None:
+        """End the set for good; refused while a copy runs."""
+        err = new_error()
+        # the refusal (copying) and the disabled header come first, with the handle still shared
+        with self._use() as h:
+            check(lib.pt_set_retire(h, err), err)
+        if self._life.free(lib.pt_set_closing, lambda h: lib.pt_set_disable(h, ffi.NULL)):
+            self._engine._forget(self)
+
+    def __enter__(self) -> Set:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def all_sets(engine: Engine) -> Iterable[Set]:
+    """The sets currently open in ``engine``."""
+    with engine._lock:
+        return [o for o in engine._objects if isinstance(o, Set)]
