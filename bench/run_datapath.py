@@ -52,9 +52,9 @@ sys.path.insert(0, str(REPO))
 
 import ptbench  # noqa: E402  (bench/, the script directory, is on sys.path)
 
-from ptcopy import loopdev  # noqa: E402
+from ptcopy.datapath import blockdev as loopdev  # noqa: E402
+from ptcopy.datapath.userspace import UserspacePath, cleanup_stale  # noqa: E402
 from ptcopy.engine import Direction, Engine, Kind, Set, bitmap_size  # noqa: E402
-from ptcopy.userspace import UserspacePath, cleanup_stale  # noqa: E402
 
 KiB = 1 << 10
 MiB = 1 << 20

@@ -30,9 +30,9 @@ from ptcopy.daemon.state import (
     remove_fallback,
 )
 from ptcopy.daemon.volumes import Expect, Opened, open_volume, opened
+from ptcopy.datapath.userspace import Served, UserspacePath
 from ptcopy.engine import Direction, Kind
 from ptcopy.kernelpath import KernelCopy, KernelPath, KernelSet
-from ptcopy.userspace import Served, UserspacePath
 
 log = logging.getLogger(__name__)
 

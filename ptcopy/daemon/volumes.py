@@ -14,10 +14,10 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ptcopy import loopdev
 from ptcopy.daemon import identity, options
 from ptcopy.daemon.errors import ServiceError
 from ptcopy.daemon.identity import Identity
+from ptcopy.datapath import blockdev as loopdev
 
 log = logging.getLogger(__name__)
 
