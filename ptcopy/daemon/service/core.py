@@ -31,6 +31,8 @@ DIRECTIONS = {"shadow": Direction.TO_SHADOW, "master": Direction.TO_MASTER}
 SET_ROLES = ("master", "shadow", "bitmap")
 
 Listener = Callable[[str, str, str], None]   # (event, kind, id): added/removed/changed
+# builds a data path on the service's engine and run directory (tests give their own)
+PathFactory = Callable[[eng.Engine, str], DataPath]
 
 
 @dataclass
@@ -63,12 +65,14 @@ class Core:
     """
 
     def __init__(self, state_dir: str, run_dir: str, file_dirs: Sequence[str],
-                 data_path: str = "userspace") -> None:
+                 data_path: str | PathFactory = "userspace") -> None:
+        """``data_path``: a name ``select.build`` knows, or a factory for another path."""
         self.state_dir = state_dir
         self.run_dir = run_dir
         self.file_dirs = [os.path.realpath(d) for d in file_dirs]
         self.engine = eng.Engine()
-        self.datapath: DataPath = select.build(data_path, self.engine, run_dir)
+        self.datapath: DataPath = (data_path(self.engine, run_dir) if callable(data_path)
+                                   else select.build(data_path, self.engine, run_dir))
         self.store = Store(state_dir)
         self.sets: dict[str, ManagedSet] = {}
         self.groups: dict[str, GroupRow] = {}
