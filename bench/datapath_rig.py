@@ -30,9 +30,9 @@ from common import (
     proc_cpu_s,
 )
 
-from ptcopy import loopdev
+from ptcopy.datapath import blockdev as loopdev
+from ptcopy.datapath.userspace import UserspacePath, cleanup_stale
 from ptcopy.engine import Engine, Kind, Set, bitmap_size
-from ptcopy.userspace import UserspacePath, cleanup_stale
 
 
 @dataclass(frozen=True)

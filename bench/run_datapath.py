@@ -52,8 +52,8 @@ from common import (
 from datapath_report import BLOCK, missed, report
 from datapath_rig import COLUMN, COLUMNS, ROW, ROWS, Result, Rig, Row, leftovers, median_result
 
+from ptcopy.datapath.userspace import UserspacePath
 from ptcopy.engine import Direction, Kind, Set
-from ptcopy.userspace import UserspacePath
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "PERFORMANCE.md"

@@ -10,7 +10,7 @@ from typing import ParamSpec, TypeVar
 
 from dbus_fast import DBusError
 
-from ptcopy import loopdev
+from ptcopy.datapath import blockdev as loopdev
 from ptcopy.engine import PtcopyError
 
 PREFIX = "org.ptcopy.Imaging1.Error."

@@ -14,10 +14,10 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ptcopy import loopdev
 from ptcopy.daemon import identity, options
 from ptcopy.daemon.errors import ServiceError
 from ptcopy.daemon.identity import Identity
+from ptcopy.datapath import blockdev as loopdev
 
 log = logging.getLogger(__name__)
 
@@ -113,21 +113,35 @@ def _refusal(e: OSError, path: str, role: str) -> ServiceError:
     return ServiceError("Failed", f"{role} volume {path}: {e.strerror}")
 
 
+def _is_device(path: str, held: int | None) -> bool:
+    """``path`` is the block device numbered ``held``."""
+    if held is None:
+        return False
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISBLK(st.st_mode) and st.st_rdev == held
+
+
 def open_volume(path: str, role: str, file_dirs: Sequence[str], *,
-                exclusive: bool = True) -> Opened:
+                exclusive: bool = True, held: int | None = None) -> Opened:
     """Open a volume for the engine, or refuse it with a named error.
 
     Without ``exclusive`` the checks are the same (the device is opened exclusively once, so a
     mounted or held one is refused) but the descriptor returned is not exclusive: on the kernel
-    data path device-mapper claims the volume itself."""
+    data path device-mapper claims the volume itself. ``held``: the device number of a block
+    device the engine already holds exclusively for this very volume (to serve it again)."""
     options.path(path, role)
     try:
         # O_EXCL without O_CREAT: exclusive for block devices (refused while mounted or held),
         # ignored for regular files.
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_EXCL | os.O_NOCTTY)
     except OSError as e:
-        if not exclusive and e.errno == errno.EBUSY and _held_by_ptcopy(path):
-            # the kernel path's own devices hold it (a restart, or a second shadow of a master)
+        if not exclusive and e.errno == errno.EBUSY and (_held_by_ptcopy(path)
+                                                         or _is_device(path, held)):
+            # the kernel path's own devices hold it (a restart, or a second shadow of a
+            # master), or the engine does (a set served again)
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY)
             exclusive = True   # already shared: nothing to reopen below
         else:
@@ -186,15 +200,18 @@ def check(v: Opened, role: str, want: Expect) -> identity.Verdict:
 @contextlib.contextmanager
 def opened(paths: Sequence[tuple[str, str]], file_dirs: Sequence[str], *,
            exclusive: bool = True,
-           expect: Sequence[Expect | None] | None = None) -> Iterator[list[Opened]]:
+           expect: Sequence[Expect | None] | None = None,
+           held: Sequence[int | None] | None = None) -> Iterator[list[Opened]]:
     """Open several (path, role) volumes; refuse the same volume twice; close them after.
 
     ``expect`` (one per path, None for no check): each descriptor must be the volume recorded
-    for it (``check``) before anything uses it, so a refused volume has nothing written."""
+    for it (``check``) before anything uses it, so a refused volume has nothing written.
+    ``held`` (one per path): as ``open_volume``'s."""
     done: list[Opened] = []
     try:
         for i, (p, role) in enumerate(paths):
-            v = open_volume(p, role, file_dirs, exclusive=exclusive)
+            v = open_volume(p, role, file_dirs, exclusive=exclusive,
+                            held=held[i] if held is not None else None)
             done.append(v)
             want = expect[i] if expect is not None else None
             if want is not None:

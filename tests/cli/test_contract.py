@@ -47,7 +47,7 @@ def test_options_sent_are_documented() -> None:
 def test_the_cli_never_imports_the_engine() -> None:
     code = ("import sys, ptcopy.cli.main, ptcopy.cli.iiadm; "
             "bad = [m for m in sys.modules if m.startswith(('ptcopy.engine', 'ptcopy._engine', "
-            "'ptcopy.daemon', 'ptcopy.userspace'))]; print(bad); sys.exit(bool(bad))")
+            "'ptcopy.daemon', 'ptcopy.datapath'))]; print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -31,7 +31,7 @@ import pytest
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from ptcopy import loopdev
+from ptcopy.datapath import blockdev as loopdev
 from ptcopy.engine import Kind, bitmap_size
 
 REPO = Path(__file__).resolve().parents[2]
@@ -280,7 +280,7 @@ class Ptcopyd:
         """Whatever happened: stop the process, then remove what it left behind."""
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
-        from ptcopy.userspace import cleanup_stale
+        from ptcopy.datapath.userspace import cleanup_stale
         with contextlib.suppress(Exception):
             cleanup_stale(str(self.run_dir / "volumes"))
         for lp in loopdev.loops_backed_by(str(self.run_dir)):

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from daemon_helpers import ISET, MIB, Client, Ptcopyd, read_dev, write_dev
 
-from ptcopy import loopdev
+from ptcopy.datapath import blockdev as loopdev
 from ptcopy.engine import Kind, bitmap_size
 
 pytestmark = pytest.mark.root

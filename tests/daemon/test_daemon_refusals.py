@@ -25,7 +25,7 @@ from daemon_helpers import (
 )
 from dbus_fast import Variant
 
-from ptcopy import loopdev
+from ptcopy.datapath import blockdev as loopdev
 from ptcopy.engine import Kind, bitmap_size
 
 pytestmark = pytest.mark.root

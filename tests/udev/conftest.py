@@ -33,8 +33,8 @@ from daemon_helpers import (  # noqa: E402
     session_loop,
 )
 
-from ptcopy import loopdev  # noqa: E402
 from ptcopy.daemon.discovery import udevd_running  # noqa: E402
+from ptcopy.datapath import blockdev as loopdev  # noqa: E402
 
 UDEVD = "/lib/systemd/systemd-udevd"
 

@@ -16,8 +16,8 @@ import json
 import sys
 import time
 
+from ptcopy.datapath.userspace import UserspacePath
 from ptcopy.engine import Engine, Kind
-from ptcopy.userspace import UserspacePath
 
 
 def main() -> None:

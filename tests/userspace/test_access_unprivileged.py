@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from us_helpers import MIB, Harness, mounts_under, run
 
+from ptcopy.datapath.userspace import DataPathError, UserspacePath
 from ptcopy.engine import Kind, Side
-from ptcopy.userspace import DataPathError, UserspacePath
 
 pytestmark = pytest.mark.root
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from us_helpers import MIB, Harness, opened, ptcopy_mounts
 
-from ptcopy import loopdev
+from ptcopy.datapath import blockdev as loopdev
+from ptcopy.datapath.userspace import cleanup_stale
 from ptcopy.engine import Direction, Flag, Kind, Side, bitmap_size
-from ptcopy.userspace import cleanup_stale
 
 pytestmark = pytest.mark.root
 

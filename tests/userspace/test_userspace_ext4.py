@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from us_helpers import MIB, Harness, checksums, mkfs, mutate_tree, sync, tree_diff, write_tree
 
+from ptcopy.datapath.userspace import Served, UserspacePath
 from ptcopy.engine import Direction, Flag, InUse, Kind, Set
-from ptcopy.userspace import Served, UserspacePath
 
 pytestmark = pytest.mark.root
 

@@ -22,9 +22,10 @@ from us_helpers import (
     write_tree,
 )
 
-from ptcopy import loopdev, userspace
+from ptcopy.datapath import blockdev as loopdev
+from ptcopy.datapath import userspace
+from ptcopy.datapath.userspace import DataPathError, UserspacePath
 from ptcopy.engine import Direction, InUse, Kind, NotFound, Server, Side
-from ptcopy.userspace import DataPathError, UserspacePath
 
 pytestmark = pytest.mark.root
 

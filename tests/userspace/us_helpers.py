@@ -16,9 +16,9 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ptcopy import loopdev
+from ptcopy.datapath import blockdev as loopdev
+from ptcopy.datapath.userspace import UserspacePath, cleanup_stale
 from ptcopy.engine import Engine, Kind, Overflow, Set, bitmap_size
-from ptcopy.userspace import UserspacePath, cleanup_stale
 
 MIB = 1 << 20
 KIB = 1 << 10

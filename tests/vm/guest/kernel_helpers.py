@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ptcopy import loopdev
+from ptcopy.datapath import blockdev as loopdev
 from ptcopy.engine import Engine, Kind, Set
 from ptcopy.kernelpath import KernelPath, KernelSet
 

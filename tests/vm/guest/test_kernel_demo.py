@@ -7,7 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from ptcopy import engine, loopdev
+from ptcopy import engine
+from ptcopy.datapath import blockdev as loopdev
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -20,7 +20,8 @@ from kernel_helpers import (
     write_at,
 )
 
-from ptcopy import dm, loopdev
+from ptcopy import dm
+from ptcopy.datapath import blockdev as loopdev
 from ptcopy.engine import Dependency, Direction, InUse, Kind
 
 

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "daemon"))
 import model_daemon as md
 from daemon_helpers import Client, PrivateBus, Ptcopyd
 
-from ptcopy import engine, loopdev
+from ptcopy import engine
+from ptcopy.datapath import blockdev as loopdev
 
 SEEDS = md.seeds([131])
 OPS = md.env_int("PTCOPY_MODEL_OPS", 25)

@@ -105,7 +105,7 @@ def daemon(tmp_path: Path) -> Iterator[Ptcopyd]:
                 subprocess.run(["dmsetup", "remove", "--retry", name], check=False,
                                capture_output=True)
         d.cleanup()
-        from ptcopy import loopdev
+        from ptcopy.datapath import blockdev as loopdev
         for lp in loopdev.loops_backed_by(str(tmp_path)):
             subprocess.run(["losetup", "-d", lp.device], check=False, capture_output=True)
         bus.stop()

@@ -16,8 +16,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ptcopy import loopdev
-from ptcopy.engine import Direction, Engine, InUse, InvalidArgument, NotFound, Server, Set
+from ptcopy.datapath import blockdev
+from ptcopy.datapath.base import Capabilities, SetVolumes, Volume
+from ptcopy.engine import (
+    Direction,
+    Engine,
+    InUse,
+    InvalidArgument,
+    Kind,
+    NotFound,
+    Progress,
+    Server,
+    Set,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,25 +120,32 @@ def cleanup_stale(mountpoint: str) -> list[str]:
     Returns what was cleaned, for the log.
     """
     cleaned = []
-    for lp in loopdev.loops_backed_by(mountpoint):
-        with contextlib.suppress(loopdev.LoopError):
-            for mp in loopdev.mountpoints(lp.device):
-                loopdev.lazy_unmount(mp)
+    for lp in blockdev.loops_backed_by(mountpoint):
+        with contextlib.suppress(blockdev.LoopError):
+            for mp in blockdev.mountpoints(lp.device):
+                blockdev.lazy_unmount(mp)
                 cleaned.append(mp)
-            loopdev.detach(lp.device)
+            blockdev.detach(lp.device)
             cleaned.append(lp.device)
-    for mp in sorted(loopdev.fuse_mounts_at(mountpoint), reverse=True):
-        loopdev.lazy_unmount(mp)
+    for mp in sorted(blockdev.fuse_mounts_at(mountpoint), reverse=True):
+        blockdev.lazy_unmount(mp)
         cleaned.append(mp)
     return cleaned
 
 
+CAPS = Capabilities(name="userspace", bitmap_in_memory=True, exclusive_volumes=True,
+                    target_writable_during_copy=True, group_restore_dependent=True)
+
+
 class UserspacePath:
-    """Serves sets under ``<run_dir>/volumes``.
+    """Serves sets under ``<run_dir>/volumes`` (a ``DataPath``). The engine moves the bytes
+    and runs the copies: copy state, progress and abort are the engine set's.
 
     Starting cleans what an earlier, killed server left behind, so a restart serves the sets
     again without manual steps.
     """
+
+    caps = CAPS
 
     def __init__(self, engine: Engine, run_dir: str, *, max_threads: int = 16) -> None:
         _require("/dev/fuse", "load the fuse kernel module (modprobe fuse)")
@@ -153,22 +171,31 @@ class UserspacePath:
     def served(self) -> dict[str, Served]:
         return dict(self._served)
 
-    def serve(self, name: str, set_: Set, *, loop: bool = True) -> Served:
-        """Serve a set's master and shadow; attach loop devices unless ``loop`` is False."""
+    def check_new(self, kind: Kind, chunk: int, master_size: int, shadow: tuple[str, int],
+                  bitmap: tuple[str, int] | None) -> None:
+        """Every volume the engine accepts can be served here."""
+
+    def serve(self, name: str, set_: Set, volumes: SetVolumes | None = None, *,
+              loop: bool = True) -> Served:
+        """Serve a set's master and shadow; attach loop devices unless ``loop`` is False.
+        ``volumes`` is not used: the FUSE server reads and writes through the engine's set."""
         master, shadow = self._server.export(name, set_)
         served = Served(name, set_, master, shadow)
         try:
             if loop:
-                served.devices[Direction.TO_MASTER] = loopdev.attach(master)
-                served.devices[Direction.TO_SHADOW] = loopdev.attach(shadow)
-        except loopdev.LoopError as e:
+                served.devices[Direction.TO_MASTER] = blockdev.attach(master)
+                served.devices[Direction.TO_SHADOW] = blockdev.attach(shadow)
+        except blockdev.LoopError as e:
             for dev in served.devices.values():
-                with contextlib.suppress(loopdev.LoopError):
-                    loopdev.detach(dev)
+                with contextlib.suppress(blockdev.LoopError):
+                    blockdev.detach(dev)
             self._server.unexport(name, force=True)
             raise DataPathError(1001, f"cannot attach loop devices for {name}: {e}") from e
         self._served[name] = served
         return served
+
+    def started(self, name: str, *, new: bool) -> None:
+        """Nothing to start: the engine makes a new set's first copy and resumes its own."""
 
     def _get(self, name: str) -> Served:
         try:
@@ -181,11 +208,11 @@ class UserspacePath:
         devices over the same file and, when ``processes``, processes holding it open."""
         served = self._get(name)
         dev = served.devices.get(direction)
-        found = loopdev.users(dev, processes=processes) if dev else []
+        found = blockdev.users(dev, processes=processes) if dev else []
         path = served.master_file if direction is Direction.TO_MASTER else served.shadow_file
-        for lp in loopdev.loops_backed_by(os.path.dirname(path)):
+        for lp in blockdev.loops_backed_by(os.path.dirname(path)):
             if lp.backing_file == path and lp.device != dev:
-                found += [lp.device, *loopdev.users(lp.device, processes=processes)]
+                found += [lp.device, *blockdev.users(lp.device, processes=processes)]
         return found
 
     def unserve(self, name: str, *, force: bool = False) -> None:
@@ -204,8 +231,8 @@ class UserspacePath:
                     raise InUse(1005, f"the {side} of {name} is in use by {', '.join(busy)}")
         for direction, dev in list(served.devices.items()):
             try:
-                loopdev.detach(dev)
-            except loopdev.LoopError:
+                blockdev.detach(dev)
+            except blockdev.LoopError:
                 if os.path.exists(dev) and not force:
                     raise
             del served.devices[direction]   # keep the record true to what is attached
@@ -224,7 +251,7 @@ class UserspacePath:
         self._server.invalidate(name)
         dev = self._served[name].devices.get(direction)
         if dev:
-            loopdev.flush_buffers(dev)
+            blockdev.flush_buffers(dev)
 
     def copy(self, names: Sequence[str], direction: Direction, *, full: bool,
              owner: int = 0) -> float:
@@ -243,11 +270,39 @@ class UserspacePath:
                    and not mp.startswith("/dev/")]
         sets = [self._served[n].set for n in names]
         engine = sets[0]._engine
-        with loopdev.frozen(mounted):
+        with blockdev.frozen(mounted):
             held = engine.group_copy(sets, direction, full=full, owner=owner)
         for name in names:
             self._refresh(name, direction)
         return held
+
+    def progress(self, name: str) -> Progress:
+        """The engine set's copy."""
+        return self._get(name).set.progress()
+
+    def abort(self, name: str) -> None:
+        """Stop the engine set's copy."""
+        self._get(name).set.abort()
+
+    def wait(self, name: str, timeout: float | None = None) -> bool:
+        """Until the engine set's copy is over; False at the timeout."""
+        return self._get(name).set.wait(timeout)
+
+    def copier(self, name: str) -> Set:
+        """A job follows the engine set itself."""
+        return self._get(name).set
+
+    def attach_overflow(self, name: str, overflow: Volume) -> None:
+        """Nothing to follow: the FUSE server reads through the engine, which spills itself."""
+
+    def detach_overflow(self, name: str) -> None:
+        """Nothing uses the overflow volume here but the engine."""
+
+    def status(self, name: str) -> dict[str, object]:
+        """The served files and devices of a set."""
+        served = self._get(name)
+        return {"master_file": served.master_file, "shadow_file": served.shadow_file,
+                "master_device": served.master_device, "shadow_device": served.shadow_device}
 
     def stop(self, *, force: bool = False) -> None:
         """Unserve everything and unmount; refused while a served device is in use."""
