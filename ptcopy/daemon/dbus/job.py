@@ -1,7 +1,6 @@
-"""Jobs: long work (copies and updates) returns a Job object at once; it follows the engine's
-progress counters, updates its properties at most twice a second, signals Completed once, and
-stays readable for a while after it ends."""
-
+"""org.ptcopy.Imaging1.Job: long work (copies and updates) returns a Job object at once; it
+follows the engine's progress counters, updates its properties at most twice a second, signals
+Completed once, and stays readable for a while after it ends."""
 
 import asyncio
 import contextlib
@@ -9,9 +8,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Protocol
-
-from dbus_fast import Variant
-from dbus_fast.constants import PropertyAccess
 
 from ptcopy import engine as eng
 
@@ -27,13 +23,14 @@ from ptcopy._dbus_compat import (
     method,
     signal,
 )
-from ptcopy.daemon.bus import IFACE, ROOT, Authorizer, Interface
-from ptcopy.daemon.errors import CALLS, translated
+from ptcopy.daemon.dbus.args import Options, Paths, R
+from ptcopy.daemon.dbus.bus import IFACE, Authorizer, Interface
+from ptcopy.daemon.dbus.errors import CALLS, translated
+from ptcopy.daemon.dbus.paths import job_path
+from ptcopy.daemon.options import parse, wait_timeout
 
 log = logging.getLogger(__name__)
 TICK = 0.5   # seconds between property updates: at most twice a second
-
-R = PropertyAccess.READ
 
 
 class Copier(Protocol):
@@ -55,7 +52,7 @@ class Job(Interface):
                  on_done: Callable[["Job"], None]) -> None:
         super().__init__(IFACE + ".Job")
         self.number = number
-        self.path = f"{ROOT}/jobs/{number}"
+        self.path = job_path(number)
         self._operation = operation
         self._objects = list(objects)
         self._sets = list(sets)
@@ -82,7 +79,7 @@ class Job(Interface):
         return self._operation
 
     @dbus_property(access=R)
-    def Objects(self) -> Annotated[list[str], DBusSignature("ao")]:
+    def Objects(self) -> Paths:
         """The sets (or group) the job works on."""
         return list(self._objects)
 
@@ -143,9 +140,8 @@ class Job(Interface):
 
     @method()
     @translated
-    async def Cancel(self, options: Annotated[dict[str, Variant], DBusSignature("a{sv}")]) -> None:
+    async def Cancel(self, options: Options) -> None:
         """Stop the copy; the target is left consistent but incomplete (flag incomplete)."""
-        from ptcopy.daemon.options import parse
         parse(options, {})
         await self._auth.check("cancel a job")
         if self._done:
@@ -160,7 +156,6 @@ class Job(Interface):
     async def Wait(self, timeout: DBusDouble) -> DBusBool:
         """Wait up to timeout seconds (0 to 604800; 0 polls) for the job to end; True if it
         has."""
-        from ptcopy.daemon.options import wait_timeout
         wait_timeout(timeout)
         if self._finished.is_set():
             return True

@@ -19,7 +19,7 @@ from dbus_fast import introspection as intr
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface
 
-from ptcopy.daemon.errors import PREFIX
+from ptcopy.errnames import ErrorName
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Authorizer:
         reply = await self.bus.call(Message(destination=dest, path=path, interface=iface,
                                             member=member, signature=sig, body=body))
         if reply.message_type is MessageType.ERROR:
-            raise DBusError(reply.error_name or PREFIX + "Failed", str(reply.body))
+            raise DBusError(reply.error_name or ErrorName.FAILED.dbus, str(reply.body))
         return reply
 
     async def uid_of(self, sender: str) -> int:
@@ -142,7 +142,7 @@ class Authorizer:
         """Raise NotAuthorized unless the current caller may mutate; returns its uid."""
         sender = caller.get()
         if not sender:
-            raise DBusError(PREFIX + "NotAuthorized", "cannot tell who is calling")
+            raise DBusError(ErrorName.NOT_AUTHORIZED.dbus, "cannot tell who is calling")
         uid = await self.uid_of(sender)
         if uid == 0:
             return uid
@@ -156,7 +156,7 @@ class Authorizer:
             authorized = bool(r.body[0][0])
             if authorized:
                 return uid
-        raise DBusError(PREFIX + "NotAuthorized",
+        raise DBusError(ErrorName.NOT_AUTHORIZED.dbus,
                         f"uid {uid} may not {what}: it needs root or the polkit action "
                         f"{POLKIT_ACTION}")
 
