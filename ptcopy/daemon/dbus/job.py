@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated, Protocol
+from typing import Annotated
 
 from ptcopy import engine as eng
 
@@ -28,27 +28,17 @@ from ptcopy.daemon.dbus.bus import IFACE, Authorizer, Interface
 from ptcopy.daemon.dbus.errors import CALLS, translated
 from ptcopy.daemon.dbus.paths import job_path
 from ptcopy.daemon.options import parse, wait_timeout
+from ptcopy.datapath.base import Copy
 
 log = logging.getLogger(__name__)
 TICK = 0.5   # seconds between property updates: at most twice a second
-
-
-class Copier(Protocol):
-    """What a job follows: an engine set, or a set's copy on the kernel data path."""
-
-    @property
-    def closed(self) -> bool: ...
-
-    def progress(self) -> eng.Progress: ...
-
-    def abort(self) -> None: ...
 
 
 class Job(Interface):
     """A copy or update in progress (or finished)."""
 
     def __init__(self, number: int, operation: str, objects: Sequence[str],
-                 sets: Sequence[Copier], uid: int, auth: Authorizer,
+                 sets: Sequence[Copy], uid: int, auth: Authorizer,
                  on_done: Callable[["Job"], None]) -> None:
         super().__init__(IFACE + ".Job")
         self.number = number
@@ -231,6 +221,6 @@ class Job(Interface):
         self._on_done(self)
 
 
-def _abort_quietly(s: Copier) -> None:
+def _abort_quietly(s: Copy) -> None:
     with contextlib.suppress(eng.NoCopy):   # it ended meanwhile
         s.abort()
