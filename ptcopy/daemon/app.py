@@ -13,7 +13,8 @@ from dbus_fast import BusType
 from dbus_fast.constants import RequestNameReply
 
 from ptcopy.daemon.background import Background
-from ptcopy.daemon.dbus.bus import BUS_NAME, ROOT, Authorizer, PtcopyBus, record_caller
+from ptcopy.daemon.dbus.auth import Authorizer
+from ptcopy.daemon.dbus.bus import BUS_NAME, ROOT, PtcopyBus, record_caller
 from ptcopy.daemon.dbus.clients import Clients
 from ptcopy.daemon.dbus.context import HostContext
 from ptcopy.daemon.dbus.errors import CALLS

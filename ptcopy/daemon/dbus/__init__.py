@@ -1,3 +1,5 @@
 """ptcopyd's D-Bus side: one module per interface (manager, iiset, iigroup, iioverflow, volume,
-job), the bus connection (bus), the failure boundary (errors), the exported objects' registry
-(registry) and the contract XML (contract). The domain (ptcopy.daemon.service) knows none of it."""
+job) on a common base (interface); the bus connection (bus), who may mutate (auth), the failure
+boundary (errors), object paths (paths), what objects may ask of the daemon (context), the
+exported objects' registry (registry), clients leaving (clients) and the contract XML
+(contract). The domain (ptcopy.daemon.service) knows none of it."""

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ptcopy.daemon.candidates import CandidateView
-from ptcopy.daemon.dbus.bus import Authorizer
+from ptcopy.daemon.dbus.auth import Authorizer
 
 # (operation, object paths, set ids, uid of the caller) -> the path of the Job that follows
 StartJob = Callable[[str, Sequence[str], Sequence[str], int], str]

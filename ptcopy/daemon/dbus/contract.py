@@ -12,10 +12,10 @@ from typing import Any
 
 from dbus_fast import introspection as intr
 
-from ptcopy.daemon.dbus.bus import Interface
 from ptcopy.daemon.dbus.iigroup import IIGroup
 from ptcopy.daemon.dbus.iioverflow import IIOverflow
 from ptcopy.daemon.dbus.iiset import IISet
+from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.job import Job
 from ptcopy.daemon.dbus.manager import Manager
 from ptcopy.daemon.dbus.volume import Volume

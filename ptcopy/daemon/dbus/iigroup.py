@@ -7,9 +7,10 @@ import asyncio
 from ptcopy._dbus_compat import DBusObjectPath, DBusStr, dbus_property, method
 from ptcopy.daemon import options as opt
 from ptcopy.daemon.dbus.args import CONFIRM, NO_OPTS, Options, Paths, R
-from ptcopy.daemon.dbus.bus import IFACE, Interface, caller
+from ptcopy.daemon.dbus.bus import IFACE, caller
 from ptcopy.daemon.dbus.context import Context
 from ptcopy.daemon.dbus.errors import translated
+from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.paths import NONE, group_path, id_of, set_path
 from ptcopy.daemon.errors import invalid
 from ptcopy.daemon.service import Service

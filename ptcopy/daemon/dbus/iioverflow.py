@@ -8,9 +8,10 @@ from typing import Any
 from ptcopy._dbus_compat import DBusBool, DBusStr, DBusUInt64, dbus_property, method
 from ptcopy.daemon import options as opt
 from ptcopy.daemon.dbus.args import NO_OPTS, Options, Paths, R
-from ptcopy.daemon.dbus.bus import IFACE, Interface
+from ptcopy.daemon.dbus.bus import IFACE
 from ptcopy.daemon.dbus.context import Context
 from ptcopy.daemon.dbus.errors import translated
+from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.paths import set_path
 from ptcopy.daemon.service import Service
 

@@ -17,9 +17,10 @@ from ptcopy._dbus_compat import (
 )
 from ptcopy.daemon import options as opt
 from ptcopy.daemon.dbus.args import CONFIRM, NO_OPTS, Options, R, Strings
-from ptcopy.daemon.dbus.bus import IFACE, Interface, caller
+from ptcopy.daemon.dbus.bus import IFACE, caller
 from ptcopy.daemon.dbus.context import Context
 from ptcopy.daemon.dbus.errors import translated
+from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.paths import NONE, group_path, id_of, overflow_path, set_path
 from ptcopy.daemon.service import Service
 from ptcopy.engine import Flag

@@ -24,8 +24,10 @@ from ptcopy._dbus_compat import (
     signal,
 )
 from ptcopy.daemon.dbus.args import Options, Paths, R
-from ptcopy.daemon.dbus.bus import IFACE, Authorizer, Interface
+from ptcopy.daemon.dbus.auth import Authorizer
+from ptcopy.daemon.dbus.bus import IFACE
 from ptcopy.daemon.dbus.errors import CALLS, translated
+from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.paths import job_path
 from ptcopy.daemon.options import parse, wait_timeout
 from ptcopy.datapath.base import Copy

@@ -10,9 +10,10 @@ from ptcopy._dbus_compat import DBusObjectPath, DBusStr, DBusUInt32, dbus_proper
 from ptcopy.daemon import options as opt
 from ptcopy.daemon.candidates import candidates
 from ptcopy.daemon.dbus.args import NO_OPTS, Options, Paths, R, TwoPaths
-from ptcopy.daemon.dbus.bus import IFACE, Interface, caller
+from ptcopy.daemon.dbus.bus import IFACE, caller
 from ptcopy.daemon.dbus.context import Context, HostContext
 from ptcopy.daemon.dbus.errors import translated
+from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.paths import (
     NONE,
     group_path,

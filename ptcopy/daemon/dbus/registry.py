@@ -10,11 +10,13 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 from ptcopy.daemon.background import Background
-from ptcopy.daemon.dbus.bus import Authorizer, Interface, PtcopyBus
+from ptcopy.daemon.dbus.auth import Authorizer
+from ptcopy.daemon.dbus.bus import PtcopyBus
 from ptcopy.daemon.dbus.context import Context
 from ptcopy.daemon.dbus.iigroup import IIGroup
 from ptcopy.daemon.dbus.iioverflow import IIOverflow
 from ptcopy.daemon.dbus.iiset import IISet
+from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.job import Job
 from ptcopy.daemon.dbus.paths import NONE, group_path, overflow_path, set_path, volume_path
 from ptcopy.daemon.dbus.volume import Volume

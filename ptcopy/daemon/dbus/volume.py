@@ -4,7 +4,8 @@ the daemon replaces when discovery or the sets change it."""
 # dbus-fast's decorators and annotations, also under Debian 12's dbus-fast 1.84
 from ptcopy._dbus_compat import DBusBool, DBusObjectPath, DBusStr, DBusUInt64, dbus_property
 from ptcopy.daemon.dbus.args import R, Strings
-from ptcopy.daemon.dbus.bus import IFACE, Interface
+from ptcopy.daemon.dbus.bus import IFACE
+from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.discovery import VolumeView
 
 
