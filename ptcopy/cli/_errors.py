@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import enum
 
-ERROR_PREFIX = "org.ptcopy.Imaging1.Error."
+from ptcopy.errnames import PREFIX, ErrorName
+
+ERROR_PREFIX = PREFIX
 BUS_ERROR_PREFIX = "org.freedesktop.DBus.Error."
 POLKIT_ACTION = "org.ptcopy.imaging.manage"
 
@@ -105,30 +107,45 @@ class Interrupted(CliError):
 
 
 # Hints for ptcopyd's named errors (the daemon's message says what happened; these say what to do).
-HINTS: dict[str, str] = {
-    "NotAuthorized": f"run it as root (sudo ptcopy ...) or get the polkit action "
-                     f"{POLKIT_ACTION}; reading (status, list) needs no rights",
-    "NotFound": "ptcopy list and ptcopy volumes show what there is",
-    "InUse": "unmount the volume or stop the program holding it, then try again",
-    "Busy": "wait for the copy to end (ptcopy wait SET) or stop it (ptcopy abort SET)",
-    "Offline": "once the volume is back, ptcopy reset SET brings the set back",
-    "Exists": "choose another name (--name NAME)",
-    "SameVolume": "master, shadow and bitmap must be three different volumes",
-    "TooSmall": "use a bigger volume; only a dependent shadow may be smaller than its master "
-                "(a compact shadow)",
-    "SizeMismatch": "an independent shadow must be as big as its master",
-    "WrongType": "check the set's kind with ptcopy status SET",
-    "Dependency": "detach or remove what depends on it first",
-    "Incomplete": "the last copy did not finish; run the update again to complete it",
-    "Exported": "the shadow is handed to another host; join it back first",
-    "NotConfirmed": "writing the master needs confirmation (--yes)",
-    "OutOfSpace": "attach a bigger overflow volume (ptcopy overflow attach) and update",
-    "BadHeader": "this is not a ptcopy bitmap or overflow volume (or it is damaged)",
-    "DataPath": "the data path (FUSE, loop devices) failed; the daemon log says more",
-    "IOError": "a volume failed; check the device, then ptcopy reset SET",
-    "NoCopy": "no copy is running",
-    "InvalidArgument": "check the values given on the command line",
+HINTS: dict[ErrorName, str] = {
+    ErrorName.NOT_AUTHORIZED: f"run it as root (sudo ptcopy ...) or get the polkit action "
+                              f"{POLKIT_ACTION}; reading (status, list) needs no rights",
+    ErrorName.NOT_FOUND: "ptcopy list and ptcopy volumes show what there is",
+    ErrorName.IN_USE: "unmount the volume or stop the program holding it, then try again",
+    ErrorName.BUSY: "wait for the copy to end (ptcopy wait SET) or stop it (ptcopy abort SET)",
+    ErrorName.OFFLINE: "once the volume is back, ptcopy reset SET brings the set back",
+    ErrorName.EXISTS: "choose another name (--name NAME)",
+    ErrorName.SAME_VOLUME: "master, shadow and bitmap must be three different volumes",
+    ErrorName.TOO_SMALL: "use a bigger volume; only a dependent shadow may be smaller than its "
+                         "master (a compact shadow)",
+    ErrorName.SIZE_MISMATCH: "an independent shadow must be as big as its master",
+    ErrorName.WRONG_TYPE: "check the set's kind with ptcopy status SET",
+    ErrorName.DEPENDENCY: "detach or remove what depends on it first",
+    ErrorName.INCOMPLETE: "the last copy did not finish; run the update again to complete it",
+    ErrorName.EXPORTED: "the shadow is handed to another host; join it back first",
+    ErrorName.NOT_CONFIRMED: "writing the master needs confirmation (--yes)",
+    ErrorName.OUT_OF_SPACE: "attach a bigger overflow volume (ptcopy overflow attach) and update",
+    ErrorName.BAD_HEADER: "this is not a ptcopy bitmap or overflow volume (or it is damaged)",
+    ErrorName.DATA_PATH: "the data path (FUSE, loop devices) failed; the daemon log says more",
+    ErrorName.IO_ERROR: "a volume failed; check the device, then ptcopy reset SET",
+    ErrorName.NO_COPY: "no copy is running",
+    ErrorName.INVALID_ARGUMENT: "check the values given on the command line",
 }
+# Errors shown with the daemon's message alone: it names what happened and no general advice
+# fits (Failed: anything; NotLocked, NotExported: the request had nothing to act on; Timeout:
+# the caller chose the time; WrongVolume: the message names the volume that is not the one
+# recorded).
+NO_HINT = frozenset({ErrorName.FAILED, ErrorName.NOT_LOCKED, ErrorName.NOT_EXPORTED,
+                     ErrorName.TIMEOUT, ErrorName.WRONG_VOLUME})
+
+
+def hint_for(short: str) -> str:
+    """The hint for a ptcopyd error by its short name ('' for none, or a name this CLI does
+    not know: a newer daemon's)."""
+    try:
+        return HINTS.get(ErrorName(short), "")
+    except ValueError:
+        return ""
 
 
 class RemoteError(CliError):
@@ -149,9 +166,9 @@ class RemoteError(CliError):
 def _explain_remote(name: str, text: str, member: str) -> tuple[str, str]:
     if name.startswith(ERROR_PREFIX):
         short = name.removeprefix(ERROR_PREFIX)
-        if short == "NotAuthorized":
-            return f"not authorized: {text}", HINTS[short]
-        return text or short, HINTS.get(short, "")
+        if short == ErrorName.NOT_AUTHORIZED:
+            return f"not authorized: {text}", HINTS[ErrorName.NOT_AUTHORIZED]
+        return text or short, hint_for(short)
     if name in (BUS_ERROR_PREFIX + "ServiceUnknown", BUS_ERROR_PREFIX + "NameHasNoOwner") \
             or name.startswith(BUS_ERROR_PREFIX + "Spawn"):
         return ("ptcopyd is not running on this bus",

@@ -14,7 +14,6 @@ from ptcopy.cli import _views as views
 from ptcopy.cli._client import GROUP, JOB, NO_OBJECT, SET, Client, SetInfo
 from ptcopy.cli._errors import (
     BUS_ERROR_PREFIX,
-    ERROR_PREFIX,
     CliError,
     NotAvailable,
     RemoteError,
@@ -47,6 +46,7 @@ from ptcopy.cli._runner import (
     settings,
     wants_wait,
 )
+from ptcopy.errnames import ErrorName
 
 app = typer.Typer(rich_markup_mode="markdown")
 
@@ -372,7 +372,7 @@ def abort(ctx: typer.Context, targets: TargetsArg, *, json_: JsonOpt = False,
             try:
                 await c.simple(path, iface, "Cancel" if kind == "job" else "Abort")
             except RemoteError as e:
-                if e.error_name != ERROR_PREFIX + "NoCopy":
+                if e.error_name != ErrorName.NO_COPY.dbus:
                     raise
                 out.say(f"{name}: no copy running, nothing to abort")
                 continue

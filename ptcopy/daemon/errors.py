@@ -1,111 +1,28 @@
-"""Named D-Bus errors, and the one place where failures become them."""
+"""The daemon's refusals: what the Service raises when it will not do what it is asked.
+
+They carry an ``ErrorName`` (defined once, in ptcopy.errnames); ``ptcopy.daemon.dbus.errors``
+turns them, and every other failure, into named D-Bus errors at the bus boundary.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import logging
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
-
-from dbus_fast import DBusError
-
-from ptcopy.datapath import blockdev as loopdev
-from ptcopy.engine import PtcopyError
-
-PREFIX = "org.ptcopy.Imaging1.Error."
-log = logging.getLogger(__name__)
+from ptcopy.errnames import ErrorName
 
 
 class ServiceError(Exception):
     """A request the daemon refuses; ``name`` becomes org.ptcopy.Imaging1.Error.<name>."""
 
-    def __init__(self, name: str, message: str) -> None:
+    def __init__(self, name: ErrorName, message: str) -> None:
         super().__init__(message)
         self.name = name
         self.message = message
 
 
 def invalid(message: str) -> ServiceError:
-    return ServiceError("InvalidArgument", message)
+    """A value that cannot be right."""
+    return ServiceError(ErrorName.INVALID_ARGUMENT, message)
 
 
 def not_found(message: str) -> ServiceError:
-    return ServiceError("NotFound", message)
-
-
-def to_dbus(e: BaseException) -> DBusError:
-    """Translate any failure into a named D-Bus error a person can act on."""
-    if isinstance(e, DBusError):
-        return e
-    if isinstance(e, ServiceError):
-        return DBusError(PREFIX + e.name, e.message)
-    if isinstance(e, PtcopyError):
-        return DBusError(PREFIX + e.name, e.message)
-    if isinstance(e, loopdev.LoopError):
-        return DBusError(PREFIX + "DataPath", str(e))
-    if isinstance(e, OSError):
-        what = f"{e.filename}: " if e.filename else ""
-        return DBusError(PREFIX + "Failed", f"{what}{e.strerror or e}")
-    log.exception("unexpected failure", exc_info=e)
-    return DBusError(PREFIX + "Failed",
-                     f"internal error ({type(e).__name__}); the daemon log has the details")
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class Calls:
-    """Method calls in flight, so a stopping daemon answers them before it leaves the bus."""
-
-    def __init__(self) -> None:
-        self.active = 0
-        self.stopping = asyncio.Event()
-
-    def check_open(self) -> None:
-        if self.stopping.is_set():
-            raise DBusError(PREFIX + "Busy", "ptcopyd is stopping; call again once it is back")
-
-    async def drain(self, timeout: float) -> None:
-        """Refuse new calls and wait (at most timeout seconds) for those in flight."""
-        self.stopping.set()
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while self.active and loop.time() < end:
-            await asyncio.sleep(0.05)
-
-
-CALLS = Calls()
-
-
-def translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Method decorator: every failure leaves as a named D-Bus error; the daemon keeps going."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        CALLS.check_open()
-        CALLS.active += 1
-        try:
-            return await fn(*args, **kwargs)
-        except Exception as e:  # the boundary: nothing escapes unnamed
-            raise to_dbus(e) from e
-        finally:
-            CALLS.active -= 1
-
-    return wrapper
-
-
-def sync_translated(fn: Callable[P, R]) -> Callable[P, R]:
-    """The same, for the few synchronous handlers."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            raise to_dbus(e) from e
-
-    return wrapper
-
-
+    """No such set, group, overflow volume, volume or job."""
+    return ServiceError(ErrorName.NOT_FOUND, message)

@@ -18,6 +18,7 @@ from ptcopy.daemon import identity, options
 from ptcopy.daemon.errors import ServiceError
 from ptcopy.daemon.identity import Identity
 from ptcopy.datapath import blockdev as loopdev
+from ptcopy.errnames import ErrorName
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ def _root_devices() -> set[int]:
     return found
 
 
-def _under(real: str, dirs: Sequence[str]) -> bool:
+def under(real: str, dirs: Sequence[str]) -> bool:
+    """Whether the resolved path ``real`` lies inside one of ``dirs``."""
     for d in dirs:
         base = os.path.join(os.path.realpath(d), "")
         if real.startswith(base):
@@ -100,17 +102,17 @@ def _served_by_ptcopy(st: os.stat_result, real: str) -> str:
 
 def _refusal(e: OSError, path: str, role: str) -> ServiceError:
     if e.errno == errno.ENOENT:
-        return ServiceError("NotFound", f"{role} volume {path} does not exist")
+        return ServiceError(ErrorName.NOT_FOUND, f"{role} volume {path} does not exist")
     if e.errno == errno.EBUSY:
         mps, held = loopdev.mountpoints(path), loopdev.holders(path)
         what = " and ".join(
             ([f"mounted at {', '.join(mps)}"] if mps else [])
             + ([f"held by {', '.join('/dev/' + h for h in held)}"] if held else [])
         ) or "mounted or held by another program"
-        return ServiceError("InUse", f"{role} volume {path} is {what}")
+        return ServiceError(ErrorName.IN_USE, f"{role} volume {path} is {what}")
     if e.errno == errno.EISDIR:
-        return ServiceError("InvalidArgument", f"{role} volume {path} is a directory")
-    return ServiceError("Failed", f"{role} volume {path}: {e.strerror}")
+        return ServiceError(ErrorName.INVALID_ARGUMENT, f"{role} volume {path} is a directory")
+    return ServiceError(ErrorName.FAILED, f"{role} volume {path}: {e.strerror}")
 
 
 def _is_device(path: str, held: int | None) -> bool:
@@ -152,12 +154,13 @@ def open_volume(path: str, role: str, file_dirs: Sequence[str], *,
         real = os.readlink(f"/proc/self/fd/{fd}")
         served = _served_by_ptcopy(st, real)
         if served:
-            raise ServiceError("InvalidArgument", f"{role} volume {path} is {served}: a set's "
-                                                  "volumes are real volumes, never ones ptcopy "
-                                                  "serves")
+            raise ServiceError(ErrorName.INVALID_ARGUMENT,
+                               f"{role} volume {path} is {served}: a set's volumes are real "
+                               "volumes, never ones ptcopy serves")
         if stat.S_ISBLK(st.st_mode):
             if st.st_rdev in _root_devices():
-                raise ServiceError("InUse", f"{role} volume {path} holds the root file system")
+                raise ServiceError(ErrorName.IN_USE,
+                                   f"{role} volume {path} holds the root file system")
             with open(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}/size",
                       encoding="ascii") as f:
                 size = int(f.read()) * 512
@@ -167,13 +170,13 @@ def open_volume(path: str, role: str, file_dirs: Sequence[str], *,
                 fd = shared
             return Opened(path, real, fd, True, size, identity.of_fd(fd, role))
         if stat.S_ISREG(st.st_mode):
-            if not _under(real, file_dirs):
+            if not under(real, file_dirs):
                 allowed = ", ".join(file_dirs) or "none configured"
-                raise ServiceError("NotAuthorized",
+                raise ServiceError(ErrorName.NOT_AUTHORIZED,
                                    f"{role} volume {path} is a file outside the directories "
                                    f"ptcopyd may use for file volumes ({allowed})")
             return Opened(path, real, fd, False, st.st_size, identity.of_fd(fd, role))
-        raise ServiceError("InvalidArgument",
+        raise ServiceError(ErrorName.INVALID_ARGUMENT,
                            f"{role} volume {path} is neither a block device nor a file")
     except BaseException:
         os.close(fd)
@@ -188,8 +191,9 @@ def check(v: Opened, role: str, want: Expect) -> identity.Verdict:
     else:
         verdict = identity.compare(want.identity, v.identity, want.header)
     if not verdict.ok:
-        raise ServiceError("WrongVolume", f"{role} volume {v.given} is not the volume recorded "
-                                          f"for it: {verdict.why}; nothing was written to it")
+        raise ServiceError(ErrorName.WRONG_VOLUME,
+                           f"{role} volume {v.given} is not the volume recorded for it: "
+                           f"{verdict.why}; nothing was written to it")
     if verdict.weak:
         log.warning("%s volume %s has no stable identifier (no WWN, serial, partition, "
                     "device-mapper or md UUID, loop backing file): it was checked by %s only",
@@ -221,8 +225,8 @@ def opened(paths: Sequence[tuple[str, str]], file_dirs: Sequence[str], *,
             st = os.fstat(v.fd)
             key = (st.st_rdev, 0) if v.block else (st.st_dev, st.st_ino)
             if key in seen:
-                raise ServiceError("SameVolume", f"{seen[key]} and {role} are the same volume "
-                                                 f"({v.given})")
+                raise ServiceError(ErrorName.SAME_VOLUME,
+                                   f"{seen[key]} and {role} are the same volume ({v.given})")
             seen[key] = role
         yield done
     finally:

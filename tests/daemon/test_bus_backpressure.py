@@ -16,7 +16,7 @@ from daemon_helpers import PrivateBus
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from ptcopy.daemon.bus import PtcopyBus
+from ptcopy.daemon.dbus.bus import PtcopyBus
 
 SIGNALS = 64
 PAYLOAD = "x" * (64 * 1024)   # 64 signals of 64 KiB: 4 MiB, far more than a socket buffer

@@ -58,10 +58,10 @@ def contract() -> dict[str, intr.Interface]:
 
 def test_contract_file_is_what_the_code_generates() -> None:
     """dbus/org.ptcopy.Imaging1.xml is up to date with the interfaces in ptcopy/daemon."""
-    r = subprocess.run([sys.executable, "-m", "ptcopy.daemon.contract"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "ptcopy.daemon.dbus.contract"], cwd=REPO,
                        capture_output=True, text=True, check=True)
     assert r.stdout == CONTRACT.read_text(), \
-        "the contract XML differs from `python -m ptcopy.daemon.contract`; regenerate it"
+        "the contract XML differs from `python -m ptcopy.daemon.dbus.contract`; regenerate it"
 
 
 async def populate(client: Client, d: Ptcopyd) -> dict[str, str]:

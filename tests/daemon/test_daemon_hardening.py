@@ -36,8 +36,8 @@ from daemon_helpers import (
 )
 from dbus_fast import Variant
 
-from ptcopy.daemon.app import BoundedCache
 from ptcopy.daemon.discovery import bus_label_escape, volume_id
+from ptcopy.daemon.inventory import BoundedCache
 from ptcopy.daemon.main import AlreadyRunning, _lock_holder, lock_state_dir
 from ptcopy.daemon.state import GroupRow, SetRow, Store
 from ptcopy.datapath import blockdev as loopdev

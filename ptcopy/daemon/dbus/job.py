@@ -1,17 +1,13 @@
-"""Jobs: long work (copies and updates) returns a Job object at once; it follows the engine's
-progress counters, updates its properties at most twice a second, signals Completed once, and
-stays readable for a while after it ends."""
-
+"""org.ptcopy.Imaging1.Job: long work (copies and updates) returns a Job object at once; it
+follows the engine's progress counters, updates its properties at most twice a second, signals
+Completed once, and stays readable for a while after it ends."""
 
 import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated, Protocol
-
-from dbus_fast import Variant
-from dbus_fast.constants import PropertyAccess
+from typing import Annotated
 
 from ptcopy import engine as eng
 
@@ -27,35 +23,28 @@ from ptcopy._dbus_compat import (
     method,
     signal,
 )
-from ptcopy.daemon.bus import IFACE, ROOT, Authorizer, Interface
-from ptcopy.daemon.errors import CALLS, translated
+from ptcopy.daemon.dbus.args import Options, Paths, R
+from ptcopy.daemon.dbus.auth import Authorizer
+from ptcopy.daemon.dbus.bus import IFACE
+from ptcopy.daemon.dbus.errors import CALLS, translated
+from ptcopy.daemon.dbus.interface import Interface
+from ptcopy.daemon.dbus.paths import job_path
+from ptcopy.daemon.options import parse, wait_timeout
+from ptcopy.datapath.base import Copy
 
 log = logging.getLogger(__name__)
 TICK = 0.5   # seconds between property updates: at most twice a second
-
-R = PropertyAccess.READ
-
-
-class Copier(Protocol):
-    """What a job follows: an engine set, or a set's copy on the kernel data path."""
-
-    @property
-    def closed(self) -> bool: ...
-
-    def progress(self) -> eng.Progress: ...
-
-    def abort(self) -> None: ...
 
 
 class Job(Interface):
     """A copy or update in progress (or finished)."""
 
     def __init__(self, number: int, operation: str, objects: Sequence[str],
-                 sets: Sequence[Copier], uid: int, auth: Authorizer,
+                 sets: Sequence[Copy], uid: int, auth: Authorizer,
                  on_done: Callable[["Job"], None]) -> None:
         super().__init__(IFACE + ".Job")
         self.number = number
-        self.path = f"{ROOT}/jobs/{number}"
+        self.path = job_path(number)
         self._operation = operation
         self._objects = list(objects)
         self._sets = list(sets)
@@ -82,7 +71,7 @@ class Job(Interface):
         return self._operation
 
     @dbus_property(access=R)
-    def Objects(self) -> Annotated[list[str], DBusSignature("ao")]:
+    def Objects(self) -> Paths:
         """The sets (or group) the job works on."""
         return list(self._objects)
 
@@ -143,9 +132,8 @@ class Job(Interface):
 
     @method()
     @translated
-    async def Cancel(self, options: Annotated[dict[str, Variant], DBusSignature("a{sv}")]) -> None:
+    async def Cancel(self, options: Options) -> None:
         """Stop the copy; the target is left consistent but incomplete (flag incomplete)."""
-        from ptcopy.daemon.options import parse
         parse(options, {})
         await self._auth.check("cancel a job")
         if self._done:
@@ -160,7 +148,6 @@ class Job(Interface):
     async def Wait(self, timeout: DBusDouble) -> DBusBool:
         """Wait up to timeout seconds (0 to 604800; 0 polls) for the job to end; True if it
         has."""
-        from ptcopy.daemon.options import wait_timeout
         wait_timeout(timeout)
         if self._finished.is_set():
             return True
@@ -236,6 +223,6 @@ class Job(Interface):
         self._on_done(self)
 
 
-def _abort_quietly(s: Copier) -> None:
+def _abort_quietly(s: Copy) -> None:
     with contextlib.suppress(eng.NoCopy):   # it ended meanwhile
         s.abort()

@@ -1,0 +1,106 @@
+"""The bus connection: who is calling, and the ObjectManager signals from the root path.
+
+dbus-fast gives method handlers no caller; a message handler records the sender of each call in
+a ContextVar before dbus-fast creates the task that runs the method, so the task sees it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import socket
+from typing import Any, cast
+
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+from dbus_fast.service import ServiceInterface
+
+from ptcopy.daemon.dbus.interface import Interface
+
+log = logging.getLogger(__name__)
+
+BUS_NAME = "org.ptcopy.Imaging1"
+ROOT = "/org/ptcopy/Imaging1"
+IFACE = "org.ptcopy.Imaging1"
+
+caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+
+
+class _PatientSocket:
+    """The bus socket as dbus-fast's writer sees it, with a full send buffer reported as
+    nothing sent. dbus-fast (up to 5.2.0 at least) takes the EAGAIN of a non-blocking
+    ``send`` for a dead connection and drops the bus, and the daemon with it, whenever the
+    bus daemon reads more slowly than ptcopyd answers (many clients, PropertiesChanged bursts).
+    Sending 0 bytes makes its writer keep the rest and wait until the socket is writable."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def send(self, data: Any) -> int:
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class PtcopyBus(MessageBus):
+    """A bus connection whose ObjectManager signals come from the manager's path (ROOT), as
+    the specification says and GDBusObjectManagerClient expects, and that survives a full
+    send buffer."""
+
+    async def connect(self) -> PtcopyBus:
+        await super().connect()
+        writer = self._writer
+        if writer is not None and isinstance(writer.sock, socket.socket):
+            writer.sock = cast(socket.socket, _PatientSocket(writer.sock))
+        return self
+
+    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
+        if self._disconnected:
+            return
+
+        def done(iface: ServiceInterface, result: Any, user_data: Any,
+                 e: Exception | None) -> None:
+            if e is not None:
+                log.error("properties of %s at %s: %s", iface.name, path, e)
+            self.send(Message.new_signal(
+                path=ROOT, interface="org.freedesktop.DBus.ObjectManager",
+                member="InterfacesAdded", signature="oa{sa{sv}}",
+                body=[path, {iface.name: result or {}}]))
+
+        ServiceInterface._get_all_property_values(interface, done)
+
+    def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
+        if self._disconnected:
+            return
+        self.send(Message.new_signal(
+            path=ROOT, interface="org.freedesktop.DBus.ObjectManager",
+            member="InterfacesRemoved", signature="oas", body=[path, removed_interfaces]))
+
+
+    def _default_get_managed_objects_handler(self, msg: Message, send_reply: Any) -> None:
+        """GetManagedObjects from the objects' property snapshots, with the variants built
+        once per change: with thousands of objects, building every property per call is what
+        makes the call slow (see docs/PERFORMANCE.md)."""
+        if msg.path != ROOT:
+            super()._default_get_managed_objects_handler(msg, send_reply)
+            return
+        result: dict[str, dict[str, Any]] = {}
+        prefix = ROOT + "/"
+        for node, ifaces in self._path_exports.items():
+            if node.startswith(prefix):
+                # dbus-fast >= 2 keeps a dict by interface name, 1.x (Debian 12) a list
+                exported = ifaces.values() if isinstance(ifaces, dict) else ifaces
+                result[node] = {i.name: i.fresh_variants() for i in exported
+                                if isinstance(i, Interface)}
+        send_reply(Message.new_method_return(msg, "a{oa{sa{sv}}}", [result]))
+
+
+def record_caller(msg: Message) -> bool:
+    """Message handler: remember who sent this method call (never handles it)."""
+    if msg.message_type is MessageType.METHOD_CALL and msg.sender:
+        caller.set(msg.sender)
+    return False

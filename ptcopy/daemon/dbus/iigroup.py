@@ -1,0 +1,124 @@
+"""org.ptcopy.Imaging1.IIGroup: a group of sets that copy and update at one point in time.
+The object holds the Service and the group's id."""
+
+import asyncio
+
+# dbus-fast's decorators and annotations, also under Debian 12's dbus-fast 1.84
+from ptcopy._dbus_compat import DBusObjectPath, DBusStr, dbus_property, method
+from ptcopy.daemon import options as opt
+from ptcopy.daemon.dbus.args import CONFIRM, NO_OPTS, Options, Paths, R
+from ptcopy.daemon.dbus.bus import IFACE, caller
+from ptcopy.daemon.dbus.context import Context
+from ptcopy.daemon.dbus.errors import translated
+from ptcopy.daemon.dbus.interface import Interface
+from ptcopy.daemon.dbus.paths import NONE, group_path, id_of, set_path
+from ptcopy.daemon.errors import invalid
+from ptcopy.daemon.service import Service
+
+
+class IIGroup(Interface):
+    """A group of sets that copy and update at one point in time."""
+
+    def __init__(self, service: Service, group_id: str, ctx: Context) -> None:
+        super().__init__(IFACE + ".IIGroup")
+        self.service = service
+        self.id = group_id
+        self.ctx = ctx
+        self.job = NONE
+
+    @dbus_property(access=R)
+    def Name(self) -> DBusStr:
+        """The group's name."""
+        return self.service.groups[self.id].name
+
+    @dbus_property(access=R)
+    def Sets(self) -> Paths:
+        """The member sets."""
+        return [set_path(s) for s in self.service.group_sets(self.id)]
+
+    @dbus_property(access=R)
+    def Status(self) -> DBusStr:
+        """The worst of the members' statuses ('normal' for an empty group)."""
+        worst = "normal"
+        for sid in self.service.group_sets(self.id):
+            st = self.ctx.set_status(sid)
+            if st == "error" or (st == "degraded" and worst == "normal"):
+                worst = st
+        return worst
+
+    @dbus_property(access=R)
+    def Job(self) -> DBusObjectPath:
+        """The job of the group's running (or last) copy, '/' if none."""
+        return self.job
+
+    async def _copy(self, direction: DBusStr, options: Options, full: bool) -> str:
+        o = opt.parse(options, CONFIRM)
+        opt.direction(direction)
+        ids = self.service.group_sets(self.id)
+        if not ids:
+            raise invalid(f"group {self.Name} has no sets")
+        uid = await self.ctx.auth.check("copy or update groups")
+        await asyncio.to_thread(self.service.copy, ids, direction, full,
+                                bool(o.get("confirm", False)), caller.get())
+        what = f"group-{'copy' if full else 'update'}-to-{direction}"
+        self.job = self.ctx.start_job(what, [group_path(self.id)] + [set_path(i) for i in ids],
+                                    ids, uid)
+        self.refresh()
+        return self.job
+
+    @method()
+    @translated
+    async def Copy(self, direction: DBusStr, options: Options) -> DBusObjectPath:
+        """Full copy of every member at one point in time, all or nothing; returns the job."""
+        return await self._copy(direction, options, True)
+
+    @method()
+    @translated
+    async def Update(self, direction: DBusStr, options: Options) -> DBusObjectPath:
+        """Update every member at one point in time, all or nothing; returns the job."""
+        return await self._copy(direction, options, False)
+
+    @method()
+    @translated
+    async def Abort(self, options: Options) -> None:
+        """Stop every member's running copy."""
+        opt.parse(options, NO_OPTS)
+        await self.ctx.auth.check("abort copies")
+        for sid in self.service.group_sets(self.id):
+            ms = self.service.sets[sid]
+            if self.service.copying(ms):
+                await asyncio.to_thread(self.service.abort, sid)
+
+    @method()
+    @translated
+    async def AddSet(self, member: DBusObjectPath, options: Options) -> None:
+        """Add a set (which must not be in another group)."""
+        opt.parse(options, NO_OPTS)
+        sid = id_of(member, "sets")
+        await self.ctx.auth.check("change groups")
+        await asyncio.to_thread(self.service.group_add, self.id, sid)
+
+    @method()
+    @translated
+    async def RemoveSet(self, member: DBusObjectPath, options: Options) -> None:
+        """Remove a set from the group."""
+        opt.parse(options, NO_OPTS)
+        sid = id_of(member, "sets")
+        await self.ctx.auth.check("change groups")
+        await asyncio.to_thread(self.service.group_remove, self.id, sid)
+
+    @method()
+    @translated
+    async def Rename(self, name: DBusStr, options: Options) -> None:
+        """Give the group another name."""
+        opt.parse(options, NO_OPTS)
+        await self.ctx.auth.check("rename groups")
+        await asyncio.to_thread(self.service.group_rename, self.id, name)
+
+    @method()
+    @translated
+    async def Delete(self, options: Options) -> None:
+        """Delete the group; its sets stay, without a group."""
+        opt.parse(options, NO_OPTS)
+        await self.ctx.auth.check("delete groups")
+        await asyncio.to_thread(self.service.group_delete, self.id)

@@ -1,0 +1,114 @@
+"""The base of ptcopy's interfaces: introspection carries each member's docstring, property
+reads are answered from a snapshot, and PropertiesChanged carries only real changes."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from typing import Any
+
+from dbus_fast import Variant
+from dbus_fast import introspection as intr
+from dbus_fast.service import ServiceInterface
+
+DOC = "org.gtk.GDBus.DocString"
+FRESH = 0.5   # seconds a property read may lag the engine
+
+
+class Interface(ServiceInterface):
+    """Our interfaces: introspection carries each member's docstring, and properties are
+    emitted as PropertiesChanged only when their values really change."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._last: dict[str, Any] = {}
+        self._stamp = 0.0
+        self._variants: dict[str, Variant] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Property reads are answered from the last snapshot (refreshed on every change the
+        daemon makes, by jobs twice a second, and by a sweep): GetManagedObjects over thousands
+        of objects then costs no engine call, and no read waits behind an operation."""
+        super().__init_subclass__(**kwargs)
+        for attr in list(cls.__dict__.values()):
+            getter = getattr(attr, "prop_getter", None)
+            if getter is None or hasattr(attr, "compute"):
+                continue
+
+            @functools.wraps(getter)   # dbus-fast looks the getter up by its name
+            def cached(self: Interface, _get: Any = getter, _name: str = attr.name) -> Any:
+                if self._last and time.monotonic() - self._stamp > FRESH:
+                    self.refresh()   # a direct read is never more than FRESH seconds old
+                snap = self._last
+                return snap[_name] if _name in snap else _get(self)
+
+            attr.compute = getter
+            attr.prop_getter = cached
+
+    def introspect(self) -> intr.Interface:
+        base = super().introspect()
+        cls = type(self)
+        if not hasattr(base, "annotations"):   # dbus-fast 1.x (Debian 12): no annotations
+            return base
+        for m in base.methods:
+            _doc(m.annotations, cls, m.name)
+        for p in base.properties:
+            p.annotations.setdefault("org.freedesktop.DBus.Property.EmitsChangedSignal",
+                                     "true")
+            _doc(p.annotations, cls, p.name)
+        for s in base.signals:
+            _doc(s.annotations, cls, s.name)
+        return base
+
+    def values(self) -> dict[str, Any]:
+        """Current property values, by name (plain Python values)."""
+        out = {}
+        for prop in ServiceInterface._get_properties(self):
+            out[prop.name] = getattr(prop, "compute", prop.prop_getter)(self)
+        return out
+
+    def variants(self) -> dict[str, Variant]:
+        """The snapshot as D-Bus variants, built once per change."""
+        if self._variants is None or not self._last:
+            if not self._last:
+                self._last = self.values()
+            sigs = {p.name: p.signature for p in ServiceInterface._get_properties(self)}
+            self._variants = {k: Variant(sigs[k], v) for k, v in self._last.items()}
+        return self._variants
+
+    def fresh_variants(self) -> dict[str, Variant]:
+        """The variants, refreshed first if the snapshot is older than FRESH and changed."""
+        if self._last and time.monotonic() - self._stamp > FRESH and self.changed():
+            self.refresh()
+        return self.variants()
+
+    def changed(self) -> bool:
+        """Whether a refresh could change anything (objects with cheap checks override)."""
+        return True
+
+    def refresh(self) -> None:
+        """Emit PropertiesChanged with what differs from the last refresh (the first one only
+        records: InterfacesAdded carried the values)."""
+        now = self.values()
+        if self._last:
+            changed = {k: v for k, v in now.items() if self._last.get(k) != v}
+            if changed:
+                self._variants = None
+                self.emit_properties_changed(changed)
+        else:
+            self._variants = None
+        self._last = now
+        self._stamp = time.monotonic()
+
+
+def _doc(annotations: dict[str, str], cls: type, member: str) -> None:
+    for klass in cls.__mro__:
+        fn = klass.__dict__.get(member)
+        if fn is None:
+            continue
+        target = getattr(fn, "__wrapped__", fn)
+        doc = inspect.getdoc(getattr(target, "fget", target)) or ""
+        if doc:
+            annotations[DOC] = " ".join(doc.split())
+        return
