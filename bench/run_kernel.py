@@ -46,8 +46,8 @@ sys.path.insert(0, str(REPO / "tests" / "vm"))
 import ptbench  # noqa: E402  (bench/, the script directory, is on sys.path)
 import vmkit  # noqa: E402
 
+from ptcopy.datapath.kernel import KernelPath  # noqa: E402
 from ptcopy.engine import Kind  # noqa: E402
-from ptcopy.kernelpath import KernelPath  # noqa: E402
 
 KiB = 1 << 10
 MiB = 1 << 20

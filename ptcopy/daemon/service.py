@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ptcopy import dm
 from ptcopy import engine as eng
 from ptcopy.daemon import identity, options
 from ptcopy.daemon.errors import ServiceError, invalid, not_found
@@ -30,8 +29,10 @@ from ptcopy.daemon.state import (
     remove_fallback,
 )
 from ptcopy.daemon.volumes import Expect, Opened, open_volume, opened
+from ptcopy.datapath.base import SetVolumes
+from ptcopy.datapath.kernel import KernelCopy, KernelPath, KernelSet
+from ptcopy.datapath.kernel import tables as dm
 from ptcopy.engine import Direction, Kind
-from ptcopy.kernelpath import KernelCopy, KernelPath, KernelSet
 from ptcopy.userspace import Served, UserspacePath
 
 log = logging.getLogger(__name__)
@@ -296,14 +297,8 @@ class Service:
     def _resume_kernel_copy(self, ms: ManagedSet) -> None:
         """A copy the kernel path lost to a crash starts again from a new frozen view, as the
         userspace path resumes it (the engine folded what it had left into the bitmap)."""
-        if self.kernel is None or ms.set is None or self.kernel.busy(ms.row.name):
-            return
-        flags = ms.set.status().flags
-        if flags & eng.Flag.INCOMPLETE and ms.set.status().kind is Kind.INDEPENDENT:
-            d = Direction.TO_MASTER if flags & eng.Flag.TO_MASTER else Direction.TO_SHADOW
-            log.info("set %s: resuming its interrupted copy to the %s", ms.row.name,
-                     "master" if d is Direction.TO_MASTER else "shadow")
-            self.kernel.copy([ms.row.name], d, full=False)
+        if self.kernel is not None and ms.set is not None:
+            self.kernel.started(ms.row.name, new=False)
 
     @property
     def kernel(self) -> KernelPath | None:
@@ -329,8 +324,8 @@ class Service:
                                                           f"{ms.row.name} changed since it was "
                                                           "opened; nothing was served")
                 spec = [(v.given, v.fd) for v in got]
-                ms.served = self.datapath.serve(ms.row.name, ms.set, spec[0], spec[1], spec[2],
-                                                overflow=spec[3] if ov else None)
+                ms.served = self.datapath.serve(ms.row.name, ms.set, SetVolumes(
+                    spec[0], spec[1], spec[2], spec[3] if ov else None))
         elif self.datapath is not None:
             ms.served = self.datapath.serve(ms.row.name, ms.set, loop=ms.row.loop)
 
@@ -339,7 +334,7 @@ class Service:
         (merges run in the kernel, not in the engine)."""
         ms = self.get_set(set_id)
         if self.kernel is not None and ms.served is not None:
-            return KernelCopy(self.kernel, ms.row.name)
+            return self.kernel.copier(ms.row.name)
         return ms.set
 
     def copying(self, ms: ManagedSet) -> bool:
@@ -438,7 +433,7 @@ class Service:
                 m, s = got[0], got[1]
                 b = (got[2].given, got[2].fd) if not in_memory else None
                 if self.kernel is not None:   # before the engine writes the bitmap volume
-                    self.kernel.check_sizes(
+                    self.kernel.check_new(
                         KINDS[kind], int(opts.get("chunk_size", 0)) or eng.CHUNK_DEFAULT,
                         m.size, (s.given, s.size),
                         (got[2].given, got[2].size) if not in_memory else None)
@@ -460,9 +455,8 @@ class Service:
                 if not in_memory:
                     self._fallback(new, row.id, name, fresh=True)
                 self._serve(ms)
-                if self.kernel is not None and KINDS[kind] is Kind.INDEPENDENT:
-                    # the engine deferred the first copy: it reads a frozen snapshot
-                    self.kernel.copy([name], Direction.TO_SHADOW, full=True)
+                if self.kernel is not None:
+                    self.kernel.started(name, new=True)
                 self.store.put_set(row)
             except BaseException:
                 if ms.served is not None and self.datapath is not None:
