@@ -82,9 +82,8 @@ from common import (  # bench/, the script directory, is on sys.path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ptcopy import dm  # noqa: E402
+from ptcopy.datapath.kernel import KernelPath, KernelSet, opened_volumes, tables  # noqa: E402
 from ptcopy.engine import Direction, Engine, Kind, Set  # noqa: E402
-from ptcopy.kernelpath import KernelPath, KernelSet  # noqa: E402
 
 CHUNK = 64 * KiB
 SECTOR = 512
@@ -297,7 +296,8 @@ class Bench:
 
     def block_dep(self, rnd: int) -> None:
         assert self.dep is not None
-        ks = self.kp.serve("dep", self.dep, MASTER, DEP_SHADOW, DEP_BITMAP)
+        with opened_volumes(MASTER, DEP_SHADOW, DEP_BITMAP) as vols:
+            ks = self.kp.serve("dep", self.dep, vols)
         try:
             def new_pit() -> None:
                 t = timed(lambda: self.kp.copy(["dep"], Direction.TO_SHADOW, full=False))
@@ -306,7 +306,7 @@ class Bench:
                     self.problem("dep: a new point in time did not finish")
 
             def copied() -> int:
-                use = dm.snapshot_usage("ptcopy-dep-shadow")
+                use = tables.snapshot_usage("ptcopy-dep-shadow")
                 if not use.valid or use.overflow:
                     self.problem(f"dep round {rnd}: the snapshot is invalid ({use})")
                     return -1
@@ -350,9 +350,9 @@ class Bench:
         previous update copied (dm-era's baseline may count them again)."""
         master, shadow = ks.master_device, ks.shadow_device
         changed = set(scribble(master, self.size, self.nchunks // 100, seed=seed))
-        era0 = dm.era_current(ks.dev("mera"))
+        era0 = tables.era_current(ks.dev("mera"))
         t, n = self.copy_and_wait("ind", False, f"round {rnd}: {key}")
-        era1 = dm.era_current(ks.dev("mera"))
+        era1 = tables.era_current(ks.dev("mera"))
         for what, value in (("s", t), ("chunks", n), ("changed", len(changed)),
                             ("again", len(before - changed)), ("era", [era0, era1])):
             self.add(f"{key}_{what}", value)
@@ -378,7 +378,8 @@ class Bench:
         assert self.ind is not None
         if rnd % 2 == 0:
             self.dd(rnd)
-        ks = self.kp.serve("ind", self.ind, MASTER, IND_SHADOW, IND_BITMAP)
+        with opened_volumes(MASTER, IND_SHADOW, IND_BITMAP) as vols:
+            ks = self.kp.serve("ind", self.ind, vols)
         try:
             t, n = self.copy_and_wait("ind", True, f"round {rnd}: full copy")
             self.add("full_s", t)

@@ -56,8 +56,8 @@ sys.path.insert(0, str(REPO / "tests" / "vm"))
 
 import vmkit  # noqa: E402
 
+from ptcopy.datapath.kernel import KernelPath  # noqa: E402
 from ptcopy.engine import Kind  # noqa: E402
-from ptcopy.kernelpath import KernelPath  # noqa: E402
 
 CHUNK = 64 * KiB
 

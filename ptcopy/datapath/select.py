@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from ptcopy import dm
 from ptcopy.datapath.base import DataPath
+from ptcopy.datapath.kernel import KernelPath, probe
 from ptcopy.datapath.null import NullPath
 from ptcopy.datapath.userspace import UserspacePath
 from ptcopy.engine import Engine
-from ptcopy.kernelpath import KernelPath  # MERGE: datapath.kernel
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ def resolve(name: str) -> str:
     else the userspace path (the reason is logged)."""
     if name != "auto":
         return name
-    why = dm.probe()
+    why = probe()
     chosen = "userspace" if why else "kernel"
     log.info("data path: %s%s", chosen, f" ({why})" if why else "")
     return chosen
@@ -33,7 +32,7 @@ def build(name: str, engine: Engine, run_dir: str) -> DataPath:
     if name == "userspace":
         return UserspacePath(engine, run_dir)
     if name == "kernel":
-        return KernelPath(engine, run_dir)  # type: ignore[return-value]  # MERGE: datapath.kernel
+        return KernelPath(engine, run_dir)
     if name == "none":
         return NullPath(engine)
     raise ValueError(f"unknown data path {name!r}; one of {', '.join(NAMES)}")

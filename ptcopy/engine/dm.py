@@ -1,7 +1,7 @@
 """Device-mapper ioctls, done in C: the kernel data path's transactions and queries.
 
-Tables, names and policy live in :mod:`ptcopy.dm` and the kernel path; this module only carries
-their text to the engine and its answers back.
+Tables, names and policy live in the kernel path (:mod:`ptcopy.datapath.kernel`); this module
+only carries their text to the engine and its answers back.
 """
 
 from __future__ import annotations

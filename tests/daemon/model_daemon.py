@@ -338,12 +338,12 @@ class Driver:
         if spec.compact:
             shadow = size // 4
         elif self.path == "kernel" and kind is Kind.DEPENDENT:
-            from ptcopy.kernelpath import KernelPath
+            from ptcopy.datapath.kernel import KernelPath
             shadow = KernelPath.store_needed(size, CHUNK)
         else:
             shadow = size
         if self.path == "kernel":
-            from ptcopy.kernelpath import KernelPath
+            from ptcopy.datapath.kernel import KernelPath
             return shadow, KernelPath.layout_for(size, shadow, CHUNK, kind).total
         return shadow, bitmap_size(size, shadow, CHUNK, kind)
 

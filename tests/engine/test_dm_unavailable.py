@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from ptcopy import dm, engine
+from ptcopy import engine
+from ptcopy.datapath.kernel import tables as dm
 from ptcopy.engine import DmOp, InvalidArgument, NotFound
 
 pytestmark = pytest.mark.skipif(os.path.exists("/dev/mapper/control"),

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ptcopy.datapath import blockdev as loopdev
+from ptcopy.datapath.base import SetVolumes
+from ptcopy.datapath.kernel import KernelPath, KernelSet
 from ptcopy.engine import Engine, Kind, Set
-from ptcopy.kernelpath import KernelPath, KernelSet
 
 MIB = 1 << 20
 CHUNK = 64 * 1024
@@ -68,6 +69,11 @@ class Pool:
         self.vols.clear()
 
 
+def set_volumes(m: Vol, s: Vol, b: Vol, overflow: Vol | None = None) -> SetVolumes:
+    """The volumes as ``KernelPath.serve`` takes them: each path with its open descriptor."""
+    return SetVolumes(m.spec, s.spec, b.spec, overflow.spec if overflow else None)
+
+
 def bitmap_bytes(master: int, shadow: int, kind: Kind) -> int:
     return KernelPath.layout_for(master, shadow, CHUNK, kind).total
 
@@ -82,8 +88,7 @@ def make_set(engine: Engine, kp: KernelPath, pool: Pool, name: str, kind: Kind, 
     b = pool.loop(f"{name}.bitmap", bitmap_bytes(m.size, s.size, kind))
     ov = engine.open_overflow(overflow.spec) if overflow else None
     st = engine.enable(m.spec, s.spec, b.spec, kind=kind, chunk_size=CHUNK, overflow=ov)
-    return kp.serve(name, st, m.path, s.path, b.path,
-                    overflow=overflow.path if overflow else None)
+    return kp.serve(name, st, set_volumes(m, s, b, overflow))
 
 
 def digest(path: str, length: int | None = None) -> str:
@@ -159,5 +164,4 @@ def reopen(engine: Engine, kp: KernelPath, name: str, m: Vol, s: Vol, b: Vol,
     """Open an existing set from its volumes and serve it again (as after a reboot)."""
     ov = engine.open_overflow(overflow.spec) if overflow else None
     st: Set = engine.open(m.spec, s.spec, b.spec, overflow=ov)
-    return kp.serve(name, st, m.path, s.path, b.path,
-                    overflow=overflow.path if overflow else None)
+    return kp.serve(name, st, set_volumes(m, s, b, overflow))

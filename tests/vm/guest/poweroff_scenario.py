@@ -67,10 +67,20 @@ import time
 import traceback
 from typing import Any
 
-from kernel_helpers import CHUNK, MIB, Pool, Vol, digest, read_at, reopen, scribble
+from kernel_helpers import (
+    CHUNK,
+    MIB,
+    Pool,
+    Vol,
+    digest,
+    read_at,
+    reopen,
+    scribble,
+    set_volumes,
+)
 
+from ptcopy.datapath.kernel import KernelPath, KernelSet
 from ptcopy.engine import Direction, Engine, Flag, Kind, dm_list
-from ptcopy.kernelpath import KernelPath, KernelSet
 
 MARKER = "PTCOPY-LOAD-RUNNING"
 VARIANTS = ("steady", "update", "fullcopy", "group", "shared", "cycles")
@@ -283,10 +293,10 @@ def phase_load(state_dir: str, variant: str, seed: int, max_seconds: float) -> i
     with steps("enable"):
         st = engine.enable(v["im"].spec, v["is"].spec, v["ib"].spec, kind=Kind.INDEPENDENT,
                            chunk_size=CHUNK)
-        ind = kp.serve(IND, st, v["im"].path, v["is"].path, v["ib"].path)
+        ind = kp.serve(IND, st, set_volumes(v["im"], v["is"], v["ib"]))
         st = engine.enable(v["dm"].spec, v["ds"].spec, v["db"].spec, kind=Kind.DEPENDENT,
                            chunk_size=CHUNK)
-        dep = kp.serve(DEP, st, v["dm"].path, v["ds"].path, v["db"].path)
+        dep = kp.serve(DEP, st, set_volumes(v["dm"], v["ds"], v["db"]))
     writers = Writers(ind, dep, seed)
 
     def full_copy() -> None:

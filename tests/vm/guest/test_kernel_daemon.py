@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "daemon"))
 from daemon_helpers import IJOB, ISET, MANAGER, ROOT, PrivateBus, Ptcopyd
 
 from ptcopy import engine
+from ptcopy.datapath.kernel import KernelPath
 from ptcopy.engine import Kind
-from ptcopy.kernelpath import KernelPath
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from kernel_helpers import (
     write_at,
 )
 
-from ptcopy import dm
 from ptcopy.datapath import blockdev as loopdev
+from ptcopy.datapath.kernel import opened_volumes, tables
 from ptcopy.engine import Dependency, Direction, InUse, Kind
 
 
@@ -75,8 +75,8 @@ def test_new_point_in_time_then_merge_back(pool: Pool, tmp_path) -> None:  # typ
         assert kp.wait("d2", 60)
         pit = digest(ks.master_device)
         assert digest(ks.shadow_device) == pit
-        assert dm.snapshot_usage("ptcopy-d2-shadow").allocated <= \
-            dm.snapshot_usage("ptcopy-d2-shadow").metadata + 8   # an emptied store
+        assert tables.snapshot_usage("ptcopy-d2-shadow").allocated <= \
+            tables.snapshot_usage("ptcopy-d2-shadow").metadata + 8   # an emptied store
         # change the shadow, then make the master what the shadow is
         scribble(ks.shadow_device, ks.master_size, 30, seed=2)
         wanted = digest(ks.shadow_device)
@@ -106,7 +106,7 @@ def test_several_shadows_of_one_master(pool: Pool, tmp_path) -> None:  # type: i
             kp.copy(["sa"], Direction.TO_MASTER, full=False)
         kp.unserve("sa")
         assert digest(b.shadow_device) == t1
-        assert not dm.exists("ptcopy-sa-shadow")
+        assert not tables.exists("ptcopy-sa-shadow")
 
 
 def test_busy_target_is_refused(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -151,7 +151,7 @@ def test_compact_shadow_grows_into_overflow(pool: Pool, tmp_path) -> None:  # ty
         # an overflow volume attached later is used too; detaching waits for the extents to go
         late = make_set(engine, kp, pool, "c3", Kind.DEPENDENT, master_size=8 * MIB,
                         shadow_size=4 * MIB)
-        kp.attach_overflow("c3", ov_vol.path)
+        kp.attach_overflow("c3", ov_vol.spec)
         late_pit = digest(late.shadow_device)
         for step in range(6):
             write_at(late.master_device, step * MIB, rng.randbytes(MIB))
@@ -228,7 +228,8 @@ def test_file_volumes_are_served_through_loop_devices(tmp_path) -> None:  # type
             finally:
                 for fd in fds:
                     os.close(fd)
-            made.append(kp.serve(name, st, master, shadow, bitmap))
+            with opened_volumes(master, shadow, bitmap) as vols:
+                made.append(kp.serve(name, st, vols))
         fa, fb = made
         assert fa.master == fb.master and fa.master.startswith("/dev/loop")
         pit = digest(fa.shadow_device)

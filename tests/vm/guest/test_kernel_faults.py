@@ -12,11 +12,19 @@ import os
 import random
 
 import pytest
-from kernel_helpers import CHUNK, MIB, Pool, digest, kernel_path, read_at, write_at
+from kernel_helpers import (
+    CHUNK,
+    MIB,
+    Pool,
+    digest,
+    kernel_path,
+    read_at,
+    set_volumes,
+    write_at,
+)
 
-from ptcopy import dm
+from ptcopy.datapath.kernel import KernelPath, tables
 from ptcopy.engine import Direction, Kind
-from ptcopy.kernelpath import KernelPath
 
 
 @pytest.fixture
@@ -33,21 +41,21 @@ def test_shadow_volume_failing_under_a_dependent_set(pool: Pool, tmp_path) -> No
     raw = pool.loop("flt.store", store)
     under = "ptflt-store"
     sectors = store // 512
-    dm.create(under, dm.linear(raw.path, store))
+    tables.create(under, tables.linear(raw.path, store))
     try:
-        s = pool.device(dm.node(under))
+        s = pool.device(tables.node(under))
         b = pool.loop("flt.bitmap", KernelPath.layout_for(size, store, CHUNK,
                                                            Kind.DEPENDENT).total)
         with kernel_path(str(tmp_path)) as (engine, kp):
             st = engine.enable(m.spec, s.spec, b.spec, kind=Kind.DEPENDENT, chunk_size=CHUNK)
-            ks = kp.serve("flt", st, m.path, s.path, b.path)
+            ks = kp.serve("flt", st, set_volumes(m, s, b))
             pit = digest(ks.shadow_device)
             rng = random.Random(7)
             write_at(ks.master_device, 0, rng.randbytes(CHUNK))     # a chunk in the store
             kp.poll()
             assert not kp.status("flt")["out_of_space"]
 
-            dm.reload(under, f"0 {sectors} error")      # the shadow volume fails
+            tables.reload(under, f"0 {sectors} error")      # the shadow volume fails
             written = {}
             for c in rng.sample(range(1, size // CHUNK), 24):
                 data = rng.randbytes(CHUNK)
@@ -62,7 +70,7 @@ def test_shadow_volume_failing_under_a_dependent_set(pool: Pool, tmp_path) -> No
             with contextlib.suppress(OSError):   # the lost point in time is not served
                 assert digest(ks.shadow_device) != pit
 
-            dm.reload(under, dm.linear(raw.path, store))  # the volume is back
+            tables.reload(under, tables.linear(raw.path, store))  # the volume is back
             kp.copy(["flt"], Direction.TO_SHADOW, full=False)
             assert kp.wait("flt", 60)
             kp.poll()
@@ -75,4 +83,4 @@ def test_shadow_volume_failing_under_a_dependent_set(pool: Pool, tmp_path) -> No
                 os.close(fd)
     finally:
         with contextlib.suppress(Exception):
-            dm.remove(under)
+            tables.remove(under)

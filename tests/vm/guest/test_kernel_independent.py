@@ -18,7 +18,7 @@ from kernel_helpers import (
     write_at,
 )
 
-from ptcopy import dm
+from ptcopy.datapath.kernel import tables
 from ptcopy.engine import (
     Direction,
     DmOp,
@@ -94,7 +94,7 @@ def test_update_copies_only_what_changed(pool: Pool, tmp_path) -> None:  # type:
         assert kp.wait("i2", 120)
         image = digest(ks.master_device)
         assert digest(ks.shadow_device) == image
-        assert not dm.era_held(ks.dev("mera"))
+        assert not tables.era_held(ks.dev("mera"))
         # and back: the master becomes the shadow again
         scribble(ks.master_device, ks.master_size, 5, seed=4)
         kp.copy(["i2"], Direction.TO_MASTER, full=False)
@@ -111,7 +111,7 @@ def test_abort_leaves_the_shadow_incomplete_and_writable(pool: Pool, tmp_path) -
         kp.abort("i3")
         assert kp.wait("i3", 60)
         assert ks.set.status().flags & Flag.INCOMPLETE
-        assert not dm.exists(ks.dev("freeze"))
+        assert not tables.exists(ks.dev("freeze"))
         write_at(ks.shadow_device, 0, b"y" * CHUNK)
         ks.set.set_copy_params(0, 256)
         kp.copy(["i3"], Direction.TO_SHADOW, full=False)   # finishes the job
@@ -143,4 +143,4 @@ def test_kernel_refusals_name_the_problem_and_leave_nothing(tmp_path) -> None:  
     assert set(dm_list()) == before
     with pytest.raises(InvalidArgument, match="malformed table line"):
         dm_run([DmOp("create", "ptcopy-bad2"), DmOp("load", "ptcopy-bad2", "zero 8")])
-    assert not dm.exists("ptcopy-bad2")
+    assert not tables.exists("ptcopy-bad2")

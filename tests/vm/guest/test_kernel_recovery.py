@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_helpers import MIB, Pool, digest, write_at
+from kernel_helpers import MIB, Pool, digest, set_volumes, write_at
 
-from ptcopy import dm
+from ptcopy.datapath.kernel import KernelPath, tables
 from ptcopy.engine import Direction, DmOp, Engine, Kind, dm_list, dm_run
-from ptcopy.kernelpath import KernelPath
 
 CHUNK = 32 * 1024
 
@@ -41,7 +40,7 @@ def test_a_shadow_left_without_its_snapshot_is_rebuilt_over_its_store(
     b = pool.loop("b", 16 * MIB)
     kp = KernelPath(engine, run)
     st = engine.enable(m.spec, s.spec, b.spec, kind=Kind.DEPENDENT, chunk_size=CHUNK)
-    ks = kp.serve("cr", st, m.path, s.path, b.path)
+    ks = kp.serve("cr", st, set_volumes(m, s, b))
     pit = digest(ks.shadow_device)
     for c in (3, 77, 200):
         write_at(ks.master_device, c * CHUNK, random.randbytes(CHUNK))
@@ -53,12 +52,12 @@ def test_a_shadow_left_without_its_snapshot_is_rebuilt_over_its_store(
     os.close(ks.bitmap_fd)
     shadow = "ptcopy-cr-shadow"
     dm_run([DmOp("remove", shadow)])
-    dm.drop_node(shadow)
+    tables.drop_node(shadow)
     if left == "no table":
         dm_run([DmOp("create", shadow)])
     kp2 = KernelPath(engine, run)
     try:
-        again = kp2.serve("cr", engine.open(m.spec, s.spec, b.spec), m.path, s.path, b.path)
+        again = kp2.serve("cr", engine.open(m.spec, s.spec, b.spec), set_volumes(m, s, b))
         assert digest(again.shadow_device) == pit
         kp2.copy(["cr"], Direction.TO_MASTER, full=False)
         assert kp2.wait("cr", 120)

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_helpers import MIB, Pool, digest, kernel_path, read_at, write_at
+from kernel_helpers import MIB, Pool, digest, kernel_path, read_at, set_volumes, write_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "daemon"))
 from daemon_helpers import IJOB, ISET, MANAGER, ROOT, PrivateBus, Ptcopyd
 
 from ptcopy import engine as eng
+from ptcopy.datapath.kernel import KernelPath, KernelSet
 from ptcopy.engine import Direction, Engine, Kind, Set
-from ptcopy.kernelpath import KernelPath, KernelSet
 
 CHUNK = 32 * 1024          # the sizes: 8 MiB master, 9 MiB shadow, 16 MiB bitmap
 MASTER, SHADOW, BITMAP = 8 * MIB, 9 * MIB, 16 * MIB
@@ -38,7 +38,7 @@ def _dependent(engine: Engine, kp: KernelPath, pool: Pool, name: str) -> KernelS
     s = pool.loop(f"{name}.s", SHADOW)
     b = pool.loop(f"{name}.b", BITMAP)
     st: Set = engine.enable(m.spec, s.spec, b.spec, kind=Kind.DEPENDENT, chunk_size=CHUNK)
-    return kp.serve(name, st, m.path, s.path, b.path)
+    return kp.serve(name, st, set_volumes(m, s, b))
 
 
 def _restore(kp: KernelPath, name: str) -> None:
@@ -80,7 +80,7 @@ def test_point_in_time_after_a_restore_survives_reassembly(pool: Pool, tmp_path:
         m, s, b = vols[ks.master], vols[ks.shadow], vols[ks.bitmap]
         kp.unserve("ra")
         ks.set.close()
-        again = kp.serve("ra", engine.open(m.spec, s.spec, b.spec), m.path, s.path, b.path)
+        again = kp.serve("ra", engine.open(m.spec, s.spec, b.spec), set_volumes(m, s, b))
         assert digest(again.shadow_device) == pit
         assert read_at(again.master_device, 60 * CHUNK, CHUNK) != \
             read_at(again.shadow_device, 60 * CHUNK, CHUNK)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from kernel_helpers import MIB, Pool, digest, kernel_path, make_set, scribble
 
+from ptcopy.datapath.base import SetVolumes
 from ptcopy.engine import Direction, InUse, Kind
 
 
@@ -129,7 +130,7 @@ def test_served_from_the_checked_descriptors_not_the_paths(tmp_path: Path) -> No
                 _file(Path(m), size, b"\xee" * size)
                 link.unlink()
                 link.symlink_to(other.path)
-                ks = kp.serve("fd", st, (m, fds[0]), (str(link), fds[1]), (b, fds[2]))
+                ks = kp.serve("fd", st, SetVolumes((m, fds[0]), (str(link), fds[1]), (b, fds[2])))
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -140,7 +141,7 @@ def test_served_from_the_checked_descriptors_not_the_paths(tmp_path: Path) -> No
             assert digest(other.path) != digest(real_s.path)
             with open(m, "rb") as f:
                 assert f.read(16) == b"\xee" * 16   # the impostor was never used
-            table = subprocess.run(["dmsetup", "table", f"ptcopy-{ks.uid}-sorigin"],
+            table = subprocess.run(["dmsetup", "table", ks.dev("sorigin")],
                                    capture_output=True, text=True, check=True).stdout
             rdev = os.stat(real_s.path).st_rdev
             assert f"{os.major(rdev)}:{os.minor(rdev)}" in table, table

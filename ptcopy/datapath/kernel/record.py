@@ -111,6 +111,11 @@ class Record:
                    [tuple(e) for e in d["extents"]])
 
 
+def formatted(fd: int, lay: Layout) -> bool:
+    """The kernel record area was written at least once (its magic is there)."""
+    return os.pread(fd, 8, lay.record) == MAGIC
+
+
 def read_record(fd: int, lay: Layout, path: str) -> Record:
     return Record.decode(os.pread(fd, RECORD, lay.record), path)
 

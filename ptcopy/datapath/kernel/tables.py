@@ -18,6 +18,7 @@ from ptcopy import engine
 from ptcopy.engine import DmOp, InvalidArgument, NotFound
 
 SECTOR = 512
+TIMEOUT = 10.0          # seconds a transaction may hold devices suspended
 MAPPER = "/dev/mapper"
 # Targets the kernel path cannot work without, and the modules that provide them.
 REQUIRED = {"linear": "dm-mod", "snapshot": "dm-snapshot", "snapshot-origin": "dm-snapshot",
@@ -210,6 +211,14 @@ def drop_node(name: str) -> None:
 
 def exists(name: str) -> bool:
     return engine.dm_info(name).exists
+
+
+def ref(name: str) -> str:
+    """A dm device as tables name it: major:minor (no node needed)."""
+    info = engine.dm_info(name)
+    if not info.exists:
+        raise NotFound(1017, f"device-mapper device {name} does not exist")
+    return f"{info.major}:{info.minor}"
 
 
 def create(name: str, table: str, *, read_only: bool = False) -> str:

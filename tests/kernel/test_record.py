@@ -8,36 +8,36 @@ from pathlib import Path
 
 import pytest
 
-from ptcopy import dm, kernelmeta
+from ptcopy.datapath.kernel import record, tables
+from ptcopy.datapath.kernel.record import MIB, Record
 from ptcopy.engine import BadHeader, InvalidArgument, Kind, TooSmall, bitmap_size
-from ptcopy.kernelmeta import MIB, Record
 
 CHUNK = 64 * 1024
 
 
 def test_layout_puts_the_record_after_the_engine_and_sizes_era_by_chunks() -> None:
     tib = 1 << 40
-    ind = kernelmeta.layout(tib, tib, CHUNK, Kind.INDEPENDENT)
+    ind = record.layout(tib, tib, CHUNK, Kind.INDEPENDENT)
     assert ind.record >= bitmap_size(tib, tib, CHUNK, Kind.INDEPENDENT)
     assert ind.record % MIB == 0
     chunks = tib // CHUNK
     assert ind.era_size >= 8 * chunks    # room for era's array, bitsets and space maps
-    assert ind.master_era >= ind.record + kernelmeta.RECORD
+    assert ind.master_era >= ind.record + record.RECORD
     assert ind.shadow_era == ind.master_era + ind.era_size
     assert ind.total == ind.shadow_era + ind.era_size
-    dep = kernelmeta.layout(tib, tib // 10, CHUNK, Kind.DEPENDENT)
+    dep = record.layout(tib, tib // 10, CHUNK, Kind.DEPENDENT)
     assert dep.era_size == 0 and dep.total == dep.record + MIB
     with pytest.raises(TooSmall, match=str(ind.total)):
-        kernelmeta.check_size(ind.total - 1, ind, "/dev/x")
-    kernelmeta.check_size(ind.total, ind, "/dev/x")
+        record.check_size(ind.total - 1, ind, "/dev/x")
+    record.check_size(ind.total, ind, "/dev/x")
 
 
 def test_record_round_trips_and_refuses_damage(tmp_path: Path) -> None:
     rec = Record(7, 9, "ab" * 16, [("/dev/ov", 1 << 20, 4 << 20)])
     raw = rec.encode()
-    assert len(raw) == kernelmeta.RECORD
+    assert len(raw) == record.RECORD
     assert Record.decode(raw, "b") == rec
-    assert Record.decode(b"\0" * kernelmeta.RECORD, "b") == Record()
+    assert Record.decode(b"\0" * record.RECORD, "b") == Record()
     damaged = bytearray(raw)
     damaged[20] ^= 1
     with pytest.raises(BadHeader, match="corrupted"):
@@ -47,15 +47,15 @@ def test_record_round_trips_and_refuses_damage(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="too large"):
         Record(extents=[("/dev/" + "x" * 100, i, i) for i in range(100)]).encode()
     # written and read back through a file, durably
-    lay = kernelmeta.layout(64 * MIB, 64 * MIB, CHUNK, Kind.INDEPENDENT)
+    lay = record.layout(64 * MIB, 64 * MIB, CHUNK, Kind.INDEPENDENT)
     path = tmp_path / "bitmap"
     path.write_bytes(b"")
     os.truncate(path, lay.total)
     fd = os.open(path, os.O_RDWR)
     try:
-        kernelmeta.write_record(fd, lay, rec)
-        assert kernelmeta.read_record(fd, lay, str(path)) == rec
-        assert os.pread(fd, 8, lay.record) == kernelmeta.MAGIC   # where layout says
+        record.write_record(fd, lay, rec)
+        assert record.read_record(fd, lay, str(path)) == rec
+        assert os.pread(fd, 8, lay.record) == record.MAGIC   # where layout says
     finally:
         os.close(fd)
 
@@ -64,24 +64,24 @@ def test_era_invalidate_output_is_parsed_leniently() -> None:
     # Debian's thin-provisioning-tools 0.9 puts spaces around '='
     xml = ('<blocks>\n  <range begin = "4" end = "7"/>\n  <block block = "12"/>\n'
            '<range begin="20" end="21"/>\n</blocks>\n')
-    assert kernelmeta.parse_invalidate(xml) == [(4, 3), (12, 1), (20, 1)]
-    assert kernelmeta.parse_invalidate("<blocks>\n</blocks>\n") == []
+    assert record.parse_invalidate(xml) == [(4, 3), (12, 1), (20, 1)]
+    assert record.parse_invalidate("<blocks>\n</blocks>\n") == []
 
 
 def test_overflow_extents_start_past_the_engine_slot_map() -> None:
     for size in (64 * MIB, 1 << 40):
-        start = kernelmeta.overflow_start(size)
+        start = record.overflow_start(size)
         assert start % MIB == 0
         assert start >= 4096 + size // 4096 // 8
 
 
 def test_tables_are_in_sectors_and_refuse_partial_sectors() -> None:
-    assert dm.linear("/dev/a", MIB, 2 * MIB) == "0 2048 linear /dev/a 4096"
-    assert dm.concat([("/dev/a", 0, MIB), ("/dev/b", MIB, 2 * MIB)]) == \
+    assert tables.linear("/dev/a", MIB, 2 * MIB) == "0 2048 linear /dev/a 4096"
+    assert tables.concat([("/dev/a", 0, MIB), ("/dev/b", MIB, 2 * MIB)]) == \
         "0 2048 linear /dev/a 0\n2048 4096 linear /dev/b 2048"
-    assert dm.snapshot("8:0", "8:1", MIB, CHUNK) == "0 2048 snapshot 8:0 8:1 P 128"
-    assert dm.snapshot("8:0", "8:1", MIB, CHUNK, persistent=False).endswith(" N 128")
-    assert dm.era("8:2", "8:0", MIB, CHUNK) == "0 2048 era 8:2 8:0 128"
-    assert dm.merge("8:0", "8:1", MIB, CHUNK) == "0 2048 snapshot-merge 8:0 8:1 P 128"
+    assert tables.snapshot("8:0", "8:1", MIB, CHUNK) == "0 2048 snapshot 8:0 8:1 P 128"
+    assert tables.snapshot("8:0", "8:1", MIB, CHUNK, persistent=False).endswith(" N 128")
+    assert tables.era("8:2", "8:0", MIB, CHUNK) == "0 2048 era 8:2 8:0 128"
+    assert tables.merge("8:0", "8:1", MIB, CHUNK) == "0 2048 snapshot-merge 8:0 8:1 P 128"
     with pytest.raises(InvalidArgument, match="sectors"):
-        dm.linear("/dev/a", 1000)
+        tables.linear("/dev/a", 1000)

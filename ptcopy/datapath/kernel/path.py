@@ -1,0 +1,414 @@
+"""The kernel data path: sets served by device-mapper, the engine keeping bitmaps and copies.
+
+Applications use ``/dev/mapper/ptcopy-<set>-master`` and ``/dev/mapper/ptcopy-<set>-shadow``.
+Underneath (``<m>`` = the master's device number, ``<u>`` = the set's uuid, 12 hex digits)::
+
+    master:  raw master <- ptcopy-m<m>-origin (snapshot-origin)
+                        <- ptcopy-<u>-mera (era, one per independent set, chained)
+                        <- ptcopy-<set>-master (linear, one per set on that master)
+    dependent shadow:   ptcopy-<u>-cow (linear: shadow volume + overflow extents)
+                        <- ptcopy-<set>-shadow (snapshot of the raw master, store = cow)
+    independent shadow: raw shadow <- ptcopy-<u>-sorigin (snapshot-origin)
+                        <- ptcopy-<u>-sera (era) <- ptcopy-<set>-shadow (linear)
+
+Copies and updates of independent sets read a frozen snapshot of the source (``ptcopy-<u>-
+freeze``, a transient snapshot whose store is a sparse file in the run directory) with the
+engine's copier, after folding what the era devices saw into the engine's shadow bitmap. A
+point in time is one C transaction that suspends every source origin, creates the frozen views
+and resumes (``ptcopy.engine.dm_run``). Dependent sets are dm-snapshots: a new point in time
+re-creates the snapshot on an emptied store; an update to the master is a snapshot-merge.
+
+This module is the facade (``KernelPath``, the ``DataPath`` of ``ptcopy.datapath.base``) and
+its monitor thread; the work is done by its parts: ``names`` (every device name), ``state``
+(what is held per set, its state), ``tables`` (device-mapper text and devices), ``record``
+(what is kept on the bitmap volume), ``blocks`` (volumes, loops, openers), ``stack`` (build,
+take over, take down), ``pit`` (the point-in-time transaction, frozen views, era folding),
+``merge`` (snapshot-merge and its end), ``store`` (compact-store growth, overflow extents).
+
+Differences from the userspace path users can see are in docs/kernel-path.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from ptcopy import engine as engine_mod
+from ptcopy.datapath.base import Capabilities, DataPath, SetVolumes, Volume
+from ptcopy.datapath.kernel import blocks, merge, names, pit, record, stack, store, tables
+from ptcopy.datapath.kernel.record import Layout, Record
+from ptcopy.datapath.kernel.state import KernelSet, Master, State
+from ptcopy.engine import (
+    CopyInProgress,
+    Direction,
+    Engine,
+    Flag,
+    InUse,
+    InvalidArgument,
+    Kind,
+    NotFound,
+    Progress,
+    Set,
+    TooSmall,
+    WrongKind,
+)
+
+log = logging.getLogger(__name__)
+
+CAPS = Capabilities(name="kernel", bitmap_in_memory=False, exclusive_volumes=False,
+                    target_writable_during_copy=False, group_restore_dependent=False)
+
+
+class KernelPath:
+    """Serves sets through device-mapper; run_dir holds the frozen views' sparse stores."""
+
+    def __init__(self, engine: Engine, run_dir: str, *, poll: float = 0.2) -> None:
+        tables.require()
+        # A ptcopyd that died inside a transaction can leave ptcopy devices suspended (every
+        # application on them hangs) or with a table loaded and never resumed: undo that first,
+        # as the transaction's own rollback would have, before this process runs any.
+        recover = getattr(engine_mod, "dm_recover", None)   # the engine's, where it has it
+        if recover is not None:
+            for dev, what in recover(names.PREFIX).items():
+                log.warning("device-mapper device %s left by an earlier ptcopyd: %s", dev, what)
+        engine.defer_copies(True)
+        self._engine = engine
+        self._run_dir = os.path.join(os.path.abspath(run_dir), "kernel")
+        # the frozen views' stores hold copies of the sources' data: root's alone
+        os.makedirs(self._run_dir, mode=0o700, exist_ok=True)
+        os.chmod(self._run_dir, 0o700)
+        self._lock = threading.RLock()
+        self._sets: dict[str, KernelSet] = {}
+        self._masters: dict[str, Master] = {}
+        self._stop = threading.Event()
+        self._poll = poll
+        self._thread = threading.Thread(target=self._monitor, name="ptcopy-kernel", daemon=True)
+        self._thread.start()
+
+    @property
+    def caps(self) -> Capabilities:
+        return CAPS
+
+    # ---- sizes ------------------------------------------------------------------------------
+
+    @staticmethod
+    def layout_for(master_size: int, shadow_size: int, chunk: int, kind: Kind) -> Layout:
+        """Where the kernel path keeps its record and era metadata on the bitmap volume
+        (``.total``: the size the bitmap volume needs)."""
+        return record.layout(master_size, shadow_size, chunk, kind)
+
+    @staticmethod
+    def store_needed(master_size: int, chunk: int) -> int:
+        """Bytes a full-size dependent shadow needs on this path."""
+        return record.store_needed(master_size, chunk)
+
+    @staticmethod
+    def check_new(kind: Kind, chunk: int, master_size: int, shadow: tuple[str, int],
+                  bitmap: tuple[str, int] | None) -> None:
+        """Refuse volumes this path cannot serve a set on, naming the size needed; callers run
+        it before the engine writes anything."""
+        path, size = shadow
+        need = record.store_needed(master_size, chunk)
+        if kind is Kind.DEPENDENT and master_size <= size < need:
+            # full-size but short of dm-snapshot's own metadata: it would run out of space
+            # where the same set on the userspace path cannot; compact sets may spill
+            raise TooSmall(1002, f"shadow volume {path} has {size} bytes; on the kernel data "
+                                 f"path a full-size dependent shadow needs {need} (the master "
+                                 "plus dm-snapshot's metadata), or make it smaller than the "
+                                 "master and attach an overflow volume")
+        if bitmap is not None:
+            record.check_size(bitmap[1], record.layout(master_size, size, chunk, kind),
+                              bitmap[0])
+
+    # ---- serving ----------------------------------------------------------------------------
+
+    def serve(self, name: str, set_: Set, volumes: SetVolumes, *,
+              loop: bool = True) -> KernelSet:
+        """Build (or after a reboot rebuild) the set's devices from the descriptors the caller
+        checked: devices are named in tables by the descriptor's device number and files get
+        the loop device bound to the open file, so nothing is resolved by path again. ``loop``
+        changes nothing: devices are what this path serves."""
+        del loop
+        b = volumes.bitmap
+        if b is None:
+            raise InvalidArgument(1001, "the kernel data path keeps each set's era metadata "
+                                        "and store record on its bitmap volume: it needs one")
+        with self._lock:
+            if name in self._sets:
+                raise InvalidArgument(1001, f"set {name} is already served")
+            st = set_.status()
+            kind = Kind(st.kind)
+            ov = volumes.overflow
+            self.check_new(kind, st.chunk_size, st.master_size,
+                           (volumes.shadow[0], st.shadow_size), None)
+            lay = record.layout(st.master_size, st.shadow_size, st.chunk_size, kind)
+            blks: dict[str, blocks.Block] = {}
+            bfd = ofd = -1
+            try:
+                for role, v in (("master", volumes.master), ("shadow", volumes.shadow),
+                                ("bitmap", b), ("overflow", ov)):
+                    if v is not None:
+                        blks[role] = blocks.block(*v)
+                # the record is written where the engine writes its bitmaps: the volume as
+                # given (its own descriptor, kept)
+                bfd = blocks.kept(b[1])
+                if ov is not None:
+                    ofd = blocks.kept(ov[1])
+                record.check_size(blocks.size(bfd), lay, b[0])
+                rec = record.read_record(bfd, lay, b[0])
+                # a record of an earlier set on a reused bitmap volume describes nothing
+                fresh = not record.formatted(bfd, lay) or rec.uuid != st.uuid.hex
+                if fresh:
+                    rec = Record(uuid=st.uuid.hex)
+                mb = blks["master"]
+                key = names.master_key(mb.ref)
+                ms = self._masters.get(key) or Master(mb.node, mb.ref, st.master_size, key)
+                ks = KernelSet(name, set_, kind, st.chunk_size, mb.node, blks["shadow"].node,
+                               blks["bitmap"].node, bfd, st.master_size, st.shadow_size, lay,
+                               rec, names.uid(st.uuid.hex), ms,
+                               ov[0] if ov is not None else None, ofd, blks)
+                ms.sets.append(name)
+                try:
+                    stack.build(ks, fresh, self._run_dir)
+                except BaseException:
+                    ms.sets.remove(name)
+                    raise
+            except BaseException:
+                for fd in (bfd, ofd):
+                    if fd >= 0:
+                        os.close(fd)
+                self._release(blks.values())
+                raise
+            self._masters[key] = ms
+            self._sets[name] = ks
+            return ks
+
+    def started(self, name: str, *, new: bool) -> None:
+        """A new independent set's first full copy (the engine deferred it: it reads a frozen
+        view); after a restart, the copy a crash interrupted starts again from a new frozen
+        view, as the userspace path resumes it (the engine folded what was left into the
+        bitmap)."""
+        with self._lock:
+            ks = self.get(name)
+            if ks.kind is not Kind.INDEPENDENT:
+                return
+            if new:
+                self.copy([name], Direction.TO_SHADOW, full=True)
+                return
+            if ks.busy:
+                return
+            flags = ks.set.status().flags
+            if flags & Flag.INCOMPLETE:
+                d = Direction.TO_MASTER if flags & Flag.TO_MASTER else Direction.TO_SHADOW
+                log.info("set %s: resuming its interrupted copy to the %s", name,
+                         "master" if d is Direction.TO_MASTER else "shadow")
+                self.copy([name], d, full=False)
+
+    def get(self, name: str) -> KernelSet:
+        """The served set of that name (NotFound otherwise)."""
+        try:
+            return self._sets[name]
+        except KeyError:
+            raise NotFound(1017, f"set {name!r} is not served") from None
+
+    @property
+    def served(self) -> dict[str, KernelSet]:
+        return dict(self._sets)
+
+    def users(self, name: str, direction: Direction) -> list[str]:
+        """Who holds the set's master or shadow device open (mounts, stacked devices)."""
+        ks = self.get(name)
+        return blocks.users(ks.master_device if direction is Direction.TO_MASTER
+                            else ks.shadow_device)
+
+    def unserve(self, name: str, *, force: bool = False) -> None:
+        """Dismantle the set's devices; refused while one is open, unless ``force``."""
+        with self._lock:
+            ks = self.get(name)
+            if ks.busy:
+                raise CopyInProgress(1006, f"set {name} is copying; wait for it first")
+            if not force:
+                for d in Direction:
+                    busy = self.users(name, d)
+                    if busy:
+                        raise InUse(1005, f"{name}'s devices are in use by {', '.join(busy)}")
+            if stack.remove(ks):
+                del self._masters[ks.stack.key]
+            os.close(ks.bitmap_fd)
+            if ks.overflow_fd >= 0:
+                os.close(ks.overflow_fd)
+            del self._sets[name]
+            self._release(ks.blocks.values())
+
+    def _release(self, gone: Iterable[blocks.Block]) -> None:
+        """Detach the loop devices of these volumes that no served set uses any more."""
+        blocks.release_loops(list(gone), {b.ref for k in self._sets.values()
+                                          for b in k.blocks.values()})
+
+    # ---- copies -----------------------------------------------------------------------------
+
+    def copy(self, names_: Sequence[str], direction: Direction, *, full: bool,
+             owner: int = 0) -> float:
+        """Copy or update sets at one point in time; returns seconds the sources were held."""
+        if not names_:
+            raise InvalidArgument(1001, "no set named")
+        with self._lock:
+            kss = [self.get(n) for n in names_]
+            if len({ks.name for ks in kss}) != len(kss):
+                raise InvalidArgument(1001, "a set is named twice")
+            # Everything that can refuse is asked of every set before anything changes.
+            for ks in kss:
+                pit.check(ks, direction, owner)
+            if direction is Direction.TO_MASTER and any(k.kind is Kind.DEPENDENT for k in kss):
+                if len(kss) > 1:
+                    raise WrongKind(1007, "a group restore (copy or update to the masters) "
+                                          "with dependent sets is not available on the "
+                                          "kernel data path: each dependent shadow merges "
+                                          "into its master on its own; restore the sets one "
+                                          "at a time")
+                return merge.start(kss[0], owner)
+            return pit.take(kss, direction, full=full, owner=owner, run_dir=self._run_dir)
+
+    def copier(self, name: str) -> KernelCopy:
+        """What a job follows for this set's copy (merges included)."""
+        self.get(name)
+        return KernelCopy(self, name)
+
+    # ---- observing --------------------------------------------------------------------------
+
+    def progress(self, name: str) -> Progress:
+        """The copy's progress; for a merge, sectors merged of those to merge. Active until
+        the target is writable again."""
+        ks = self.get(name)
+        if ks.state in (State.MERGING, State.MERGE_FAILED):
+            return merge.progress(ks)
+        p = ks.set.progress()
+        return dataclasses.replace(p, active=True) if ks.state is State.COPYING else p
+
+    def busy(self, name: str) -> bool:
+        """A copy or merge runs (or failed half way): its target is not usable yet."""
+        return self.get(name).busy
+
+    def wait(self, name: str, timeout: float | None = None) -> bool:
+        """Until the set's copy or merge is over and its target is writable again."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._tick()
+                if not self.busy(name):
+                    return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def abort(self, name: str) -> None:
+        """Stop the set's copy; a merge in the kernel cannot be stopped."""
+        ks = self.get(name)
+        if ks.state in (State.MERGING, State.MERGE_FAILED):
+            raise WrongKind(1007, f"set {name} is merging in the kernel; a snapshot-merge "
+                                  "cannot be stopped half way")
+        ks.set.abort()
+
+    def status(self, name: str) -> dict[str, object]:
+        """Kernel-side facts: devices, store usage of a dependent shadow, merge state."""
+        ks = self.get(name)
+        merging = ks.state in (State.MERGING, State.MERGE_FAILED)
+        out: dict[str, object] = {"master_device": ks.master_device,
+                                  "shadow_device": ks.shadow_device,
+                                  "merging": merging, "copying": ks.state is State.COPYING,
+                                  "out_of_space": ks.state is State.OUT_OF_SPACE}
+        if ks.kind is Kind.DEPENDENT and not merging:
+            use = tables.snapshot_usage(names.shadow(ks.name))
+            out.update(store_used=use.allocated * 512, store_size=use.total * 512,
+                       extents=len(ks.record.extents))
+        return out
+
+    def poll(self) -> None:
+        """One round of what the monitor thread does every ``poll`` seconds: finish copies and
+        merges, grow compact stores, flag the ones that ran out of space."""
+        with self._lock:
+            self._tick()
+
+    def _monitor(self) -> None:
+        while not self._stop.wait(self._poll):
+            with self._lock:
+                try:
+                    self._tick()
+                except Exception:   # keep watching; the next round retries
+                    log.exception("kernel data path monitor")
+
+    def _tick(self) -> None:
+        for ks in list(self._sets.values()):
+            if ks.state is State.COPYING:
+                if not ks.set.progress().active:
+                    pit.dismantle(ks, self._run_dir)
+            elif ks.state is State.MERGING:
+                merge.follow(ks)
+            elif ks.kind is Kind.DEPENDENT and ks.state is not State.MERGE_FAILED:
+                store.watch(ks, self._sets.values())
+
+    # ---- overflow volumes -------------------------------------------------------------------
+
+    def attach_overflow(self, name: str, overflow: Volume) -> None:
+        """Use this overflow volume (the descriptor the caller checked) for the set's store
+        from now on."""
+        ks = self.get(name)
+        with self._lock:
+            old = store.attach(ks, overflow)
+            if old is not None:
+                self._release([old])
+
+    def detach_overflow(self, name: str) -> None:
+        """Refused while the set's exception store uses extents of the overflow volume (they go
+        back at its next point in time)."""
+        ks = self.get(name)
+        with self._lock:
+            old = store.detach(ks)
+            if old is not None:
+                self._release([old])
+
+    # ---- stopping ---------------------------------------------------------------------------
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop watching. The devices stay: the kernel keeps serving applications, and the next
+        KernelPath takes them over (``force`` changes nothing; see teardown)."""
+        del force
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def teardown(self) -> None:
+        """Stop and dismantle every device (tests, and `ptcopyd --data-path kernel` stop with
+        --release)."""
+        self.stop()
+        with self._lock:
+            for name in list(self._sets):
+                self.unserve(name, force=True)
+
+
+class KernelCopy:
+    """A set's copy as a job follows it (closed, progress, abort), merges included."""
+
+    def __init__(self, kp: KernelPath, name: str) -> None:
+        self._kp = kp
+        self._name = name
+
+    @property
+    def closed(self) -> bool:
+        return self._name not in self._kp.served
+
+    def progress(self) -> Progress:
+        return self._kp.progress(self._name)
+
+    def abort(self) -> None:
+        self._kp.abort(self._name)
+
+
+if TYPE_CHECKING:
+    def _implements(kp: KernelPath) -> DataPath:   # mypy checks KernelPath against the protocol
+        return kp

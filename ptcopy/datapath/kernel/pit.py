@@ -1,0 +1,272 @@
+"""A new point in time: one device-mapper transaction for a set or a group, the frozen views
+independent copies read, and folding what the era devices saw into the engine's bitmap.
+
+Copies and updates of independent sets read a frozen snapshot of the source (``ptcopy-<u>-
+freeze``, a transient snapshot whose store is a sparse file in the run directory) with the
+engine's copier, after folding what the era devices saw into the engine's shadow bitmap. A
+point in time is one C transaction that suspends every source origin, creates the frozen views
+and resumes (``ptcopy.engine.dm_run``). Dependent sets are dm-snapshots: a new point in time
+re-creates the snapshot on an emptied store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable
+
+from ptcopy.datapath import blockdev as loopdev
+from ptcopy.datapath.kernel import blocks, names, record, tables
+from ptcopy.datapath.kernel.names import Part
+from ptcopy.datapath.kernel.state import KernelSet, Phase, State
+from ptcopy.datapath.kernel.store import cow_table
+from ptcopy.engine import (
+    CopyInProgress,
+    Dependency,
+    Direction,
+    DmOp,
+    Flag,
+    Incomplete,
+    InUse,
+    Kind,
+    Offline,
+    OutOfSpace,
+    dm_message,
+    dm_run,
+    dm_status,
+)
+
+
+def check(ks: KernelSet, direction: Direction, owner: int) -> None:
+    """Refuse what the copy would refuse, before anything changes: the transaction replaces
+    dependent points in time at once, so a refusal after it would leave a group half copied."""
+    if ks.busy or ks.set.progress().active:
+        raise CopyInProgress(1006, f"set {ks.name} is already copying; wait for it or "
+                                   "abort it")
+    # what the engine's copy would refuse (its own check comes after the transaction)
+    st = ks.set.status()
+    if st.lock_owner and st.lock_owner != owner:
+        raise InUse(1005, f"set {ks.name} is locked by another client; its point in time "
+                          "cannot change until it is unlocked")
+    offline = st.flags & (Flag.MASTER_OFFLINE | Flag.SHADOW_OFFLINE | Flag.BITMAP_OFFLINE
+                          | Flag.OVERFLOW_OFFLINE)
+    if offline:
+        raise Offline(1009, f"a volume of set {ks.name} is offline; reset the set first")
+    incomplete_restore = bool(st.flags & Flag.INCOMPLETE and st.flags & Flag.TO_MASTER)
+    if direction is Direction.TO_MASTER:
+        if st.flags & Flag.OUT_OF_SPACE or ks.state is State.OUT_OF_SPACE:
+            raise OutOfSpace(1010, f"shadow of set {ks.name} lost chunks when it ran out "
+                                   "of space; it cannot be copied to the master")
+        if st.flags & Flag.INCOMPLETE and not incomplete_restore:
+            raise Incomplete(1013, f"shadow of set {ks.name} was left incomplete by an "
+                                   "aborted copy; update it from the master first")
+    elif incomplete_restore:
+        raise Incomplete(1013, f"master of set {ks.name} was left incomplete by an aborted "
+                               "restore; finish it with an update to the master first")
+    target = ks.shadow_device if direction is Direction.TO_SHADOW else ks.master_device
+    busy = blocks.users(target)
+    if busy:
+        side = "shadow" if direction is Direction.TO_SHADOW else "master"
+        raise InUse(1005, f"cannot copy into the {side} of {ks.name}: it is in use by "
+                          f"{', '.join(busy)}; unmount it first")
+    # the merge takes the shadow away
+    if (ks.kind is Kind.DEPENDENT and direction is Direction.TO_MASTER
+            and blocks.settled_open_count(names.shadow(ks.name))):
+        raise InUse(1005, f"the shadow of {ks.name} is open; close it before merging "
+                          "it into the master")
+    if direction is Direction.TO_MASTER and len(ks.stack.sets) > 1:
+        raise Dependency(1008, f"master {ks.master} has {len(ks.stack.sets)} shadows; writing "
+                               "it from one would change the point in time of the others")
+
+
+def take(kss: list[KernelSet], direction: Direction, *, full: bool, owner: int,
+         run_dir: str) -> float:
+    """Put a new point in time in force for these (checked) sets at once and start their
+    copies; returns the seconds the sources were held."""
+    try:
+        ops, after = _freeze_ops(kss, direction, run_dir)
+        held = dm_run(ops, timeout=tables.TIMEOUT)
+        for fn in after:
+            fn()
+    except BaseException:
+        for ks in kss:
+            dismantle(ks, run_dir)
+        raise
+    for ks in kss:
+        if ks.kind is Kind.DEPENDENT:
+            ks.set.update(Direction.TO_SHADOW, owner=owner)
+            ks.record.extents = []
+            record.write_record(ks.bitmap_fd, ks.layout, ks.record)
+            ks.enter(Phase())   # a new point in time: no longer out of space
+            loopdev.flush_buffers(ks.shadow_device)
+            continue
+        _fold(ks)
+        try:
+            _use_frozen(ks)
+            if full:
+                ks.set.copy(direction, owner=owner)
+            else:
+                ks.set.update(direction, owner=owner)
+        except BaseException:
+            dismantle(ks, run_dir)
+            raise
+    return held
+
+
+def _freeze_ops(kss: list[KernelSet], direction: Direction, run_dir: str
+                ) -> tuple[list[DmOp], list[Callable[[], None]]]:
+    """One transaction: suspend every source origin with the era devices above it (top
+    first), build the frozen views (or new dependent snapshots), resume bottom-up. Resuming
+    an era rolls it over, so the era read afterwards starts exactly at the point in time:
+    the next update copies only what was written since. Returns the transaction and what
+    to do once it ran."""
+    suspend: list[str] = []
+    body: list[DmOp] = []
+    after: list[Callable[[], None]] = []
+    for ks in kss:
+        ms = ks.stack
+        # The source's top devices first: suspending a device freezes a file system
+        # mounted on it (dm's lockfs), so the point in time is a consistent one. Then every
+        # era of the master (writes pass them all), the origin, and the shadow's stack.
+        tops = [names.master(n) for n in ms.sets]
+        if ks.kind is Kind.INDEPENDENT and direction is Direction.TO_MASTER:
+            tops.append(names.shadow(ks.name))
+        for name in [*tops, *reversed(ms.chain), ms.origin] + (
+                [ks.dev(Part.SERA), ks.dev(Part.SORIGIN)]
+                if ks.kind is Kind.INDEPENDENT else []):
+            if name not in suspend:
+                suspend.append(name)
+        if ks.kind is Kind.DEPENDENT:
+            shadow = names.shadow(ks.name)
+            cow = ks.dev(Part.COW)
+            table = cow_table(ks, [])   # a new point in time frees the extents
+            body += [DmOp("load", shadow, f"0 {ks.master_size // 512} error"),
+                     DmOp("resume", shadow),
+                     DmOp("load", cow, table), DmOp("resume", cow),
+                     DmOp("zero", tables.node(cow), length=ks.chunk),
+                     DmOp("load", shadow, tables.snapshot(ms.ref, tables.ref(cow),
+                                                          ks.master_size, ks.chunk)),
+                     DmOp("resume", shadow)]
+        else:
+            raw = ms.ref if direction is Direction.TO_SHADOW else ks.blocks["shadow"].ref
+            store = _freeze_store(ks, run_dir)
+            freeze = ks.dev(Part.FREEZE)
+            body += [DmOp("create", freeze),
+                     DmOp("load", freeze, tables.snapshot(raw, store, ks.master_size, ks.chunk,
+                                                          persistent=False)),
+                     DmOp("resume", freeze)]
+            ks.enter(Phase(State.COPYING, direction=direction))
+            after.append(functools.partial(_show_frozen, ks, direction))
+    ops = [DmOp("suspend", s) for s in suspend] + body
+    ops += [DmOp("resume", s) for s in reversed(suspend)]
+    return ops, after
+
+
+def _freeze_path(ks: KernelSet, run_dir: str) -> str:
+    return os.path.join(run_dir, names.freeze_file(ks.uid))
+
+
+def _freeze_store(ks: KernelSet, run_dir: str) -> str:
+    path = _freeze_path(ks, run_dir)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)   # a leftover: made again, never reused with its mode
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        os.ftruncate(fd, max(ks.master_size, 1 << 20))   # sparse: only changes are stored
+    finally:
+        os.close(fd)
+    return loopdev.attach(path, direct_io=False)
+
+
+def _drop_freeze_store(ks: KernelSet, run_dir: str) -> None:
+    path = os.path.realpath(_freeze_path(ks, run_dir))
+    for lp in loopdev.list_loops():
+        if lp.backing_file in (path, f"{path} (deleted)"):
+            with contextlib.suppress(loopdev.LoopError):
+                loopdev.detach(lp.device)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _use_frozen(ks: KernelSet) -> None:
+    # opened here without O_EXCL: the target device stacked on the view holds it too
+    node = tables.node(ks.dev(Part.FREEZE))
+    fd = os.open(node, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        ks.set.copy_source((node, fd))
+    finally:
+        os.close(fd)
+
+
+def _show_frozen(ks: KernelSet, direction: Direction) -> None:
+    """The target shows the new point in time at once, read-only until the copy ends."""
+    freeze = ks.dev(Part.FREEZE)
+    tables.ensure_node(freeze)
+    top = names.shadow(ks.name) if direction is Direction.TO_SHADOW else names.master(ks.name)
+    tables.reload(top, tables.linear(tables.ref(freeze), ks.master_size), read_only=True)
+    loopdev.flush_buffers(tables.node(top))
+
+
+def _fold(ks: KernelSet) -> None:
+    """What the eras saw since the last baselines joins the shadow bitmap; then the new
+    baselines are recorded. A crash in between only makes the next update copy more."""
+    nchunks = -(-ks.master_size // ks.chunk)
+    runs: list[tuple[int, int]] = []
+    new: dict[str, int] = {}
+    for side, base in (("m", ks.record.master_era), ("s", ks.record.shadow_era)):
+        era_dev, meta = ks.dev(f"{side}era"), ks.dev(f"{side}meta")
+        new[side] = tables.era_current(era_dev)
+        if base is None:
+            runs.append((0, nchunks))
+            continue
+        if tables.era_held(era_dev):
+            # a crash inside an earlier fold left it; that fold's baseline was never
+            # recorded, so this one reads everything since the old baseline again
+            dm_message(era_dev, "drop_metadata_snap")
+        dm_message(era_dev, "take_metadata_snap")
+        try:
+            runs += record.written_since(tables.ensure_node(meta), base)
+        finally:
+            dm_message(era_dev, "drop_metadata_snap")
+    for first, n in runs:
+        if first < nchunks:
+            ks.set.mark(first, min(n, nchunks - first))
+    ks.record.master_era, ks.record.shadow_era = new["m"], new["s"]
+    record.write_record(ks.bitmap_fd, ks.layout, ks.record)
+
+
+def copying_to(ks: KernelSet) -> Direction | None:
+    """Which side a copy a crash interrupted was writing, from the devices it left (its frozen
+    view is still there), or None."""
+    if not tables.exists(ks.dev(Part.FREEZE)):
+        return None
+    freeze = tables.ref(ks.dev(Part.FREEZE))
+    shadow_table = dm_status(names.shadow(ks.name), table=True)
+    return Direction.TO_SHADOW if freeze in shadow_table else Direction.TO_MASTER
+
+
+def leave(ks: KernelSet, direction: Direction, run_dir: str) -> None:
+    """Take down the frozen view of a copy a crash interrupted (``direction``: the side it was
+    writing); the copy itself is resumed by ``KernelPath.started``."""
+    ks.enter(Phase(State.COPYING, direction=direction))
+    dismantle(ks, run_dir)
+
+
+def dismantle(ks: KernelSet, run_dir: str) -> None:
+    """After a copy (done, aborted or failed): the target is live and writable again."""
+    direction = ks.phase.direction if ks.state is State.COPYING else None
+    if ks.state is State.COPYING:
+        ks.enter(Phase())
+    with contextlib.suppress(Exception):
+        ks.set.copy_source(None)
+    if direction is not None:
+        if direction is Direction.TO_SHADOW:
+            top, below = names.shadow(ks.name), ks.dev(Part.SERA)
+        else:
+            top, below = names.master(ks.name), ks.stack.top
+        tables.reload(top, tables.linear(tables.ref(below), ks.master_size))
+        loopdev.flush_buffers(tables.node(top))
+    tables.remove(ks.dev(Part.FREEZE))
+    _drop_freeze_store(ks, run_dir)
