@@ -625,8 +625,3 @@ int pt_server_stop(pt_server *srv, pt_error *err)
     free_server(srv);
     return 0;
 }
-
-const char *pt_server_mountpoint(pt_server *srv)
-{
-    return srv->mountpoint;
-}

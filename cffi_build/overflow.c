@@ -474,16 +474,6 @@ int pt_ov_flush(pt_overflow *ov)
     return rc;
 }
 
-bool pt_ov_has_set(pt_overflow *ov, const uint8_t uuid[16])
-{
-    pthread_mutex_lock(&ov->mu);
-    bool found = false;
-    for (int i = 0; i < ov->nsets && !found; i++)
-        found = memcmp(ov->set_uuids[i], uuid, 16) == 0;
-    pthread_mutex_unlock(&ov->mu);
-    return found;
-}
-
 int pt_ov_hold(pt_overflow *ov, pt_error *err)
 {
     pthread_mutex_lock(&ov->mu);

@@ -78,13 +78,6 @@ bool pt_uuid_is_zero(const uint8_t u[16])
     return true;
 }
 
-void pt_uuid_str(const uint8_t u[16], char out[37])
-{
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
-             u[13], u[14], u[15]);
-}
-
 /* ---- group commit ---- */
 
 int pt_gc_init(pt_gcommit *g)
