@@ -130,11 +130,10 @@ static int cmp_ptr(const void *a, const void *b)
 static int start_locked(pt_set **sets, int n, int dir, int full, int64_t owner,
                         bool checked, uint64_t *frozen_ns, pt_error *err)
 {
-    int rc = 0;
-    for (int i = 0; i < n && !rc && !checked; i++)
-        rc = check_can_copy(sets[i], dir, owner, err);
-    if (rc)
-        return rc;
+    int rc;
+    for (int i = 0; !checked && i < n; i++)
+        if ((rc = check_can_copy(sets[i], dir, owner, err)) != 0)
+            return rc;
     pt_master *ms[PT_MAX_SIBLINGS * 4];
     int nm = 0;
     for (int i = 0; i < n; i++) {
@@ -148,12 +147,13 @@ static int start_locked(pt_set **sets, int n, int dir, int full, int64_t owner,
     for (int j = 0; j < nm; j++)
         pthread_rwlock_wrlock(&ms[j]->gate);
     uint64_t t0 = pt_now_ns();
-    int done = 0;
-    for (; done < n && !rc; done++)
-        if (plan(sets[done], dir) == A_COPY)
-            rc = phase1(sets[done], dir, full, err);
-    if (rc) {
-        for (int i = 0; i < done - 1; i++)
+    rc = 0;
+    int done;
+    for (done = 0; done < n; done++)
+        if (plan(sets[done], dir) == A_COPY && (rc = phase1(sets[done], dir, full, err)) != 0)
+            break;
+    if (rc) {   /* the set that failed rolled itself back */
+        for (int i = 0; i < done; i++)
             if (plan(sets[i], dir) == A_COPY)
                 undo_phase1(sets[i]);
     } else {
@@ -196,17 +196,18 @@ int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
         return pt_fail(err, ENOMEM, "out of memory");
     memcpy(sets, in, (size_t)n * sizeof *sets);
     qsort(sets, (size_t)n, sizeof *sets, cmp_ptr);
+    int rc;
     for (int i = 1; i < n; i++)
         if (sets[i] == sets[i - 1]) {
-            int rc = pt_fail(err, PT_E_INVALID, "set %s is named twice", sets[i]->name);
-            free(sets);
-            return rc;
+            rc = pt_fail(err, PT_E_INVALID, "set %s is named twice", sets[i]->name);
+            goto out_free;
         }
     for (int i = 0; i < n; i++)
         pthread_mutex_lock(&sets[i]->ctl_mu);
-    int rc = start_locked(sets, n, dir, full, owner, false, frozen_ns, err);
+    rc = start_locked(sets, n, dir, full, owner, false, frozen_ns, err);
     for (int i = n - 1; i >= 0; i--)
         pthread_mutex_unlock(&sets[i]->ctl_mu);
+out_free:
     free(sets);
     return rc;
 }
@@ -220,17 +221,19 @@ int pt_set_abort(pt_set *s, pt_error *err)
 {
     pthread_mutex_lock(&s->ctl_mu);
     pt_copier_reap(s);
+    int rc = 0;
     if (!s->thr_live) {
-        pthread_mutex_unlock(&s->ctl_mu);
-        return pt_fail(err, PT_E_NO_COPY, "set %s has no copy running", s->name);
+        rc = pt_fail(err, PT_E_NO_COPY, "set %s has no copy running", s->name);
+        goto out_unlock;
     }
     atomic_store(&s->abort_req, 1);
     pthread_cond_broadcast(&s->ctl_cv);   /* wakes a throttle pause */
     while (!s->thr_done)
         pthread_cond_wait(&s->ctl_cv, &s->ctl_mu);
     pt_copier_reap(s);
+out_unlock:
     pthread_mutex_unlock(&s->ctl_mu);
-    return 0;
+    return rc;
 }
 
 int pt_set_wait(pt_set *s, int timeout_ms, pt_error *err)
@@ -306,6 +309,30 @@ static int probe(pt_vol *v)
     return rc;
 }
 
+/* Brings the offline volumes back: each must read again; the bitmap, if it was offline, is
+ * written whole (nobody knows which of its pages landed). f: the offline flags. */
+static int bring_back(pt_set *s, unsigned f, pt_error *err)
+{
+    pt_vol *vols[4] = {&s->m->vol, &s->shadow, s->bitmap_mem ? NULL : &s->bitmap,
+                       s->ov ? &s->ov->vol : NULL};
+    int rc;
+    for (int i = 0; i < 4; i++)
+        if (vols[i] && (rc = probe(vols[i])) != 0)
+            return pt_fail(err, PT_E_OFFLINE, "%s volume %s of set %s still fails: %s",
+                           vols[i]->role, vols[i]->path, s->name, strerror(-rc));
+    atomic_fetch_and(&s->rflags, ~PT_OFFLINE_MASK);
+    pthread_mutex_lock(&s->meta_mu);
+    s->pflags &= ~PT_PF_NEED_RESYNC;   /* recorded by the flush below or phase 1 */
+    if (f & PT_F_BITMAP_OFFLINE) {
+        s->img.ndirty = UINT64_MAX;
+        s->hdr_dirty = true;
+    }
+    pthread_mutex_unlock(&s->meta_mu);
+    if ((f & PT_F_BITMAP_OFFLINE) && (rc = pt_meta_flush(s)) != 0)
+        return pt_fail(err, -rc, "bitmap volume %s still fails", s->bitmap.path);
+    return 0;
+}
+
 int pt_set_reset(pt_set *s, int64_t owner, pt_error *err)
 {
     pthread_mutex_lock(&s->ctl_mu);
@@ -322,43 +349,22 @@ int pt_set_reset(pt_set *s, int64_t owner, pt_error *err)
                      (long long)s->lock_owner);
     else if (s->thr_live)
         rc = pt_fail(err, PT_E_COPY_IN_PROGRESS, "set %s is copying; abort it first", s->name);
-    if (rc || (!f && !(pf & PT_PF_OUT_OF_SPACE))) {
-        pthread_mutex_unlock(&s->ctl_mu);
-        return rc;   /* nothing offline, nothing lost: nothing to do */
-    }
-    pt_vol *vols[4] = {&s->m->vol, &s->shadow, s->bitmap_mem ? NULL : &s->bitmap,
-                       s->ov ? &s->ov->vol : NULL};
-    for (int i = 0; i < 4 && !rc; i++)
-        if (vols[i] && (rc = probe(vols[i])) != 0)
-            rc = pt_fail(err, PT_E_OFFLINE, "%s volume %s of set %s still fails: %s",
-                         vols[i]->role, vols[i]->path, s->name, strerror(-rc));
-    if (!rc) {
-        atomic_fetch_and(&s->rflags, ~PT_OFFLINE_MASK);
+    if (rc || (!f && !(pf & PT_PF_OUT_OF_SPACE)))
+        goto out_unlock;   /* refused, or nothing offline, nothing lost: nothing to do */
+    rc = bring_back(s, f, err);
+    if (rc)
+        goto out_unlock;
+    bool restore = (pf & PT_PF_TO_MASTER) && (f & PT_F_MASTER_OFFLINE) &&
+                   (pf & (PT_PF_COPYING | PT_PF_INCOMPLETE));
+    int dir = restore ? PT_TO_MASTER : PT_TO_SHADOW;
+    if (!restore && s->kind == PT_DEPENDENT) {
         pthread_mutex_lock(&s->meta_mu);
-        s->pflags &= ~PT_PF_NEED_RESYNC;   /* recorded by the flush below or phase 1 */
+        s->pflags &= ~PT_PF_INCOMPLETE;
         pthread_mutex_unlock(&s->meta_mu);
-        if (f & PT_F_BITMAP_OFFLINE) {   /* rewrite all of it: we do not know what landed */
-            pthread_mutex_lock(&s->meta_mu);
-            s->img.ndirty = UINT64_MAX;
-            s->hdr_dirty = true;
-            pthread_mutex_unlock(&s->meta_mu);
-            int r = pt_meta_flush(s);
-            if (r)
-                rc = pt_fail(err, -r, "bitmap volume %s still fails", s->bitmap.path);
-        }
     }
-    if (!rc) {
-        bool restore = (pf & PT_PF_TO_MASTER) && (f & PT_F_MASTER_OFFLINE) &&
-                       (pf & (PT_PF_COPYING | PT_PF_INCOMPLETE));
-        int dir = restore ? PT_TO_MASTER : PT_TO_SHADOW;
-        if (!restore && s->kind == PT_DEPENDENT) {
-            pthread_mutex_lock(&s->meta_mu);
-            s->pflags &= ~PT_PF_INCOMPLETE;
-            pthread_mutex_unlock(&s->meta_mu);
-        }
-        pt_set *one[1] = {s};
-        rc = start_locked(one, 1, dir, 1, owner, true, NULL, err);
-    }
+    pt_set *one[1] = {s};
+    rc = start_locked(one, 1, dir, 1, owner, true, NULL, err);
+out_unlock:
     pthread_mutex_unlock(&s->ctl_mu);
     return rc;
 }

@@ -124,6 +124,7 @@ int pt_meta_write_header(pt_set *s, uint32_t state, pt_error *err)
     return 0;
 }
 
+/* The in-memory image and the bitmaps and index inside it; pt_meta_free undoes what it got to. */
 static int attach_image(pt_set *s)
 {
     int rc = pt_image_alloc(&s->img, s->total_size - PT_HDR_SIZE, PT_HDR_SIZE);
@@ -132,16 +133,15 @@ static int attach_image(pt_set *s)
     uint64_t base = PT_HDR_SIZE;
     rc = pt_bits_attach(&s->D, (uint64_t *)(s->img.buf + s->dbm_off - base), s->nchunks,
                         s->dbm_off - base);
-    if (!rc)
-        rc = pt_bits_attach(&s->C, (uint64_t *)(s->img.buf + s->cbm_off - base), s->nchunks,
-                            s->cbm_off - base);
-    if (!rc && s->compact) {
-        s->idx = (uint32_t *)(s->img.buf + s->idx_off - base);
-        s->slots = calloc((s->shadow_slots + 63) / 64 + 1, 8);
-        if (!s->slots)
-            rc = -ENOMEM;
-    }
-    return rc;
+    if (rc)
+        return rc;
+    rc = pt_bits_attach(&s->C, (uint64_t *)(s->img.buf + s->cbm_off - base), s->nchunks,
+                        s->cbm_off - base);
+    if (rc || !s->compact)
+        return rc;
+    s->idx = (uint32_t *)(s->img.buf + s->idx_off - base);
+    s->slots = calloc((s->shadow_slots + 63) / 64 + 1, 8);
+    return s->slots ? 0 : -ENOMEM;
 }
 
 void pt_meta_free(pt_set *s)
@@ -181,12 +181,9 @@ int pt_meta_create(pt_set *s, pt_error *err)
     /* Invalidate any old header first so a crash mid-way never leaves a stale valid set. */
     uint8_t h[PT_HDR_SIZE];
     memset(h, 0, sizeof h);
-    rc = pt_vol_pwrite(&s->bitmap, h, sizeof h, 0);
-    if (!rc)
-        rc = pt_vol_zero(&s->bitmap, PT_HDR_SIZE, s->total_size - PT_HDR_SIZE);
-    if (!rc)
-        rc = pt_vol_sync(&s->bitmap);
-    if (rc)
+    if ((rc = pt_vol_pwrite(&s->bitmap, h, sizeof h, 0)) != 0 ||
+        (rc = pt_vol_zero(&s->bitmap, PT_HDR_SIZE, s->total_size - PT_HDR_SIZE)) != 0 ||
+        (rc = pt_vol_sync(&s->bitmap)) != 0)
         return pt_fail(err, -rc, "bitmap volume %s: cannot initialise: %s", s->bitmap.path,
                        strerror(-rc));
     return pt_meta_write_header(s, PT_STATE_DIRTY, err);
