@@ -6,6 +6,7 @@
 #include <linux/dm-ioctl.h>
 
 #include "internal.h"
+#include "ptcopy_dm.h"
 
 #define DM_CONTROL "/dev/mapper/control"
 #define DM_BUF_START 16384u

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "internal.h"
+#include "ptcopy_fuse.h"
 
 #define INO_PER_EXPORT 3u   /* directory, master, shadow */
 #define FIRST_INO 2u
