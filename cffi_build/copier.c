@@ -271,7 +271,7 @@ static void *copier(void *arg)
         since_flush += batch;
         if (!rc && since_flush >= 8 * PT_COPY_BATCH) {
             since_flush = 0;
-            pt_meta_flush(s);   /* bounds the work redone after a crash */
+            (void)pt_meta_flush(s);   /* bounds the work redone after a crash */
         }
         if (pause)
             pause_ms(s, pause);

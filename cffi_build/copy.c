@@ -98,7 +98,7 @@ static void undo_phase1(pt_set *s)
     s->hdr_dirty = true;
     pt_bits_zero(&s->C, pt_image_mark, &s->img);
     pthread_mutex_unlock(&s->meta_mu);
-    pt_meta_flush(s);
+    (void)pt_meta_flush(s);   /* a failure takes the bitmap offline: a reset rewrites it */
 }
 
 static void phase2(pt_set *s, enum action a, int dir)
@@ -169,7 +169,7 @@ static int start_locked(pt_set **sets, int n, int dir, int full, int64_t owner,
         return rc;
     for (int i = 0; i < n; i++) {
         pt_set *s = sets[i];
-        pt_meta_flush(s);   /* phase 2 durable; a failure only leaves extra bits */
+        (void)pt_meta_flush(s);   /* phase 2 durable; a failure only leaves extra bits */
         if (plan(s, dir) == A_COPY && pt_copier_spawn(s, NULL) != 0) {
             pthread_rwlock_wrlock(&s->m->gate);
             PT_STORE(s->copying, false);

@@ -337,7 +337,7 @@ static int commit(pt_master *m, wctx *ws, int n, int side)
          * the fallback record says durably, before the write below is issued, that the bitmap
          * is lost (write-intent, one level up), so a crash cannot make an update miss them. */
         if (w->meta && pt_meta_flush(s) != 0)
-            pt_fb_lost(s);
+            (void)pt_fb_lost(s);   /* a failure shows as the set's UNRECORDED flag */
         unsigned f = atomic_load(&s->rflags);
         if (side == PT_SHADOW && (f & PT_F_SHADOW_OFFLINE))
             rc = -EIO;

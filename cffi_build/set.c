@@ -223,7 +223,7 @@ static int set_create(pt_set *s, const pt_set_config *c, pt_overflow *ov, pt_err
     return 0;
 
 out_remove_set:
-    pt_ov_remove_set(ov, s->uuid, NULL);
+    (void)pt_ov_remove_set(ov, s->uuid, NULL);   /* best effort: the cause is reported */
     return rc;
 }
 
@@ -504,7 +504,7 @@ int pt_set_retire(pt_set *s, pt_error *err)
         /* The set is gone either way; should the overflow keep a stale entry, it only blocks
          * that overflow's deletion until the entry is removed by hand. */
         if (pt_ov_flush(s->ov) == 0)
-            pt_ov_remove_set(s->ov, s->uuid, NULL);
+            (void)pt_ov_remove_set(s->ov, s->uuid, NULL);
     }
     return 0;
 

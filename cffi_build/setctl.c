@@ -181,7 +181,7 @@ out_forget:
     pthread_mutex_lock(&s->meta_mu);
     memset(s->ov_uuid, 0, 16);
     pthread_mutex_unlock(&s->meta_mu);
-    pt_ov_remove_set(ov, s->uuid, NULL);
+    (void)pt_ov_remove_set(ov, s->uuid, NULL);   /* best effort: the cause is reported */
     pthread_rwlock_unlock(&s->m->gate);
 out_drop_hold:
     pt_ov_set_closed(ov);
