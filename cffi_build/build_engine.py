@@ -1,9 +1,12 @@
 """cffi builder (API mode) for ptcopy's C engine: the extension module ``ptcopy._engine``.
 
 Inputs, all in this directory:
-  ptcopy_engine.h   the engine's public header: included by the generated wrapper and, less
-                    comments and preprocessor lines, the declarations cffi exposes to Python
-  *.c               the engine's sources, compiled into the same extension
+  ptcopy_engine.h   the engine's public headers: the core contract (sets, overflow volumes),
+  ptcopy_fuse.h     the userspace path's FUSE server and the kernel path's device-mapper calls.
+  ptcopy_dm.h       Each is included by the generated wrapper and, less comments and
+                    preprocessor lines, its declarations are what cffi exposes to Python (in
+                    this order: the other two build on the core's types)
+  *.c, *.h          the engine's sources and private headers, compiled into the same extension
 
 Used two ways:
   * by setuptools through ``setup(cffi_modules=["cffi_build/build_engine.py:ffibuilder"])``
@@ -33,8 +36,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 MODULE_NAME = "ptcopy._engine"
-PUBLIC_HEADER = "ptcopy_engine.h"
-HEADER_FILE = HERE / PUBLIC_HEADER
+PUBLIC_HEADERS = ("ptcopy_engine.h", "ptcopy_fuse.h", "ptcopy_dm.h")
 
 # The generated wrapper is compiled with the same flags as the engine's own sources; it compiles
 # cleanly with -Wall -Wextra -Werror, so no -Wno-... is needed.
@@ -59,13 +61,15 @@ def _pkg_config(option: str, prefix: str) -> list[str]:
     return [f[len(prefix):] for f in shlex.split(out) if f.startswith(prefix)]
 
 
-def _read_cdef() -> str:
-    """The cdef is the public header itself, less what cffi's parser does not take: comments,
-    include guards and includes; constants become ``...`` so the compiler supplies them."""
+def _header_cdef(name: str) -> str:
+    """One public header as cdef text: the header less what cffi's parser does not take:
+    comments, include guards and includes; constants become ``...`` so the compiler supplies
+    them."""
+    path = HERE / name
     try:
-        text = HEADER_FILE.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SystemExit(f"build_engine.py: {HEADER_FILE} is missing") from None
+        raise SystemExit(f"build_engine.py: {path} is missing") from None
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     lines = []
     for line in text.splitlines():
@@ -77,6 +81,11 @@ def _read_cdef() -> str:
         elif not re.match(r"\s*#\s*define\s+\w+\s*$", line):
             lines.append(line)
     return "\n".join(lines)
+
+
+def _read_cdef() -> str:
+    """The cdef: every public header's declarations, core first."""
+    return "\n".join(_header_cdef(name) for name in PUBLIC_HEADERS)
 
 
 def _sources() -> list[str]:
@@ -91,7 +100,7 @@ def make_builder() -> cffi.FFI:
     builder.cdef(_read_cdef())
     builder.set_source(
         MODULE_NAME,
-        f'#include "{PUBLIC_HEADER}"',
+        "\n".join(f'#include "{name}"' for name in PUBLIC_HEADERS),
         sources=_sources(),
         include_dirs=[str(HERE), *_pkg_config("--cflags-only-I", "-I")],
         extra_compile_args=BASE_CFLAGS + _env_flags("PTCOPY_CFLAGS"),

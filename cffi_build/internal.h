@@ -1,5 +1,22 @@
 /* Internal structures of the ptcopy engine. Not part of the cffi interface.
  *
+ * Layering: a file calls only files on its own line (as noted) or below it, never above, so the
+ * C files do not depend on each other in a circle.
+ *   set.c  setctl.c      sets' lifecycle (enable/open/close/disable); the other control calls
+ *   copy.c               starting copies (one set or a group), abort, wait, progress, reset
+ *   copier.c             the copier thread
+ *   io.c                 reads and writes: redirection, copy-on-write, copy-on-demand
+ *   meta.c               the bitmap volume: layout, header, load, group-committed flushes
+ *   chunk.c  master.c    a set's chunks (addressing, bits, compact slots, offline marking);
+ *   fallback.c           masters and the volume checks; the fallback record
+ *   overflow.c           overflow volumes
+ *   bits.c  util.c       bitmaps and images; errors, clocks, checksums, volumes, group commit
+ * Beside the engine, on the public calls only: fuse.c + fuse_ops.c (the FUSE server) and
+ * dm.c + dm_run.c (device-mapper ioctls and transactions; util.c only).
+ *
+ * Error unwinding: a function that sets up several things undoes them through a ladder of
+ * labels, last set up first undone (out_<what the label undoes>), as the kernel does.
+ *
  * Lock order (outer to inner): set ctl_mu (sorted by address when several) -> master gate
  * (sorted by address) -> chunk stripes (ascending) -> set meta_mu -> overflow mu.
  * Group-commit locks (pt_gcommit.mu) are leaves: nothing else is taken while one is held.
@@ -38,6 +55,10 @@
 #define PT_DELAY_MAX 60000u       /* ms: a longer throttle pause is surely a mistake */
 #define PT_UNITS_MAX (1u << 24)
 
+/* The runtime PT_F_* flags that say a volume is offline. */
+#define PT_OFFLINE_MASK (PT_F_MASTER_OFFLINE | PT_F_SHADOW_OFFLINE | PT_F_BITMAP_OFFLINE | \
+                         PT_F_OVERFLOW_OFFLINE)
+
 /* Fields written under ctl_mu (or the gate) and read without it by status/progress. */
 #define PT_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define PT_STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
@@ -49,7 +70,6 @@ uint64_t pt_wall_ns(void);     /* CLOCK_REALTIME */
 uint32_t pt_crc32c(const void *data, size_t len);
 void pt_uuid_generate(uint8_t out[16]);
 bool pt_uuid_is_zero(const uint8_t u[16]);
-void pt_uuid_str(const uint8_t u[16], char out[37]);
 
 /* ---- group commit: run fn once for many concurrent callers ---- */
 typedef int (*pt_gc_fn)(void *arg);
@@ -288,19 +308,7 @@ int pt_meta_rewrite(pt_set *s);        /* all of it, even while offline; 0 or -e
  * the dirty pages; durable on return. Caller must not hold meta_mu. A failure takes the bitmap
  * volume offline, as a failed flush does. */
 int pt_meta_write_header(pt_set *s, uint32_t state, pt_error *err);
-void pt_meta_mark(pt_set *s, uint64_t img_off);  /* caller holds meta_mu */
 void pt_meta_free(pt_set *s);
-void pt_meta_release(pt_set *s, uint32_t *rel, uint64_t n);
-/* bit helpers that keep the image dirty map right; caller holds meta_mu */
-void pt_set_D(pt_set *s, uint64_t c);
-void pt_clear_D(pt_set *s, uint64_t c);
-void pt_set_C(pt_set *s, uint64_t c);
-void pt_clear_C(pt_set *s, uint64_t c);
-void pt_idx_put(pt_set *s, uint64_t c, uint32_t v);
-static inline uint32_t pt_idx_get(const pt_set *s, uint64_t c)
-{
-    return __atomic_load_n(&s->idx[c], __ATOMIC_RELAXED);
-}
 
 #define PT_STATE_CLEAN 1u
 #define PT_STATE_DIRTY 2u
@@ -312,36 +320,69 @@ void pt_ov_release(pt_overflow *ov, uint64_t slot);
 int pt_ov_flush(pt_overflow *ov);
 int pt_ov_add_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err);
 int pt_ov_remove_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err);
-bool pt_ov_has_set(pt_overflow *ov, const uint8_t uuid[16]);
 /* An open set takes a reference (refused once the overflow is retired); pt_ov_set_closed
  * drops it. pt_ov_set_opened counts the set's references for reconciliation. */
 int pt_ov_hold(pt_overflow *ov, pt_error *err);
 void pt_ov_set_opened(pt_overflow *ov, pt_set *s);
 void pt_ov_set_closed(pt_overflow *ov);
 
-/* set.c */
+/* chunk.c */
 uint64_t pt_chunk_len(const pt_set *s, uint64_t c);
 void pt_set_offline(pt_set *s, unsigned flag);
-int pt_slot_alloc(pt_set *s, uint64_t c, bool *lost);   /* caller holds meta_mu */
-void pt_slot_free(pt_set *s, uint64_t c);               /* caller holds meta_mu */
+/* bit helpers that keep the image dirty map right; caller holds meta_mu */
+void pt_set_D(pt_set *s, uint64_t c);
+void pt_clear_D(pt_set *s, uint64_t c);
+void pt_set_C(pt_set *s, uint64_t c);
+void pt_clear_C(pt_set *s, uint64_t c);
+/* the compact index and its slots; caller holds meta_mu */
+void pt_idx_put(pt_set *s, uint64_t c, uint32_t v);
+static inline uint32_t pt_idx_get(const pt_set *s, uint64_t c)
+{
+    return __atomic_load_n(&s->idx[c], __ATOMIC_RELAXED);
+}
+int pt_slot_alloc(pt_set *s, uint64_t c, bool *spilled);   /* -ENOSPC when none is left */
+/* Frees chunk c's place; it is handed back (pt_slots_release) once the cleared entry is
+ * durable: after the next bitmap flush, or at once for a bitmap in memory. */
+void pt_slot_free(pt_set *s, uint64_t c);
+void pt_slots_release(pt_set *s, const uint32_t *rel, uint64_t n);
+/* Where chunk c of the shadow lives: -ENOENT when a compact shadow has no place for it. */
 int pt_phys(pt_set *s, uint64_t c, pt_vol **vol, uint64_t *off);
-void pt_engine_lock_sets(pt_engine *e);
 
-/* set.c: the fallback record. pt_fb_lost: the bitmap is offline and a new bit lives in memory
- * only; records durably (once) that the set's bitmap is lost, before the master write that
- * needs the bit is issued. 0 when recorded; otherwise flags the set UNRECORDED and returns
+/* master.c; caller holds eng->mu */
+typedef struct pt_volkey {
+    bool blk;
+    dev_t dev;
+    ino_t ino;
+} pt_volkey;
+/* Identifies the master volume spec names (refuses a missing one), before anything is opened. */
+int pt_master_key(const pt_volspec *spec, pt_volkey *key, pt_error *err);
+/* The master already open for key, or a new one opened from spec. */
+int pt_master_get(pt_engine *e, const pt_volspec *spec, const pt_volkey *key, pt_master **out,
+                  pt_error *err);
+void pt_master_put(pt_engine *e, pt_master *m);   /* frees it once no set uses it */
+/* Refuses volumes that are the same as each other or already serve another set or overflow. */
+int pt_check_volumes(pt_engine *e, pt_set *s, pt_master *m, pt_overflow *ov, pt_error *err);
+
+/* fallback.c: the fallback record. pt_fb_lost: the bitmap is offline and a new bit lives in
+ * memory only; records durably (once) that the set's bitmap is lost, before the master write
+ * that needs the bit is issued. 0 when recorded; otherwise flags the set UNRECORDED and returns
  * -errno (-ENODEV: no fallback given). pt_fb_clear: every bit in memory is durable in the
  * bitmap again (a whole rewrite succeeded); the record goes back to "clear". Neither may be
- * called with meta_mu or an overflow mu held. */
+ * called with meta_mu or an overflow mu held. pt_fb_adopt: takes a copy of the caller's
+ * descriptor as the set's record (a regular file) and reads it: *lost when it says the bitmap
+ * was lost, or is not a valid record of this set. */
 int pt_fb_lost(pt_set *s);
 void pt_fb_clear(pt_set *s);
+int pt_fb_adopt(pt_set *s, int fd, bool *lost, pt_error *err);
 
 /* io.c */
 void pt_lock_range(pt_master *m, uint64_t c0, uint64_t c1, bool excl);
 void pt_unlock_range(pt_master *m, uint64_t c0, uint64_t c1);
 int pt_copy_chunk(pt_set *s, uint64_t c, int dir, void *buf);
 
-/* copy.c */
+/* copier.c; caller holds ctl_mu, except for pt_copy_stop */
+int pt_copier_spawn(pt_set *s, pt_error *err);         /* the thread for a recorded copy */
+void pt_copier_reap(pt_set *s);                        /* joins a finished thread */
 int pt_copy_start_locked(pt_set *s, pt_error *err);   /* resume after open */
 void pt_copy_stop(pt_set *s);                          /* suspend for close */
 

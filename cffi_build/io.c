@@ -337,7 +337,7 @@ static int commit(pt_master *m, wctx *ws, int n, int side)
          * the fallback record says durably, before the write below is issued, that the bitmap
          * is lost (write-intent, one level up), so a crash cannot make an update miss them. */
         if (w->meta && pt_meta_flush(s) != 0)
-            pt_fb_lost(s);
+            (void)pt_fb_lost(s);   /* a failure shows as the set's UNRECORDED flag */
         unsigned f = atomic_load(&s->rflags);
         if (side == PT_SHADOW && (f & PT_F_SHADOW_OFFLINE))
             rc = -EIO;
@@ -345,6 +345,28 @@ static int commit(pt_master *m, wctx *ws, int n, int side)
             rc = -EIO;
     }
     return rc;
+}
+
+/* The caller's data onto the shadow, chunk by chunk at each chunk's place. */
+static int write_shadow(pt_set *s, uint64_t off, const void *buf, size_t len, pt_error *err)
+{
+    const uint8_t *p = buf;
+    uint64_t pos = off, end = off + len;
+    while (pos < end) {
+        uint64_t c = pos >> s->cshift, in = pos - (c << s->cshift);
+        uint64_t k = pt_chunk_len(s, c) - in;
+        if (k > end - pos)
+            k = end - pos;
+        pt_vol *v;
+        uint64_t po;
+        int rc = pt_phys(s, c, &v, &po);
+        if (rc)
+            return io_error(s, NULL, -PT_E_OUT_OF_SPACE, "writing", err);
+        if ((rc = pt_vol_pwrite(v, p + (pos - off), k, po + in)) != 0)
+            return io_error(s, v, rc, "writing", err);
+        pos += k;
+    }
+    return 0;
 }
 
 int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
@@ -374,39 +396,22 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
         for (int i = 0; i < n && !rc; i++)
             rc = side == PT_MASTER ? prep_master(ws[i].s, c, &ws[i], cbuf)
                                    : prep_shadow(s, c, &ws[0], cbuf);
+    /* what was prepared is made durable even when a later chunk failed */
     int crc = commit(m, ws, n, side);
     if (!rc)
         rc = crc;
-    if (!rc && side == PT_MASTER) {
-        rc = pt_vol_pwrite(&m->vol, buf, len, off);
-        if (rc)
-            rc = io_error(s, &m->vol, rc, "writing", err);
-    } else if (!rc) {
-        const uint8_t *p = buf;
-        uint64_t pos = off, end = off + len;
-        while (pos < end && !rc) {
-            uint64_t c = pos >> s->cshift, in = pos - (c << s->cshift);
-            uint64_t k = pt_chunk_len(s, c) - in;
-            if (k > end - pos)
-                k = end - pos;
-            pt_vol *v;
-            uint64_t po;
-            rc = pt_phys(s, c, &v, &po);
-            if (rc)
-                rc = io_error(s, NULL, -PT_E_OUT_OF_SPACE, "writing", err);
-            else if ((rc = pt_vol_pwrite(v, p + (pos - off), k, po + in)) != 0)
-                rc = io_error(s, v, rc, "writing", err);
-            pos += k;
-        }
-    } else if (rc == -PT_E_OUT_OF_SPACE) {
+    if (rc == -PT_E_OUT_OF_SPACE)
         rc = pt_fail(err, PT_E_OUT_OF_SPACE,
                      "shadow of set %s has no place for this chunk (shadow volume and overflow "
                      "full, or the chunk was lost to out-of-space); attach an overflow volume "
                      "or update the shadow", s->name);
-    } else {
+    else if (rc)
         rc = pt_fail(err, PT_E_OFFLINE, "%s of set %s went offline during the write; "
                      "reset the set", side == PT_MASTER ? "master" : "shadow", s->name);
-    }
+    else if (side == PT_MASTER && (rc = pt_vol_pwrite(&m->vol, buf, len, off)) != 0)
+        rc = io_error(s, &m->vol, rc, "writing", err);
+    else if (side == PT_SHADOW)
+        rc = write_shadow(s, off, buf, len, err);
     if (!rc)
         __atomic_store_n(&s->last_modified, pt_wall_ns(), __ATOMIC_RELAXED);
     pt_unlock_range(m, c0, c1);

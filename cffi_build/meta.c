@@ -67,24 +67,6 @@ int pt_bitmap_size(uint64_t master_size, uint64_t shadow_size, uint32_t chunk_si
     return pt_meta_layout(master_size, shadow_size, chunk_size, kind, &a, &b, &c, out, err);
 }
 
-void pt_meta_mark(pt_set *s, uint64_t img_off) { pt_image_mark(&s->img, img_off); }
-
-static void mark_bits(pt_set *s, const pt_bits *b, uint64_t c)
-{
-    pt_meta_mark(s, b->img_off + (c / 8));
-    s->generation++;
-}
-void pt_set_D(pt_set *s, uint64_t c) { if (pt_bit_set(&s->D, c)) mark_bits(s, &s->D, c); }
-void pt_clear_D(pt_set *s, uint64_t c) { if (pt_bit_clear(&s->D, c)) mark_bits(s, &s->D, c); }
-void pt_set_C(pt_set *s, uint64_t c) { if (pt_bit_set(&s->C, c)) mark_bits(s, &s->C, c); }
-void pt_clear_C(pt_set *s, uint64_t c) { if (pt_bit_clear(&s->C, c)) mark_bits(s, &s->C, c); }
-
-void pt_idx_put(pt_set *s, uint64_t c, uint32_t v)
-{
-    __atomic_store_n(&s->idx[c], v, __ATOMIC_RELAXED);
-    pt_meta_mark(s, s->idx_off - PT_HDR_SIZE + c * 4);
-}
-
 static void encode_header(pt_set *s, uint8_t *h, uint32_t state)
 {
     memset(h, 0, PT_HDR_SIZE);
@@ -142,6 +124,7 @@ int pt_meta_write_header(pt_set *s, uint32_t state, pt_error *err)
     return 0;
 }
 
+/* The in-memory image and the bitmaps and index inside it; pt_meta_free undoes what it got to. */
 static int attach_image(pt_set *s)
 {
     int rc = pt_image_alloc(&s->img, s->total_size - PT_HDR_SIZE, PT_HDR_SIZE);
@@ -150,16 +133,15 @@ static int attach_image(pt_set *s)
     uint64_t base = PT_HDR_SIZE;
     rc = pt_bits_attach(&s->D, (uint64_t *)(s->img.buf + s->dbm_off - base), s->nchunks,
                         s->dbm_off - base);
-    if (!rc)
-        rc = pt_bits_attach(&s->C, (uint64_t *)(s->img.buf + s->cbm_off - base), s->nchunks,
-                            s->cbm_off - base);
-    if (!rc && s->compact) {
-        s->idx = (uint32_t *)(s->img.buf + s->idx_off - base);
-        s->slots = calloc((s->shadow_slots + 63) / 64 + 1, 8);
-        if (!s->slots)
-            rc = -ENOMEM;
-    }
-    return rc;
+    if (rc)
+        return rc;
+    rc = pt_bits_attach(&s->C, (uint64_t *)(s->img.buf + s->cbm_off - base), s->nchunks,
+                        s->cbm_off - base);
+    if (rc || !s->compact)
+        return rc;
+    s->idx = (uint32_t *)(s->img.buf + s->idx_off - base);
+    s->slots = calloc((s->shadow_slots + 63) / 64 + 1, 8);
+    return s->slots ? 0 : -ENOMEM;
 }
 
 void pt_meta_free(pt_set *s)
@@ -199,12 +181,9 @@ int pt_meta_create(pt_set *s, pt_error *err)
     /* Invalidate any old header first so a crash mid-way never leaves a stale valid set. */
     uint8_t h[PT_HDR_SIZE];
     memset(h, 0, sizeof h);
-    rc = pt_vol_pwrite(&s->bitmap, h, sizeof h, 0);
-    if (!rc)
-        rc = pt_vol_zero(&s->bitmap, PT_HDR_SIZE, s->total_size - PT_HDR_SIZE);
-    if (!rc)
-        rc = pt_vol_sync(&s->bitmap);
-    if (rc)
+    if ((rc = pt_vol_pwrite(&s->bitmap, h, sizeof h, 0)) != 0 ||
+        (rc = pt_vol_zero(&s->bitmap, PT_HDR_SIZE, s->total_size - PT_HDR_SIZE)) != 0 ||
+        (rc = pt_vol_sync(&s->bitmap)) != 0)
         return pt_fail(err, -rc, "bitmap volume %s: cannot initialise: %s", s->bitmap.path,
                        strerror(-rc));
     return pt_meta_write_header(s, PT_STATE_DIRTY, err);
@@ -339,20 +318,6 @@ int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_e
     return 0;
 }
 
-/* Hands freed compact slots back. Caller holds meta_mu. */
-void pt_meta_release(pt_set *s, uint32_t *rel, uint64_t n)
-{
-    for (uint64_t i = 0; i < n; i++) {
-        uint32_t v = rel[i];
-        if (v & PT_IDX_OV) {
-            if (s->ov)
-                pt_ov_release(s->ov, v & ~PT_IDX_OV);
-        } else if (v != PT_IDX_NONE && v - 1 < s->shadow_slots) {
-            s->slots[(v - 1) / 64] &= ~(1ull << ((v - 1) % 64));
-        }
-    }
-}
-
 static int bitmap_sync(pt_set *s)
 {
     int inj = pt_vol_injected(&s->bitmap);
@@ -402,7 +367,7 @@ static int meta_flush_fn(void *arg)
     pt_staged_free(&st);
     if (!rc && nrel) {   /* the entries that pointed at these slots are cleared on disk now */
         pthread_mutex_lock(&s->meta_mu);
-        pt_meta_release(s, rel, nrel);
+        pt_slots_release(s, rel, nrel);
         pthread_mutex_unlock(&s->meta_mu);
     }
     free(rel);   /* on failure the slots leak, which is safe: they are never handed out twice */

@@ -56,10 +56,8 @@ static int write_header(pt_overflow *ov, uint32_t state, pt_error *err)
     pthread_mutex_lock(&ov->mu);
     encode(ov, h, state);
     pthread_mutex_unlock(&ov->mu);
-    int rc = pt_vol_pwrite(&ov->vol, h, sizeof h, 0);
-    if (!rc)
-        rc = pt_vol_sync(&ov->vol);
-    if (rc) {
+    int rc;
+    if ((rc = pt_vol_pwrite(&ov->vol, h, sizeof h, 0)) != 0 || (rc = pt_vol_sync(&ov->vol)) != 0) {
         atomic_store(&ov->vol.offline, 1);
         return pt_fail(err, -rc, "overflow volume %s: cannot write its header: %s",
                        ov->vol.path, strerror(-rc));
@@ -67,6 +65,7 @@ static int write_header(pt_overflow *ov, uint32_t state, pt_error *err)
     return 0;
 }
 
+/* Locks and the allocation map. Once the locks exist (ov->eng set), release_all undoes all. */
 static int setup(pt_overflow *ov, pt_engine *eng, pt_error *err)
 {
     int rc = pthread_mutex_init(&ov->mu, NULL);
@@ -74,29 +73,34 @@ static int setup(pt_overflow *ov, pt_engine *eng, pt_error *err)
         return pt_fail(err, rc, "out of resources");
     rc = pthread_mutex_init(&ov->hdr_mu, NULL);
     if (rc) {
-        pthread_mutex_destroy(&ov->mu);
-        return pt_fail(err, rc, "out of resources");
+        rc = pt_fail(err, rc, "out of resources");
+        goto out_destroy_mu;
     }
     rc = pt_gc_init(&ov->gc);
     if (rc) {
-        pthread_mutex_destroy(&ov->hdr_mu);
-        pthread_mutex_destroy(&ov->mu);
-        return pt_fail(err, -rc, "out of resources");
+        rc = pt_fail(err, -rc, "out of resources");
+        goto out_destroy_hdr_mu;
     }
-    ov->eng = eng;   /* from here on release_all destroys the locks */
+    ov->eng = eng;
     uint64_t bm = round_up((ov->nchunks + 7) / 8, PT_PAGE);
-    rc = pt_image_alloc(&ov->img, bm, PT_HDR_SIZE);
-    if (!rc)
-        rc = pt_bits_attach(&ov->alloc, (uint64_t *)ov->img.buf, ov->nchunks, 0);
-    if (rc)
+    if ((rc = pt_image_alloc(&ov->img, bm, PT_HDR_SIZE)) != 0 ||
+        (rc = pt_bits_attach(&ov->alloc, (uint64_t *)ov->img.buf, ov->nchunks, 0)) != 0)
         return pt_fail(err, -rc, "no memory for overflow volume %s", ov->vol.path);
     return 0;
+
+out_destroy_hdr_mu:
+    pthread_mutex_destroy(&ov->hdr_mu);
+out_destroy_mu:
+    pthread_mutex_destroy(&ov->mu);
+    return rc;
 }
 
+/* Frees everything the handle holds, whatever setup reached. */
 static void release_all(pt_overflow *ov)
 {
-    pt_bits_free(&ov->alloc);
+    free(ov->refs.w);
     pt_bits_free(&ov->refs);
+    pt_bits_free(&ov->alloc);
     pt_image_free(&ov->img);
     if (ov->eng) {
         pt_gc_destroy(&ov->gc);
@@ -132,6 +136,22 @@ static int check_unused(pt_engine *eng, pt_vol *v, pt_error *err)
     return rc;
 }
 
+/* The chunks a volume of size bytes holds after its header and allocation map; sets
+ * ov->data_off. 0 when not even one fits. */
+static uint64_t fit_chunks(pt_overflow *ov, uint64_t size, uint32_t chunk_size)
+{
+    uint64_t n = size > PT_HDR_SIZE ? (size - PT_HDR_SIZE) / chunk_size : 0;
+    for (;;) {
+        ov->data_off = round_up(PT_HDR_SIZE + round_up((n + 7) / 8, PT_PAGE), chunk_size);
+        if (n == 0 || ov->data_off + n * chunk_size <= size)
+            break;
+        n--;
+    }
+    if (n > PT_IDX_OV - 1)
+        n = PT_IDX_OV - 1;   /* index entries hold 31 bits of overflow chunk number */
+    return n;
+}
+
 int pt_overflow_init(pt_engine *eng, const pt_volspec *vol, uint32_t chunk_size,
                      pt_overflow **out, pt_error *err)
 {
@@ -144,61 +164,86 @@ int pt_overflow_init(pt_engine *eng, const pt_volspec *vol, uint32_t chunk_size,
     if (!ov)
         return pt_fail(err, ENOMEM, "out of memory");
     int rc = pt_vol_open(&ov->vol, vol, "overflow", err);
-    if (!rc)
-        rc = check_unused(eng, &ov->vol, err);
-    if (rc) {
-        release_all(ov);
-        return rc;
-    }
+    if (rc)
+        goto out_release;
+    rc = check_unused(eng, &ov->vol, err);
+    if (rc)
+        goto out_release;
     ov->chunk = chunk_size;
-    uint64_t size = ov->vol.size;
-    uint64_t n = size > PT_HDR_SIZE ? (size - PT_HDR_SIZE) / chunk_size : 0;
-    for (;;) {
-        ov->data_off = round_up(PT_HDR_SIZE + round_up((n + 7) / 8, PT_PAGE), chunk_size);
-        if (n == 0 || ov->data_off + n * chunk_size <= size)
-            break;
-        n--;
-    }
-    if (n == 0) {
+    ov->nchunks = fit_chunks(ov, ov->vol.size, chunk_size);
+    if (ov->nchunks == 0) {
         uint64_t need = round_up(PT_HDR_SIZE + PT_PAGE, chunk_size) + chunk_size;
         rc = pt_fail(err, PT_E_TOO_SMALL,
                      "overflow volume %s is %llu bytes; it needs at least %llu for one chunk",
-                     ov->vol.path, (unsigned long long)size, (unsigned long long)need);
-        release_all(ov);
-        return rc;
+                     ov->vol.path, (unsigned long long)ov->vol.size, (unsigned long long)need);
+        goto out_release;
     }
-    if (n > PT_IDX_OV - 1)
-        n = PT_IDX_OV - 1;   /* index entries hold 31 bits of overflow chunk number */
-    ov->nchunks = n;
     pt_uuid_generate(ov->uuid);
     rc = setup(ov, eng, err);
-    if (!rc) {
-        uint8_t zero[PT_HDR_SIZE] = {0};
-        rc = pt_vol_pwrite(&ov->vol, zero, sizeof zero, 0);
-        if (!rc)
-            rc = pt_vol_zero(&ov->vol, PT_HDR_SIZE, ov->img.size);
-        if (rc)
-            rc = pt_fail(err, -rc, "overflow volume %s: cannot initialise: %s", ov->vol.path,
-                         strerror(-rc));
+    if (rc)
+        goto out_release;
+    uint8_t zero[PT_HDR_SIZE] = {0};
+    if ((rc = pt_vol_pwrite(&ov->vol, zero, sizeof zero, 0)) != 0 ||
+        (rc = pt_vol_zero(&ov->vol, PT_HDR_SIZE, ov->img.size)) != 0) {
+        rc = pt_fail(err, -rc, "overflow volume %s: cannot initialise: %s", ov->vol.path,
+                     strerror(-rc));
+        goto out_release;
     }
     ov->counters_valid = true;
-    if (!rc) {
-        pthread_mutex_lock(&ov->hdr_mu);
-        rc = write_header(ov, PT_STATE_DIRTY, err);
-        pthread_mutex_unlock(&ov->hdr_mu);
-    }
-    if (rc) {
-        release_all(ov);
-        return rc;
-    }
+    pthread_mutex_lock(&ov->hdr_mu);
+    rc = write_header(ov, PT_STATE_DIRTY, err);
+    pthread_mutex_unlock(&ov->hdr_mu);
+    if (rc)
+        goto out_release;
     link_in(eng, ov);
     *out = ov;
     return 0;
+
+out_release:
+    release_all(ov);
+    return rc;
 }
 
 static int bad(pt_overflow *ov, pt_error *err, const char *why)
 {
     return pt_fail(err, PT_E_BAD_HEADER, "overflow volume %s: %s", ov->vol.path, why);
+}
+
+/* Takes the header's fields after checking them; *state and *nsets as recorded. */
+static int decode_header(pt_overflow *ov, const uint8_t *h, uint32_t *state, uint32_t *nsets,
+                         pt_error *err)
+{
+    uint32_t v32, crc;
+    memcpy(&v32, h + O_VERSION, 4);
+    memcpy(&crc, h + O_CRC, 4);
+    memcpy(state, h + O_STATE, 4);
+    memcpy(nsets, h + O_NSETS, 4);
+    memcpy(&ov->chunk, h + O_CHUNK, 4);
+    memcpy(&ov->nchunks, h + O_NCHUNKS, 8);
+    memcpy(&ov->data_off, h + O_DATA, 8);
+    if (memcmp(h, MAGIC, 8) != 0)
+        return bad(ov, err, "bad overflow magic: not an initialised overflow volume");
+    if (v32 != VERSION)
+        return bad(ov, err, "written by an unsupported format version");
+    if (crc != pt_crc32c(h, O_CRC))
+        return bad(ov, err, "header checksum mismatch (corrupted)");
+    if (*state != PT_STATE_CLEAN && *state != PT_STATE_DIRTY)
+        return bad(ov, err, "unknown state marker (corrupted)");
+    if (*nsets > PT_OV_MAX_SETS || ov->chunk < PT_CHUNK_MIN || ov->chunk > PT_CHUNK_MAX ||
+        (ov->chunk & (ov->chunk - 1)) || ov->nchunks == 0 || ov->nchunks >= PT_IDX_OV)
+        return bad(ov, err, "header fields out of range (corrupted or truncated)");
+    /* nchunks < 2^31 and chunk <= 2^20: the product cannot wrap; the sum is checked as a
+     * difference so a huge data offset cannot wrap either */
+    if (ov->data_off < PT_HDR_SIZE + round_up((ov->nchunks + 7) / 8, PT_PAGE) ||
+        ov->data_off % ov->chunk)
+        return bad(ov, err, "data offset overlaps the header or allocation map, or is not a "
+                   "multiple of the chunk size (corrupted)");
+    if (ov->data_off > ov->vol.size || ov->nchunks * ov->chunk > ov->vol.size - ov->data_off)
+        return bad(ov, err, "chunks reach past the end of the volume (corrupted or truncated)");
+    memcpy(ov->uuid, h + O_UUID, 16);
+    ov->nsets = (int)*nsets;
+    memcpy(ov->set_uuids, h + O_SETS, (size_t)*nsets * 16);
+    return 0;
 }
 
 int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, pt_error *err)
@@ -208,85 +253,56 @@ int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, p
         return pt_fail(err, ENOMEM, "out of memory");
     uint8_t h[PT_HDR_SIZE];
     int rc = pt_vol_open(&ov->vol, vol, "overflow", err);
-    if (!rc)
-        rc = check_unused(eng, &ov->vol, err);
-    if (!rc && ov->vol.size < PT_HDR_SIZE)
+    if (rc)
+        goto out_release;
+    rc = check_unused(eng, &ov->vol, err);
+    if (rc)
+        goto out_release;
+    if (ov->vol.size < PT_HDR_SIZE) {
         rc = bad(ov, err, "too small to be an overflow volume");
-    if (!rc) {
-        rc = pt_vol_pread(&ov->vol, h, sizeof h, 0);
-        if (rc)
-            rc = pt_fail(err, -rc, "overflow volume %s: cannot read its header: %s",
-                         ov->vol.path, strerror(-rc));
+        goto out_release;
     }
-    uint32_t state = 0, v32 = 0, crc = 0, nsets = 0;
-    if (!rc) {
-        memcpy(&v32, h + O_VERSION, 4);
-        memcpy(&crc, h + O_CRC, 4);
-        memcpy(&state, h + O_STATE, 4);
-        memcpy(&nsets, h + O_NSETS, 4);
-        memcpy(&ov->chunk, h + O_CHUNK, 4);
-        memcpy(&ov->nchunks, h + O_NCHUNKS, 8);
-        memcpy(&ov->data_off, h + O_DATA, 8);
-        if (memcmp(h, MAGIC, 8) != 0)
-            rc = bad(ov, err, "bad overflow magic: not an initialised overflow volume");
-        else if (v32 != VERSION)
-            rc = bad(ov, err, "written by an unsupported format version");
-        else if (crc != pt_crc32c(h, O_CRC))
-            rc = bad(ov, err, "header checksum mismatch (corrupted)");
-        else if (state != PT_STATE_CLEAN && state != PT_STATE_DIRTY)
-            rc = bad(ov, err, "unknown state marker (corrupted)");
-        else if (nsets > PT_OV_MAX_SETS || ov->chunk < PT_CHUNK_MIN ||
-                 ov->chunk > PT_CHUNK_MAX || (ov->chunk & (ov->chunk - 1)) ||
-                 ov->nchunks == 0 || ov->nchunks >= PT_IDX_OV)
-            rc = bad(ov, err, "header fields out of range (corrupted or truncated)");
-        /* nchunks < 2^31 and chunk <= 2^20: the product cannot wrap; the sum is checked as a
-         * difference so a huge data offset cannot wrap either */
-        else if (ov->data_off < PT_HDR_SIZE + round_up((ov->nchunks + 7) / 8, PT_PAGE) ||
-                 ov->data_off % ov->chunk)
-            rc = bad(ov, err, "data offset overlaps the header or allocation map, or is not a "
-                     "multiple of the chunk size (corrupted)");
-        else if (ov->data_off > ov->vol.size ||
-                 ov->nchunks * ov->chunk > ov->vol.size - ov->data_off)
-            rc = bad(ov, err, "chunks reach past the end of the volume (corrupted or truncated)");
+    rc = pt_vol_pread(&ov->vol, h, sizeof h, 0);
+    if (rc) {
+        rc = pt_fail(err, -rc, "overflow volume %s: cannot read its header: %s", ov->vol.path,
+                     strerror(-rc));
+        goto out_release;
     }
-    if (!rc) {
-        memcpy(ov->uuid, h + O_UUID, 16);
-        ov->nsets = (int)nsets;
-        memcpy(ov->set_uuids, h + O_SETS, (size_t)nsets * 16);
-        rc = setup(ov, eng, err);
+    uint32_t state, nsets;
+    rc = decode_header(ov, h, &state, &nsets, err);
+    if (rc)
+        goto out_release;
+    rc = setup(ov, eng, err);
+    if (rc)
+        goto out_release;
+    rc = pt_vol_pread(&ov->vol, ov->img.buf, ov->img.size, PT_HDR_SIZE);
+    if (rc) {
+        rc = pt_fail(err, -rc, "overflow volume %s: cannot read its allocation map: %s",
+                     ov->vol.path, strerror(-rc));
+        goto out_release;
     }
-    if (!rc) {
-        rc = pt_vol_pread(&ov->vol, ov->img.buf, ov->img.size, PT_HDR_SIZE);
-        if (rc)
-            rc = pt_fail(err, -rc, "overflow volume %s: cannot read its allocation map: %s",
-                         ov->vol.path, strerror(-rc));
-    }
-    if (!rc) {
-        pt_bits_recount(&ov->alloc);
-        ov->counters_valid = state == PT_STATE_CLEAN || nsets == 0;
-        if (!ov->counters_valid) {
-            /* whole pages, as pt_bits_attach wants (calloc maps them lazily) */
-            uint64_t *w = calloc(ov->img.size / 8, 8);
-            if (!w || pt_bits_attach(&ov->refs, w, ov->nchunks, 0) != 0) {
-                free(w);
-                ov->refs.w = NULL;
-                rc = pt_fail(err, ENOMEM, "no memory for overflow volume %s", ov->vol.path);
-            }
+    pt_bits_recount(&ov->alloc);
+    ov->counters_valid = state == PT_STATE_CLEAN || nsets == 0;
+    if (!ov->counters_valid) {
+        /* whole pages, as pt_bits_attach wants (calloc maps them lazily) */
+        ov->refs.w = calloc(ov->img.size / 8, 8);
+        if (!ov->refs.w || pt_bits_attach(&ov->refs, ov->refs.w, ov->nchunks, 0) != 0) {
+            rc = pt_fail(err, ENOMEM, "no memory for overflow volume %s", ov->vol.path);
+            goto out_release;
         }
     }
-    if (!rc) {
-        pthread_mutex_lock(&ov->hdr_mu);
-        rc = write_header(ov, PT_STATE_DIRTY, err);
-        pthread_mutex_unlock(&ov->hdr_mu);
-    }
-    if (rc) {
-        free(ov->refs.w);
-        release_all(ov);
-        return rc;
-    }
+    pthread_mutex_lock(&ov->hdr_mu);
+    rc = write_header(ov, PT_STATE_DIRTY, err);
+    pthread_mutex_unlock(&ov->hdr_mu);
+    if (rc)
+        goto out_release;
     link_in(eng, ov);
     *out = ov;
     return 0;
+
+out_release:
+    release_all(ov);
+    return rc;
 }
 
 static void unlink_ov(pt_overflow *ov)
@@ -299,13 +315,6 @@ static void unlink_ov(pt_overflow *ov)
             break;
         }
     pthread_mutex_unlock(&eng->mu);
-}
-
-static void free_refs(pt_overflow *ov)
-{
-    free(ov->refs.w);
-    ov->refs.w = NULL;
-    pt_bits_free(&ov->refs);
 }
 
 int pt_overflow_retire(pt_overflow *ov, int wipe, pt_error *err)
@@ -324,23 +333,39 @@ int pt_overflow_retire(pt_overflow *ov, int wipe, pt_error *err)
     else
         ov->retired = true;   /* pt_ov_hold refuses from now on: nopen stays 0 */
     pthread_mutex_unlock(&ov->mu);
-    if (!rc && wipe && !ov->wiped) {
-        uint8_t zero[PT_HDR_SIZE] = {0};
-        rc = pt_vol_pwrite(&ov->vol, zero, sizeof zero, 0);
-        if (!rc)
-            rc = pt_vol_sync(&ov->vol);
-        if (rc) {
-            rc = pt_fail(err, -rc, "overflow volume %s: cannot wipe its header: %s",
-                         ov->vol.path, strerror(-rc));
-            if (!again) {
-                pthread_mutex_lock(&ov->mu);
-                ov->retired = false;   /* nothing changed: it stays usable */
-                pthread_mutex_unlock(&ov->mu);
-            }
-        } else {
-            ov->wiped = true;
-        }
+    if (rc || !wipe || ov->wiped)
+        goto out_unlock;
+    uint8_t zero[PT_HDR_SIZE] = {0};
+    if ((rc = pt_vol_pwrite(&ov->vol, zero, sizeof zero, 0)) != 0 ||
+        (rc = pt_vol_sync(&ov->vol)) != 0) {
+        rc = pt_fail(err, -rc, "overflow volume %s: cannot wipe its header: %s", ov->vol.path,
+                     strerror(-rc));
+        goto out_unretire;
     }
+    ov->wiped = true;
+    goto out_unlock;
+
+out_unretire:
+    if (!again) {
+        pthread_mutex_lock(&ov->mu);
+        ov->retired = false;   /* nothing changed: it stays usable */
+        pthread_mutex_unlock(&ov->mu);
+    }
+out_unlock:
+    pthread_mutex_unlock(&ov->hdr_mu);
+    return rc;
+}
+
+/* What a close leaves on the volume: the allocation map, and a header saying clean when the
+ * counters are right. */
+static int close_flush(pt_overflow *ov, pt_error *err)
+{
+    int rc = pt_ov_flush(ov);
+    if (rc)
+        return pt_fail(err, -rc, "overflow volume %s: cannot write its allocation map: %s",
+                       ov->vol.path, strerror(-rc));
+    pthread_mutex_lock(&ov->hdr_mu);
+    rc = write_header(ov, ov->counters_valid ? PT_STATE_CLEAN : PT_STATE_DIRTY, err);
     pthread_mutex_unlock(&ov->hdr_mu);
     return rc;
 }
@@ -350,23 +375,9 @@ int pt_overflow_close(pt_overflow *ov, pt_error *err)
     int rc = pt_overflow_retire(ov, 0, err);
     if (rc)
         return rc;
-    if (ov->wiped) {   /* deleted already: nothing to record */
-        unlink_ov(ov);
-        free_refs(ov);
-        release_all(ov);
-        return 0;
-    }
-    rc = pt_ov_flush(ov);
-    if (!rc) {
-        pthread_mutex_lock(&ov->hdr_mu);
-        rc = write_header(ov, ov->counters_valid ? PT_STATE_CLEAN : PT_STATE_DIRTY, err);
-        pthread_mutex_unlock(&ov->hdr_mu);
-    } else {
-        pt_fail(err, -rc, "overflow volume %s: cannot write its allocation map: %s",
-                ov->vol.path, strerror(-rc));
-    }
+    if (!ov->wiped)   /* deleted already: nothing to record */
+        rc = close_flush(ov, err);
     unlink_ov(ov);
-    free_refs(ov);
     release_all(ov);
     return rc;
 }
@@ -377,7 +388,6 @@ int pt_overflow_delete(pt_overflow *ov, pt_error *err)
     if (rc)
         return rc;
     unlink_ov(ov);
-    free_refs(ov);
     release_all(ov);
     return 0;
 }
@@ -451,15 +461,17 @@ static int ov_flush_fn(void *arg)
     pthread_mutex_lock(&ov->mu);
     int rc = pt_image_stage(&ov->img, &st);
     pthread_mutex_unlock(&ov->mu);
+    if (rc || !st.n)
+        goto out_free;
+    rc = pt_staged_write(&ov->vol, PT_HDR_SIZE, &st);
     if (rc)
-        return rc;
-    if (st.n) {
-        rc = pt_staged_write(&ov->vol, PT_HDR_SIZE, &st);
-        if (!rc)
-            rc = pt_vol_injected(&ov->vol);
-        if (!rc && fdatasync(ov->vol.fd) != 0)
-            rc = -errno;
-    }
+        goto out_free;
+    rc = pt_vol_injected(&ov->vol);
+    if (rc)
+        goto out_free;
+    if (fdatasync(ov->vol.fd) != 0)
+        rc = -errno;
+out_free:
     pt_staged_free(&st);
     return rc;
 }
@@ -472,16 +484,6 @@ int pt_ov_flush(pt_overflow *ov)
     if (rc)
         atomic_store(&ov->vol.offline, 1);
     return rc;
-}
-
-bool pt_ov_has_set(pt_overflow *ov, const uint8_t uuid[16])
-{
-    pthread_mutex_lock(&ov->mu);
-    bool found = false;
-    for (int i = 0; i < ov->nsets && !found; i++)
-        found = memcmp(ov->set_uuids[i], uuid, 16) == 0;
-    pthread_mutex_unlock(&ov->mu);
-    return found;
 }
 
 int pt_ov_hold(pt_overflow *ov, pt_error *err)
@@ -518,14 +520,15 @@ int pt_ov_add_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err)
         memcpy(ov->set_uuids[ov->nsets++], uuid, 16);
     }
     pthread_mutex_unlock(&ov->mu);
-    if (!rc && !found) {
-        rc = write_header(ov, PT_STATE_DIRTY, err);
-        if (rc) {
-            pthread_mutex_lock(&ov->mu);
-            ov->nsets--;
-            pthread_mutex_unlock(&ov->mu);
-        }
+    if (rc || found)
+        goto out_unlock;
+    rc = write_header(ov, PT_STATE_DIRTY, err);
+    if (rc) {   /* take it back: nothing half-changed */
+        pthread_mutex_lock(&ov->mu);
+        ov->nsets--;
+        pthread_mutex_unlock(&ov->mu);
     }
+out_unlock:
     pthread_mutex_unlock(&ov->hdr_mu);
     return rc;
 }
@@ -550,18 +553,19 @@ int pt_ov_remove_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err)
         ov->nsets--;
     }
     pthread_mutex_unlock(&ov->mu);
-    if (at >= 0) {
-        rc = write_header(ov, PT_STATE_DIRTY, err);
-        if (rc) {   /* put it back: nothing half-changed */
-            pthread_mutex_lock(&ov->mu);
-            memmove(ov->set_uuids[at + 1], ov->set_uuids[at], tail * 16);
-            memmove(&ov->counted[at + 1], &ov->counted[at], tail * sizeof(bool));
-            memcpy(ov->set_uuids[at], saved, 16);
-            ov->counted[at] = saved_counted;
-            ov->nsets++;
-            pthread_mutex_unlock(&ov->mu);
-        }
+    if (at < 0)
+        goto out_unlock;
+    rc = write_header(ov, PT_STATE_DIRTY, err);
+    if (rc) {   /* put it back: nothing half-changed */
+        pthread_mutex_lock(&ov->mu);
+        memmove(ov->set_uuids[at + 1], ov->set_uuids[at], tail * 16);
+        memmove(&ov->counted[at + 1], &ov->counted[at], tail * sizeof(bool));
+        memcpy(ov->set_uuids[at], saved, 16);
+        ov->counted[at] = saved_counted;
+        ov->nsets++;
+        pthread_mutex_unlock(&ov->mu);
     }
+out_unlock:
     pthread_mutex_unlock(&ov->hdr_mu);
     return rc;
 }

@@ -9,6 +9,9 @@
  *    calls (copy, update, abort, attach, close) serialise against each other per set.
  *  - The engine owns everything it opens. pt_engine_free() closes every set and overflow volume.
  *  - No callbacks: long work runs on engine threads; callers poll pt_set_progress().
+ *
+ * The data paths' servers have headers of their own on top of this one: ptcopy_fuse.h (the
+ * userspace path's FUSE server) and ptcopy_dm.h (the kernel path's device-mapper calls).
  */
 #ifndef PTCOPY_ENGINE_H
 #define PTCOPY_ENGINE_H
@@ -267,78 +270,5 @@ int pt_overflow_retire(pt_overflow *ov, int wipe, pt_error *err);
 int pt_overflow_status(pt_overflow *ov, pt_ov_status *out);
 /* The uuid of the i-th attached set, 0 <= i < nsets. */
 int pt_overflow_set_uuid(pt_overflow *ov, int i, uint8_t *out16);
-
-/* ---- the userspace data path: a FUSE server ------------------------------------------------ */
-typedef struct pt_server pt_server;
-/* Mount a FUSE file system at mountpoint and serve it from engine threads. */
-int pt_server_start(pt_engine *eng, const char *mountpoint, unsigned max_threads,
-                    pt_server **out, pt_error *err);
-/* Serve set as <mountpoint>/<name>/master and .../shadow. */
-int pt_server_export(pt_server *srv, const char *name, pt_set *set, pt_error *err);
-/* Stop serving name; refused while its files are open unless force. Waits for requests in
- * flight, so the set may be closed once this returns. */
-int pt_server_unexport(pt_server *srv, const char *name, int force, pt_error *err);
-/* Drop whatever the kernel caches of name's files (after a copy changed them). */
-int pt_server_invalidate(pt_server *srv, const char *name, pt_error *err);
-/* Unmount and stop; exports must be gone (their sets are not touched). */
-int pt_server_stop(pt_server *srv, pt_error *err);
-
-/* ---- the kernel data path: device-mapper ------------------------------------------------ */
-/* Raw ioctls on /dev/mapper/control (no libdevmapper: no udev cookies to manage, nothing
- * variadic, and the group freeze below needs every step in one C call). Tables are text,
- * one target per line: "<start> <length> <target> <args>". Device names are at most 127 bytes. */
-typedef struct pt_dm_info {
-    int exists;
-    int suspended;
-    int read_only;
-    int live_table;      /* a table is active */
-    int inactive_table;  /* a loaded table waits for resume */
-    int open_count;
-    uint32_t target_count;
-    uint32_t major, minor;
-    uint32_t event_nr;
-} pt_dm_info;
-
-enum pt_dm_opkind {
-    PT_DM_CREATE = 0,  /* create name (no table yet) */
-    PT_DM_LOAD = 1,    /* load table into name's inactive slot (read_only honoured) */
-    PT_DM_SUSPEND = 2, /* suspend name, flushing what is queued */
-    PT_DM_RESUME = 3,  /* resume name, swapping in a loaded table */
-    PT_DM_REMOVE = 4,  /* remove name */
-    PT_DM_ZERO = 5     /* write zeros to the first `length` bytes of the block device at path */
-};
-
-typedef struct pt_dm_op {
-    int kind;           /* enum pt_dm_opkind */
-    const char *name;   /* device name, or the path for PT_DM_ZERO */
-    const char *table;  /* PT_DM_LOAD */
-    int read_only;      /* PT_DM_LOAD */
-    uint64_t length;    /* PT_DM_ZERO */
-} pt_dm_op;
-
-/* The kernel's device-mapper ioctl version, e.g. 4.47.0. Fails when device-mapper is absent. */
-int pt_dm_version(uint32_t *out3, pt_error *err);
-/* Targets the kernel has loaded: "name major.minor.patch" lines. */
-int pt_dm_targets(char *out, size_t len, pt_error *err);
-/* Names of all device-mapper devices, one per line. */
-int pt_dm_list(char *out, size_t len, pt_error *err);
-/* out->exists = 0 (and return 0) when there is no such device. */
-int pt_dm_query(const char *name, pt_dm_info *out, pt_error *err);
-/* The live table (table != 0) or status lines, "<start> <length> <target> <text>". Never call
- * it on a suspended era device: the kernel blocks until it is resumed. */
-int pt_dm_status(const char *name, int table, char *out, size_t len, pt_error *err);
-/* Send a target message to the target at sector 0; out receives any reply text. */
-int pt_dm_message(const char *name, const char *msg, char *out, size_t len, pt_error *err);
-/* Run ops in order as one transaction with memory locked, bounded by timeout_ms. On any failure
- * or timeout, tables loaded by the run are cleared, devices it created are removed and devices
- * it suspended are resumed (last suspended first), so nothing stays frozen or half-built.
- * held_ns receives how long the first suspended device stayed suspended. */
-int pt_dm_run(const pt_dm_op *ops, int nops, int timeout_ms, uint64_t *held_ns, pt_error *err);
-/* After a crash inside a transaction: for every device whose name starts with prefix, clear a
- * table loaded but never resumed, and resume a suspended device that has a live table (it comes
- * back with that table, as a rollback would leave it). out receives "<name> <what>\n" lines
- * (what = cleared, resumed, or cleared+resumed). Devices without a live table are left alone
- * (the caller removes or rebuilds them). Safe to call when nothing is left over. */
-int pt_dm_recover(const char *prefix, char *out, size_t len, pt_error *err);
 
 #endif

@@ -78,13 +78,6 @@ bool pt_uuid_is_zero(const uint8_t u[16])
     return true;
 }
 
-void pt_uuid_str(const uint8_t u[16], char out[37])
-{
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
-             u[13], u[14], u[15]);
-}
-
 /* ---- group commit ---- */
 
 int pt_gc_init(pt_gcommit *g)
@@ -94,11 +87,13 @@ int pt_gc_init(pt_gcommit *g)
     if (rc)
         return -rc;
     rc = pthread_cond_init(&g->cv, NULL);
-    if (rc) {
-        pthread_mutex_destroy(&g->mu);
-        return -rc;
-    }
+    if (rc)
+        goto out_destroy_mu;
     return 0;
+
+out_destroy_mu:
+    pthread_mutex_destroy(&g->mu);
+    return -rc;
 }
 
 void pt_gc_destroy(pt_gcommit *g)
@@ -173,35 +168,40 @@ int pt_vol_open(pt_vol *v, const pt_volspec *spec, const char *role, pt_error *e
         }
     }
     struct stat st;
+    int rc;
     if (fstat(v->fd, &st) != 0) {
-        int e = errno;
-        pt_vol_close(v);
-        return pt_fail(err, e, "%s volume %s: %s", role, spec->path, strerror(e));
+        rc = pt_fail(err, errno, "%s volume %s: %s", role, spec->path, strerror(errno));
+        goto out_close;
     }
     if (S_ISBLK(st.st_mode)) {
         v->is_blk = true;
         v->dev = st.st_rdev;
         if (ioctl(v->fd, BLKGETSIZE64, &v->size) != 0) {
-            int e = errno;
-            pt_vol_close(v);
-            return pt_fail(err, e, "%s volume %s: cannot read its size: %s", role, spec->path,
-                           strerror(e));
+            rc = pt_fail(err, errno, "%s volume %s: cannot read its size: %s", role, spec->path,
+                         strerror(errno));
+            goto out_close;
         }
     } else if (S_ISREG(st.st_mode)) {
         v->dev = st.st_dev;
         v->ino = st.st_ino;
         v->size = (uint64_t)st.st_size;
     } else {
-        pt_vol_close(v);
-        return pt_fail(err, PT_E_INVALID, "%s volume %s is neither a block device nor a file",
-                       role, spec->path);
+        rc = pt_fail(err, PT_E_INVALID, "%s volume %s is neither a block device nor a file",
+                     role, spec->path);
+        goto out_close;
     }
-    int rc = pt_gc_init(&v->sync);
+    rc = pt_gc_init(&v->sync);
     if (rc) {
-        pt_vol_close(v);
-        return pt_fail(err, -rc, "%s volume %s: out of resources", role, spec->path);
+        rc = pt_fail(err, -rc, "%s volume %s: out of resources", role, spec->path);
+        goto out_close;
     }
     return 0;
+
+out_close:
+    /* not pt_vol_close: v->sync was never set up */
+    (void)close(v->fd);
+    v->fd = -1;
+    return rc;
 }
 
 void pt_vol_close(pt_vol *v)
