@@ -26,8 +26,9 @@ from typing import Any
 
 import pyudev
 
+from ptcopy.datapath.kernel.names import PREFIX as DM_PREFIX
+
 log = logging.getLogger(__name__)
-DM_PREFIX = "ptcopy-"   # the kernel data path's device-mapper names
 
 UDEV_CONTROL = "/run/udev/control"
 

@@ -9,6 +9,7 @@ from typing import Any
 from dbus_fast import Variant
 
 from ptcopy.daemon.errors import invalid
+from ptcopy.engine import CHUNK_MAX, CHUNK_MIN
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_PATH = 4096
@@ -66,9 +67,6 @@ def path(value: str, what: str) -> str:
     if not value.startswith("/"):
         raise invalid(f"{what} path {value!r} must be absolute")
     return value
-
-
-CHUNK_MIN, CHUNK_MAX = 4096, 1 << 20
 
 
 def chunk_size(value: int, what: str = "chunk_size") -> int:

@@ -18,6 +18,7 @@ from ptcopy.daemon import identity, options
 from ptcopy.daemon.errors import ServiceError
 from ptcopy.daemon.identity import Identity
 from ptcopy.datapath import blockdev as loopdev
+from ptcopy.datapath.kernel.names import PREFIX as DM_PREFIX
 from ptcopy.errnames import ErrorName
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _held_by_ptcopy(path: str) -> bool:
                 names.append(f.read().strip())
         except OSError:
             return False
-    return bool(names) and all(n.startswith("ptcopy-") for n in names)
+    return bool(names) and all(n.startswith(DM_PREFIX) for n in names)
 
 
 def _served_by_ptcopy(st: os.stat_result, real: str) -> str:
@@ -87,7 +88,7 @@ def _served_by_ptcopy(st: os.stat_result, real: str) -> str:
         sys_dir = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
         with contextlib.suppress(OSError), open(f"{sys_dir}/dm/name", encoding="utf-8") as f:
             name = f.read().strip()
-            if name.startswith("ptcopy-"):
+            if name.startswith(DM_PREFIX):
                 return f"the device-mapper device {name} that ptcopy serves"
         try:
             with open(f"{sys_dir}/loop/backing_file", encoding="utf-8") as f:

@@ -40,7 +40,7 @@ class NullPath:
         try:
             return self._sets[name]
         except KeyError:
-            raise NotFound(1017, f"set {name!r} is not served") from None
+            raise NotFound(f"set {name!r} is not served") from None
 
     def check_new(self, kind: Kind, chunk: int, master_size: int, shadow: tuple[str, int],
                   bitmap: tuple[str, int] | None) -> None:

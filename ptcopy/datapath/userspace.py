@@ -29,14 +29,13 @@ from ptcopy.engine import (
     Server,
     Set,
 )
+from ptcopy.errnames import ErrorName
 
 log = logging.getLogger(__name__)
 
 
-class DataPathError(InvalidArgument):
+class DataPathError(InvalidArgument, name=ErrorName.DATA_PATH):
     """The data path cannot do what was asked (missing /dev/fuse, loop devices, ...)."""
-
-    name = "DataPath"
 
 
 @dataclass
@@ -60,7 +59,7 @@ class Served:
 
 def _require(path: str, what: str) -> None:
     if not os.path.exists(path):
-        raise DataPathError(1001, f"{path} is missing: {what}")
+        raise DataPathError(f"{path} is missing: {what}")
 
 
 def private_dir(path: str) -> None:
@@ -80,12 +79,12 @@ def private_dir(path: str) -> None:
         what = "a symbolic link" if os.path.islink(path) else "not a directory"
         if e.errno not in (errno.ELOOP, errno.ENOTDIR):
             what = os.strerror(e.errno or errno.EIO)
-        raise DataPathError(1001, f"run directory {path} is {what}; refusing to serve "
+        raise DataPathError(f"run directory {path} is {what}; refusing to serve "
                                   "volumes there") from None
     try:
         st = os.fstat(fd)
         if st.st_uid != os.geteuid():
-            raise DataPathError(1001, f"run directory {path} is owned by uid {st.st_uid}, not "
+            raise DataPathError(f"run directory {path} is owned by uid {st.st_uid}, not "
                                       f"{os.geteuid()}; refusing to serve volumes there (remove "
                                       "it, or give it to root)")
         if stat.S_IMODE(st.st_mode) != 0o700:
@@ -107,7 +106,7 @@ def _lock_run_dir(run_dir: str) -> int:
         with contextlib.suppress(OSError):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         os.close(fd)
-        raise InUse(1005, f"run directory {run_dir} is served by another data path "
+        raise InUse(f"run directory {run_dir} is served by another data path "
                           f"(pid {holder or '?'}); stop it first") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -190,7 +189,7 @@ class UserspacePath:
                 with contextlib.suppress(blockdev.LoopError):
                     blockdev.detach(dev)
             self._server.unexport(name, force=True)
-            raise DataPathError(1001, f"cannot attach loop devices for {name}: {e}") from e
+            raise DataPathError(f"cannot attach loop devices for {name}: {e}") from e
         self._served[name] = served
         return served
 
@@ -201,7 +200,7 @@ class UserspacePath:
         try:
             return self._served[name]
         except KeyError:
-            raise NotFound(1017, f"set {name!r} is not served") from None
+            raise NotFound(f"set {name!r} is not served") from None
 
     def users(self, name: str, direction: Direction, *, processes: bool = False) -> list[str]:
         """Who holds the served device of one side: mount points, stacked devices, other loop
@@ -228,7 +227,7 @@ class UserspacePath:
                     busy = self.users(name, direction, processes=True)
                 if busy:
                     side = "master" if direction is Direction.TO_MASTER else "shadow"
-                    raise InUse(1005, f"the {side} of {name} is in use by {', '.join(busy)}")
+                    raise InUse(f"the {side} of {name} is in use by {', '.join(busy)}")
         for direction, dev in list(served.devices.items()):
             try:
                 blockdev.detach(dev)
@@ -243,7 +242,7 @@ class UserspacePath:
         busy = self.users(name, direction)
         if busy:
             side = "master" if direction is Direction.TO_MASTER else "shadow"
-            raise InUse(1005, f"cannot copy into the {side} of {name}: it is in use by "
+            raise InUse(f"cannot copy into the {side} of {name}: it is in use by "
                               f"{', '.join(busy)}; unmount it first")
 
     def _refresh(self, name: str, direction: Direction) -> None:
@@ -262,7 +261,7 @@ class UserspacePath:
         long writes were held, in seconds.
         """
         if not names:
-            raise InvalidArgument(1001, "no set named")
+            raise InvalidArgument("no set named")
         for name in names:
             self._check_target(name, direction)
         source = Direction.TO_SHADOW if direction is Direction.TO_MASTER else Direction.TO_MASTER

@@ -26,9 +26,8 @@ __all__ = [
 class PtcopyError(Exception):
     """An engine call failed. ``code`` is the engine's code (errno or PT_E_*)."""
 
-    # An ErrorName, a StrEnum: comparisons and concatenation with strings keep working. Typed
-    # str so that subclasses elsewhere still naming theirs with a string type-check.
-    name: ClassVar[str] = ErrorName.FAILED
+    # a StrEnum: comparisons and concatenation with strings keep working
+    name: ClassVar[ErrorName] = ErrorName.FAILED
     default_code: ClassVar[int] = 0   # none: the base class is raised only with a code
     code: int
     message: str

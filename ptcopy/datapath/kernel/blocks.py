@@ -42,11 +42,11 @@ def block(label: str, fd: int) -> Block:
         return Block(label, label, f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}",
                      (0, st.st_rdev), False)
     if not stat.S_ISREG(st.st_mode):
-        raise InvalidArgument(1001, f"{label} is neither a block device nor a file")
+        raise InvalidArgument(f"{label} is neither a block device nor a file")
     try:
         lp = loopdev.loop_over(fd) or loopdev.attach_fd(fd)
     except loopdev.LoopError as e:
-        raise InvalidArgument(1001, f"cannot attach a loop device to {label}: {e}") from e
+        raise InvalidArgument(f"cannot attach a loop device to {label}: {e}") from e
     return Block(label, lp.device, f"{os.major(lp.rdev)}:{os.minor(lp.rdev)}",
                  (st.st_dev, st.st_ino), True)
 

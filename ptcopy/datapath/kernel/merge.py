@@ -28,7 +28,7 @@ def start(ks: KernelSet, owner: int = 0) -> float:
     shadow = names.shadow(ks.name)
     use = tables.snapshot_usage(shadow)
     if not use.valid or use.overflow:
-        raise OutOfSpace(1010, f"shadow of set {ks.name} ran out of space; it cannot be "
+        raise OutOfSpace(f"shadow of set {ks.name} ran out of space; it cannot be "
                                "merged into the master")
     ms = ks.stack
     held = dm_run([DmOp("remove", shadow), DmOp("suspend", ms.origin),

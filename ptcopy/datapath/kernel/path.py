@@ -117,7 +117,7 @@ class KernelPath:
         if kind is Kind.DEPENDENT and master_size <= size < need:
             # full-size but short of dm-snapshot's own metadata: it would run out of space
             # where the same set on the userspace path cannot; compact sets may spill
-            raise TooSmall(1002, f"shadow volume {path} has {size} bytes; on the kernel data "
+            raise TooSmall(f"shadow volume {path} has {size} bytes; on the kernel data "
                                  f"path a full-size dependent shadow needs {need} (the master "
                                  "plus dm-snapshot's metadata), or make it smaller than the "
                                  "master and attach an overflow volume")
@@ -136,11 +136,11 @@ class KernelPath:
         del loop
         b = volumes.bitmap
         if b is None:
-            raise InvalidArgument(1001, "the kernel data path keeps each set's era metadata "
+            raise InvalidArgument("the kernel data path keeps each set's era metadata "
                                         "and store record on its bitmap volume: it needs one")
         with self._lock:
             if name in self._sets:
-                raise InvalidArgument(1001, f"set {name} is already served")
+                raise InvalidArgument(f"set {name} is already served")
             st = set_.status()
             kind = Kind(st.kind)
             ov = volumes.overflow
@@ -214,7 +214,7 @@ class KernelPath:
         try:
             return self._sets[name]
         except KeyError:
-            raise NotFound(1017, f"set {name!r} is not served") from None
+            raise NotFound(f"set {name!r} is not served") from None
 
     @property
     def served(self) -> dict[str, KernelSet]:
@@ -231,12 +231,12 @@ class KernelPath:
         with self._lock:
             ks = self.get(name)
             if ks.busy:
-                raise CopyInProgress(1006, f"set {name} is copying; wait for it first")
+                raise CopyInProgress(f"set {name} is copying; wait for it first")
             if not force:
                 for d in Direction:
                     busy = self.users(name, d)
                     if busy:
-                        raise InUse(1005, f"{name}'s devices are in use by {', '.join(busy)}")
+                        raise InUse(f"{name}'s devices are in use by {', '.join(busy)}")
             if stack.remove(ks):
                 del self._masters[ks.stack.key]
             os.close(ks.bitmap_fd)
@@ -256,17 +256,17 @@ class KernelPath:
              owner: int = 0) -> float:
         """Copy or update sets at one point in time; returns seconds the sources were held."""
         if not names_:
-            raise InvalidArgument(1001, "no set named")
+            raise InvalidArgument("no set named")
         with self._lock:
             kss = [self.get(n) for n in names_]
             if len({ks.name for ks in kss}) != len(kss):
-                raise InvalidArgument(1001, "a set is named twice")
+                raise InvalidArgument("a set is named twice")
             # Everything that can refuse is asked of every set before anything changes.
             for ks in kss:
                 pit.check(ks, direction, owner)
             if direction is Direction.TO_MASTER and any(k.kind is Kind.DEPENDENT for k in kss):
                 if len(kss) > 1:
-                    raise WrongKind(1007, "a group restore (copy or update to the masters) "
+                    raise WrongKind("a group restore (copy or update to the masters) "
                                           "with dependent sets is not available on the "
                                           "kernel data path: each dependent shadow merges "
                                           "into its master on its own; restore the sets one "
@@ -310,7 +310,7 @@ class KernelPath:
         """Stop the set's copy; a merge in the kernel cannot be stopped."""
         ks = self.get(name)
         if ks.state in (State.MERGING, State.MERGE_FAILED):
-            raise WrongKind(1007, f"set {name} is merging in the kernel; a snapshot-merge "
+            raise WrongKind(f"set {name} is merging in the kernel; a snapshot-merge "
                                   "cannot be stopped half way")
         ks.set.abort()
 

@@ -42,41 +42,41 @@ def check(ks: KernelSet, direction: Direction, owner: int) -> None:
     """Refuse what the copy would refuse, before anything changes: the transaction replaces
     dependent points in time at once, so a refusal after it would leave a group half copied."""
     if ks.busy or ks.set.progress().active:
-        raise CopyInProgress(1006, f"set {ks.name} is already copying; wait for it or "
+        raise CopyInProgress(f"set {ks.name} is already copying; wait for it or "
                                    "abort it")
     # what the engine's copy would refuse (its own check comes after the transaction)
     st = ks.set.status()
     if st.lock_owner and st.lock_owner != owner:
-        raise InUse(1005, f"set {ks.name} is locked by another client; its point in time "
+        raise InUse(f"set {ks.name} is locked by another client; its point in time "
                           "cannot change until it is unlocked")
     offline = st.flags & (Flag.MASTER_OFFLINE | Flag.SHADOW_OFFLINE | Flag.BITMAP_OFFLINE
                           | Flag.OVERFLOW_OFFLINE)
     if offline:
-        raise Offline(1009, f"a volume of set {ks.name} is offline; reset the set first")
+        raise Offline(f"a volume of set {ks.name} is offline; reset the set first")
     incomplete_restore = bool(st.flags & Flag.INCOMPLETE and st.flags & Flag.TO_MASTER)
     if direction is Direction.TO_MASTER:
         if st.flags & Flag.OUT_OF_SPACE or ks.state is State.OUT_OF_SPACE:
-            raise OutOfSpace(1010, f"shadow of set {ks.name} lost chunks when it ran out "
+            raise OutOfSpace(f"shadow of set {ks.name} lost chunks when it ran out "
                                    "of space; it cannot be copied to the master")
         if st.flags & Flag.INCOMPLETE and not incomplete_restore:
-            raise Incomplete(1013, f"shadow of set {ks.name} was left incomplete by an "
+            raise Incomplete(f"shadow of set {ks.name} was left incomplete by an "
                                    "aborted copy; update it from the master first")
     elif incomplete_restore:
-        raise Incomplete(1013, f"master of set {ks.name} was left incomplete by an aborted "
+        raise Incomplete(f"master of set {ks.name} was left incomplete by an aborted "
                                "restore; finish it with an update to the master first")
     target = ks.shadow_device if direction is Direction.TO_SHADOW else ks.master_device
     busy = blocks.users(target)
     if busy:
         side = "shadow" if direction is Direction.TO_SHADOW else "master"
-        raise InUse(1005, f"cannot copy into the {side} of {ks.name}: it is in use by "
+        raise InUse(f"cannot copy into the {side} of {ks.name}: it is in use by "
                           f"{', '.join(busy)}; unmount it first")
     # the merge takes the shadow away
     if (ks.kind is Kind.DEPENDENT and direction is Direction.TO_MASTER
             and blocks.settled_open_count(names.shadow(ks.name))):
-        raise InUse(1005, f"the shadow of {ks.name} is open; close it before merging "
+        raise InUse(f"the shadow of {ks.name} is open; close it before merging "
                           "it into the master")
     if direction is Direction.TO_MASTER and len(ks.stack.sets) > 1:
-        raise Dependency(1008, f"master {ks.master} has {len(ks.stack.sets)} shadows; writing "
+        raise Dependency(f"master {ks.master} has {len(ks.stack.sets)} shadows; writing "
                                "it from one would change the point in time of the others")
 
 

@@ -66,7 +66,7 @@ def store_needed(master_size: int, chunk: int) -> int:
 
 def check_size(bitmap_bytes: int, lay: Layout, path: str) -> None:
     if bitmap_bytes < lay.total:
-        raise TooSmall(1002, f"bitmap volume {path} has {bitmap_bytes} bytes; the kernel data "
+        raise TooSmall(f"bitmap volume {path} has {bitmap_bytes} bytes; the kernel data "
                              f"path needs {lay.total} (engine bitmaps, era metadata)")
 
 
@@ -91,7 +91,7 @@ class Record:
         body = json.dumps({"master_era": self.master_era, "shadow_era": self.shadow_era,
                            "uuid": self.uuid, "extents": self.extents}).encode()
         if len(body) > RECORD - 16:
-            raise InvalidArgument(1001, "kernel record too large (too many overflow extents)")
+            raise InvalidArgument("kernel record too large (too many overflow extents)")
         raw = MAGIC + zlib.crc32(body).to_bytes(4, "little") + len(body).to_bytes(4, "little")
         return (raw + body).ljust(RECORD, b"\0")
 
@@ -100,12 +100,12 @@ class Record:
         if raw[:8] == b"\0" * 8:
             return cls()   # never written: a new set
         if raw[:8] != MAGIC:
-            raise BadHeader(1003, f"bitmap volume {path}: no kernel data path record")
+            raise BadHeader(f"bitmap volume {path}: no kernel data path record")
         crc = int.from_bytes(raw[8:12], "little")
         n = int.from_bytes(raw[12:16], "little")
         body = raw[16:16 + n]
         if n > RECORD - 16 or zlib.crc32(body) != crc:
-            raise BadHeader(1003, f"bitmap volume {path}: kernel record is corrupted")
+            raise BadHeader(f"bitmap volume {path}: kernel record is corrupted")
         d = json.loads(body)
         return cls(d["master_era"], d["shadow_era"], d.get("uuid", ""),
                    [tuple(e) for e in d["extents"]])
@@ -148,6 +148,6 @@ def written_since(meta_device: str, era: int) -> list[tuple[int, int]]:
                            str(era), meta_device], capture_output=True, text=True, timeout=600,
                           check=False)
     if proc.returncode != 0:
-        raise InvalidArgument(1001, f"era_invalidate on {meta_device} failed: "
+        raise InvalidArgument(f"era_invalidate on {meta_device} failed: "
                                     f"{proc.stderr.strip() or proc.returncode}")
     return parse_invalidate(proc.stdout)

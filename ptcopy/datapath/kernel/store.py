@@ -23,7 +23,7 @@ def cow_table(ks: KernelSet, extents: list[tuple[str, int, int]] | None = None) 
     pieces = [(ks.blocks["shadow"].ref, 0, ks.shadow_size // 512 * 512)]
     extents = ks.record.extents if extents is None else extents
     if extents and "overflow" not in ks.blocks:
-        raise Offline(1009, f"set {ks.name}'s shadow uses {len(extents)} extent(s) of its "
+        raise Offline(f"set {ks.name}'s shadow uses {len(extents)} extent(s) of its "
                             "overflow volume, which is not attached")
     # every extent is on the set's overflow volume (detaching it waits until none is used)
     pieces += [(ks.blocks["overflow"].ref, off, n) for _, off, n in extents]
@@ -73,7 +73,7 @@ def attach(ks: KernelSet, overflow: tuple[str, int]) -> blocks.Block | None:
     """Grow into this overflow volume from now on; returns the volume it replaces (whose loop
     the caller releases)."""
     if not ks.compact:
-        raise WrongKind(1007, f"set {ks.name} is not a compact dependent set")
+        raise WrongKind(f"set {ks.name} is not a compact dependent set")
     block = blocks.block(*overflow)
     fd = blocks.kept(overflow[1])
     old = ks.blocks.get("overflow")
@@ -88,7 +88,7 @@ def detach(ks: KernelSet) -> blocks.Block | None:
     """Let the overflow volume go; refused while the store uses extents of it (they go back at
     the next point in time). Returns the volume, whose loop the caller releases."""
     if ks.record.extents:
-        raise Dependency(1008, f"set {ks.name}'s shadow uses {len(ks.record.extents)} "
+        raise Dependency(f"set {ks.name}'s shadow uses {len(ks.record.extents)} "
                                "extent(s) of its overflow volume; take a new point in "
                                "time first")
     if ks.overflow_fd >= 0:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ptcopy import engine
 from ptcopy.engine import DmOp, InvalidArgument, NotFound
+from ptcopy.errnames import ErrorName
 
 SECTOR = 512
 TIMEOUT = 10.0          # seconds a transaction may hold devices suspended
@@ -25,10 +26,8 @@ REQUIRED = {"linear": "dm-mod", "snapshot": "dm-snapshot", "snapshot-origin": "d
             "snapshot-merge": "dm-snapshot", "era": "dm-era"}
 
 
-class KernelPathUnavailable(InvalidArgument):
+class KernelPathUnavailable(InvalidArgument, name=ErrorName.DATA_PATH):
     """Device-mapper or one of the targets the kernel path needs is missing."""
-
-    name = "DataPath"
 
 
 def _modprobe(*modules: str) -> None:
@@ -65,7 +64,7 @@ def require() -> None:
     """Raise KernelPathUnavailable naming what is missing."""
     why = probe()
     if why:
-        raise KernelPathUnavailable(1001, f"the kernel data path cannot run here: {why}")
+        raise KernelPathUnavailable(f"the kernel data path cannot run here: {why}")
 
 
 # ---- tables ---------------------------------------------------------------------------------
@@ -73,7 +72,7 @@ def require() -> None:
 
 def sectors(nbytes: int) -> int:
     if nbytes % SECTOR:
-        raise InvalidArgument(1001, f"{nbytes} bytes is not a whole number of sectors")
+        raise InvalidArgument(f"{nbytes} bytes is not a whole number of sectors")
     return nbytes // SECTOR
 
 
@@ -173,7 +172,7 @@ def ensure_node(name: str, *, wait: float = 2.0) -> str:
     makes the node itself, as libdevmapper does, root:root 0600."""
     info = engine.dm_info(name)
     if not info.exists:
-        raise NotFound(1017, f"device-mapper device {name} does not exist")
+        raise NotFound(f"device-mapper device {name} does not exist")
     path = node(name)
     want = os.makedev(info.major, info.minor)
     udev = _udev_running()
@@ -217,7 +216,7 @@ def ref(name: str) -> str:
     """A dm device as tables name it: major:minor (no node needed)."""
     info = engine.dm_info(name)
     if not info.exists:
-        raise NotFound(1017, f"device-mapper device {name} does not exist")
+        raise NotFound(f"device-mapper device {name} does not exist")
     return f"{info.major}:{info.minor}"
 
 
