@@ -27,11 +27,7 @@ from hypothesis.stateful import (
 
 from ptcopy import engine as eng
 from ptcopy.engine import Direction, Engine, Flag, Kind, Side
-
-try:
-    from . import model as mdl
-except ImportError:   # tests/engine is not a package: pytest put this directory on sys.path
-    import model as mdl  # type: ignore[no-redef]
+from tests.engine import model as mdl
 
 CHUNK = 4096
 MASTER_SIZES = (12 * CHUNK + 1000, 9 * CHUNK, 7 * CHUNK)   # one with a partial last chunk

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-import vmkit
+from tests.vm import vmkit
 
 TESTS = ["tests/vm/guest/test_kernel_dependent.py", "tests/vm/guest/test_kernel_independent.py"]
 

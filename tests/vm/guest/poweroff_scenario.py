@@ -3,8 +3,8 @@
 Not a pytest file: tests/vm/test_kernel_poweroff.py and bench/torture_kernel.py (through
 tests/vm/poweroff.py) boot the guest twice over the same virtio disks::
 
-    .venv/bin/python tests/vm/guest/poweroff_scenario.py load STATE_DIR --variant V --seed N
-    .venv/bin/python tests/vm/guest/poweroff_scenario.py recover STATE_DIR
+    .venv/bin/python -m tests.vm.guest.poweroff_scenario load STATE_DIR --variant V --seed N
+    .venv/bin/python -m tests.vm.guest.poweroff_scenario recover STATE_DIR
 
 Disks, in order (raw image files on the host, kept across the boots):
 
@@ -67,10 +67,9 @@ import time
 import traceback
 from typing import Any
 
-from kernel_helpers import CHUNK, MIB, Pool, Vol, digest, read_at, reopen, scribble
-
 from ptcopy.engine import Direction, Engine, Flag, Kind, dm_list
 from ptcopy.kernelpath import KernelPath, KernelSet
+from tests.vm.guest.kernel_helpers import CHUNK, MIB, Pool, Vol, digest, read_at, reopen, scribble
 
 MARKER = "PTCOPY-LOAD-RUNNING"
 VARIANTS = ("steady", "update", "fullcopy", "group", "shared", "cycles")

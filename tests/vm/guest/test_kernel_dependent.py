@@ -8,7 +8,10 @@ import random
 import threading
 
 import pytest
-from kernel_helpers import (
+
+from ptcopy import dm, loopdev
+from ptcopy.engine import Dependency, Direction, InUse, Kind
+from tests.vm.guest.kernel_helpers import (
     CHUNK,
     MIB,
     Pool,
@@ -19,9 +22,6 @@ from kernel_helpers import (
     scribble,
     write_at,
 )
-
-from ptcopy import dm, loopdev
-from ptcopy.engine import Dependency, Direction, InUse, Kind
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ import os
 import random
 
 import pytest
-from kernel_helpers import CHUNK, MIB, Pool, digest, kernel_path, read_at, write_at
 
 from ptcopy import dm
 from ptcopy.engine import Direction, Kind
 from ptcopy.kernelpath import KernelPath
+from tests.vm.guest.kernel_helpers import CHUNK, MIB, Pool, digest, kernel_path, read_at, write_at
 
 
 @pytest.fixture

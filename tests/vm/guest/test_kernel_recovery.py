@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_helpers import MIB, Pool, digest, write_at
 
 from ptcopy import dm
 from ptcopy.engine import Direction, DmOp, Engine, Kind, dm_list, dm_run
 from ptcopy.kernelpath import KernelPath
+from tests.vm.guest.kernel_helpers import MIB, Pool, digest, write_at
 
 CHUNK = 32 * 1024
 
