@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.helpers.names import BUS_NAME, DBUS, POLICY, REPO
+from tests.helpers.system import terminate
 
 # The project's private-bus configuration (Debian's system bus policy plus ptcopy's), with room
 # for the tests' fake polkit, which runs as root (polkit's own file lets user polkitd own it).
@@ -69,12 +70,7 @@ class PrivateBus:
         return cls(d, sock, f"unix:path={sock}", proc)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def busctl(self, *args: str, check: bool = True, uid: int | None = None,

@@ -5,6 +5,8 @@ client fixtures."""
 from __future__ import annotations
 
 import inspect
+import os
+import shutil
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,19 @@ import pytest
 from tests.helpers.bus import PrivateBus
 from tests.helpers.client import Client, Runner
 from tests.helpers.daemon import Ptcopyd, finish
+
+
+def missing(tools: tuple[str, ...], without_root: str) -> str | None:
+    """Why a root tier cannot run here (``without_root`` when not root, else the first missing
+    tool or device), or None when it can."""
+    if os.geteuid() != 0:
+        return without_root
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return f"needs {tool} (scripts/setup.sh installs it)"
+    if not os.path.exists("/dev/fuse") or not os.path.exists("/dev/loop-control"):
+        return "needs /dev/fuse and /dev/loop-control"
+    return None
 
 
 def directory_hooks(here: Path, why_skip: Callable[[], str | None], timeout: float,

@@ -63,3 +63,13 @@ def opened(path: str, flags: int) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
+    """SIGTERM, then SIGKILL if it has not ended in ``timeout`` seconds; its exit status."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()

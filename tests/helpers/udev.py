@@ -13,6 +13,7 @@ import pytest
 
 from ptcopy import loopdev
 from ptcopy.daemon.discovery import udevd_running
+from tests.helpers.system import terminate
 
 UDEVD = "/lib/systemd/systemd-udevd"
 
@@ -38,12 +39,7 @@ class Udevd:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc)
             self.proc = None
 
 

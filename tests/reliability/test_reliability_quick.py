@@ -7,13 +7,12 @@ power cuts are left to tests/vm/test_kernel_poweroff.py here."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from tests.helpers.fixtures import missing
 from tests.helpers.names import REPO
 
 FIGURES = ("sigkill", "faults", "fuzz", "load")
@@ -22,14 +21,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 def _why_skip() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (ptcopyd serves loop devices over FUSE)"
-    for tool in ("dbus-daemon", "losetup"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    if not os.path.exists("/dev/fuse") or not os.path.exists("/dev/loop-control"):
-        return "needs /dev/fuse and /dev/loop-control"
-    return None
+    return missing(("dbus-daemon", "losetup"),
+                   "needs root (ptcopyd serves loop devices over FUSE)")
 
 
 @pytest.fixture(scope="module")

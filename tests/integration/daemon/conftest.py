@@ -7,8 +7,6 @@ where the client connections live.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from tests.helpers.fixtures import (  # noqa: F401  (fixtures pytest finds here)
@@ -18,6 +16,7 @@ from tests.helpers.fixtures import (  # noqa: F401  (fixtures pytest finds here)
     daemon_args,
     daemon_factory,
     directory_hooks,
+    missing,
     ptcopyd,
     system_bus,
 )
@@ -26,14 +25,8 @@ HERE = Path(__file__).parent
 
 
 def _why_skip() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (ptcopyd serves loop devices over FUSE)"
-    for tool in ("dbus-daemon", "busctl", "gdbus", "setpriv", "losetup"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    if not os.path.exists("/dev/fuse") or not os.path.exists("/dev/loop-control"):
-        return "needs /dev/fuse and /dev/loop-control"
-    return None
+    return missing(("dbus-daemon", "busctl", "gdbus", "setpriv", "losetup"),
+                   "needs root (ptcopyd serves loop devices over FUSE)")
 
 
 (pytest_collection_modifyitems, pytest_pyfunc_call,

@@ -8,8 +8,6 @@ Test functions here may be ``async def``: they run on the session's event loop (
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from tests.helpers.fixtures import (  # noqa: F401  (fixtures pytest finds here)
     connect,
     daemon_factory,
     directory_hooks,
+    missing,
     ptcopyd,
     system_bus,
 )
@@ -30,14 +29,8 @@ HERE = Path(__file__).parent
 
 
 def _why_skip() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (loop devices, mounts, udev)"
-    for tool in ("dbus-daemon", "losetup", "partx", "udevadm", "sfdisk", "mkfs.ext4", "blkid"):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (scripts/setup.sh installs it)"
-    if not os.path.exists("/dev/fuse") or not os.path.exists("/dev/loop-control"):
-        return "needs /dev/fuse and /dev/loop-control"
-    return None
+    return missing(("dbus-daemon", "losetup", "partx", "udevadm", "sfdisk", "mkfs.ext4", "blkid"),
+                   "needs root (loop devices, mounts, udev)")
 
 
 (pytest_collection_modifyitems, pytest_pyfunc_call,
