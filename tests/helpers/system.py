@@ -9,9 +9,9 @@ import subprocess
 from collections.abc import Iterator
 
 
-def run(*cmd: str) -> str:
-    """Run a command; fail with its output when it fails."""
-    r = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
+def run(*cmd: str, timeout: float | None = 300) -> str:
+    """Run a command; its stdout. Fails with its output when it fails or outlives ``timeout``."""
+    r = subprocess.run(list(cmd), capture_output=True, text=True, check=False, timeout=timeout)
     if r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
     return r.stdout

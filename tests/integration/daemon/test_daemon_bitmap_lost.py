@@ -25,15 +25,12 @@ from tests.helpers.blockio import digest, write_dev
 from tests.helpers.client import Client
 from tests.helpers.daemon import Ptcopyd
 from tests.helpers.names import ISET, MIB
+from tests.helpers.system import run
 
 pytestmark = pytest.mark.root
 
 CHUNK = 32 * 1024   # the daemon's default chunk size
 SIZE = 4 * MIB
-
-
-def run(*cmd: str) -> str:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=30).stdout
 
 
 async def copied(client: Client, set_path: str, job: str) -> None:
