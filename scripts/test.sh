@@ -32,14 +32,17 @@ step "setup: Debian packages, virtualenv, editable install + C engine build"
 bash "$REPO/scripts/setup.sh" || fail "scripts/setup.sh"
 
 step "pytest: the unit tier without root (tests/unit, as nobody)"
-# Feedback in seconds before the root tiers. As nobody when run as root and the tree is readable
-# by others (chmod -R a+rX); otherwise as the user running this script.
+# Feedback in seconds before the root tiers. As nobody when run as root and nobody can read the
+# tree (chmod -R a+rX) and run the virtualenv's Python (made from a python3 nobody can reach);
+# otherwise as the user running this script, with a note.
 unit=("$VENV/bin/pytest" -q -p no:cacheprovider tests/unit)
-if [[ $(id -u) -eq 0 ]] &&
-    runuser -u nobody -- test -r "$REPO/pyproject.toml" -a -x "$VENV/bin/pytest"; then
+if [[ $(id -u) -ne 0 ]]; then
+    "${unit[@]}" || fail "pytest tests/unit"
+elif runuser -u nobody -- "$VENV/bin/python" -c "open('$REPO/pyproject.toml').close()" \
+    2>/dev/null; then
     runuser -u nobody -- "${unit[@]}" || fail "pytest tests/unit (as nobody)"
 else
-    [[ $(id -u) -ne 0 ]] || echo "test.sh: nobody cannot read $REPO: the unit tier runs as root" >&2
+    echo "test.sh: nobody cannot read $REPO or run $VENV/bin/python: the unit tier runs as root" >&2
     "${unit[@]}" || fail "pytest tests/unit"
 fi
 
