@@ -52,12 +52,10 @@ from common import (  # bench/, the script directory, is on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "vm"))
-
-import vmkit  # noqa: E402
 
 from ptcopy.datapath.kernel import KernelPath  # noqa: E402
 from ptcopy.engine import Kind  # noqa: E402
+from tests.vm import vmkit  # noqa: E402
 
 CHUNK = 64 * KiB
 

@@ -3,12 +3,14 @@
 #
 #   sudo bash scripts/test.sh
 #
-# Steps: setup.sh, ruff, mypy, pytest (all tests, the VM tier in tests/vm included: qemu boots of
-# Debian's kernel for the device-mapper paths, and tests/vm/test_package.py: the Debian package
-# built and checked by lintian, installed with apt on a clean Debian 12 booted with systemd),
-# then a sanitizer pass: the C engine rebuilt with
-# AddressSanitizer + UBSan into build/asan/ and the engine tests (not the slow ones) run against it,
-# on the host and, for the kernel data path, in the VM. Stops at the first failing step with a non-zero exit status.
+# Steps: setup.sh, then a quick tier without root first: tests/unit as the user nobody (seconds;
+# no bus, no devices), ruff, mypy, then pytest on the root tiers (tests/engine,
+# tests/integration/{daemon,cli,userspace,udev}, tests/reliability and the VM tier in tests/vm:
+# qemu boots of Debian's kernel for the device-mapper paths, and tests/vm/test_package.py: the
+# Debian package built and checked by lintian, installed with apt on a clean Debian 12 booted with
+# systemd), then a sanitizer pass: the C engine rebuilt with AddressSanitizer + UBSan into
+# build/asan/ and the engine tests (not the slow ones) run against it, on the host and, for the
+# kernel data path, in the VM. Stops at the first failing step with a non-zero exit status.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,15 +21,30 @@ ASAN_DIR="$REPO/build/asan"
 step_no=0
 step() {
     step_no=$((step_no + 1))
-    printf '\n======== [%d/7] %s ========\n' "$step_no" "$*"
+    printf '\n======== [%d/8] %s ========\n' "$step_no" "$*"
 }
 fail() {
-    echo "test.sh: FAILED in step [$step_no/7]: $*" >&2
+    echo "test.sh: FAILED in step [$step_no/8]: $*" >&2
     exit 1
 }
 
 step "setup: Debian packages, virtualenv, editable install + C engine build"
 bash "$REPO/scripts/setup.sh" || fail "scripts/setup.sh"
+
+step "pytest: the unit tier without root (tests/unit, as nobody)"
+# Feedback in seconds before the root tiers. As nobody when run as root and nobody can read the
+# tree (chmod -R a+rX) and run the virtualenv's Python (made from a python3 nobody can reach);
+# otherwise as the user running this script, with a note.
+unit=("$VENV/bin/pytest" -q -p no:cacheprovider tests/unit)
+if [[ $(id -u) -ne 0 ]]; then
+    "${unit[@]}" || fail "pytest tests/unit"
+elif runuser -u nobody -- "$VENV/bin/python" -c "open('$REPO/pyproject.toml').close()" \
+    2>/dev/null; then
+    runuser -u nobody -- "${unit[@]}" || fail "pytest tests/unit (as nobody)"
+else
+    echo "test.sh: nobody cannot read $REPO or run $VENV/bin/python: the unit tier runs as root" >&2
+    "${unit[@]}" || fail "pytest tests/unit"
+fi
 
 step "ruff check"
 "$VENV/bin/ruff" check "$REPO" || fail "ruff found problems"
@@ -35,9 +52,9 @@ step "ruff check"
 step "mypy (strict, package ptcopy)"
 "$VENV/bin/mypy" || fail "mypy found problems"
 
-step "pytest: all tests"
+step "pytest: the root tiers (engine, integration, reliability, vm)"
 # The console script, not `python -m pytest`: that would put the current directory on sys.path.
-"$VENV/bin/pytest" -q tests || fail "pytest"
+"$VENV/bin/pytest" -q --ignore=tests/unit tests || fail "pytest"
 
 step "sanitizer build: C engine with ASan + UBSan into build/asan/"
 # A copy of the package (without the normal build's extension) with the sanitized extension built
@@ -74,4 +91,4 @@ PYTHONPATH="$ASAN_DIR" \
 
 step "kernel data path under ASan + UBSan: the guest tests in the VM tier"
 # Only a real kernel's device-mapper replies exercise the engine's ioctl parsing.
-(cd "$REPO/tests/vm" && "$VENV/bin/python" asan_guest.py) || fail "guest tests under ASan + UBSan"
+"$VENV/bin/python" -m tests.vm.asan_guest || fail "guest tests under ASan + UBSan"

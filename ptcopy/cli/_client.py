@@ -1,8 +1,9 @@
 """The CLI's only D-Bus code: one connection to ptcopyd, typed calls, typed snapshots.
 
 The interface names and the signature of every call the CLI makes are pinned here (``CALLS``);
-tests/cli/test_contract.py checks them against dbus/org.ptcopy.Imaging1.xml, so a change of the
-contract shows up as a failing test instead of a confusing error at a user's terminal.
+tests/integration/cli/test_contract.py checks them against dbus/org.ptcopy.Imaging1.xml, so a
+change of the contract shows up as a failing test instead of a confusing error at a user's
+terminal.
 Every call is bounded by ``asyncio.wait_for``: a daemon that hangs cannot hang the CLI.
 """
 

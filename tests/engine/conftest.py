@@ -17,3 +17,10 @@ def engine() -> Iterator[Engine]:
         yield e
     finally:
         e.close()
+
+
+@pytest.fixture
+def eng() -> Iterator[Engine]:
+    """An engine handle used as a context manager (the negative tests' name for it)."""
+    with Engine() as e:
+        yield e

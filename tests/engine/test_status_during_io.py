@@ -12,7 +12,6 @@ progress() must come back while it is still blocked.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,16 +20,13 @@ from pathlib import Path
 import pytest
 
 from ptcopy.engine import CHUNK_MIN, Engine, Flag, Kind, Set, Side, VolumeRole, bitmap_size
+from tests.helpers.system import run
 
 CHUNK = CHUNK_MIN
 MakeVol = Callable[..., Path]
 BOUND = 30.0   # a call still blocked after this is waiting for the frozen device
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount and freeze")
-
-
-def run(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture

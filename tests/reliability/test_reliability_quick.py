@@ -1,4 +1,4 @@
-"""The reliability figures' quick mode (tests/reliability/reliability.py --quick) as part of the
+"""The reliability figures' quick mode (`python -m tests.reliability --quick`) as part of the
 suite: SIGKILL of ptcopyd under write load (with a control run that must be caught), fault
 injection on the shadow, bitmap and overflow volumes, fuzzed D-Bus calls and a short load, each
 with zero failures. The full mode, run by hand, gives the figures of docs/RELIABILITY.md; the VM
@@ -7,30 +7,22 @@ power cuts are left to tests/vm/test_kernel_poweroff.py here."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "reliability.py"
+from tests.helpers.fixtures import missing
+from tests.helpers.names import REPO
+
 FIGURES = ("sigkill", "faults", "fuzz", "load")
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 def _why_skip() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (ptcopyd serves loop devices over FUSE)"
-    for tool in ("dbus-daemon", "losetup"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    if not os.path.exists("/dev/fuse") or not os.path.exists("/dev/loop-control"):
-        return "needs /dev/fuse and /dev/loop-control"
-    return None
+    return missing(("dbus-daemon", "losetup"),
+                   "needs root (ptcopyd serves loop devices over FUSE)")
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +32,11 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         pytest.skip(why)
     out = tmp_path_factory.mktemp("reliability") / "quick.json"
     # a fixed seed: a failure in CI is reproduced by the same command
-    r = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--seed", "4242",
-                        "--only", ",".join(FIGURES), "--json", str(out)],
+    r = subprocess.run([sys.executable, "-m", "tests.reliability", "--quick", "--seed", "4242",
+                        "--only", ",".join(FIGURES), "--json", str(out)], cwd=REPO,
                        capture_output=True, text=True, timeout=600, check=False)
     if not out.exists():
-        pytest.fail(f"reliability.py --quick wrote no results (exit {r.returncode}):\n"
+        pytest.fail(f"python -m tests.reliability --quick wrote no results (exit {r.returncode}):\n"
                     f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}", pytrace=False)
     data: dict[str, object] = json.loads(out.read_text())
     data["_output"] = r.stdout[-6000:] + r.stderr[-2000:]

@@ -5,10 +5,10 @@ many times over. Each run boots the VM tier's guest on fresh disk images, loads 
 writes, cuts the power (qemu killed) a random delay after the load started, boots again,
 reassembles, updates and checks that no chunk changed before the crash was missed.
 
-    .venv/bin/python tests/stress/torture_kernel.py                      # 50 runs
-    .venv/bin/python tests/stress/torture_kernel.py 200 --seed 7
-    .venv/bin/python tests/stress/torture_kernel.py 20 --variants update,cycles --delay 0.1,6
-    .venv/bin/python tests/stress/torture_kernel.py 5 --control -x       # with the control boot
+    .venv/bin/python -m tests.stress.torture_kernel                      # 50 runs
+    .venv/bin/python -m tests.stress.torture_kernel 200 --seed 7
+    .venv/bin/python -m tests.stress.torture_kernel 20 --variants update,cycles --delay 0.1,6
+    .venv/bin/python -m tests.stress.torture_kernel 5 --control -x       # with the control boot
 
 Runs go round robin over --variants (default: all of them; see poweroff_scenario.py); each has
 its own data seed and a cut delay drawn uniformly from --delay. A line per run, then a summary:
@@ -33,10 +33,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tests.vm import poweroff, vmkit
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "vm"))
-import poweroff  # noqa: E402
-import vmkit  # noqa: E402
 
 
 def _kind(problem: str) -> str:

@@ -4,7 +4,7 @@ scripts/test.sh runs this after it built build/asan/ (the device-mapper ioctls p
 kernel hands back, which only a real kernel exercises). Exit status 0 when every guest test
 passed under the sanitizers; the report names the failures otherwise.
 
-    .venv/bin/python tests/vm/asan_guest.py
+    .venv/bin/python -m tests.vm.asan_guest
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-import vmkit
+from tests.vm import vmkit
 
 TESTS = ["tests/vm/guest/test_kernel_dependent.py", "tests/vm/guest/test_kernel_independent.py"]
 

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 import pytest
-import vmkit
+
+from tests.vm import vmkit
 
 HERE = Path(__file__).parent
 IN_VM = os.environ.get("PTCOPY_IN_VM") == "1"

@@ -21,20 +21,16 @@ import re
 import secrets
 import shlex
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import vmkit
+from tests.vm import vmkit
+from tests.vm.guest import poweroff_scenario as scenario
 
-GUEST = Path(__file__).resolve().parent / "guest"
-if str(GUEST) not in sys.path:
-    sys.path.insert(0, str(GUEST))
-import poweroff_scenario as scenario  # noqa: E402  (tests/vm/guest is not a package)
-
-SCRIPT = GUEST.relative_to(vmkit.REPO) / "poweroff_scenario.py"
+# run in the guest from the repository (its working directory) as a module of the tests package
+SCENARIO = "tests.vm.guest.poweroff_scenario"
 VARIANTS = scenario.VARIANTS
 CHUNK = 64 * 1024
 CONTROL_CHUNKS = 3
@@ -159,7 +155,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _command(*args: str) -> str:
-    return shlex.join([".venv/bin/python", str(SCRIPT), *args])
+    return shlex.join([".venv/bin/python", "-m", SCENARIO, *args])
 
 
 def run(sc: Scenario, workdir: Path, *, control: bool = False) -> Run:

@@ -8,7 +8,8 @@ import ast
 from pathlib import Path
 
 import pytest
-import vmkit
+
+from tests.vm import vmkit
 
 GUEST = Path(__file__).parent / "guest"
 FILES = sorted(GUEST.glob("test_kernel_*.py"))

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import poweroff
 import pytest
-import vmkit
+
+from tests.vm import poweroff, vmkit
 
 SCENARIOS = [
     poweroff.Scenario("steady", 101, 2.0),

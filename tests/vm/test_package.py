@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
-import vm_initramfs
-import vmkit
+
+from tests.vm import vm_initramfs, vmkit
 
 HERE = Path(__file__).resolve().parent
 REPO = vmkit.REPO

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import vmkit
+from tests.vm import vmkit
 
 MIB = 1 << 20
 SECTOR = 512

@@ -72,7 +72,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import vm_initramfs
+from tests.vm import vm_initramfs
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = Path("/var/cache/ptcopy-vm")

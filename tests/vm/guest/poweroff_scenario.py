@@ -3,8 +3,8 @@
 Not a pytest file: tests/vm/test_kernel_poweroff.py and tests/stress/torture_kernel.py (through
 tests/vm/poweroff.py) boot the guest twice over the same virtio disks::
 
-    .venv/bin/python tests/vm/guest/poweroff_scenario.py load STATE_DIR --variant V --seed N
-    .venv/bin/python tests/vm/guest/poweroff_scenario.py recover STATE_DIR
+    .venv/bin/python -m tests.vm.guest.poweroff_scenario load STATE_DIR --variant V --seed N
+    .venv/bin/python -m tests.vm.guest.poweroff_scenario recover STATE_DIR
 
 Disks, in order (raw image files on the host, kept across the boots):
 
@@ -67,7 +67,9 @@ import time
 import traceback
 from typing import Any
 
-from kernel_helpers import (
+from ptcopy.datapath.kernel import KernelPath, KernelSet
+from ptcopy.engine import Direction, Engine, Flag, Kind, dm_list
+from tests.vm.guest.kernel_helpers import (
     CHUNK,
     MIB,
     Pool,
@@ -78,9 +80,6 @@ from kernel_helpers import (
     scribble,
     set_volumes,
 )
-
-from ptcopy.datapath.kernel import KernelPath, KernelSet
-from ptcopy.engine import Direction, Engine, Flag, Kind, dm_list
 
 MARKER = "PTCOPY-LOAD-RUNNING"
 VARIANTS = ("steady", "update", "fullcopy", "group", "shared", "cycles")

@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_helpers import CHUNK, MIB, Pool, digest, scribble, write_at
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "daemon"))
-from daemon_helpers import IJOB, ISET, MANAGER, ROOT, PrivateBus, Ptcopyd
 
 from ptcopy import engine
 from ptcopy.datapath.kernel import KernelPath
 from ptcopy.engine import Kind
+from tests.helpers.bus import PrivateBus
+from tests.helpers.daemon import Ptcopyd
+from tests.helpers.names import IJOB, ISET, MANAGER, ROOT
+from tests.vm.guest.kernel_helpers import CHUNK, MIB, Pool, digest, scribble, write_at
 
 
 @pytest.fixture

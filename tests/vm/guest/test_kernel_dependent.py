@@ -8,7 +8,11 @@ import random
 import threading
 
 import pytest
-from kernel_helpers import (
+
+from ptcopy.datapath import blockdev as loopdev
+from ptcopy.datapath.kernel import opened_volumes, tables
+from ptcopy.engine import Dependency, Direction, InUse, Kind
+from tests.vm.guest.kernel_helpers import (
     CHUNK,
     MIB,
     Pool,
@@ -19,10 +23,6 @@ from kernel_helpers import (
     scribble,
     write_at,
 )
-
-from ptcopy.datapath import blockdev as loopdev
-from ptcopy.datapath.kernel import opened_volumes, tables
-from ptcopy.engine import Dependency, Direction, InUse, Kind
 
 
 @pytest.fixture

@@ -12,7 +12,10 @@ import os
 import random
 
 import pytest
-from kernel_helpers import (
+
+from ptcopy.datapath.kernel import KernelPath, tables
+from ptcopy.engine import Direction, Kind
+from tests.vm.guest.kernel_helpers import (
     CHUNK,
     MIB,
     Pool,
@@ -22,9 +25,6 @@ from kernel_helpers import (
     set_volumes,
     write_at,
 )
-
-from ptcopy.datapath.kernel import KernelPath, tables
-from ptcopy.engine import Direction, Kind
 
 
 @pytest.fixture

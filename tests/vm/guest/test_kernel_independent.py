@@ -6,17 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from kernel_helpers import (
-    CHUNK,
-    Pool,
-    Vol,
-    digest,
-    kernel_path,
-    make_set,
-    reopen,
-    scribble,
-    write_at,
-)
 
 from ptcopy.datapath.kernel import tables
 from ptcopy.engine import (
@@ -28,6 +17,17 @@ from ptcopy.engine import (
     dm_list,
     dm_message,
     dm_run,
+)
+from tests.vm.guest.kernel_helpers import (
+    CHUNK,
+    Pool,
+    Vol,
+    digest,
+    kernel_path,
+    make_set,
+    reopen,
+    scribble,
+    write_at,
 )
 
 

@@ -15,19 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "daemon"))
-import model_daemon as md
-from daemon_helpers import Client, PrivateBus, Ptcopyd
-
 from ptcopy import engine
 from ptcopy.datapath import blockdev as loopdev
+from tests.helpers.bus import PrivateBus
+from tests.helpers.client import Client
+from tests.helpers.daemon import Ptcopyd
+from tests.integration.daemon import model_daemon as md
 
 SEEDS = md.seeds([131])
 OPS = md.env_int("PTCOPY_MODEL_OPS", 25)

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_helpers import MIB, Pool, digest, set_volumes, write_at
 
 from ptcopy.datapath.kernel import KernelPath, tables
 from ptcopy.engine import Direction, DmOp, Engine, Kind, dm_list, dm_run
+from tests.vm.guest.kernel_helpers import MIB, Pool, digest, set_volumes, write_at
 
 CHUNK = 32 * 1024
 

@@ -8,19 +8,26 @@ import os
 import random
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_helpers import MIB, Pool, digest, kernel_path, read_at, set_volumes, write_at
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "daemon"))
-from daemon_helpers import IJOB, ISET, MANAGER, ROOT, PrivateBus, Ptcopyd
 
 from ptcopy import engine as eng
 from ptcopy.datapath.kernel import KernelPath, KernelSet
 from ptcopy.engine import Direction, Engine, Kind, Set
+from tests.helpers.bus import PrivateBus
+from tests.helpers.daemon import Ptcopyd
+from tests.helpers.names import IJOB, ISET, MANAGER, ROOT
+from tests.vm.guest.kernel_helpers import (
+    MIB,
+    Pool,
+    digest,
+    kernel_path,
+    read_at,
+    set_volumes,
+    write_at,
+)
 
 CHUNK = 32 * 1024          # the sizes: 8 MiB master, 9 MiB shadow, 16 MiB bitmap
 MASTER, SHADOW, BITMAP = 8 * MIB, 9 * MIB, 16 * MIB

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_helpers import MIB, Pool, digest, kernel_path, make_set, scribble
 
 from ptcopy.datapath.base import SetVolumes
 from ptcopy.engine import Direction, InUse, Kind
+from tests.vm.guest.kernel_helpers import MIB, Pool, digest, kernel_path, make_set, scribble
 
 
 @pytest.fixture

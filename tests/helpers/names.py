@@ -1,0 +1,27 @@
+"""Names and sizes every tier uses: the repository's files, the D-Bus contract's names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY = REPO / "dbus" / "org.ptcopy.Imaging1.conf"
+CONTRACT = REPO / "dbus" / "org.ptcopy.Imaging1.xml"
+
+BUS_NAME = "org.ptcopy.Imaging1"
+ROOT = "/org/ptcopy/Imaging1"
+IFACE = "org.ptcopy.Imaging1"
+MANAGER = IFACE + ".Manager"
+ISET = IFACE + ".IISet"
+IGROUP = IFACE + ".IIGroup"
+IOVERFLOW = IFACE + ".IIOverflow"
+IVOLUME = IFACE + ".Volume"
+IJOB = IFACE + ".Job"
+ERR = IFACE + ".Error."
+PROPS = "org.freedesktop.DBus.Properties"
+OM = "org.freedesktop.DBus.ObjectManager"
+DBUS = "org.freedesktop.DBus"
+
+MIB = 1 << 20
+KIB = 1 << 10
+NOBODY = 65534

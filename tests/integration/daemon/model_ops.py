@@ -1,0 +1,189 @@
+"""The daemon model test's configurations, operations (drawn from a seed up front) and model
+(each side of each set is a byte array); model_daemon.py says how the test works."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+
+from tests.helpers.names import MIB
+
+KIB = 1 << 10
+CHUNK = 32 * KIB
+SHADOW, MASTER = "shadow", "master"
+CALL_TIMEOUT = 120.0   # calls that build device-mapper stacks run long under TCG
+
+
+class Divergence(AssertionError):
+    """The daemon and the model parted at op ``index`` (-1: during setup)."""
+
+    def __init__(self, index: int, text: str) -> None:
+        super().__init__(text)
+        self.index = index
+        self.text = text
+
+
+# ---- configuration and operations --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    name: str
+    kind: str            # "dependent" or "independent"
+    master: int          # which master volume (sets may share one)
+    compact: bool = False
+    delay: int = 0       # copy throttle (ms after every ``units`` chunks): copies that last
+    units: int = 0       # long enough for I/O, aborts and restarts to meet them running
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int
+    size: int
+    sets: tuple[SetSpec, ...]
+    group: tuple[int, ...]   # indexes of the sets in the group ((): no group)
+
+    def masters(self) -> list[int]:
+        return sorted({s.master for s in self.sets})
+
+    def shared(self, i: int) -> bool:
+        return sum(1 for s in self.sets if s.master == self.sets[i].master) > 1
+
+    def describe(self) -> str:
+        sets = ", ".join(f"{s.name}={s.kind}{'(compact)' if s.compact else ''}@master{s.master}"
+                         f"{f' throttled {s.delay}ms/{s.units}' if s.delay else ''}"
+                         for s in self.sets)
+        grp = ", ".join(self.sets[i].name for i in self.group) or "none"
+        return f"seed {self.seed}: size {self.size}, sets {sets}; group {grp}"
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str            # write read copy group wait check abort restart
+    s: int = 0           # set index
+    side: str = ""       # write/read: master|shadow; copy/group/abort: the direction
+    off: int = 0
+    length: int = 0
+    mode: str = ""       # write: direct|buffered; restart: term|kill
+    data: int = 0        # write: seed of the bytes
+    full: bool = False   # copy/group: Copy (True) or Update
+    wait: bool = False   # copy/group: wait for the job; restart: wait for every job first
+
+    def __str__(self) -> str:
+        k = self.kind
+        if k == "write":
+            return (f"write {self.mode} set{self.s}.{self.side} [{self.off}, +{self.length}) "
+                    f"(chunks {self.off // CHUNK}..{(self.off + self.length - 1) // CHUNK}, "
+                    f"data seed {self.data})")
+        if k == "read":
+            return f"read set{self.s}.{self.side} [{self.off}, +{self.length})"
+        if k in ("copy", "group"):
+            who = f"set{self.s}" if k == "copy" else "group"
+            return (f"{'Copy' if self.full else 'Update'} {who} -> {self.side}"
+                    f"{', wait' if self.wait else ''}")
+        if k == "abort":
+            return f"Copy set{self.s} -> {self.side}, Abort, wait, Copy -> {self.side}, wait"
+        if k == "restart":
+            return f"restart ptcopyd ({self.mode}{', jobs waited' if self.wait else ''})"
+        return k
+
+
+def config_for(seed: int, size: int = 4 * MIB) -> Config:
+    """Three sets (dependent, independent, compact dependent with an overflow volume) on one to
+    three masters, and maybe a group of two of them: drawn from the seed."""
+    rng = random.Random(f"config-{seed}")
+    kinds = [("dependent", False), ("independent", False), ("dependent", True)]
+    rng.shuffle(kinds)
+    specs: list[SetSpec] = []
+    nmasters = 0
+    for i, (kind, compact) in enumerate(kinds):
+        if i and rng.random() < 0.3:
+            m = rng.randrange(nmasters)        # several shadows on one master
+        else:
+            m = nmasters
+            nmasters += 1
+        specs.append(SetSpec(f"s{i}", kind, m, compact))
+    group: tuple[int, ...] = ()
+    if rng.random() < 0.75:
+        group = tuple(sorted(rng.sample(range(len(specs)), 2)))
+    for i, spec in enumerate(specs):
+        if rng.random() < 0.5:
+            specs[i] = dataclasses.replace(spec, delay=rng.choice([5, 10, 20]),
+                                           units=rng.choice([4, 8, 16]))
+    return Config(seed, size, tuple(specs), group)
+
+
+def generate(cfg: Config, n: int, *, restarts: bool = True) -> list[Op]:
+    rng = random.Random(f"ops-{cfg.seed}")
+    size = cfg.size
+    nsets = len(cfg.sets)
+    kinds = ["write", "read", "copy", "wait", "check", "abort"]
+    weights = [36, 14, 22, 9, 4, 3]
+    if cfg.group:
+        kinds.append("group")
+        weights.append(6)
+    if restarts:
+        kinds.append("restart")
+        weights.append(2)
+    ops: list[Op] = []
+    s = 0
+    for _ in range(n):
+        k = rng.choices(kinds, weights)[0]
+        # often the same set again: faults show in short stories on one set (write, restore,
+        # write, restore) more than in ops spread thinly over every set
+        if rng.random() < 0.5:
+            s = rng.randrange(nsets)
+        if k == "write":
+            side = rng.choice([MASTER, SHADOW])
+            if rng.random() < 0.6:
+                unit = CHUNK if rng.random() < 0.5 else 4096
+                off = rng.randrange(size // unit) * unit
+                length = min(rng.randint(1, 32) * 4096, size - off)
+                ops.append(Op("write", s, side, off, length, "direct", rng.getrandbits(32)))
+            else:
+                off = rng.randrange(size)
+                length = min(rng.randint(1, 96 * KIB), size - off)
+                ops.append(Op("write", s, side, off, length, "buffered", rng.getrandbits(32)))
+        elif k == "read":
+            off = rng.randrange(size // 4096) * 4096
+            ops.append(Op("read", s, rng.choice([MASTER, SHADOW]), off,
+                          min(rng.randint(1, 64) * 4096, size - off)))
+        elif k in ("copy", "group"):
+            ops.append(Op(k, s, SHADOW if rng.random() < 0.6 else MASTER,
+                          full=rng.random() < 0.3, wait=rng.random() < 0.5))
+        elif k == "abort":
+            ops.append(Op("abort", s, rng.choice([SHADOW, MASTER])))
+        elif k == "restart":
+            ops.append(Op("restart", mode=rng.choice(["term", "kill"]),
+                          wait=rng.random() < 0.5))
+        else:
+            ops.append(Op(k))
+    return ops
+
+
+# ---- the model -------------------------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    cfg: Config
+    masters: dict[int, bytearray] = field(default_factory=dict)
+    shadows: dict[int, bytearray] = field(default_factory=dict)
+
+    def side(self, s: int, side: str) -> bytearray:
+        return self.masters[self.cfg.sets[s].master] if side == MASTER else self.shadows[s]
+
+    def write(self, s: int, side: str, off: int, data: bytes) -> None:
+        self.side(s, side)[off:off + len(data)] = data
+
+    def copy(self, sets: list[int], direction: str) -> None:
+        """Every member at one instant: read every source first, then write the targets."""
+        if direction == SHADOW:
+            src = {s: bytes(self.masters[self.cfg.sets[s].master]) for s in sets}
+            for s in sets:
+                self.shadows[s][:] = src[s]
+        else:
+            src = {s: bytes(self.shadows[s]) for s in sets}
+            for s in sets:
+                self.masters[self.cfg.sets[s].master][:] = src[s]
