@@ -10,6 +10,7 @@ import pytest
 from ptcopy import engine
 from ptcopy.cli import _errors
 from ptcopy.daemon import errors as daemon_errors
+from ptcopy.daemon.dbus import errors as dbus_errors
 from ptcopy.daemon.errors import ServiceError
 from ptcopy.errnames import PREFIX, ErrorName
 
@@ -26,7 +27,7 @@ def _subclasses(cls: type) -> list[type]:
 def test_one_prefix_everywhere() -> None:
     assert PREFIX == "org.ptcopy.Imaging1.Error."
     assert _errors.ERROR_PREFIX == PREFIX
-    assert daemon_errors.PREFIX == PREFIX
+    assert dbus_errors.PREFIX == PREFIX
     assert all(e.dbus == PREFIX + e.value for e in ErrorName)
 
 
@@ -53,11 +54,11 @@ def test_every_engine_exception_carries_a_known_name() -> None:
                                         (daemon_errors.not_found, "NotFound")])
 def test_daemon_refusals_become_named_dbus_errors(make: Callable[[str], ServiceError],
                                                   name: str) -> None:
-    e = daemon_errors.to_dbus(make("why"))
+    e = dbus_errors.to_dbus(make("why"))
     assert (e.type, e.text) == (PREFIX + name, "why")
     assert name in NAMES
 
 
 def test_an_unexpected_failure_becomes_failed_not_a_traceback() -> None:
-    e = daemon_errors.to_dbus(ValueError("boom"))
+    e = dbus_errors.to_dbus(ValueError("boom"))
     assert e.type == ErrorName.FAILED.dbus and "ValueError" in e.text
