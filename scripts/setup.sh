@@ -87,7 +87,13 @@ run "clean Debian 12 root for the package test in ${PTCOPY_VM_CACHE:-/var/cache/
 # --- virtualenv ------------------------------------------------------------------------------
 # Made with whichever python3 comes first on PATH (under sudo that is Debian's). An existing venv
 # is kept as long as its interpreter still runs and is new enough.
-PYTHON=$(command -v python3) || die "python3 not found on PATH"
+# Debian's own python3 when it is new enough: every user can run it, so the unit tier runs as
+# nobody (an interpreter under /root, such as pyenv's, is root's alone).
+if /usr/bin/python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    PYTHON=/usr/bin/python3
+else
+    PYTHON=$(command -v python3) || die "python3 not found on PATH"
+fi
 venv_ok() {
     [[ -x "$VENV/bin/python" ]] &&
         "$VENV/bin/python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null &&
