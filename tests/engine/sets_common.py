@@ -17,12 +17,12 @@ from ptcopy.engine import (
     Side,
     bitmap_size,
 )
+from tests.helpers.names import MakeVol
 
 C = 4096                 # small chunks for the data tests
 BIG_CHUNK = 64 * 1024    # for copies that must take a while: 16 chunks per 1 MiB run
 OFFLINE = Flag.MASTER_OFFLINE | Flag.SHADOW_OFFLINE | Flag.BITMAP_OFFLINE | Flag.OVERFLOW_OFFLINE
 
-MakeVol = Callable[..., Path]
 
 
 def rnd(seed: int, n: int) -> bytes:
