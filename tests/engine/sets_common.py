@@ -15,6 +15,7 @@ from ptcopy.engine import (
     Overflow,
     Set,
     Side,
+    VolumeRole,
     bitmap_size,
 )
 from tests.helpers.names import MakeVol
@@ -93,3 +94,11 @@ def scatter_shadow_writes(s: Set, chunks: range, chunk: int = C, seed: int = 7) 
             out[c] = rnd(seed + c, chunk)
             s.write(Side.SHADOW, c * chunk, out[c])
     return out
+
+
+def heal(s: Set, role: VolumeRole) -> None:
+    """Stop the errors injected on role and reset: the resync ends with nothing offline."""
+    s.inject_error(role, False)
+    s.reset()
+    assert s.wait(5)
+    assert not s.status().flags & OFFLINE
