@@ -26,14 +26,7 @@ void pt_copier_reap(pt_set *s)
  * a long delay to run out. */
 static void pause_ms(pt_set *s, unsigned ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += ms / 1000;
-    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = pt_deadline_ms(ms);
     pthread_mutex_lock(&s->ctl_mu);
     while (!atomic_load(&s->abort_req) && !atomic_load(&s->stop_req) &&
            pthread_cond_timedwait(&s->ctl_cv, &s->ctl_mu, &dl) != ETIMEDOUT)

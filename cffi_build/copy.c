@@ -238,16 +238,7 @@ out_unlock:
 
 int pt_set_wait(pt_set *s, int timeout_ms, pt_error *err)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    if (timeout_ms >= 0) {
-        dl.tv_sec += timeout_ms / 1000;
-        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-    }
+    struct timespec dl = pt_deadline_ms(timeout_ms >= 0 ? (uint64_t)timeout_ms : 0);
     pthread_mutex_lock(&s->ctl_mu);
     int rc = 0;
     /* closing: whoever frees the handle waits for this call to return, so it must not stay

@@ -289,8 +289,9 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* Takes a reference on the file behind ino and gives its side; replies the error and returns
  * NULL when ino is gone or a directory. */
-static export *acquire_file(fuse_req_t req, pt_server *srv, fuse_ino_t ino, int *side)
+static export *acquire_file(fuse_req_t req, fuse_ino_t ino, int *side)
 {
+    pt_server *srv = fuse_req_userdata(req);
     if (!caller_ok(req, srv))
         return NULL;
     int kind;
@@ -305,13 +306,22 @@ static export *acquire_file(fuse_req_t req, pt_server *srv, fuse_ino_t ino, int 
     return NULL;
 }
 
+/* Ends a read or write: lets go of the export and replies the error, if any; true when the
+ * caller still has to send the success reply. */
+static bool io_done(fuse_req_t req, export *e, int rc)
+{
+    release(fuse_req_userdata(req), e);
+    if (rc)
+        fuse_reply_err(req, to_errno(rc));
+    return rc == 0;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     (void)fi;
-    pt_server *srv = fuse_req_userdata(req);
     int side;
-    export *e = acquire_file(req, srv, ino, &side);
+    export *e = acquire_file(req, ino, &side);
     if (!e)
         return;
     uint64_t o = (uint64_t)off;
@@ -320,10 +330,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     int rc = n && !buf ? -ENOMEM : 0;
     if (!rc && n)
         rc = pt_set_read(e->set, side, o, buf, n, NULL);
-    release(srv, e);
-    if (rc)
-        fuse_reply_err(req, to_errno(rc));
-    else
+    if (io_done(req, e, rc))
         fuse_reply_buf(req, buf, n);
     free(buf);
 }
@@ -332,9 +339,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
                      struct fuse_file_info *fi)
 {
     (void)fi;
-    pt_server *srv = fuse_req_userdata(req);
     int side;
-    export *e = acquire_file(req, srv, ino, &side);
+    export *e = acquire_file(req, ino, &side);
     if (!e)
         return;
     uint64_t o = (uint64_t)off;
@@ -343,10 +349,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
         rc = -ENOSPC;   /* a volume does not grow */
     else
         rc = pt_set_write(e->set, side, o, data, size, NULL);
-    release(srv, e);
-    if (rc)
-        fuse_reply_err(req, to_errno(rc));
-    else
+    if (io_done(req, e, rc))
         fuse_reply_write(req, size);
 }
 

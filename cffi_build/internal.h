@@ -9,7 +9,7 @@
  *   meta.c               the bitmap volume: layout, header, load, group-committed flushes
  *   chunk.c  master.c    a set's chunks (addressing, bits, compact slots, offline marking);
  *   fallback.c           masters and the volume checks; the fallback record
- *   overflow.c           overflow volumes
+ *   overflow.c           overflow volumes (overflow_hdr.c: their header)
  *   bits.c  util.c       bitmaps and images; errors, clocks, checksums, volumes, group commit
  * Beside the engine, on the public calls only: fuse.c + fuse_ops.c (the FUSE server) and
  * dm.c + dm_run.c (device-mapper ioctls and transactions; util.c only).
@@ -67,6 +67,8 @@
 int pt_fail(pt_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 uint64_t pt_now_ns(void);      /* CLOCK_MONOTONIC */
 uint64_t pt_wall_ns(void);     /* CLOCK_REALTIME */
+/* ms from now on CLOCK_MONOTONIC, for condition variables set up with that clock */
+struct timespec pt_deadline_ms(uint64_t ms);
 uint32_t pt_crc32c(const void *data, size_t len);
 void pt_uuid_generate(uint8_t out[16]);
 bool pt_uuid_is_zero(const uint8_t u[16]);
@@ -313,6 +315,13 @@ void pt_meta_free(pt_set *s);
 #define PT_STATE_CLEAN 1u
 #define PT_STATE_DIRTY 2u
 #define PT_STATE_DISABLED 3u
+
+/* overflow_hdr.c: encode a header (caller holds mu); decode one, taking its fields into ov
+ * after checking them, *state and *nsets as recorded */
+void pt_ov_encode(const pt_overflow *ov, uint8_t *h, uint32_t state);
+int pt_ov_decode(pt_overflow *ov, const uint8_t *h, uint32_t *state, uint32_t *nsets,
+                 pt_error *err);
+static inline uint64_t pt_round_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
 
 /* overflow.c */
 int pt_ov_alloc(pt_overflow *ov, uint64_t *slot);   /* -ENOSPC when full; caller holds s->meta_mu */

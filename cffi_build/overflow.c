@@ -1,6 +1,7 @@
 /* Overflow volumes: chunk stores shared by several compact dependent sets.
  *
- * Layout: a 4 KiB header, an allocation bitmap (1 bit per chunk), then the chunks.
+ * Layout: a 4 KiB header (overflow_hdr.c), an allocation bitmap (1 bit per chunk), then the
+ * chunks.
  * Ordering: an allocation bit is durable before any set's index entry that points at the chunk
  * (pt_ov_flush before the set's metadata flush), and a chunk is released only after the set's
  * cleared entry is durable (meta.c releases after its flush). A crash can so leak a chunk but
@@ -13,40 +14,6 @@
 
 #include "internal.h"
 
-static const char MAGIC[8] = {'P', 'T', 'C', 'O', 'P', 'Y', 'O', 'V'};
-#define VERSION 1u
-
-enum {
-    O_MAGIC = 0, O_VERSION = 8, O_HDRSIZE = 12, O_UUID = 16, O_CHUNK = 32, O_STATE = 36,
-    O_NCHUNKS = 40, O_DATA = 48, O_ALLOC = 56, O_USED = 64, O_NSETS = 72, O_SETS = 128,
-    O_CRC = PT_HDR_SIZE - 4
-};
-
-static uint64_t round_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
-
-static void encode(pt_overflow *ov, uint8_t *h, uint32_t state)
-{
-    memset(h, 0, PT_HDR_SIZE);
-    memcpy(h + O_MAGIC, MAGIC, 8);
-    uint32_t v32 = VERSION;
-    memcpy(h + O_VERSION, &v32, 4);
-    v32 = PT_HDR_SIZE;
-    memcpy(h + O_HDRSIZE, &v32, 4);
-    memcpy(h + O_UUID, ov->uuid, 16);
-    memcpy(h + O_CHUNK, &ov->chunk, 4);
-    memcpy(h + O_STATE, &state, 4);
-    memcpy(h + O_NCHUNKS, &ov->nchunks, 8);
-    memcpy(h + O_DATA, &ov->data_off, 8);
-    uint64_t alloc_off = PT_HDR_SIZE;
-    memcpy(h + O_ALLOC, &alloc_off, 8);
-    memcpy(h + O_USED, &ov->alloc.count, 8);
-    uint32_t n = (uint32_t)ov->nsets;
-    memcpy(h + O_NSETS, &n, 4);
-    memcpy(h + O_SETS, ov->set_uuids, (size_t)ov->nsets * 16);
-    uint32_t crc = pt_crc32c(h, O_CRC);
-    memcpy(h + O_CRC, &crc, 4);
-}
-
 /* Caller holds hdr_mu (so headers land in the order they were encoded) and not mu: the header
  * is encoded under mu and written after it is released, so status and allocation never wait
  * for the device. */
@@ -54,7 +21,7 @@ static int write_header(pt_overflow *ov, uint32_t state, pt_error *err)
 {
     uint8_t h[PT_HDR_SIZE];
     pthread_mutex_lock(&ov->mu);
-    encode(ov, h, state);
+    pt_ov_encode(ov, h, state);
     pthread_mutex_unlock(&ov->mu);
     int rc;
     if ((rc = pt_vol_pwrite(&ov->vol, h, sizeof h, 0)) != 0 || (rc = pt_vol_sync(&ov->vol)) != 0) {
@@ -82,7 +49,7 @@ static int setup(pt_overflow *ov, pt_engine *eng, pt_error *err)
         goto out_destroy_hdr_mu;
     }
     ov->eng = eng;
-    uint64_t bm = round_up((ov->nchunks + 7) / 8, PT_PAGE);
+    uint64_t bm = pt_round_up((ov->nchunks + 7) / 8, PT_PAGE);
     if ((rc = pt_image_alloc(&ov->img, bm, PT_HDR_SIZE)) != 0 ||
         (rc = pt_bits_attach(&ov->alloc, (uint64_t *)ov->img.buf, ov->nchunks, 0)) != 0)
         return pt_fail(err, -rc, "no memory for overflow volume %s", ov->vol.path);
@@ -111,12 +78,23 @@ static void release_all(pt_overflow *ov)
     free(ov);
 }
 
-static void link_in(pt_engine *eng, pt_overflow *ov)
+/* The last step of init and open: mark the volume in use (header dirty) and hand it to the
+ * engine; on failure it is released. */
+static int publish(pt_engine *eng, pt_overflow *ov, pt_overflow **out, pt_error *err)
 {
+    pthread_mutex_lock(&ov->hdr_mu);
+    int rc = write_header(ov, PT_STATE_DIRTY, err);
+    pthread_mutex_unlock(&ov->hdr_mu);
+    if (rc) {
+        release_all(ov);
+        return rc;
+    }
     pthread_mutex_lock(&eng->mu);
     ov->next = eng->overflows;
     eng->overflows = ov;
     pthread_mutex_unlock(&eng->mu);
+    *out = ov;
+    return 0;
 }
 
 static int check_unused(pt_engine *eng, pt_vol *v, pt_error *err)
@@ -136,13 +114,33 @@ static int check_unused(pt_engine *eng, pt_vol *v, pt_error *err)
     return rc;
 }
 
+/* The first step of init and open: a handle on the volume, which no other handle holds. */
+static int start(pt_engine *eng, const pt_volspec *vol, pt_overflow **ovp, pt_error *err)
+{
+    pt_overflow *ov = calloc(1, sizeof *ov);
+    if (!ov)
+        return pt_fail(err, ENOMEM, "out of memory");
+    int rc = pt_vol_open(&ov->vol, vol, "overflow", err);
+    if (rc)
+        goto out_release;
+    rc = check_unused(eng, &ov->vol, err);
+    if (rc)
+        goto out_release;
+    *ovp = ov;
+    return 0;
+
+out_release:
+    release_all(ov);
+    return rc;
+}
+
 /* The chunks a volume of size bytes holds after its header and allocation map; sets
  * ov->data_off. 0 when not even one fits. */
 static uint64_t fit_chunks(pt_overflow *ov, uint64_t size, uint32_t chunk_size)
 {
     uint64_t n = size > PT_HDR_SIZE ? (size - PT_HDR_SIZE) / chunk_size : 0;
     for (;;) {
-        ov->data_off = round_up(PT_HDR_SIZE + round_up((n + 7) / 8, PT_PAGE), chunk_size);
+        ov->data_off = pt_round_up(PT_HDR_SIZE + pt_round_up((n + 7) / 8, PT_PAGE), chunk_size);
         if (n == 0 || ov->data_off + n * chunk_size <= size)
             break;
         n--;
@@ -160,19 +158,14 @@ int pt_overflow_init(pt_engine *eng, const pt_volspec *vol, uint32_t chunk_size,
     if (chunk_size < PT_CHUNK_MIN || chunk_size > PT_CHUNK_MAX || (chunk_size & (chunk_size - 1)))
         return pt_fail(err, PT_E_INVALID,
                        "chunk size %u is not a power of two between 4 KiB and 1 MiB", chunk_size);
-    pt_overflow *ov = calloc(1, sizeof *ov);
-    if (!ov)
-        return pt_fail(err, ENOMEM, "out of memory");
-    int rc = pt_vol_open(&ov->vol, vol, "overflow", err);
+    pt_overflow *ov;
+    int rc = start(eng, vol, &ov, err);
     if (rc)
-        goto out_release;
-    rc = check_unused(eng, &ov->vol, err);
-    if (rc)
-        goto out_release;
+        return rc;
     ov->chunk = chunk_size;
     ov->nchunks = fit_chunks(ov, ov->vol.size, chunk_size);
     if (ov->nchunks == 0) {
-        uint64_t need = round_up(PT_HDR_SIZE + PT_PAGE, chunk_size) + chunk_size;
+        uint64_t need = pt_round_up(PT_HDR_SIZE + PT_PAGE, chunk_size) + chunk_size;
         rc = pt_fail(err, PT_E_TOO_SMALL,
                      "overflow volume %s is %llu bytes; it needs at least %llu for one chunk",
                      ov->vol.path, (unsigned long long)ov->vol.size, (unsigned long long)need);
@@ -190,76 +183,23 @@ int pt_overflow_init(pt_engine *eng, const pt_volspec *vol, uint32_t chunk_size,
         goto out_release;
     }
     ov->counters_valid = true;
-    pthread_mutex_lock(&ov->hdr_mu);
-    rc = write_header(ov, PT_STATE_DIRTY, err);
-    pthread_mutex_unlock(&ov->hdr_mu);
-    if (rc)
-        goto out_release;
-    link_in(eng, ov);
-    *out = ov;
-    return 0;
+    return publish(eng, ov, out, err);
 
 out_release:
     release_all(ov);
     return rc;
 }
 
-static int bad(pt_overflow *ov, pt_error *err, const char *why)
-{
-    return pt_fail(err, PT_E_BAD_HEADER, "overflow volume %s: %s", ov->vol.path, why);
-}
-
-/* Takes the header's fields after checking them; *state and *nsets as recorded. */
-static int decode_header(pt_overflow *ov, const uint8_t *h, uint32_t *state, uint32_t *nsets,
-                         pt_error *err)
-{
-    uint32_t v32, crc;
-    memcpy(&v32, h + O_VERSION, 4);
-    memcpy(&crc, h + O_CRC, 4);
-    memcpy(state, h + O_STATE, 4);
-    memcpy(nsets, h + O_NSETS, 4);
-    memcpy(&ov->chunk, h + O_CHUNK, 4);
-    memcpy(&ov->nchunks, h + O_NCHUNKS, 8);
-    memcpy(&ov->data_off, h + O_DATA, 8);
-    if (memcmp(h, MAGIC, 8) != 0)
-        return bad(ov, err, "bad overflow magic: not an initialised overflow volume");
-    if (v32 != VERSION)
-        return bad(ov, err, "written by an unsupported format version");
-    if (crc != pt_crc32c(h, O_CRC))
-        return bad(ov, err, "header checksum mismatch (corrupted)");
-    if (*state != PT_STATE_CLEAN && *state != PT_STATE_DIRTY)
-        return bad(ov, err, "unknown state marker (corrupted)");
-    if (*nsets > PT_OV_MAX_SETS || ov->chunk < PT_CHUNK_MIN || ov->chunk > PT_CHUNK_MAX ||
-        (ov->chunk & (ov->chunk - 1)) || ov->nchunks == 0 || ov->nchunks >= PT_IDX_OV)
-        return bad(ov, err, "header fields out of range (corrupted or truncated)");
-    /* nchunks < 2^31 and chunk <= 2^20: the product cannot wrap; the sum is checked as a
-     * difference so a huge data offset cannot wrap either */
-    if (ov->data_off < PT_HDR_SIZE + round_up((ov->nchunks + 7) / 8, PT_PAGE) ||
-        ov->data_off % ov->chunk)
-        return bad(ov, err, "data offset overlaps the header or allocation map, or is not a "
-                   "multiple of the chunk size (corrupted)");
-    if (ov->data_off > ov->vol.size || ov->nchunks * ov->chunk > ov->vol.size - ov->data_off)
-        return bad(ov, err, "chunks reach past the end of the volume (corrupted or truncated)");
-    memcpy(ov->uuid, h + O_UUID, 16);
-    ov->nsets = (int)*nsets;
-    memcpy(ov->set_uuids, h + O_SETS, (size_t)*nsets * 16);
-    return 0;
-}
-
 int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, pt_error *err)
 {
-    pt_overflow *ov = calloc(1, sizeof *ov);
-    if (!ov)
-        return pt_fail(err, ENOMEM, "out of memory");
+    pt_overflow *ov;
+    int rc = start(eng, vol, &ov, err);
+    if (rc)
+        return rc;
     uint8_t h[PT_HDR_SIZE];
-    int rc = pt_vol_open(&ov->vol, vol, "overflow", err);
-    if (rc)
-        goto out_release;
-    rc = check_unused(eng, &ov->vol, err);
-    if (rc)
-        goto out_release;
     if (ov->vol.size < PT_HDR_SIZE) {
-        rc = bad(ov, err, "too small to be an overflow volume");
+        rc = pt_fail(err, PT_E_BAD_HEADER,
+                     "overflow volume %s: too small to be an overflow volume", ov->vol.path);
         goto out_release;
     }
     rc = pt_vol_pread(&ov->vol, h, sizeof h, 0);
@@ -269,7 +209,7 @@ int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, p
         goto out_release;
     }
     uint32_t state, nsets;
-    rc = decode_header(ov, h, &state, &nsets, err);
+    rc = pt_ov_decode(ov, h, &state, &nsets, err);
     if (rc)
         goto out_release;
     rc = setup(ov, eng, err);
@@ -291,14 +231,7 @@ int pt_overflow_open(pt_engine *eng, const pt_volspec *vol, pt_overflow **out, p
             goto out_release;
         }
     }
-    pthread_mutex_lock(&ov->hdr_mu);
-    rc = write_header(ov, PT_STATE_DIRTY, err);
-    pthread_mutex_unlock(&ov->hdr_mu);
-    if (rc)
-        goto out_release;
-    link_in(eng, ov);
-    *out = ov;
-    return 0;
+    return publish(eng, ov, out, err);
 
 out_release:
     release_all(ov);
@@ -370,27 +303,22 @@ static int close_flush(pt_overflow *ov, pt_error *err)
     return rc;
 }
 
-int pt_overflow_close(pt_overflow *ov, pt_error *err)
+/* Close (wipe 0) or delete (wipe 1) the handle once no set holds it. */
+static int finish(pt_overflow *ov, int wipe, pt_error *err)
 {
-    int rc = pt_overflow_retire(ov, 0, err);
+    int rc = pt_overflow_retire(ov, wipe, err);
     if (rc)
         return rc;
-    if (!ov->wiped)   /* deleted already: nothing to record */
+    if (!ov->wiped)   /* deleted (wiped) already: nothing to record */
         rc = close_flush(ov, err);
     unlink_ov(ov);
     release_all(ov);
     return rc;
 }
 
-int pt_overflow_delete(pt_overflow *ov, pt_error *err)
-{
-    int rc = pt_overflow_retire(ov, 1, err);
-    if (rc)
-        return rc;
-    unlink_ov(ov);
-    release_all(ov);
-    return 0;
-}
+int pt_overflow_close(pt_overflow *ov, pt_error *err) { return finish(ov, 0, err); }
+
+int pt_overflow_delete(pt_overflow *ov, pt_error *err) { return finish(ov, 1, err); }
 
 int pt_overflow_status(pt_overflow *ov, pt_ov_status *out)
 {
@@ -420,6 +348,21 @@ int pt_overflow_set_uuid(pt_overflow *ov, int i, uint8_t *out16)
 }
 
 /* ---- used by sets ---- */
+
+/* The set's index among the attached ones, -1 if not attached; the caller holds mu. */
+static int find_set(const pt_overflow *ov, const uint8_t uuid[16])
+{
+    for (int i = 0; i < ov->nsets; i++)
+        if (memcmp(ov->set_uuids[i], uuid, 16) == 0)
+            return i;
+    return -1;
+}
+
+static int closing(const pt_overflow *ov, pt_error *err)
+{
+    return pt_fail(err, PT_E_CLOSED, "overflow volume %s is being closed or deleted",
+                   ov->vol.path);
+}
 
 int pt_ov_alloc(pt_overflow *ov, uint64_t *slot)
 {
@@ -493,10 +436,7 @@ int pt_ov_hold(pt_overflow *ov, pt_error *err)
     if (!retired)
         ov->nopen++;
     pthread_mutex_unlock(&ov->mu);
-    if (retired)
-        return pt_fail(err, PT_E_CLOSED, "overflow volume %s is being closed or deleted",
-                       ov->vol.path);
-    return 0;
+    return retired ? closing(ov, err) : 0;
 }
 
 /* Header changes (add, remove) hold hdr_mu from the change to the durable header: they are
@@ -505,13 +445,10 @@ int pt_ov_add_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err)
 {
     pthread_mutex_lock(&ov->hdr_mu);
     pthread_mutex_lock(&ov->mu);
-    bool found = false;
-    for (int i = 0; i < ov->nsets && !found; i++)
-        found = memcmp(ov->set_uuids[i], uuid, 16) == 0;
+    bool found = find_set(ov, uuid) >= 0;
     int rc = 0;
     if (ov->retired)
-        rc = pt_fail(err, PT_E_CLOSED, "overflow volume %s is being closed or deleted",
-                     ov->vol.path);
+        rc = closing(ov, err);
     else if (!found && ov->nsets >= PT_OV_MAX_SETS)
         rc = pt_fail(err, PT_E_IN_USE, "overflow volume %s already serves %d sets",
                      ov->vol.path, PT_OV_MAX_SETS);
@@ -537,10 +474,7 @@ int pt_ov_remove_set(pt_overflow *ov, const uint8_t uuid[16], pt_error *err)
 {
     pthread_mutex_lock(&ov->hdr_mu);
     pthread_mutex_lock(&ov->mu);
-    int rc = 0, at = -1;
-    for (int i = 0; i < ov->nsets && at < 0; i++)
-        if (memcmp(ov->set_uuids[i], uuid, 16) == 0)
-            at = i;
+    int rc = 0, at = find_set(ov, uuid);
     uint8_t saved[16];
     bool saved_counted = false;
     size_t tail = 0;
@@ -575,10 +509,7 @@ out_unlock:
 void pt_ov_set_opened(pt_overflow *ov, pt_set *s)
 {
     pthread_mutex_lock(&ov->mu);
-    int slot = -1;
-    for (int i = 0; i < ov->nsets && slot < 0; i++)
-        if (memcmp(ov->set_uuids[i], s->uuid, 16) == 0)
-            slot = i;
+    int slot = find_set(ov, s->uuid);
     if (!ov->counters_valid && ov->refs.w && slot >= 0 && !ov->counted[slot]) {
         ov->counted[slot] = true;
         for (uint64_t c = 0; s->compact && c < s->nchunks; c++) {

@@ -36,6 +36,12 @@ static uint64_t clock_ns(clockid_t id)
 uint64_t pt_now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
 uint64_t pt_wall_ns(void) { return clock_ns(CLOCK_REALTIME); }
 
+struct timespec pt_deadline_ms(uint64_t ms)
+{
+    uint64_t ns = pt_now_ns() + ms * 1000000ull;
+    return (struct timespec){(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
+}
+
 /* CRC-32C (Castagnoli), bitwise: used only on 4 KiB headers, so no table is needed. */
 uint32_t pt_crc32c(const void *data, size_t len)
 {

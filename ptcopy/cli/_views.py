@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.table import Table
 from rich.text import Text
@@ -23,6 +24,17 @@ from ptcopy.cli._client import (
 STATUS_STYLE = {"normal": "green", "degraded": "yellow", "error": "bold red"}
 SPECIAL_FLAGS = {"copying", "to-shadow", "to-master", "abort-requested", "compact",
                  "out-of-space", "spilled", "exported", "imported", "incomplete", "recovered"}
+
+
+T = TypeVar("T")
+
+
+def chosen(table: Mapping[str, T], paths: list[str], key: Callable[[T], str]) -> list[T]:
+    """The objects at paths that still exist, in that order; all of them sorted by key when
+    none were named."""
+    if paths:
+        return [table[p] for p in paths if p in table]
+    return sorted(table.values(), key=key)
 
 
 def _ref(inv: Inventory, path: str) -> str | None:

@@ -160,8 +160,7 @@ def list_(ctx: typer.Context,
     async def body(c: Client) -> None:
         paths = [await c.resolve(n, "group") for n in groups or []]
         inv = await c.inventory()
-        chosen = [inv.groups[p] for p in paths if p in inv.groups] if paths else \
-            sorted(inv.groups.values(), key=lambda g: g.name)
+        chosen = views.chosen(inv.groups, paths, lambda g: g.name)
         human = views.groups_table(chosen, inv) if chosen else \
             "no groups (ptcopy group create makes one)"
         out.result([views.group_json(g, inv) for g in chosen], human=human,

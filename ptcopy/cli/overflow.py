@@ -84,7 +84,7 @@ def list_(ctx: typer.Context, *, json_: JsonOpt = False, quiet: QuietOpt = False
 
     async def body(c: Client) -> None:
         inv = await c.inventory()
-        chosen = sorted(inv.overflows.values(), key=lambda o: o.volume)
+        chosen = views.chosen(inv.overflows, [], lambda o: o.volume)
         human = views.overflows_table(chosen, inv) if chosen else \
             "no overflow volumes (ptcopy overflow init makes one)"
         out.result([views.overflow_json(o, inv) for o in chosen], human=human,
@@ -103,8 +103,7 @@ def status(ctx: typer.Context, overflows: OverflowsArg = None, *, json_: JsonOpt
     async def body(c: Client) -> None:
         paths = [await c.resolve(volume_path(o), "overflow volume") for o in overflows or []]
         inv = await c.inventory()
-        chosen = [inv.overflows[p] for p in paths if p in inv.overflows] if paths else \
-            sorted(inv.overflows.values(), key=lambda o: o.volume)
+        chosen = views.chosen(inv.overflows, paths, lambda o: o.volume)
         human: list[object] = []
         for i, o in enumerate(chosen):
             if i:

@@ -79,7 +79,7 @@ class Engine:
             raise MemoryError("cannot create a ptcopy engine")
         self._life = Lifetime(handle, "engine")
         self._lock = threading.Lock()
-        self._objects: list[Set | Overflow] = []
+        self._objects: list[_Tracked] = []
 
     def _use(self) -> contextlib.AbstractContextManager[Any]:
         return self._life.use()
@@ -117,7 +117,7 @@ class Engine:
         with self._use() as h:
             lib.pt_engine_defer_copies(h, int(on))
 
-    def _track(self, obj: Set | Overflow) -> None:
+    def _track(self, obj: _Tracked) -> None:
         with self._lock:
             self._objects.append(obj)
 
@@ -194,12 +194,12 @@ class Engine:
         return int(frozen[0]) / 1e9
 
 
-class Overflow:
-    """An overflow volume shared by compact dependent sets."""
+class _Tracked:
+    """An object the engine tracks (closed with it), behind a Lifetime: calls hold it open."""
 
-    def __init__(self, engine: Engine, handle: Any) -> None:
+    def __init__(self, engine: Engine, handle: Any, what: str) -> None:
         self._engine = engine
-        self._life = Lifetime(handle, "overflow volume")
+        self._life = Lifetime(handle, what)
         engine._track(self)
 
     def _use(self) -> contextlib.AbstractContextManager[Any]:
@@ -207,7 +207,19 @@ class Overflow:
 
     @property
     def closed(self) -> bool:
+        """Whether the object was closed (or its engine was)."""
         return self._life.closed
+
+    def close(self) -> None:
+        """Release the engine's handle (sets and overflow volumes say how)."""
+        raise NotImplementedError
+
+
+class Overflow(_Tracked):
+    """An overflow volume shared by compact dependent sets."""
+
+    def __init__(self, engine: Engine, handle: Any) -> None:
+        super().__init__(engine, handle, "overflow volume")
 
     def status(self) -> OverflowStatus:
         st = ffi.new("pt_ov_status *")
@@ -268,21 +280,12 @@ def _use_optional(ov: Overflow | None) -> Iterator[Any]:
         yield h
 
 
-class Set:
+class Set(_Tracked):
     """A master + shadow + bitmap volume set."""
 
     def __init__(self, engine: Engine, handle: Any, overflow: Overflow | None) -> None:
-        self._engine = engine
-        self._life = Lifetime(handle, "set")
         self._overflow = overflow
-        engine._track(self)
-
-    def _use(self) -> contextlib.AbstractContextManager[Any]:
-        return self._life.use()
-
-    @property
-    def closed(self) -> bool:
-        return self._life.closed
+        super().__init__(engine, handle, "set")
 
     @property
     def overflow(self) -> Overflow | None:

@@ -33,8 +33,9 @@ import os
 import random
 import sys
 import time
+from typing import Any
 
-from ptcopy.engine import CopyInProgress, Direction, Engine, Kind, Side
+from ptcopy.engine import CopyInProgress, Direction, Engine, Kind, Set, Side
 
 
 def op_data(seed: int, i: int, length: int) -> bytes:
@@ -51,6 +52,18 @@ class Journal:
         os.fsync(self.fd)
 
 
+def set_from_args(engine: Engine, args: dict[str, Any]) -> Set:
+    """The set the child runs: enabled (mode "enable", with kind, chunk_size, copy_delay_ms and
+    copy_units) or opened (mode "open") from the master, shadow and bitmap paths in args."""
+    if args["mode"] == "enable":
+        kind = Kind.INDEPENDENT if args["kind"] == "independent" else Kind.DEPENDENT
+        return engine.enable(args["master"], args["shadow"], args["bitmap"], kind,
+                             chunk_size=args.get("chunk_size", 0),
+                             copy_delay_ms=args.get("copy_delay_ms", 0),
+                             copy_units=args.get("copy_units", 0))
+    return engine.open(args["master"], args["shadow"], args["bitmap"])
+
+
 def idle() -> None:
     while True:
         time.sleep(3600)
@@ -60,14 +73,7 @@ def main() -> None:
     args = json.loads(sys.argv[1])
     journal = Journal(args["journal"])
     engine = Engine()
-    if args["mode"] == "enable":
-        kind = Kind.INDEPENDENT if args["kind"] == "independent" else Kind.DEPENDENT
-        s = engine.enable(args["master"], args["shadow"], args["bitmap"], kind,
-                          chunk_size=args.get("chunk_size", 0),
-                          copy_delay_ms=args.get("copy_delay_ms", 0),
-                          copy_units=args.get("copy_units", 0))
-    else:
-        s = engine.open(args["master"], args["shadow"], args["bitmap"])
+    s = set_from_args(engine, args)
     size = s.status().master_size
     journal.log(f"READY {os.getpid()}")
     if not args.get("ops"):

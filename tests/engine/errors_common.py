@@ -5,7 +5,6 @@ and that a set is still usable after a refusal."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,10 @@ from ptcopy.engine import (
     Side,
     bitmap_size,
 )
+from tests.helpers.names import MIB, MakeVol
 
-KIB = 1024
-MIB = 1024 * KIB
 CHUNK = CHUNK_DEFAULT
 
-MakeVol = Callable[..., Path]
 
 
 def rand_vol(tmp_vol: MakeVol, size: int, name: str, seed: int) -> Path:

@@ -15,14 +15,15 @@ from ptcopy.engine import (
     Overflow,
     Set,
     Side,
+    VolumeRole,
     bitmap_size,
 )
+from tests.helpers.names import MakeVol
 
 C = 4096                 # small chunks for the data tests
 BIG_CHUNK = 64 * 1024    # for copies that must take a while: 16 chunks per 1 MiB run
 OFFLINE = Flag.MASTER_OFFLINE | Flag.SHADOW_OFFLINE | Flag.BITMAP_OFFLINE | Flag.OVERFLOW_OFFLINE
 
-MakeVol = Callable[..., Path]
 
 
 def rnd(seed: int, n: int) -> bytes:
@@ -93,3 +94,11 @@ def scatter_shadow_writes(s: Set, chunks: range, chunk: int = C, seed: int = 7) 
             out[c] = rnd(seed + c, chunk)
             s.write(Side.SHADOW, c * chunk, out[c])
     return out
+
+
+def heal(s: Set, role: VolumeRole) -> None:
+    """Stop the errors injected on role and reset: the resync ends with nothing offline."""
+    s.inject_error(role, False)
+    s.reset()
+    assert s.wait(5)
+    assert not s.status().flags & OFFLINE

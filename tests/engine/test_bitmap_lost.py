@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,10 +39,10 @@ from ptcopy.engine import (
     VolumeRole,
     bitmap_size,
 )
+from tests.helpers.names import MakeVol
 
 C = 4096
 N = 16
-MakeVol = Callable[..., Path]
 KINDS = [pytest.param(Kind.INDEPENDENT, id="independent"),
          pytest.param(Kind.DEPENDENT, id="dependent")]
 

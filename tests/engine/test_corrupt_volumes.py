@@ -14,7 +14,6 @@ test is the one that refuses it, with a named error naming the volume.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,10 +28,10 @@ from ptcopy.engine import (
     Side,
     bitmap_size,
 )
+from tests.helpers.names import MakeVol
 
 CHUNK = CHUNK_MIN
 NCHUNKS = 100            # not a multiple of 64: the last word has 28 padding bits
-MakeVol = Callable[..., Path]
 BOUND = 60.0
 
 

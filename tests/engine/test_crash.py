@@ -15,6 +15,7 @@ each be old or new, an update's chunks may each show the old or the new point in
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import random
@@ -22,12 +23,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from ptcopy.engine import Direction, Engine, Flag, Kind, Side, bitmap_size
+from ptcopy.engine import Direction, Engine, Flag, Kind, Set, SetStatus, Side, bitmap_size
 
 CHILD = Path(__file__).resolve().with_name("crash_child.py")
 _spec = importlib.util.spec_from_file_location("ptcopy_crash_child", CHILD)
@@ -168,6 +170,16 @@ def read_all(s: object, side: Side, size: int) -> bytes:
     return bytes(out)
 
 
+@contextlib.contextmanager
+def recovered(master: Path, shadow: Path, bitmap: Path) -> Iterator[tuple[Set, SetStatus]]:
+    """The set reopened after the kill, and its status: the open must have recovered it."""
+    with Engine() as eng:
+        s = eng.open(master, shadow, bitmap)
+        st = s.status()
+        assert st.flags & Flag.RECOVERED, f"flags after the crash: {st.flags!r}"
+        yield s, st
+
+
 def assert_clean_reopen(master: Path, shadow: Path, bitmap: Path) -> None:
     """After the recovery and a clean close, the set opens as a clean one with nothing to copy."""
     with Engine() as eng:
@@ -205,10 +217,7 @@ def test_crash_dependent_keeps_point_in_time(tmp_vol, tmp_path, seed):
     model = Model(seed, bytearray(pit), bytearray(pit))
     model.replay(lines)
 
-    with Engine() as eng:
-        s = eng.open(master, shadow, bitmap)
-        st = s.status()
-        assert st.flags & Flag.RECOVERED, f"flags after the crash: {st.flags!r}"
+    with recovered(master, shadow, bitmap) as (s, st):
         assert bool(st.flags & Flag.COMPACT) == compact
         assert not st.flags & Flag.OUT_OF_SPACE
         shadow_img = read_all(s, Side.SHADOW, size)
@@ -245,10 +254,7 @@ def test_crash_independent_initial_copy_resumes(tmp_vol, tmp_path, seed):
     for _ in range(crashes - 1):   # crash again while the resumed copy runs
         run_and_kill(tmp_path, {**base, "mode": "open"}, rng.uniform(0.05, 0.3))
 
-    with Engine() as eng:
-        s = eng.open(master, shadow, bitmap)
-        st = s.status()
-        assert st.flags & Flag.RECOVERED, f"flags after the crash: {st.flags!r}"
+    with recovered(master, shadow, bitmap) as (s, st):
         assert st.flags & Flag.COPYING, "the interrupted initial copy did not resume on open"
         assert not st.flags & Flag.TO_MASTER
         assert (st.copy_delay_ms, st.copy_units) == (150, 1), "the throttle was not kept"
@@ -294,10 +300,7 @@ def test_crash_writes_and_updates(tmp_vol, tmp_path, kind, seed):
     model = Model(seed, bytearray(pit), bytearray(pit))
     model.replay(lines)
 
-    with Engine() as eng:
-        s = eng.open(master, shadow, bitmap)
-        st = s.status()
-        assert st.flags & Flag.RECOVERED, f"flags after the crash: {st.flags!r}"
+    with recovered(master, shadow, bitmap) as (s, st):
         s.set_copy_params(0, 256)
         assert s.wait(timeout=60), "the resumed copy did not finish"
         assert s.progress().result == 0

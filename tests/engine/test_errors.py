@@ -31,7 +31,6 @@ from ptcopy.engine import (
 )
 from tests.engine.errors_common import (
     CHUNK,
-    KIB,
     MIB,
     Vols,
     assert_names,
@@ -43,6 +42,7 @@ from tests.engine.errors_common import (
     read_all,
     snap,
 )
+from tests.helpers.names import KIB
 
 # ---- TooSmall ---------------------------------------------------------------------------------
 

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from ptcopy.engine import CHUNK_MIN, Engine, Kind, Set, bitmap_size
+from tests.helpers.names import MakeVol
 
 CHUNK = CHUNK_MIN
 NCHUNKS = 16384
 ROUNDS = 60
-MakeVol = Callable[..., Path]
 
 
 def disk_overflow_uuid(bitmap: Path) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -30,11 +29,9 @@ from ptcopy.engine import (
     Side,
     bitmap_size,
 )
+from tests.helpers.names import MIB, MakeVol
 
-KIB = 1024
-MIB = 1024 * KIB
 CHUNK = CHUNK_MIN
-MakeVol = Callable[..., Path]
 ROUNDS = 12
 JOIN = 60.0   # bound on every join: a thread still running by then is stuck, not slow
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import errno
 import random
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -28,6 +26,7 @@ from ptcopy.engine import (
     VolumeRole,
     bitmap_size,
 )
+from tests.helpers.names import MakeVol
 
 C = 4096
 N = 16                      # chunks in the master
@@ -36,7 +35,6 @@ FLAG_OF = {VolumeRole.SHADOW: Flag.SHADOW_OFFLINE, VolumeRole.BITMAP: Flag.BITMA
            VolumeRole.OVERFLOW: Flag.OVERFLOW_OFFLINE}
 ERRORS = [pytest.param(errno.EIO, id="EIO"), pytest.param(errno.ENOSPC, id="ENOSPC")]
 
-MakeVol = Callable[..., Path]
 
 
 class Volumes:

@@ -32,6 +32,7 @@ from tests.engine.sets_common import (
     C,
     MakeVol,
     Vols,
+    heal,
     overflow_vol,
     raw,
     rnd,
@@ -365,10 +366,7 @@ def test_overflow_error_takes_the_shadow_offline(engine: Engine, tmp_vol: MakeVo
     assert not flags & Flag.MASTER_OFFLINE
     with pytest.raises(Offline):
         s.read(Side.SHADOW, 0, 1)
-    s.inject_error(VolumeRole.OVERFLOW, False)
-    s.reset()
-    assert s.wait(5)
-    assert not s.status().flags & OFFLINE
+    heal(s, VolumeRole.OVERFLOW)
     assert whole(s, Side.SHADOW) == raw(v.master)
 
 

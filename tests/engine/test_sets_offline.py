@@ -24,6 +24,7 @@ from tests.engine.sets_common import (
     C,
     MakeVol,
     Vols,
+    heal,
     raw,
     wait_until,
     whole,
@@ -52,10 +53,7 @@ def test_shadow_error_during_dependent_master_write(engine: Engine, tmp_vol: Mak
     # back online: reset starts a new point in time
     with pytest.raises(Offline):
         s.reset()   # the volume still fails
-    s.inject_error(VolumeRole.SHADOW, False)
-    s.reset()
-    assert s.wait(5)
-    assert not s.status().flags & OFFLINE
+    heal(s, VolumeRole.SHADOW)
     assert whole(s, Side.SHADOW) == whole(s, Side.MASTER) == raw(v.master)
     assert s.bits("shadow") == []
 
@@ -96,10 +94,7 @@ def test_bitmap_error_takes_the_shadow_offline(engine: Engine, tmp_vol: MakeVol,
     assert not flags & Flag.MASTER_OFFLINE
     with pytest.raises(Offline):
         s.read(Side.SHADOW, 0, 1)
-    s.inject_error(VolumeRole.BITMAP, False)
-    s.reset()
-    assert s.wait(5)
-    assert not s.status().flags & OFFLINE
+    heal(s, VolumeRole.BITMAP)
     assert whole(s, Side.SHADOW) == raw(v.master)
 
 
@@ -118,10 +113,7 @@ def test_master_error_fails_master_write(engine: Engine, tmp_vol: MakeVol, kind:
         assert flags & Flag.SHADOW_OFFLINE
     with pytest.raises(Offline):
         s.read(Side.MASTER, 0, 1)
-    s.inject_error(VolumeRole.MASTER, False)
-    s.reset()
-    assert s.wait(5)
-    assert not s.status().flags & OFFLINE
+    heal(s, VolumeRole.MASTER)
     assert whole(s, Side.MASTER) == raw(v.master)
     assert whole(s, Side.SHADOW) == raw(v.master)
     if kind == Kind.INDEPENDENT:

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from ptcopy.engine import CHUNK_MIN, Engine, Flag, Kind, Set, Side, VolumeRole, bitmap_size
+from tests.helpers.names import MakeVol
 from tests.helpers.system import run
 
 CHUNK = CHUNK_MIN
-MakeVol = Callable[..., Path]
 BOUND = 30.0   # a call still blocked after this is waiting for the frozen device
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount and freeze")

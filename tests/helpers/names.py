@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,4 +25,6 @@ DBUS = "org.freedesktop.DBus"
 
 MIB = 1 << 20
 KIB = 1 << 10
+# the tmp_vol fixture: tmp_vol(size) or tmp_vol(size, name) -> the path of a sparse file
+MakeVol = Callable[..., Path]
 NOBODY = 65534

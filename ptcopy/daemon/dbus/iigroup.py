@@ -6,13 +6,13 @@ import asyncio
 # dbus-fast's decorators and annotations, also under Debian 12's dbus-fast 1.84
 from ptcopy._dbus_compat import DBusObjectPath, DBusStr, dbus_property, method
 from ptcopy.daemon import options as opt
-from ptcopy.daemon.dbus.args import CONFIRM, NO_OPTS, Options, Paths, R
-from ptcopy.daemon.dbus.bus import IFACE, caller
+from ptcopy.daemon.dbus.args import NO_OPTS, Options, Paths, R
+from ptcopy.daemon.dbus.bus import IFACE
+from ptcopy.daemon.dbus.calls import authorized, copy
 from ptcopy.daemon.dbus.context import Context
 from ptcopy.daemon.dbus.errors import translated
 from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.paths import NONE, group_path, id_of, set_path
-from ptcopy.daemon.errors import invalid
 from ptcopy.daemon.service import Service
 
 
@@ -52,14 +52,9 @@ class IIGroup(Interface):
         return self.job
 
     async def _copy(self, direction: DBusStr, options: Options, full: bool) -> str:
-        o = opt.parse(options, CONFIRM)
-        opt.direction(direction)
         ids = self.service.group_sets(self.id)
-        if not ids:
-            raise invalid(f"group {self.Name} has no sets")
-        uid = await self.ctx.auth.check("copy or update groups")
-        await asyncio.to_thread(self.service.copy, ids, direction, full,
-                                bool(o.get("confirm", False)), caller.get())
+        uid = await copy(self.ctx, self.service, ids, direction, options, full,
+                         "copy or update groups", lambda: f"group {self.Name} has no sets")
         what = f"group-{'copy' if full else 'update'}-to-{direction}"
         self.job = self.ctx.start_job(what, [group_path(self.id)] + [set_path(i) for i in ids],
                                     ids, uid)
@@ -111,14 +106,12 @@ class IIGroup(Interface):
     @translated
     async def Rename(self, name: DBusStr, options: Options) -> None:
         """Give the group another name."""
-        opt.parse(options, NO_OPTS)
-        await self.ctx.auth.check("rename groups")
-        await asyncio.to_thread(self.service.group_rename, self.id, name)
+        await authorized(self.ctx, options, "rename groups",
+                         self.service.group_rename, self.id, name)
 
     @method()
     @translated
     async def Delete(self, options: Options) -> None:
         """Delete the group; its sets stay, without a group."""
-        opt.parse(options, NO_OPTS)
-        await self.ctx.auth.check("delete groups")
-        await asyncio.to_thread(self.service.group_delete, self.id)
+        await authorized(self.ctx, options, "delete groups",
+                         self.service.group_delete, self.id)

@@ -1,14 +1,13 @@
 """org.ptcopy.Imaging1.IIOverflow: an overflow volume shared by compact dependent sets. The
 object holds the Service and the overflow volume's id."""
 
-import asyncio
 from typing import Any
 
 # dbus-fast's decorators and annotations, also under Debian 12's dbus-fast 1.84
 from ptcopy._dbus_compat import DBusBool, DBusStr, DBusUInt64, dbus_property, method
-from ptcopy.daemon import options as opt
-from ptcopy.daemon.dbus.args import NO_OPTS, Options, Paths, R
+from ptcopy.daemon.dbus.args import Options, Paths, R
 from ptcopy.daemon.dbus.bus import IFACE
+from ptcopy.daemon.dbus.calls import authorized
 from ptcopy.daemon.dbus.context import Context
 from ptcopy.daemon.dbus.errors import translated
 from ptcopy.daemon.dbus.interface import Interface
@@ -61,6 +60,5 @@ class IIOverflow(Interface):
     @translated
     async def Delete(self, options: Options) -> None:
         """Wipe the overflow volume's header (refused while sets are attached)."""
-        opt.parse(options, NO_OPTS)
-        await self.ctx.auth.check("delete overflow volumes")
-        await asyncio.to_thread(self.service.delete_overflow, self.id)
+        await authorized(self.ctx, options, "delete overflow volumes",
+                         self.service.delete_overflow, self.id)

@@ -16,8 +16,9 @@ from ptcopy._dbus_compat import (
     method,
 )
 from ptcopy.daemon import options as opt
-from ptcopy.daemon.dbus.args import CONFIRM, NO_OPTS, Options, R, Strings
+from ptcopy.daemon.dbus.args import NO_OPTS, Options, R, Strings
 from ptcopy.daemon.dbus.bus import IFACE, caller
+from ptcopy.daemon.dbus.calls import authorized, copy
 from ptcopy.daemon.dbus.context import Context
 from ptcopy.daemon.dbus.errors import translated
 from ptcopy.daemon.dbus.interface import Interface
@@ -230,11 +231,8 @@ class IISet(Interface):
         return str(self._ms().locked_by)
 
     async def _copy(self, direction: DBusStr, options: Options, full: bool) -> str:
-        o = opt.parse(options, CONFIRM)
-        opt.direction(direction)
-        uid = await self.ctx.auth.check("copy or update sets")
-        await asyncio.to_thread(self.service.copy, [self.id], direction, full,
-                                bool(o.get("confirm", False)), caller.get())
+        uid = await copy(self.ctx, self.service, [self.id], direction, options, full,
+                         "copy or update sets")
         what = f"{'copy' if full else 'update'}-to-{direction}"
         return self.ctx.start_job(what, [set_path(self.id)], [self.id], uid)
 
@@ -255,9 +253,8 @@ class IISet(Interface):
     @translated
     async def Abort(self, options: Options) -> None:
         """Stop the running copy; the target is left consistent but incomplete."""
-        opt.parse(options, NO_OPTS)
-        await self.ctx.auth.check("abort copies")
-        await asyncio.to_thread(self.service.abort, self.id)
+        await authorized(self.ctx, options, "abort copies",
+                         self.service.abort, self.id)
 
     @method()
     @translated
@@ -275,18 +272,16 @@ class IISet(Interface):
     @translated
     async def Disable(self, options: Options) -> None:
         """End the set (refused while it copies). The volumes keep their data."""
-        opt.parse(options, NO_OPTS)
-        await self.ctx.auth.check("disable sets")
-        await asyncio.to_thread(self.service.disable_set, self.id)
+        await authorized(self.ctx, options, "disable sets",
+                         self.service.disable_set, self.id)
 
     @method()
     @translated
     async def SetCopyParameters(self, delay: DBusUInt32, units: DBusUInt32,
                                 options: Options) -> None:
         """Throttle copies: pause delay ms after every units chunks; applies at once."""
-        opt.parse(options, NO_OPTS)
-        await self.ctx.auth.check("change copy parameters")
-        await asyncio.to_thread(self.service.set_params, self.id, delay, units)
+        await authorized(self.ctx, options, "change copy parameters",
+                         self.service.set_params, self.id, delay, units)
 
     @method()
     @translated
@@ -301,17 +296,15 @@ class IISet(Interface):
     @translated
     async def DetachOverflow(self, options: Options) -> None:
         """Detach the overflow volume (refused while chunks of the set live there)."""
-        opt.parse(options, NO_OPTS)
-        await self.ctx.auth.check("detach overflow volumes")
-        await asyncio.to_thread(self.service.detach_overflow, self.id)
+        await authorized(self.ctx, options, "detach overflow volumes",
+                         self.service.detach_overflow, self.id)
 
     @method()
     @translated
     async def Export(self, options: Options) -> None:
         """Mark the shadow as handed to another host (independent sets only)."""
-        opt.parse(options, NO_OPTS)
-        await self.ctx.auth.check("export shadows")
-        await asyncio.to_thread(self.service.export_set, self.id)
+        await authorized(self.ctx, options, "export shadows",
+                         self.service.export_set, self.id)
 
     @method()
     @translated
@@ -319,18 +312,16 @@ class IISet(Interface):
         """Take the exported shadow back: OR the bitmap the other host kept while it used the
         shadow into this set's shadow bitmap, so the next update resyncs those chunks.
         Returns '/' (no work starts; run Update when ready)."""
-        opt.parse(options, NO_OPTS)
-        await self.ctx.auth.check("join shadows")
-        await asyncio.to_thread(self.service.join_set, self.id, bitmap)
+        await authorized(self.ctx, options, "join shadows",
+                         self.service.join_set, self.id, bitmap)
         return NONE
 
     @method()
     @translated
     async def Rename(self, name: DBusStr, options: Options) -> None:
         """Give the set another name (not while it is served)."""
-        opt.parse(options, NO_OPTS)
-        await self.ctx.auth.check("rename sets")
-        await asyncio.to_thread(self.service.rename_set, self.id, name)
+        await authorized(self.ctx, options, "rename sets",
+                         self.service.rename_set, self.id, name)
 
     @method()
     @translated
@@ -347,6 +338,5 @@ class IISet(Interface):
     @translated
     async def Unlock(self, options: Options) -> None:
         """Release the caller's lock."""
-        opt.parse(options, NO_OPTS)
-        await self.ctx.auth.check("unlock sets")
-        await asyncio.to_thread(self.service.unlock_set, self.id, caller.get())
+        await authorized(self.ctx, options, "unlock sets",
+                         self.service.unlock_set, self.id, caller.get())

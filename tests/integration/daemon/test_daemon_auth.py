@@ -4,10 +4,6 @@ of the contract is refused with NotAuthorized; the bus policy lets only root own
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -36,24 +32,16 @@ from tests.helpers.names import (
     PROPS,
     ROOT,
 )
+from tests.integration.daemon import unpriv_client
 
 pytestmark = pytest.mark.root
 
-HELPER = Path(__file__).with_name("unpriv_client.py")
 READS = {("Manager", "LookUp"), ("Manager", "Candidates"), ("Job", "Wait")}
 
 
 def as_nobody(bus: PrivateBus, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Make the calls with dbus-fast in a process running as uid 65534."""
-    r = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                        sys.executable, str(HELPER)],
-                       input=json.dumps({"address": bus.address, "calls": calls}),
-                       capture_output=True, text=True, timeout=120, check=False)
-    assert r.returncode == 0, f"unprivileged client failed: {r.stderr}"
-    out = [json.loads(line) for line in r.stdout.splitlines()]
-    assert len(out) == len(calls), r.stderr
-    assert all(x["uid"] == NOBODY for x in out)
-    return out
+    return unpriv_client.as_nobody(bus.address, calls)
 
 
 async def world(client: Client, d: Ptcopyd) -> dict[str, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import math
 import os
 import stat
@@ -29,11 +28,11 @@ from ptcopy.datapath import blockdev as loopdev
 from tests.helpers.bus import PrivateBus
 from tests.helpers.client import Client, u
 from tests.helpers.daemon import Ptcopyd
-from tests.helpers.names import BUS_NAME, IJOB, ISET, IVOLUME, MANAGER, MIB, NOBODY, REPO, ROOT
+from tests.helpers.names import BUS_NAME, IJOB, ISET, IVOLUME, MANAGER, MIB, REPO, ROOT
+from tests.integration.daemon import unpriv_client
 
 pytestmark = pytest.mark.root
 
-HELPER = Path(__file__).with_name("unpriv_client.py")
 Connect = Callable[[], Coroutine[Any, Any, Client]]
 
 
@@ -42,14 +41,7 @@ Connect = Callable[[], Coroutine[Any, Any, Client]]
 
 def as_nobody(bus: PrivateBus, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The calls made by a dbus-fast client running as uid 65534."""
-    r = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                        sys.executable, str(HELPER)],
-                       input=json.dumps({"address": bus.address, "calls": calls}),
-                       capture_output=True, text=True, timeout=120, check=False)
-    assert r.returncode == 0, f"unprivileged client failed: {r.stderr}"
-    out = [json.loads(line) for line in r.stdout.splitlines()]
-    assert len(out) == len(calls) and all(x["uid"] == NOBODY for x in out), r.stderr
-    return out
+    return unpriv_client.as_nobody(bus.address, calls)
 
 
 def candidates_call(master: str, role: str = "shadow") -> dict[str, Any]:

@@ -3,6 +3,7 @@
 stdin: {"address": ..., "calls": [{"dest", "path", "iface", "member", "sig", "body"}]}
 (a body value {"$variant": [sig, value]} becomes a Variant). stdout: one JSON object per call:
 {"uid", "ok", "error", "text", "body"}. Imports nothing from ptcopy: only dbus-fast.
+The tests run it through as_nobody.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from typing import Any
 
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
+
+NOBODY = 65534
 
 
 def decode(v: Any) -> Any:
@@ -38,6 +42,19 @@ def encode(v: Any) -> Any:
     if isinstance(v, bytes):
         return list(v)
     return v
+
+
+def as_nobody(address: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For the tests: make the calls from this script running as uid 65534 (nobody); the
+    replies, one per call, each checked to come from nobody."""
+    r = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                        sys.executable, __file__],
+                       input=json.dumps({"address": address, "calls": calls}),
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, f"unprivileged client failed: {r.stderr}"
+    out = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(out) == len(calls) and all(x["uid"] == NOBODY for x in out), r.stderr
+    return out
 
 
 async def main() -> None:

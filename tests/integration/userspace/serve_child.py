@@ -1,6 +1,7 @@
 """Child process for the userspace crash tests (test_userspace_crash.py).
 
-Usage: ``python tests/userspace/serve_child.py '<json>'`` with the keys ``master``, ``shadow``,
+Usage: ``python -m tests.integration.userspace.serve_child '<json>'`` (from the repository
+root) with the keys ``master``, ``shadow``,
 ``bitmap`` (volume paths), ``run_dir``, ``mode`` (``"enable"`` or ``"open"``), ``kind``
 (``"independent"`` or ``"dependent"``, enable only), ``chunk_size``, ``copy_delay_ms`` and
 ``copy_units`` (enable only).
@@ -17,20 +18,14 @@ import sys
 import time
 
 from ptcopy.datapath.userspace import UserspacePath
-from ptcopy.engine import Engine, Kind
+from ptcopy.engine import Engine
+from tests.engine.crash_child import set_from_args
 
 
 def main() -> None:
     args = json.loads(sys.argv[1])
     engine = Engine()
-    if args["mode"] == "enable":
-        kind = Kind.INDEPENDENT if args["kind"] == "independent" else Kind.DEPENDENT
-        s = engine.enable(args["master"], args["shadow"], args["bitmap"], kind,
-                          chunk_size=args.get("chunk_size", 0),
-                          copy_delay_ms=args.get("copy_delay_ms", 0),
-                          copy_units=args.get("copy_units", 0))
-    else:
-        s = engine.open(args["master"], args["shadow"], args["bitmap"])
+    s = set_from_args(engine, args)
     up = UserspacePath(engine, args["run_dir"])
     served = up.serve("crash", s)
     print(f"READY {served.master_device} {served.shadow_device}", flush=True)

@@ -20,20 +20,19 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from ptcopy.datapath import blockdev as loopdev
 from ptcopy.datapath.userspace import cleanup_stale
 from ptcopy.engine import Direction, Flag, Kind, Side, bitmap_size
-from tests.helpers.names import MIB
+from tests.helpers.names import MIB, REPO
 from tests.helpers.system import opened, ptcopy_mounts
 from tests.helpers.userspace import Harness
 
 pytestmark = pytest.mark.root
 
-CHILD = Path(__file__).resolve().with_name("serve_child.py")
+CHILD = "tests.integration.userspace.serve_child"   # run with -m from the repository root
 SIZE = 16 * MIB
 CHUNK = 32 * 1024
 READY_TIMEOUT = 60.0
@@ -112,7 +111,7 @@ def test_crash_of_the_serving_process(dp: Harness, kind: str, seed: int) -> None
             # independent: slow the initial copy down so the kill interrupts it
             "copy_delay_ms": 100 if k is Kind.INDEPENDENT else 0, "copy_units": 16}
     err = (dp.tmp / "child.err").open("w")
-    proc = subprocess.Popen([sys.executable, str(CHILD), json.dumps(args)],
+    proc = subprocess.Popen([sys.executable, "-m", CHILD, json.dumps(args)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=err, text=True)
     writer = None
     try:

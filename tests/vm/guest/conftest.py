@@ -9,8 +9,12 @@ collects this directory (tests/vm/conftest.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.vm.guest.kernel_helpers import Pool
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,3 +24,12 @@ def pytest_configure(config: pytest.Config) -> None:
             "tests/vm/guest/ runs inside the VM test tier's guest (PTCOPY_IN_VM=1): start it "
             "from the host with vmkit.run_guest_pytest([...]) (see tests/vm/vmkit.py)"
         )
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[Pool]:
+    """Volumes for one test, released after it (modules that also tear down devices override
+    this)."""
+    p = Pool(str(tmp_path))
+    yield p
+    p.release()

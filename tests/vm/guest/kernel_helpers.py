@@ -7,16 +7,26 @@ import hashlib
 import mmap
 import os
 import random
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ptcopy.datapath import blockdev as loopdev
 from ptcopy.datapath.base import SetVolumes
 from ptcopy.datapath.kernel import KernelPath, KernelSet
-from ptcopy.engine import Engine, Kind, Set
+from ptcopy.engine import Engine, Kind, Set, dm_list
 
 MIB = 1 << 20
 CHUNK = 64 * 1024
+
+
+def remove_ptcopy_devices() -> None:
+    """Take down the ptcopy device-mapper devices a test left (masters first: they hold the
+    rest), so the next test starts without them."""
+    for name in sorted(dm_list(), key=lambda n: ("-master" not in n, n)):
+        if name.startswith("ptcopy-"):
+            subprocess.run(["dmsetup", "remove", "--retry", name], check=False,
+                           capture_output=True)
 
 
 @dataclass

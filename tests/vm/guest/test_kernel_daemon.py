@@ -17,7 +17,15 @@ from ptcopy.engine import Kind
 from tests.helpers.bus import PrivateBus
 from tests.helpers.daemon import Ptcopyd
 from tests.helpers.names import IJOB, ISET, MANAGER, ROOT
-from tests.vm.guest.kernel_helpers import CHUNK, MIB, Pool, digest, scribble, write_at
+from tests.vm.guest.kernel_helpers import (
+    CHUNK,
+    MIB,
+    Pool,
+    digest,
+    remove_ptcopy_devices,
+    scribble,
+    write_at,
+)
 
 
 @pytest.fixture
@@ -31,10 +39,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Ptcopyd, Pool]]:
         if d.running:
             d.stop()
         # ptcopyd leaves its devices to the kernel when it stops: take them down for the next test
-        for name in sorted(engine.dm_list(), key=lambda n: ("-master" not in n, n)):
-            if name.startswith("ptcopy-"):
-                subprocess.run(["dmsetup", "remove", "--retry", name], check=False,
-                               capture_output=True)
+        remove_ptcopy_devices()
         subprocess.run(["dmsetup", "remove_all"], check=False, capture_output=True)
         pool.release()
         bus.stop()

@@ -25,13 +25,6 @@ from tests.vm.guest.kernel_helpers import (
 )
 
 
-@pytest.fixture
-def pool(tmp_path):  # type: ignore[no-untyped-def]
-    p = Pool(str(tmp_path))
-    yield p
-    p.release()
-
-
 def test_cow_keeps_the_point_in_time_under_writes(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with kernel_path(str(tmp_path)) as (engine, kp):
         ks = make_set(engine, kp, pool, "d1", Kind.DEPENDENT)

@@ -11,8 +11,6 @@ import contextlib
 import os
 import random
 
-import pytest
-
 from ptcopy.datapath.kernel import KernelPath, tables
 from ptcopy.engine import Direction, Kind
 from tests.vm.guest.kernel_helpers import (
@@ -25,13 +23,6 @@ from tests.vm.guest.kernel_helpers import (
     set_volumes,
     write_at,
 )
-
-
-@pytest.fixture
-def pool(tmp_path):  # type: ignore[no-untyped-def]
-    p = Pool(str(tmp_path))
-    yield p
-    p.release()
 
 
 def test_shadow_volume_failing_under_a_dependent_set(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]

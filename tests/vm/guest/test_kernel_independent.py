@@ -31,13 +31,6 @@ from tests.vm.guest.kernel_helpers import (
 )
 
 
-@pytest.fixture
-def pool(tmp_path):  # type: ignore[no-untyped-def]
-    p = Pool(str(tmp_path))
-    yield p
-    p.release()
-
-
 def _vols(pool: Pool, name: str) -> tuple[Vol, Vol, Vol]:
     by = {v.loop_file.rsplit("/", 1)[1]: v for v in pool.vols if v.loop_file}
     return by[f"{name}.master"], by[f"{name}.shadow"], by[f"{name}.bitmap"]

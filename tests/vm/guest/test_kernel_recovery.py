@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ptcopy.datapath.kernel import KernelPath, tables
-from ptcopy.engine import Direction, DmOp, Engine, Kind, dm_list, dm_run
-from tests.vm.guest.kernel_helpers import MIB, Pool, digest, set_volumes, write_at
+from ptcopy.engine import Direction, DmOp, Engine, Kind, dm_run
+from tests.vm.guest.kernel_helpers import (
+    MIB,
+    Pool,
+    digest,
+    remove_ptcopy_devices,
+    set_volumes,
+    write_at,
+)
 
 CHUNK = 32 * 1024
 
@@ -23,10 +29,7 @@ CHUNK = 32 * 1024
 def pool(tmp_path: Path) -> Iterator[Pool]:
     p = Pool(str(tmp_path))
     yield p
-    for name in sorted(dm_list(), key=lambda n: ("-master" not in n, n)):
-        if name.startswith("ptcopy-"):
-            subprocess.run(["dmsetup", "remove", "--retry", name], check=False,
-                           capture_output=True)
+    remove_ptcopy_devices()
     p.release()
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from ptcopy import engine as eng
 from ptcopy.datapath.kernel import KernelPath, KernelSet
 from ptcopy.engine import Direction, Engine, Kind, Set
 from tests.helpers.bus import PrivateBus
@@ -25,6 +24,7 @@ from tests.vm.guest.kernel_helpers import (
     digest,
     kernel_path,
     read_at,
+    remove_ptcopy_devices,
     set_volumes,
     write_at,
 )
@@ -107,10 +107,7 @@ def daemon(tmp_path: Path) -> Iterator[Ptcopyd]:
     finally:
         if d.running:
             d.stop()
-        for name in sorted(eng.dm_list(), key=lambda n: ("-master" not in n, n)):
-            if name.startswith("ptcopy-"):
-                subprocess.run(["dmsetup", "remove", "--retry", name], check=False,
-                               capture_output=True)
+        remove_ptcopy_devices()
         d.cleanup()
         from ptcopy.datapath import blockdev as loopdev
         for lp in loopdev.loops_backed_by(str(tmp_path)):
