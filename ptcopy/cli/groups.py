@@ -8,7 +8,7 @@ import typer
 
 from ptcopy.cli import _views as views
 from ptcopy.cli._client import GROUP, NO_OBJECT, Client
-from ptcopy.cli._errors import CliError, NotFoundError
+from ptcopy.cli._errors import CliError, NotFoundError, UsageProblem
 from ptcopy.cli._params import (
     DirectionOpt,
     GroupArg,
@@ -30,7 +30,6 @@ NewNameArg = Annotated[str, typer.Argument(..., metavar="NAME", show_default=Fal
 
 def _check_name(name: str) -> None:
     if not NAME_RE.match(name):
-        from ptcopy.cli._errors import UsageProblem
         raise UsageProblem(f"{name!r} is not a valid group name",
                            "use 1 to 64 letters, digits, '.', '_' or '-', starting with a "
                            "letter or digit")
