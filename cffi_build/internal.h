@@ -5,7 +5,8 @@
  *   set.c  setctl.c      sets' lifecycle (enable/open/close/disable); the other control calls
  *   copy.c               starting copies (one set or a group), abort, wait, progress, reset
  *   copier.c             the copier thread
- *   io.c                 reads and writes: redirection, copy-on-write, copy-on-demand
+ *   io.c  cow_commit.c   reads and writes: redirection, copy-on-write, copy-on-demand;
+ *                        making a write's copies and bits durable in order
  *   meta.c               the bitmap volume: layout, header, load, group-committed flushes
  *   chunk.c  master.c    a set's chunks (addressing, bits, compact slots, offline marking);
  *   fallback.c           masters and the volume checks; the fallback record
@@ -51,6 +52,7 @@
 #define PT_OV_MAX_SETS 128
 #define PT_IO_MAX (1u << 20)       /* largest single data I/O the copier issues */
 #define PT_COPY_BATCH (8u << 20)   /* bytes copied between two target syncs */
+#define PT_COW_RUN (4u << 20)      /* largest copy-on-write read a write issues */
 #define PT_DEFAULT_UNITS 256u
 #define PT_DELAY_MAX 60000u       /* ms: a longer throttle pause is surely a mistake */
 #define PT_UNITS_MAX (1u << 24)
@@ -383,6 +385,25 @@ int pt_check_volumes(pt_engine *e, pt_set *s, pt_master *m, pt_overflow *ov, pt_
 int pt_fb_lost(pt_set *s);
 void pt_fb_clear(pt_set *s);
 int pt_fb_adopt(pt_set *s, int fd, bool *lost, pt_error *err);
+
+/* io.c and cow_commit.c: one write's work for one set. Prepare records it; the commit makes
+ * it durable in order (data, then bits); then the caller's data is written. */
+#define PT_BIT_D 1u          /* set the shadow bit */
+#define PT_BIT_D_NOT_C 2u    /* set the shadow bit and clear the copy bit */
+typedef struct pt_wctx {
+    pt_set *s;
+    bool master_data, shadow_data, ov_data, ov_meta, meta;
+    uint64_t c0;             /* the request's first chunk: bitop[i] is for chunk c0 + i */
+    uint8_t *bitop;          /* bit changes, made in memory only once their data is durable */
+    uint64_t *cow;           /* chunks to copy master -> shadow (first writes), ascending */
+    uint64_t ncow;
+} pt_wctx;
+/* Marks v (one of s's volumes) failed, with the consequences pt_set_offline carries. */
+void pt_vol_failed(pt_set *s, pt_vol *v);
+/* Makes a prepared write durable: data syncs, overflow flushes, then the bit changes in memory
+ * and the metadata flushes (all group-committed); nch: chunks in the request. -EIO when the
+ * written side went offline. */
+int pt_cow_commit(pt_master *m, pt_wctx *ws, int n, int side, uint64_t nch);
 
 /* io.c */
 void pt_lock_range(pt_master *m, uint64_t c0, uint64_t c1, bool excl);

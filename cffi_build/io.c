@@ -49,16 +49,6 @@ void pt_unlock_range(pt_master *m, uint64_t c0, uint64_t c1)
     for_stripes(m, c0, c1, false, false);
 }
 
-static void vol_failed(pt_set *s, pt_vol *v)
-{
-    unsigned f = v == &s->m->vol ? PT_F_MASTER_OFFLINE
-               : v == &s->shadow ? PT_F_SHADOW_OFFLINE
-               : (s->ov && v == &s->ov->vol) ? PT_F_OVERFLOW_OFFLINE : PT_F_BITMAP_OFFLINE;
-    if (f == PT_F_OVERFLOW_OFFLINE)
-        atomic_store(&v->offline, 1);
-    pt_set_offline(s, f);
-}
-
 /* Copies chunk c between master and the shadow's physical place for it. Caller holds the
  * chunk's stripe exclusive; buf holds a chunk. */
 int pt_copy_chunk(pt_set *s, uint64_t c, int dir, void *buf)
@@ -77,12 +67,12 @@ int pt_copy_chunk(pt_set *s, uint64_t c, int dir, void *buf)
         return -EIO;
     rc = pt_vol_pread(src, buf, len, so);
     if (rc) {
-        vol_failed(s, src);
+        pt_vol_failed(s, src);
         return rc;
     }
     rc = pt_vol_pwrite(dst, buf, len, dof);
     if (rc)
-        vol_failed(s, dst);
+        pt_vol_failed(s, dst);
     return rc;
 }
 
@@ -141,7 +131,7 @@ static int io_error(pt_set *s, pt_vol *v, int rc, const char *what, pt_error *er
                        "set %s lost this point-in-time chunk when its shadow ran out of space; "
                        "update or reset the set", s->name);
     if (v)
-        vol_failed(s, v);
+        pt_vol_failed(s, v);
     return pt_fail(err, rc < 0 ? -rc : EIO, "%s %s volume %s of set %s failed: %s", what,
                    v ? v->role : "a", v ? v->path : "?", s->name, strerror(rc < 0 ? -rc : EIO));
 }
@@ -196,12 +186,7 @@ int pt_set_read(pt_set *s, int side, uint64_t off, void *buf, size_t len, pt_err
 
 /* ---- writes ---- */
 
-typedef struct wctx {
-    pt_set *s;
-    bool master_data, shadow_data, ov_data, ov_meta, meta;
-} wctx;
-
-static void note_data(pt_set *s, uint64_t c, wctx *w)
+static void note_data(pt_set *s, uint64_t c, pt_wctx *w)
 {
     pt_vol *v;
     uint64_t o;
@@ -213,18 +198,17 @@ static void note_data(pt_set *s, uint64_t c, wctx *w)
     }
 }
 
-static void mark_D(pt_set *s, uint64_t c, bool clear_c, wctx *w)
+/* Records that chunk c's shadow bit is to be set (and its copy bit cleared): pt_cow_commit
+ * makes the change in memory once the data it vouches for is durable. */
+static void mark_D(pt_set *s, uint64_t c, bool clear_c, pt_wctx *w)
 {
-    pthread_mutex_lock(&s->meta_mu);
-    if (clear_c)
-        pt_clear_C(s, c);
-    pt_set_D(s, c);
-    pthread_mutex_unlock(&s->meta_mu);
+    (void)s;
+    w->bitop[c - w->c0] = clear_c ? PT_BIT_D_NOT_C : PT_BIT_D;
     w->meta = true;
 }
 
 /* Allocates chunk c's place on a compact shadow. -ENOSPC when none is left. */
-static int alloc_phys(pt_set *s, uint64_t c, wctx *w)
+static int alloc_phys(pt_set *s, uint64_t c, pt_wctx *w)
 {
     if (!s->compact || pt_idx_get(s, c) != PT_IDX_NONE)
         return 0;
@@ -241,7 +225,7 @@ static int alloc_phys(pt_set *s, uint64_t c, wctx *w)
 
 /* Prepares set s (the writer's set or a sibling on the same master) for a write of master
  * chunk c. Fails only when the master itself fails: the shadow never fails a master write. */
-static int prep_master(pt_set *s, uint64_t c, wctx *w, void *buf)
+static int prep_master(pt_set *s, uint64_t c, pt_wctx *w, void *buf)
 {
     unsigned rf = atomic_load(&s->rflags);
     if (s->copying && pt_bit_get(&s->C, c)) {
@@ -268,8 +252,8 @@ static int prep_master(pt_set *s, uint64_t c, wctx *w, void *buf)
             }
             s->lost++;
             pthread_mutex_unlock(&s->meta_mu);
-        } else if (pt_copy_chunk(s, c, PT_TO_SHADOW, buf) == 0) {
-            note_data(s, c, w);
+        } else {
+            w->cow[w->ncow++] = c;   /* copied by cow_copy, with its neighbours */
         }
         mark_D(s, c, false, w);
     } else if (!pt_bit_get(&s->D, c)) {
@@ -279,7 +263,7 @@ static int prep_master(pt_set *s, uint64_t c, wctx *w, void *buf)
 }
 
 /* Prepares a write of shadow chunk c. */
-static int prep_shadow(pt_set *s, uint64_t c, wctx *w, void *buf)
+static int prep_shadow(pt_set *s, uint64_t c, pt_wctx *w, void *buf)
 {
     if (s->copying && pt_bit_get(&s->C, c)) {
         /* the copy must see this chunk's point-in-time data before the shadow changes */
@@ -312,39 +296,49 @@ static int prep_shadow(pt_set *s, uint64_t c, wctx *w, void *buf)
     return 0;
 }
 
-/* Makes what the preparation did durable, in order: data, overflow map, bitmap. */
-static int commit(pt_master *m, wctx *ws, int n, int side)
+/* Copies the chunks prepare left in w->cow from the master to their places on the shadow
+ * side: a run of neighbouring chunks whose places are contiguous too (a whole request, on a
+ * full-size shadow) takes one read and one write instead of one of each per chunk. buf holds
+ * cap bytes (NULL: none; then chunk by chunk through cbuf, which holds one chunk). */
+static void cow_copy(pt_wctx *w, uint8_t *buf, uint64_t cap, void *cbuf)
 {
-    bool master_synced = false;
-    int rc = 0;
-    for (int i = 0; i < n; i++) {
-        wctx *w = &ws[i];
-        pt_set *s = w->s;
-        if (w->master_data && !master_synced) {
-            master_synced = true;
-            if (pt_vol_sync(&m->vol) != 0) {
-                vol_failed(s, &m->vol);
-                rc = -EIO;
-            }
+    pt_set *s = w->s;
+    pt_vol *mv = &s->m->vol;
+    uint64_t i = 0;
+    while (i < w->ncow) {
+        uint64_t c = w->cow[i], j = i + 1;
+        pt_vol *pv, *v2;
+        uint64_t po, o2;
+        if (pt_phys(s, c, &pv, &po) != 0) {   /* prepare placed it; nothing else can fail */
+            i++;
+            continue;
         }
-        if (w->shadow_data && pt_vol_sync(&s->shadow) != 0)
-            vol_failed(s, &s->shadow);
-        if (w->ov_data && s->ov && pt_vol_sync(&s->ov->vol) != 0)
-            vol_failed(s, &s->ov->vol);
-        if (w->ov_meta && s->ov && pt_ov_flush(s->ov) != 0)
-            pt_set_offline(s, PT_F_OVERFLOW_OFFLINE);
-        /* A failure takes the bitmap (and so the shadow) offline; the bits stay in memory, and
-         * the fallback record says durably, before the write below is issued, that the bitmap
-         * is lost (write-intent, one level up), so a crash cannot make an update miss them. */
-        if (w->meta && pt_meta_flush(s) != 0)
-            (void)pt_fb_lost(s);   /* a failure shows as the set's UNRECORDED flag */
-        unsigned f = atomic_load(&s->rflags);
-        if (side == PT_SHADOW && (f & PT_F_SHADOW_OFFLINE))
-            rc = -EIO;
-        if (f & PT_F_MASTER_OFFLINE && (side == PT_MASTER || w->master_data))
-            rc = -EIO;
+        uint64_t len = pt_chunk_len(s, c);
+        while (buf && j < w->ncow && w->cow[j] == w->cow[j - 1] + 1 &&
+               len + s->chunk <= cap && pt_phys(s, w->cow[j], &v2, &o2) == 0 && v2 == pv &&
+               o2 == po + len) {
+            len += pt_chunk_len(s, w->cow[j]);
+            j++;
+        }
+        void *b = buf ? buf : cbuf;
+        i = j;
+        if (atomic_load(&mv->offline) || atomic_load(&pv->offline))
+            continue;
+        int rc = pt_vol_pread(mv, b, len, c << s->cshift);
+        if (rc) {
+            pt_vol_failed(s, mv);
+            continue;
+        }
+        rc = pt_vol_pwrite(pv, b, len, po);
+        if (rc) {
+            pt_vol_failed(s, pv);
+            continue;
+        }
+        if (pv == &s->shadow)
+            w->shadow_data = true;
+        else
+            w->ov_data = true;
     }
-    return rc;
 }
 
 /* The caller's data onto the shadow, chunk by chunk at each chunk's place. */
@@ -376,19 +370,33 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
     if (rc || len == 0)
         return rc;
     pt_master *m = s->m;
+    uint64_t c0 = off >> s->cshift, c1 = (off + len - 1) >> s->cshift, nch = c1 - c0 + 1;
+    int n;
     /* a chunk-sized buffer for copy-on-write; on the stack when small, rewrites never touch it */
     uint8_t small[64 * 1024];
     void *cbuf = s->chunk <= sizeof small ? small : malloc(s->chunk);
     if (!cbuf)
         return pt_fail(err, ENOMEM, "out of memory");
-    uint64_t c0 = off >> s->cshift, c1 = (off + len - 1) >> s->cshift;
     pthread_rwlock_rdlock(&m->gate);
     pt_lock_range(m, c0, c1, true);
-    wctx ws[PT_MAX_SIBLINGS];
-    int n = side == PT_MASTER ? m->nsets : 1;
+    n = side == PT_MASTER ? m->nsets : 1;   /* stable while the gate is held */
+    /* per set: the chunks to copy, then the recorded bit changes */
+    uint8_t *work = calloc((size_t)n, nch * (sizeof(uint64_t) + 1));
+    if (!work) {
+        pt_unlock_range(m, c0, c1);
+        pthread_rwlock_unlock(&m->gate);
+        if (cbuf != small)
+            free(cbuf);
+        return pt_fail(err, ENOMEM, "out of memory");
+    }
+    pt_wctx ws[PT_MAX_SIBLINGS];
+    uint64_t ncow = 0;
     for (int i = 0; i < n; i++) {
         memset(&ws[i], 0, sizeof ws[i]);
         ws[i].s = side == PT_MASTER ? m->sets[i] : s;
+        ws[i].c0 = c0;
+        ws[i].cow = (uint64_t *)work + (size_t)i * nch;
+        ws[i].bitop = work + (size_t)n * nch * sizeof(uint64_t) + (size_t)i * nch;
     }
     /* Even a write that covers a whole chunk copies first: if the crash tears it, every byte
      * must read old or new, never what the target held before the point in time. */
@@ -396,8 +404,18 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
         for (int i = 0; i < n && !rc; i++)
             rc = side == PT_MASTER ? prep_master(ws[i].s, c, &ws[i], cbuf)
                                    : prep_shadow(s, c, &ws[0], cbuf);
+    for (int i = 0; i < n; i++)
+        ncow = ws[i].ncow > ncow ? ws[i].ncow : ncow;
+    if (ncow) {
+        /* one read and one write per run of chunks; chunk by chunk when no memory for more */
+        uint64_t cap = ncow * s->chunk < PT_COW_RUN ? ncow * s->chunk : PT_COW_RUN;
+        uint8_t *run = ncow > 1 ? malloc(cap) : NULL;
+        for (int i = 0; i < n; i++)
+            cow_copy(&ws[i], run, run ? cap : 0, cbuf);
+        free(run);
+    }
     /* what was prepared is made durable even when a later chunk failed */
-    int crc = commit(m, ws, n, side);
+    int crc = pt_cow_commit(m, ws, n, side, nch);
     if (!rc)
         rc = crc;
     if (rc == -PT_E_OUT_OF_SPACE)
@@ -418,6 +436,7 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
     pthread_rwlock_unlock(&m->gate);
     if (cbuf != small)
         free(cbuf);
+    free(work);
     return rc;
 }
 
