@@ -13,6 +13,11 @@ Usage: ``python tests/engine/crash_child.py '<json>'`` with the keys:
   update or copy to the shadow / a copy is full rather than an update.
 - ``max_len``: the longest write; ``write_limit``: writes stay below this offset (default: the
   whole master).
+- ``threads``: when given, that many threads write the master at once instead (first writes
+  batched by the engine's group commit), thread ``t`` only in its own slice ``t`` of
+  ``write_limit`` split evenly, mostly moving forward (first writes) and now and then going back
+  (rewrites). Op numbers are ``t + threads * k``; the journal is not synced (a SIGKILL keeps the
+  page cache).
 
 The journal is a text file, one line per event, each line made durable (os.fsync) before the
 child goes on:
@@ -32,6 +37,7 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 from typing import Any
 
@@ -44,12 +50,49 @@ def op_data(seed: int, i: int, length: int) -> bytes:
 
 
 class Journal:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, sync: bool = True) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.sync = sync
 
     def log(self, line: str) -> None:
-        os.write(self.fd, (line + "\n").encode())
-        os.fsync(self.fd)
+        os.write(self.fd, (line + "\n").encode())   # O_APPEND: one line is one atomic write
+        if self.sync:
+            os.fsync(self.fd)
+
+
+def threaded_load(s: Set, args: dict[str, Any], journal: Journal, limit: int) -> None:
+    """``threads`` threads writing the master at once, each in its own slice (see the usage)."""
+    n = args["threads"]
+    per = limit // n
+    max_len = args.get("max_len", 65536)
+
+    def work(t: int) -> None:
+        rng = random.Random(f"{args['seed']}:thread:{t}")
+        lo, hi = t * per, (t + 1) * per
+        pos = lo
+        k = 0
+        while True:
+            i = t + n * k
+            k += 1
+            length = rng.randint(1, max_len)
+            if pos >= hi or rng.random() < 0.1:   # a rewrite somewhere already written
+                off = rng.randrange(lo, max(lo + 1, min(pos, hi)))
+            else:
+                off = pos
+                pos += length
+            length = max(1, min(length, hi - off))
+            data = op_data(args["seed"], i, length)
+            journal.log(f"W {i} m {off} {length}")
+            try:
+                s.write(Side.MASTER, off, data)
+            except Exception as exc:   # report, then wait for the kill
+                msg = str(exc).replace("\n", " ")
+                journal.log(f"E {i} {type(exc).__name__} {msg}")
+                return
+            journal.log(f"D {i}")
+
+    for t in range(n):
+        threading.Thread(target=work, args=(t,), daemon=True).start()
 
 
 def set_from_args(engine: Engine, args: dict[str, Any]) -> Set:
@@ -71,7 +114,7 @@ def idle() -> None:
 
 def main() -> None:
     args = json.loads(sys.argv[1])
-    journal = Journal(args["journal"])
+    journal = Journal(args["journal"], sync=not args.get("threads"))
     engine = Engine()
     s = set_from_args(engine, args)
     size = s.status().master_size
@@ -80,6 +123,9 @@ def main() -> None:
         idle()
     rng = random.Random(args["seed"])
     limit = min(args.get("write_limit") or size, size)
+    if args.get("threads"):
+        threaded_load(s, args, journal, limit)
+        idle()
     max_len = args.get("max_len", 65536)
     i = 0
     while True:

@@ -324,3 +324,70 @@ def test_crash_writes_and_updates(tmp_vol, tmp_path, kind, seed):
         s_file = shadow.read_bytes()
         assert s_file == m_file, mismatch("s", s_file, m_file, 0, None, chunk)
     assert_clean_reopen(master, shadow, bitmap)
+
+
+# ---- (d) dependent set: first writes from several threads at once ----------------------------
+
+THREAD_SEEDS = range(8)
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, marks=slow_unless(s < 2)) for s in THREAD_SEEDS])
+def test_crash_batched_first_writes(tmp_vol, tmp_path, seed):
+    """Several threads make first writes at once, so the commit batches their copies and bits
+    (one shadow sync and one bitmap flush for many requests); a kill lands among the batches.
+    After it the shadow still shows the point in time, every completed write is on the master,
+    the writes under way read old or new, and every chunk that changed has its shadow bit."""
+    rng = random.Random(4000 + seed)
+    chunk = rng.choice([4096, 16384, 32768, 65536])
+    size = 4 * MIB
+    nthreads = rng.choice([2, 4, 6])
+    compact = seed % 4 == 3
+    limit = size // 2 if compact else size
+    shadow_size = (limit // chunk + 2) * chunk if compact else size
+    master = tmp_vol(size, "master.img")
+    shadow = tmp_vol(shadow_size, "shadow.img")
+    bitmap = tmp_vol(bitmap_size(size, shadow_size, chunk, Kind.DEPENDENT), "bitmap.img")
+    pit = rng.randbytes(size)
+    fill(master, pit)
+    fill(shadow, rng.randbytes(shadow_size))
+    lines = run_and_kill(tmp_path, {
+        "master": str(master), "shadow": str(shadow), "bitmap": str(bitmap), "mode": "enable",
+        "kind": "dependent", "chunk_size": chunk, "seed": seed, "ops": 1, "threads": nthreads,
+        "max_len": rng.choice([chunk, 4 * chunk, 32 * chunk]), "write_limit": limit,
+    }, rng.uniform(0.05, 0.3))
+    # Threads write disjoint slices: replay each op on its own, the ones under way old-or-new.
+    expect = bytearray(pit)
+    started: dict[int, tuple[int, bytes]] = {}
+    done = 0
+    for line in lines[1:]:
+        f = line.split()
+        i = int(f[1])
+        if f[0] == "W":
+            started[i] = (int(f[3]), op_data(seed, i, int(f[4])))
+        else:
+            assert f[0] == "D", f"unexpected journal line {line!r}"
+            off, data = started.pop(i)
+            expect[off:off + len(data)] = data
+            done += 1
+    assert done > nthreads, "too few writes completed before the kill to test anything"
+    assert len(started) <= nthreads
+
+    def check_master(got: bytes) -> None:
+        allowed = {k for off, d in started.values() for k in range(off, off + len(d))}
+        bad = [k for k in range(size) if got[k] != expect[k] and
+               not (k in allowed and any(off <= k < off + len(d) and got[k] == d[k - off]
+                                         for off, d in started.values()))]
+        assert not bad, mismatch("m", got, bytes(expect), 0, None, chunk)
+
+    with recovered(master, shadow, bitmap) as (s, st):
+        assert not st.flags & Flag.OUT_OF_SPACE
+        shadow_img = read_all(s, Side.SHADOW, size)
+        assert shadow_img == pit, mismatch("s", shadow_img, pit, 0, None, chunk)
+        master_img = read_all(s, Side.MASTER, size)
+        check_master(master_img)
+        changed = {k // chunk for k in range(0, size, chunk)
+                   if master_img[k:k + chunk] != pit[k:k + chunk]}
+        missed = sorted(changed - set(s.bits("shadow")))
+        assert not missed, f"changed chunks without their shadow bit: {missed[:20]}"
+        s.close()
+    check_master(master.read_bytes())
