@@ -1,8 +1,35 @@
 /* The copier: the thread that moves a copy's chunks, and its start, suspension and end.
  *
- * It moves chunks in runs of up to 1 MiB, syncs the target once per batch, and only then clears
- * the copy bits of chunks that nobody touched in between. copy.c decides when a copy starts
- * (the point in time); this file only carries it out.
+ * The copier thread scans the copy bitmap for runs of up to 1 MiB and hands them to a small
+ * pool of workers, so that several runs are in flight at once (dd keeps one request at the
+ * device; a copy keeps a queue), each moved with direct I/O where the volumes allow it
+ * (direct_io.c). Runs are grouped in batches of up to PT_COPY_BATCH bytes: once every run of a
+ * batch has ended, the copier syncs the target and only then clears the copy bits of the
+ * batch's chunks that nobody touched in between; meanwhile the workers move the next batch.
+ * copy.c decides when a copy starts (the point in time); this file only carries it out.
+ *
+ * Why several runs in flight lose no write (io.c's rule: a chunk's bits and its data change
+ * together, under its stripe):
+ *  - a worker holds the master's gate shared and its run's stripes exclusive for the whole
+ *    read and write of the run, and only one run's stripes at a time, taken in ascending order
+ *    by pt_lock_range like every writer's: the lock order of internal.h holds, so workers,
+ *    writers and retire() cannot deadlock, whatever the runs in flight;
+ *  - under those stripes the worker reads the copy bits again and moves only chunks whose bit
+ *    is still set. A writer that changed a chunk first copied it itself (prep_master or
+ *    prep_shadow, under the same stripe, while the bit was set) and cleared the bit: the
+ *    worker leaves that chunk alone, so it never puts data newer than the point in time on the
+ *    target, nor overwrites a write made to the target;
+ *  - a writer that comes after the worker but before retire() finds the bit still set and
+ *    copies the chunk once more: the same data, since the source chunk cannot change while its
+ *    bit is set without its writer clearing the bit first; then it clears the bit;
+ *  - the runs handed out are disjoint; the scan goes round again to chunks behind it only once
+ *    every batch has ended and been retired, so no two workers move the same chunk (and if
+ *    they did, they would take turns on its stripes);
+ *  - retire() clears a bit only after a target sync that began once the run's write had
+ *    returned, only for a run moved whole, and only if the bit is still set (under the stripe
+ *    and meta_mu): a chunk a writer touched meanwhile keeps the writer's D bit.
+ * The copier thread never holds the gate while it waits for workers, so a freeze (the gate
+ * exclusive) waits at most for the runs in flight, each one I/O pair of at most 1 MiB.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,9 +37,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "direct_io.h"
 #include "internal.h"
 
-#define MAX_RUNS 256
+#define MAX_RUNS 256   /* runs per batch */
+#define NBATCH 3       /* batches under way: the oldest syncs and retires while the rest move */
+#define DEPTH 8         /* workers, so runs in flight; started as the queue needs them */
 
 void pt_copier_reap(pt_set *s)
 {
@@ -34,56 +64,221 @@ static void pause_ms(pt_set *s, unsigned ms)
     pthread_mutex_unlock(&s->ctl_mu);
 }
 
-/* ---- the copier ---- */
+/* ---- runs, batches and the pool of workers ---- */
 
 typedef struct run {
     uint64_t c, n;
+    bool ok;       /* moved whole: retired once the target is synced */
+    bool cached;   /* written through the page cache: dropped from it once synced */
 } run;
 
-static int copy_run(pt_set *s, uint64_t c, uint64_t n, uint8_t *buf)
+typedef struct batch {
+    run runs[MAX_RUNS];
+    int nruns;       /* handed to the pool (pool mu) */
+    int nended;      /* of those, ended: moved, failed or skipped (pool mu) */
+    int rc;          /* the first failure among them (pool mu) */
+    uint64_t bytes;
+    unsigned pause;  /* throttle: pause this long once the batch is retired */
+} batch;
+
+typedef struct job {
+    batch *b;
+    int i;
+} job;
+
+typedef struct pool {
+    pt_set *s;
+    pt_dio src, dst;
+    size_t bufsize;
+    batch b[NBATCH];
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;   /* to workers: a job is queued, or quit */
+    pthread_cond_t done_cv;   /* to the copier: a job ended */
+    job q[NBATCH * MAX_RUNS];
+    int qhead, qlen, nworkers, idle;
+    bool quit;
+    atomic_bool failed;       /* a run failed: the rest are skipped */
+    uint8_t *own_buf;         /* for the copier itself, when no worker could start */
+    pthread_t tid[DEPTH];
+} pool;
+
+static bool stopping(pool *p)
 {
+    return atomic_load(&p->s->abort_req) || atomic_load(&p->s->stop_req) ||
+           atomic_load(&p->failed);
+}
+
+/* Moves run r. Caller holds the gate shared and the run's stripes exclusive. */
+static int copy_run(pool *p, run *r, uint8_t *buf)
+{
+    pt_set *s = p->s;
+    r->cached = true;
     /* contiguous on both sides unless the shadow is compact: then chunk by chunk */
     bool whole = !s->compact;
-    for (uint64_t i = 0; i < n && whole; i++)
-        whole = pt_bit_get(&s->C, c + i);
+    for (uint64_t i = 0; i < r->n && whole; i++)
+        whole = pt_bit_get(&s->C, r->c + i);
     if (whole) {
-        uint64_t off = c << s->cshift;
+        uint64_t off = r->c << s->cshift;
         uint64_t len = 0;
-        for (uint64_t i = 0; i < n; i++)
-            len += pt_chunk_len(s, c + i);
-        pt_vol *src = s->dir == PT_TO_SHADOW ? &s->m->vol : &s->shadow;
-        pt_vol *dst = s->dir == PT_TO_SHADOW ? &s->shadow : &s->m->vol;
-        if (s->has_src)
-            src = &s->src;
-        int rc = pt_vol_pread(src, buf, len, off);
+        for (uint64_t i = 0; i < r->n; i++)
+            len += pt_chunk_len(s, r->c + i);
+        pt_vol *src = p->src.v, *dst = p->dst.v;
+        bool direct = true;
+        int rc = pt_dio_pread(&p->src, buf, len, off, &direct);
         if (rc) {
             /* a failing frozen view (its snapshot overflowed) ends the copy, not the volume */
             if (src != &s->src)
                 pt_set_offline(s, src == &s->m->vol ? PT_F_MASTER_OFFLINE : PT_F_SHADOW_OFFLINE);
             return rc;
         }
-        rc = pt_vol_pwrite(dst, buf, len, off);
+        direct = true;
+        rc = pt_dio_pwrite(&p->dst, buf, len, off, &direct);
+        r->cached = !direct;
         if (rc)
             pt_set_offline(s, dst == &s->m->vol ? PT_F_MASTER_OFFLINE : PT_F_SHADOW_OFFLINE);
         return rc;
     }
-    for (uint64_t i = 0; i < n; i++) {
-        if (!pt_bit_get(&s->C, c + i))
+    for (uint64_t i = 0; i < r->n; i++) {
+        if (!pt_bit_get(&s->C, r->c + i))
             continue;
-        int rc = pt_copy_chunk(s, c + i, s->dir, buf);
+        int rc = pt_copy_chunk(s, r->c + i, s->dir, buf);
         if (rc)
             return rc;
     }
     return 0;
 }
 
-/* Ask the kernel to start reading the next runs now, so scattered chunks of an update reach
- * the device as a deep queue instead of one synchronous read at a time. */
-static void prefetch(pt_set *s, uint64_t from, uint64_t *until, uint64_t maxrun)
+static void run_job(pool *p, job j, uint8_t *buf)
 {
-    if (s->compact || from + 16 < *until)
+    pt_master *m = p->s->m;
+    run *r = &j.b->runs[j.i];
+    int rc = 0;
+    if (!buf) {
+        rc = -ENOMEM;
+    } else if (!stopping(p)) {   /* skipped on abort, suspension or failure: not retired */
+        pthread_rwlock_rdlock(&m->gate);
+        pt_lock_range(m, r->c, r->c + r->n - 1, true);
+        rc = copy_run(p, r, buf);
+        pt_unlock_range(m, r->c, r->c + r->n - 1);
+        pthread_rwlock_unlock(&m->gate);
+        r->ok = rc == 0;
+    }
+    if (rc)
+        atomic_store(&p->failed, true);
+    pthread_mutex_lock(&p->mu);
+    if (rc && !j.b->rc)
+        j.b->rc = rc;
+    j.b->nended++;
+    pthread_cond_signal(&p->done_cv);   /* only the copier thread waits on it */
+    pthread_mutex_unlock(&p->mu);
+}
+
+static uint8_t *alloc_buf(size_t size)
+{
+    void *buf;
+    return posix_memalign(&buf, PT_DIO_MEM_ALIGN, size) == 0 ? buf : NULL;
+}
+
+static void *worker(void *arg)
+{
+    pool *p = arg;
+    uint8_t *buf = alloc_buf(p->bufsize);
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->qlen && !p->quit) {
+            p->idle++;
+            pthread_cond_wait(&p->work_cv, &p->mu);
+            p->idle--;
+        }
+        if (!p->qlen)
+            break;   /* told to quit, and nothing is left */
+        job j = p->q[p->qhead];
+        p->qhead = (p->qhead + 1) % (int)(sizeof p->q / sizeof p->q[0]);
+        p->qlen--;
+        pthread_mutex_unlock(&p->mu);
+        run_job(p, j, buf);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    free(buf);
+    return NULL;
+}
+
+/* Hands run i of b (filled in by the caller) to a worker, starting one when none is idle. */
+static void submit(pool *p, batch *b, int i)
+{
+    pthread_mutex_lock(&p->mu);
+    b->nruns++;
+    if (p->idle <= p->qlen && p->nworkers < DEPTH &&
+        pthread_create(&p->tid[p->nworkers], NULL, worker, p) == 0)
+        p->nworkers++;
+    bool alone = p->nworkers == 0;
+    if (!alone) {
+        int cap = (int)(sizeof p->q / sizeof p->q[0]);
+        p->q[(p->qhead + p->qlen) % cap] = (job){b, i};
+        p->qlen++;
+        pthread_cond_signal(&p->work_cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (alone) {   /* no thread could start: the copier moves the run itself */
+        if (!p->own_buf)
+            p->own_buf = alloc_buf(p->bufsize);
+        run_job(p, (job){b, i}, p->own_buf);
+    }
+}
+
+static int pool_init(pool *p, pt_set *s, size_t bufsize)
+{
+    p->s = s;
+    p->bufsize = bufsize;
+    int rc = pthread_mutex_init(&p->mu, NULL);
+    if (rc)
+        return -rc;
+    if ((rc = pthread_cond_init(&p->work_cv, NULL)) != 0)
+        goto out_mu;
+    if ((rc = pthread_cond_init(&p->done_cv, NULL)) != 0)
+        goto out_work_cv;
+    pt_vol *src = s->dir == PT_TO_SHADOW ? &s->m->vol : &s->shadow;
+    pt_dio_open(&p->src, s->has_src ? &s->src : src, false);
+    pt_dio_open(&p->dst, s->dir == PT_TO_SHADOW ? &s->shadow : &s->m->vol, true);
+    return 0;
+
+out_work_cv:
+    pthread_cond_destroy(&p->work_cv);
+out_mu:
+    pthread_mutex_destroy(&p->mu);
+    return -rc;
+}
+
+/* Lets the workers finish what is queued (each skips it when the copy is stopping), then
+ * joins them. */
+static void pool_destroy(pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->quit = true;
+    pthread_cond_broadcast(&p->work_cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->nworkers; i++)
+        pthread_join(p->tid[i], NULL);
+    free(p->own_buf);
+    pt_dio_close(&p->dst);
+    pt_dio_close(&p->src);
+    pthread_cond_destroy(&p->done_cv);
+    pthread_cond_destroy(&p->work_cv);
+    pthread_mutex_destroy(&p->mu);
+}
+
+/* ---- the copier ---- */
+
+/* Ask the kernel to start reading the next runs now, so scattered chunks of an update reach
+ * the device as a deep queue instead of one synchronous read at a time. Only for a source
+ * read through the page cache: direct reads would not see what it fetched. */
+static void prefetch(pool *p, uint64_t from, uint64_t *until, uint64_t maxrun)
+{
+    pt_set *s = p->s;
+    if (s->compact || atomic_load(&p->src.on) || from + 16 < *until)
         return;
-    int fd = s->has_src ? s->src.fd : s->dir == PT_TO_SHADOW ? s->m->vol.fd : s->shadow.fd;
+    int fd = p->src.v->fd;
     uint64_t c = from > *until ? from : *until;
     for (int k = 0; k < 64; k++) {
         c = pt_bits_next(&s->C, c);
@@ -99,14 +294,15 @@ static void prefetch(pt_set *s, uint64_t from, uint64_t *until, uint64_t maxrun)
 }
 
 /* The copied target data is on disk: keep the page cache for what applications use. */
-static void drop_cached(pt_set *s, const run *runs, int nruns)
+static void drop_cached(pt_set *s, const batch *b)
 {
     if (s->compact)
         return;
     int fd = s->dir == PT_TO_SHADOW ? s->shadow.fd : s->m->vol.fd;
-    for (int r = 0; r < nruns; r++)
-        (void)posix_fadvise(fd, (off_t)(runs[r].c << s->cshift),
-                            (off_t)(runs[r].n << s->cshift), POSIX_FADV_DONTNEED);
+    for (int r = 0; r < b->nruns; r++)
+        if (b->runs[r].cached)
+            (void)posix_fadvise(fd, (off_t)(b->runs[r].c << s->cshift),
+                                (off_t)(b->runs[r].n << s->cshift), POSIX_FADV_DONTNEED);
 }
 
 static int target_sync(pt_set *s)
@@ -129,15 +325,18 @@ static int target_sync(pt_set *s)
     return 0;
 }
 
-/* Clears the copy bits of a synced batch, for the chunks no write touched since. */
-static void retire(pt_set *s, const run *runs, int nruns)
+/* Clears the copy bits of a synced batch's moved runs, for the chunks no write touched since. */
+static void retire(pt_set *s, const batch *b)
 {
     pt_master *m = s->m;
     pthread_rwlock_rdlock(&m->gate);
-    for (int r = 0; r < nruns; r++) {
-        pt_lock_range(m, runs[r].c, runs[r].c + runs[r].n - 1, true);
+    for (int r = 0; r < b->nruns; r++) {
+        const run *x = &b->runs[r];
+        if (!x->ok)
+            continue;
+        pt_lock_range(m, x->c, x->c + x->n - 1, true);
         pthread_mutex_lock(&s->meta_mu);
-        for (uint64_t c = runs[r].c; c < runs[r].c + runs[r].n; c++) {
+        for (uint64_t c = x->c; c < x->c + x->n; c++) {
             if (!pt_bit_get(&s->C, c))
                 continue;
             pt_clear_C(s, c);
@@ -146,9 +345,72 @@ static void retire(pt_set *s, const run *runs, int nruns)
                 pt_slot_free(s, c);
         }
         pthread_mutex_unlock(&s->meta_mu);
-        pt_unlock_range(m, runs[r].c, runs[r].c + runs[r].n - 1);
+        pt_unlock_range(m, x->c, x->c + x->n - 1);
     }
     pthread_rwlock_unlock(&m->gate);
+}
+
+/* Waits until every run of b has ended, then syncs the target and retires what was moved. */
+static int complete(pool *p, batch *b, uint64_t *since_flush)
+{
+    pt_set *s = p->s;
+    pthread_mutex_lock(&p->mu);
+    while (b->nended < b->nruns)
+        pthread_cond_wait(&p->done_cv, &p->mu);
+    int rc = b->rc;
+    pthread_mutex_unlock(&p->mu);
+    if (!rc)
+        rc = target_sync(s);
+    if (!rc) {
+        retire(s, b);
+        drop_cached(s, b);
+    }
+    *since_flush += b->bytes;
+    if (!rc && *since_flush >= 8 * PT_COPY_BATCH) {
+        *since_flush = 0;
+        (void)pt_meta_flush(s);   /* bounds the work redone after a crash */
+    }
+    return rc;
+}
+
+/* Scans the copy bits from *pos and hands the runs found to the pool, until the batch is full
+ * or the throttle asks for a pause (b->pause). True when the scan reached the end. */
+static bool fill(pool *p, batch *b, uint64_t *pos, uint64_t *since_pause, uint64_t *fetched,
+                 uint64_t maxrun)
+{
+    pt_set *s = p->s;
+    pt_master *m = s->m;
+    b->nruns = b->nended = b->rc = 0;
+    b->bytes = 0;
+    b->pause = 0;
+    while (b->nruns < MAX_RUNS && b->bytes < PT_COPY_BATCH && !stopping(p)) {
+        prefetch(p, *pos, fetched, maxrun);
+        pthread_rwlock_rdlock(&m->gate);
+        uint64_t c = pt_bits_next(&s->C, *pos);
+        if (c >= s->nchunks) {
+            pthread_rwlock_unlock(&m->gate);
+            return true;
+        }
+        unsigned units = atomic_load(&s->units), delay = atomic_load(&s->delay_ms);
+        uint64_t cap = maxrun;
+        if (delay && units - *since_pause < cap)   /* a throttled run stops at `units` */
+            cap = units > *since_pause ? units - *since_pause : 1;
+        uint64_t n = pt_bits_run(&s->C, c, cap);
+        pthread_rwlock_unlock(&m->gate);
+        int i = b->nruns;
+        b->runs[i] = (run){.c = c, .n = n};
+        submit(p, b, i);
+        b->bytes += n << s->cshift;
+        *pos = c + n;
+        *since_pause += n;
+        if (delay && *since_pause >= units) {
+            *since_pause = 0;
+            b->pause = delay;   /* retire the batch first, so progress shows while we wait */
+        }
+        if (b->pause)
+            break;
+    }
+    return false;
 }
 
 static void finish(pt_set *s, int result)
@@ -190,86 +452,65 @@ static void finish(pt_set *s, int result)
 static void *copier(void *arg)
 {
     pt_set *s = arg;
-    pt_master *m = s->m;
     uint64_t maxrun = PT_IO_MAX >> s->cshift;
     if (maxrun == 0)
         maxrun = 1;
-    uint8_t *buf = malloc((size_t)(maxrun << s->cshift));
-    run runs[MAX_RUNS];
-    int rc = buf ? 0 : -ENOMEM;
+    pool *p = calloc(1, sizeof *p);
+    int rc = p ? pool_init(p, s, (size_t)(maxrun << s->cshift)) : -ENOMEM;
+    bool live = rc == 0;
+    int head = 0, nout = 0;   /* the batches under way: p->b[head], the next nout - 1 after it */
     uint64_t pos = 0, since_pause = 0, since_flush = 0, fetched = 0;
     unsigned recounts = 0;
-    while (!rc) {
-        if (atomic_load(&s->abort_req) || atomic_load(&s->stop_req))
-            break;
-        int nruns = 0;
-        uint64_t batch = 0;
-        unsigned pause = 0;
-        while (!rc && nruns < MAX_RUNS && batch < PT_COPY_BATCH && !pause) {
-            if (atomic_load(&s->abort_req) || atomic_load(&s->stop_req))
+    while (live && !rc && !stopping(p)) {
+        if (nout == NBATCH) {   /* the oldest batch syncs while the others move */
+            rc = complete(p, &p->b[head], &since_flush);
+            head = (head + 1) % NBATCH;
+            nout--;
+            if (rc)
                 break;
-            prefetch(s, pos, &fetched, maxrun);
-            pthread_rwlock_rdlock(&m->gate);
-            uint64_t c = pt_bits_next(&s->C, pos);
-            if (c >= s->nchunks) {
-                pthread_rwlock_unlock(&m->gate);
-                break;
-            }
-            unsigned units = atomic_load(&s->units), delay = atomic_load(&s->delay_ms);
-            uint64_t cap = maxrun;
-            if (delay && units - since_pause < cap)   /* a throttled run stops at `units` */
-                cap = units > since_pause ? units - since_pause : 1;
-            uint64_t n = pt_bits_run(&s->C, c, cap);
-            pt_lock_range(m, c, c + n - 1, true);
-            rc = copy_run(s, c, n, buf);
-            pt_unlock_range(m, c, c + n - 1);
-            pthread_rwlock_unlock(&m->gate);
-            runs[nruns].c = c;
-            runs[nruns++].n = n;
-            batch += n << s->cshift;
-            pos = c + n;
-            since_pause += n;
-            if (delay && since_pause >= units) {
-                since_pause = 0;
-                pause = delay;   /* retire the batch first, so progress shows while we wait */
-            }
         }
-        if (nruns == 0) {
-            if (rc || s->C.count == 0 || atomic_load(&s->abort_req) ||
-                atomic_load(&s->stop_req))
+        batch *b = &p->b[(head + nout) % NBATCH];
+        bool end = fill(p, b, &pos, &since_pause, &fetched, maxrun);
+        if (b->nruns) {
+            nout++;
+            recounts = 0;
+        }
+        /* the throttle pauses with nothing in flight; the scan goes round again only once
+         * every batch is retired */
+        for (; (b->pause || end) && nout && !rc; head = (head + 1) % NBATCH, nout--)
+            rc = complete(p, &p->b[head], &since_flush);
+        if (rc)
+            break;
+        if (b->pause)
+            pause_ms(s, b->pause);
+        if (!end || b->nruns)
+            continue;
+        if (s->C.count == 0 || stopping(p))
+            break;
+        if (pos == 0) {
+            /* A whole pass found no bit but the count says some are left: the count and the
+             * words disagree (corruption, or a bug). Going round again would spin forever;
+             * recount once, and if that does not settle it, fail the copy. */
+            if (recounts++) {
+                rc = -PT_E_BAD_HEADER;
                 break;
-            if (pos == 0) {
-                /* A whole pass found no bit but the count says some are left: the count and the
-                 * words disagree (corruption, or a bug). Going round again would spin forever;
-                 * recount once, and if that does not settle it, fail the copy. */
-                if (recounts++) {
-                    rc = -PT_E_BAD_HEADER;
-                    break;
-                }
-                pthread_mutex_lock(&s->meta_mu);   /* bits only change under it */
-                pt_bits_recount(&s->C);
-                pthread_mutex_unlock(&s->meta_mu);
-                continue;
             }
-            pos = fetched = 0;   /* bits left behind us: go round again */
+            pthread_mutex_lock(&s->meta_mu);   /* bits only change under it */
+            pt_bits_recount(&s->C);
+            pthread_mutex_unlock(&s->meta_mu);
             continue;
         }
-        recounts = 0;
-        if (!rc)
-            rc = target_sync(s);
-        if (!rc) {
-            retire(s, runs, nruns);
-            drop_cached(s, runs, nruns);
-        }
-        since_flush += batch;
-        if (!rc && since_flush >= 8 * PT_COPY_BATCH) {
-            since_flush = 0;
-            (void)pt_meta_flush(s);   /* bounds the work redone after a crash */
-        }
-        if (pause)
-            pause_ms(s, pause);
+        pos = fetched = 0;   /* bits left behind us: go round again */
     }
-    free(buf);
+    /* what is under way ends (skipped when stopping) and what was moved is retired */
+    for (; nout; head = (head + 1) % NBATCH, nout--) {
+        int r = complete(p, &p->b[head], &since_flush);
+        if (!rc)
+            rc = r;
+    }
+    if (live)
+        pool_destroy(p);
+    free(p);
     finish(s, rc < 0 ? -rc : rc);
     return NULL;
 }

@@ -4,7 +4,8 @@
  * C files do not depend on each other in a circle.
  *   set.c  setctl.c      sets' lifecycle (enable/open/close/disable); the other control calls
  *   copy.c               starting copies (one set or a group), abort, wait, progress, reset
- *   copier.c             the copier thread
+ *   copier.c             the copier thread and its workers (direct_io.c: their O_DIRECT reads
+ *                        and writes, beside util.c)
  *   io.c  cow_commit.c   reads and writes: redirection, copy-on-write, copy-on-demand;
  *                        making a write's copies and bits durable in order
  *   meta.c               the bitmap volume: layout, header, load, group-committed flushes
