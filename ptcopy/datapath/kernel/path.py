@@ -379,13 +379,15 @@ class KernelPath:
                         log.exception("kernel data path monitor")
                     copying = {n: ks for n, ks in self._sets.items()
                                if ks.state is State.COPYING}
-                for n in [n for n in watch if n not in copying]:
-                    os.close(watch.pop(n))
-                    woke.discard(n)
-                for n, ks in copying.items():
-                    if n not in watch:
+                    for n in [n for n in watch if n not in copying]:
+                        os.close(watch.pop(n))
+                        woke.discard(n)
+                    for n, ks in copying.items():
                         with contextlib.suppress(engine_mod.PtcopyError, OSError):
-                            watch[n] = ks.set.done_fd()
+                            if n not in watch:
+                                watch[n] = ks.set.done_fd()
+                            elif ks.set.progress().active:
+                                woke.discard(n)   # a new engine copy: watch for its end
         finally:
             for fd in watch.values():
                 os.close(fd)
