@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import select
 
-from ptcopy.engine import Direction, Engine, Kind, Side
+import pytest
+
+from ptcopy.engine import Direction, Engine, Flag, InUse, Kind, Side
 from tests.engine.sets_common import C, MakeVol, Vols
 
 MIB = 1 << 20
@@ -84,5 +86,35 @@ def test_close_during_a_copy_wakes_the_watcher_and_the_descriptor_outlives_the_s
         s.close()   # suspends the copy: its end is signalled, then the set's own fd closes
         assert readable(fd, 10)
         assert s.closed
+    finally:
+        os.close(fd)
+
+
+def test_an_update_with_nothing_to_copy_is_an_empty_finished_copy(engine: Engine,
+                                                                  tmp_vol: MakeVol) -> None:
+    """It ends at once (no thread: the descriptor never stops being readable) and reports
+    itself, not the copy before it; the refusals still come first."""
+    s = Vols(tmp_vol, Kind.INDEPENDENT, 4 * MIB).enable(engine)
+    assert s.wait(30)
+    assert s.progress().chunks_total > 0   # the full copy
+    fd = s.done_fd()
+    try:
+        s.update(Direction.TO_MASTER)
+        assert readable(fd)
+        p = s.progress()
+        assert not p.active and p.result == 0 and p.chunks_total == 0 and p.bytes_total == 0
+        assert s.wait(0)
+        s.lock(7)
+        with pytest.raises(InUse):
+            s.update(Direction.TO_SHADOW, owner=8)
+        s.update(Direction.TO_SHADOW, owner=7)
+        s.unlock(7)
+        s.write(Side.MASTER, 5 * C, b"y" * C)   # now there is something: a real copy
+        s.update(Direction.TO_SHADOW)
+        assert s.wait(30)
+        p = s.progress()
+        assert p.chunks_total == 1 and p.chunks_done == 1 and p.result == 0
+        assert s.read(Side.SHADOW, 5 * C, C) == b"y" * C
+        assert not s.status().flags & (Flag.COPYING | Flag.INCOMPLETE)
     finally:
         os.close(fd)
