@@ -64,9 +64,10 @@ class Samples:
 
 
 @contextlib.contextmanager
-def daemon(work: Path, vols: Path, data_path: str = "userspace") -> Iterator[str]:
-    """A private dbus-daemon and a ptcopyd serving file volumes of ``vols``; yields the bus
-    address."""
+def daemon(work: Path, vols: Path, data_path: str = "userspace",
+           repo: str = REPO) -> Iterator[str]:
+    """A private dbus-daemon and a ptcopyd (of the checkout ``repo``, its engine built in
+    place) serving file volumes of ``vols``; yields the bus address."""
     sock = work / "bus.sock"
     conf = work / "bus.conf"
     conf.write_text(BUS_CONF.format(sock=sock), encoding="utf-8")
@@ -80,7 +81,7 @@ def daemon(work: Path, vols: Path, data_path: str = "userspace") -> Iterator[str
                               "--state-dir", str(work / "state"), "--run-dir",
                               str(work / "run"), "--file-volumes", str(vols), "--data-path",
                               data_path, "--volumes", "used", "--log-level", "warning"],
-                             cwd=REPO)
+                             cwd=repo)
         yield addr
     finally:
         if d is not None:
@@ -207,9 +208,11 @@ async def _rounds(addr: str, vols: Path, size: int, chunk: int, reps: int, cold:
 
 
 def measure_update(work_dir: Path, *, size: int = 1 << 30, chunk: int = 32768, reps: int = 5,
-                   cold: bool = True, rsync: bool = True, seed: int = 13) -> Samples:
+                   cold: bool = True, rsync: bool = True, seed: int = 13,
+                   repo: str = REPO) -> Samples:
     """Rounds of: 1 % of the chunks changed, update through ptcopyd, an update with nothing to
-    copy, and rsync of the same change; every file lives under ``work_dir`` (a real disk)."""
+    copy, and rsync of the same change; every file lives under ``work_dir`` (a real disk).
+    ``repo``: the checkout whose ptcopyd runs (another one for a before/after comparison)."""
     work = Path(tempfile.mkdtemp(prefix="ptcopy-bench-jobs-", dir=work_dir))
     try:
         vols = work / "vols"
@@ -219,7 +222,7 @@ def measure_update(work_dir: Path, *, size: int = 1 << 30, chunk: int = 32768, r
             f.truncate(size)
         with open(vols / "b", "wb") as f:
             f.truncate(max(1 << 20, size // chunk // 4))
-        with daemon(work, vols) as addr:
+        with daemon(work, vols, repo=repo) as addr:
             return asyncio.run(_rounds(addr, vols, size, chunk, reps, cold, rsync, seed))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -232,9 +235,11 @@ def main() -> int:
     ap.add_argument("--warm", action="store_true", help="keep the page cache between steps")
     ap.add_argument("--no-rsync", action="store_true")
     ap.add_argument("--dir", default="/var/tmp", help="where the volume files go (a real disk)")
+    ap.add_argument("--repo", default=REPO, help="run ptcopyd from this checkout (its engine "
+                    "built in place), e.g. an older commit for a before/after comparison")
     a = ap.parse_args()
     res = measure_update(Path(a.dir), size=a.size_mib << 20, reps=a.reps, cold=not a.warm,
-                         rsync=not a.no_rsync)
+                         rsync=not a.no_rsync, repo=os.path.abspath(a.repo))
     print(f"{res.changed} of {res.chunks} chunks changed per round, {a.reps} rounds, "
           f"{'warm' if a.warm else 'cold'} cache; medians (all samples in ms):")
     for key, ms in res.summary().items():
