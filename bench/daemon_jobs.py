@@ -34,6 +34,8 @@ from common import copy_file, drop_caches, fdatasync_path, fill_random, median, 
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from ptcopy.datapath import blockdev
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAME, ROOT = "org.ptcopy.Imaging1", "/org/ptcopy/Imaging1"
 JOB = NAME + ".Job"
@@ -86,9 +88,17 @@ def daemon(work: Path, vols: Path, data_path: str = "userspace",
     finally:
         if d is not None:
             d.send_signal(signal.SIGTERM)
-            d.wait(120)
+            try:
+                d.wait(120)
+            except subprocess.TimeoutExpired:
+                d.kill()
+                d.wait(30)
         bus.terminate()
         bus.wait()
+        # a ptcopyd that died without unmounting leaves its FUSE mount behind
+        for mp in sorted(blockdev.fuse_mounts_at(str(work)), reverse=True):
+            with contextlib.suppress(blockdev.LoopError):
+                blockdev.lazy_unmount(mp)
 
 
 class Bus:
@@ -165,11 +175,14 @@ def _change(path: str, rng: random.Random, nchunks: int, chunk: int, k: int) -> 
 async def _rounds(addr: str, vols: Path, size: int, chunk: int, reps: int, cold: bool,
                   rsync: bool, seed: int) -> Samples:
     b = await Bus.connect(addr)
-    for _ in range(600):   # until ptcopyd owns its name
+    deadline = time.monotonic() + 300   # until ptcopyd owns its name (slow on a busy host)
+    while True:
         (has,) = await b.call("/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner",
                               "s", [NAME], destination="org.freedesktop.DBus")
         if has:
             break
+        if time.monotonic() > deadline:
+            raise RuntimeError("ptcopyd did not take its bus name in 300 s")
         await asyncio.sleep(0.05)
     m, s, bm, r = (str(vols / x) for x in ("m", "s", "b", "r"))
     set_path, job = await b.call(ROOT, NAME + ".Manager", "CreateSet", "sssssa{sv}",
