@@ -446,6 +446,7 @@ static void finish(pt_set *s, int result)
     pthread_mutex_lock(&s->ctl_mu);
     PT_STORE(s->thr_done, true);
     pthread_cond_broadcast(&s->ctl_cv);
+    pt_done_signal(s);   /* after thr_done: whoever the descriptor wakes sees the copy over */
     pthread_mutex_unlock(&s->ctl_mu);
 }
 
@@ -524,10 +525,12 @@ int pt_copier_spawn(pt_set *s, pt_error *err)
     atomic_store(&s->left_end, 0);
     atomic_store(&s->start_ns, pt_now_ns());
     atomic_store(&s->end_ns, 0);
+    pt_done_clear(s);
     PT_STORE(s->thr_done, false);
     int rc = pthread_create(&s->thr, NULL, copier, s);
     if (rc) {
         PT_STORE(s->thr_done, true);
+        pt_done_signal(s);
         return pt_fail(err, rc, "cannot start the copy thread of set %s", s->name);
     }
     PT_STORE(s->thr_live, true);

@@ -182,6 +182,48 @@ static int start_locked(pt_set **sets, int n, int dir, int full, int64_t owner,
     return rc;
 }
 
+/* An update that has nothing to move or record: no bit differs, no copy is unfinished, and a
+ * new dependent point in time would change nothing. Caller holds ctl_mu. */
+static bool nothing_to_do(pt_set *s, int dir)
+{
+    uint32_t keep = plan(s, dir) == A_NEW_PIT
+                        ? PT_PF_OUT_OF_SPACE | PT_PF_INCOMPLETE | PT_PF_SPILLED
+                        : PT_PF_COPYING | PT_PF_INCOMPLETE | PT_PF_NEED_RESYNC;
+    pthread_mutex_lock(&s->meta_mu);
+    bool none = s->D.count == 0 && s->C.count == 0 && s->lost == 0 && !(s->pflags & keep);
+    pthread_mutex_unlock(&s->meta_mu);
+    return none;
+}
+
+/* Updates with nothing to do on any set end here, without a header write or a copier thread:
+ * each set reports an empty copy, over at once (its copy-end descriptor stays readable). The
+ * point in time is the check's; a write racing the call lands after it, as it may. 1: there is
+ * work, start it; 0: done; < 0: refused. Caller holds every set's ctl_mu. */
+static int update_nothing(pt_set **sets, int n, int dir, int64_t owner, uint64_t *frozen_ns,
+                          pt_error *err)
+{
+    int rc;
+    for (int i = 0; i < n; i++)
+        if ((rc = check_can_copy(sets[i], dir, owner, err)) != 0)
+            return rc;
+    for (int i = 0; i < n; i++)
+        if (!nothing_to_do(sets[i], dir))
+            return 1;
+    uint64_t now = pt_now_ns();
+    for (int i = 0; i < n; i++) {
+        pt_set *s = sets[i];
+        atomic_store(&s->abort_req, 0);
+        atomic_store(&s->result, 0);
+        atomic_store(&s->total, 0);
+        atomic_store(&s->left_end, 0);
+        atomic_store(&s->start_ns, now);
+        atomic_store(&s->end_ns, now);
+    }
+    if (frozen_ns)
+        *frozen_ns = 0;
+    return 0;
+}
+
 int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
                   uint64_t *frozen_ns, pt_error *err)
 {
@@ -204,7 +246,9 @@ int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
         }
     for (int i = 0; i < n; i++)
         pthread_mutex_lock(&sets[i]->ctl_mu);
-    rc = start_locked(sets, n, dir, full, owner, false, frozen_ns, err);
+    rc = full ? 1 : update_nothing(sets, n, dir, owner, frozen_ns, err);
+    if (rc > 0)   /* an update has been checked already */
+        rc = start_locked(sets, n, dir, full, owner, !full, frozen_ns, err);
     for (int i = n - 1; i >= 0; i--)
         pthread_mutex_unlock(&sets[i]->ctl_mu);
 out_free:

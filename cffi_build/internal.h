@@ -38,6 +38,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/eventfd.h>
 #include <sys/types.h>
 
 #include "ptcopy_engine.h"
@@ -292,6 +293,9 @@ struct pt_set {
     atomic_uint units;
     atomic_uint_fast64_t total, left_end, start_ns, end_ns;
     atomic_int result;
+    /* eventfd, readable exactly while no copier thread runs (pt_set_done_fd): drained by
+     * pt_copier_spawn before the thread starts, written by its end once thr_done is set */
+    int done_fd;
 
     /* The fallback record (pt_set_fallback): where a bitmap that went offline is declared lost
      * when its bits live in memory only. fb_mu is a leaf, held across the record's I/O only. */
@@ -410,6 +414,18 @@ int pt_cow_commit(pt_master *m, pt_wctx *ws, int n, int side, uint64_t nch);
 void pt_lock_range(pt_master *m, uint64_t c0, uint64_t c1, bool excl);
 void pt_unlock_range(pt_master *m, uint64_t c0, uint64_t c1);
 int pt_copy_chunk(pt_set *s, uint64_t c, int dir, void *buf);
+
+/* The copy-end descriptor's level (see done_fd). A failure can only be an eventfd counter at
+ * its maximum, which still reads as "ended", or an empty one drained: both mean what they should. */
+static inline void pt_done_clear(pt_set *s)
+{
+    eventfd_t v;
+    (void)eventfd_read(s->done_fd, &v);   /* EAGAIN: it was not readable */
+}
+static inline void pt_done_signal(pt_set *s)
+{
+    (void)eventfd_write(s->done_fd, 1);
+}
 
 /* copier.c; caller holds ctl_mu, except for pt_copy_stop */
 int pt_copier_spawn(pt_set *s, pt_error *err);         /* the thread for a recorded copy */

@@ -8,7 +8,8 @@
  *  - All functions are thread safe. I/O calls may run concurrently from many threads; control
  *    calls (copy, update, abort, attach, close) serialise against each other per set.
  *  - The engine owns everything it opens. pt_engine_free() closes every set and overflow volume.
- *  - No callbacks: long work runs on engine threads; callers poll pt_set_progress().
+ *  - No callbacks: long work runs on engine threads; callers poll pt_set_progress(), or watch
+ *    pt_set_done_fd() for the end of a copy.
  *
  * The data paths' servers have headers of their own on top of this one: ptcopy_fuse.h (the
  * userspace path's FUSE server) and ptcopy_dm.h (the kernel path's device-mapper calls).
@@ -205,6 +206,14 @@ int pt_set_abort(pt_set *set, pt_error *err);
  * (negative = forever). Returns the copy's error if it failed. */
 int pt_set_wait(pt_set *set, int timeout_ms, pt_error *err);
 int pt_set_progress(pt_set *set, pt_progress *out);
+/* A descriptor an event loop can watch for the end of copies (an eventfd, owned by the set and
+ * closed with it; close-on-exec, non-blocking). It is readable exactly while no copy thread
+ * runs: a copy's start makes it unreadable, its end (done, aborted, failed or suspended by a
+ * close) readable again, after pt_set_progress reports it inactive. Level, not edge: watch it
+ * (poll, epoll), never read or write it, so any number of watchers see the same thing; dup it
+ * to keep watching past the set's close. A copy or update with nothing to move may start no
+ * thread: it stays readable. */
+int pt_set_done_fd(pt_set *set);
 int pt_set_set_params(pt_set *set, uint32_t delay_ms, uint32_t units, pt_error *err);
 int pt_set_status(pt_set *set, pt_status *out);
 /* Copy out one of the set's bitmaps (1 bit per chunk, LSB first); len >= (chunks+7)/8. */

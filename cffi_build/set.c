@@ -106,6 +106,9 @@ static pt_set *set_alloc(pt_engine *eng)
         goto out_ctl_cv;
     if (pthread_mutex_init(&s->fb_mu, NULL) != 0)
         goto out_meta_gc;
+    s->done_fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);   /* readable: no copy runs yet */
+    if (s->done_fd < 0)
+        goto out_fb_mu;
     s->eng = eng;
     s->shadow.fd = s->bitmap.fd = -1;
     atomic_store(&s->units, PT_DEFAULT_UNITS);
@@ -113,6 +116,8 @@ static pt_set *set_alloc(pt_engine *eng)
     s->fb_fd = -1;
     return s;
 
+out_fb_mu:
+    pthread_mutex_destroy(&s->fb_mu);
 out_meta_gc:
     pt_gc_destroy(&s->meta_gc);
 out_ctl_cv:
@@ -136,6 +141,7 @@ static void set_free(pt_set *s)
     pt_vol_close(&s->bitmap);
     if (s->fb_fd >= 0)
         close(s->fb_fd);
+    close(s->done_fd);
     pthread_mutex_destroy(&s->fb_mu);
     pt_gc_destroy(&s->meta_gc);
     pthread_cond_destroy(&s->ctl_cv);
@@ -306,7 +312,7 @@ static int set_setup(pt_engine *eng, const open_args *a, pt_set **out, pt_error 
 {
     pt_set *s = set_alloc(eng);
     if (!s)
-        return pt_fail(err, ENOMEM, "out of memory");
+        return pt_fail(err, ENOMEM, "out of memory (or of file descriptors)");
     s->bitmap_mem = a->cfg && a->cfg->bitmap_in_memory;
     /* the set's reference keeps a close or delete of the overflow from freeing it under us */
     int rc = a->ov ? pt_ov_hold(a->ov, err) : 0;

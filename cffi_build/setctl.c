@@ -59,6 +59,11 @@ int pt_set_status(pt_set *s, pt_status *o)
     return 0;
 }
 
+int pt_set_done_fd(pt_set *s)
+{
+    return s->done_fd;
+}
+
 int pt_set_get_bits(pt_set *s, int which, uint8_t *out, size_t len, pt_error *err)
 {
     if (which != PT_BITS_SHADOW && which != PT_BITS_COPY)

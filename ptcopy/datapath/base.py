@@ -80,6 +80,13 @@ class Copy(Protocol):
 
     def abort(self) -> None: ...
 
+    def done_fd(self) -> int:
+        """A new descriptor, the caller's to close: unreadable while the copy runs, readable
+        from the moment ``progress()`` shows it over until the next copy starts (a level, not
+        an edge: watch it, never read it). A job watches it on its event loop, so it ends
+        within milliseconds of the work."""
+        ...
+
 
 class DataPath(Protocol):
     """Serves sets and runs their copies. Implementations: ``userspace.UserspacePath``,

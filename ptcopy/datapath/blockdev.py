@@ -69,6 +69,9 @@ def detach(dev: str) -> None:
     _losetup("--detach", dev)
 
 
+SYS_BLOCK = "/sys/block"
+
+
 @dataclass(frozen=True)
 class Loop:
     device: str
@@ -76,7 +79,27 @@ class Loop:
 
 
 def list_loops() -> list[Loop]:
-    """Every attached loop device and its backing file."""
+    """Every attached loop device with a size, and its backing file: what ``losetup --list``
+    says, from /proc/partitions and sysfs without its process start (copies ask before every
+    start). A loop device over an empty file serves nothing and is left out."""
+    try:
+        with open("/proc/partitions", encoding="utf-8") as f:
+            names = [fs[3] for fs in map(str.split, f) if len(fs) == 4
+                     and fs[3].startswith("loop")]
+    except OSError:   # no procfs: losetup knows another way
+        return _losetup_loops()
+    found = []
+    for name in names:
+        try:   # a bound loop device has it, a partition of one does not
+            with open(os.path.join(SYS_BLOCK, name, "loop", "backing_file"), "rb") as f:
+                back = os.fsdecode(f.read().removesuffix(b"\n"))
+        except OSError:
+            continue
+        found.append(Loop(f"/dev/{name}", back.removesuffix(" (deleted)")))
+    return found
+
+
+def _losetup_loops() -> list[Loop]:
     out = _losetup("--list", "--json", "--output", "NAME,BACK-FILE")
     if not out.strip():
         return []
@@ -84,10 +107,12 @@ def list_loops() -> list[Loop]:
     return [Loop(r["name"], (r.get("back-file") or "").removesuffix(" (deleted)")) for r in rows]
 
 
-def loops_backed_by(prefix: str) -> list[Loop]:
-    """Loop devices whose backing file lies under ``prefix``."""
+def loops_backed_by(prefix: str, loops: list[Loop] | None = None) -> list[Loop]:
+    """Loop devices whose backing file lies under ``prefix`` (of ``loops``, when the caller
+    listed them already)."""
     base = os.path.join(os.path.realpath(prefix), "")
-    return [lp for lp in list_loops() if lp.backing_file.startswith(base)]
+    return [lp for lp in (list_loops() if loops is None else loops)
+            if lp.backing_file.startswith(base)]
 
 
 def _devnum(dev: str) -> tuple[int, int]:

@@ -202,14 +202,16 @@ class UserspacePath:
         except KeyError:
             raise NotFound(f"set {name!r} is not served") from None
 
-    def users(self, name: str, direction: Direction, *, processes: bool = False) -> list[str]:
+    def users(self, name: str, direction: Direction, *, processes: bool = False,
+              loops: list[blockdev.Loop] | None = None) -> list[str]:
         """Who holds the served device of one side: mount points, stacked devices, other loop
-        devices over the same file and, when ``processes``, processes holding it open."""
+        devices over the same file (of ``loops`` when the caller listed them) and, when
+        ``processes``, processes holding it open."""
         served = self._get(name)
         dev = served.devices.get(direction)
         found = blockdev.users(dev, processes=processes) if dev else []
         path = served.master_file if direction is Direction.TO_MASTER else served.shadow_file
-        for lp in blockdev.loops_backed_by(os.path.dirname(path)):
+        for lp in blockdev.loops_backed_by(os.path.dirname(path), loops):
             if lp.backing_file == path and lp.device != dev:
                 found += [lp.device, *blockdev.users(lp.device, processes=processes)]
         return found
@@ -238,8 +240,9 @@ class UserspacePath:
         self._server.unexport(name, force=force)
         del self._served[name]
 
-    def _check_target(self, name: str, direction: Direction) -> None:
-        busy = self.users(name, direction)
+    def _check_target(self, name: str, direction: Direction,
+                      loops: list[blockdev.Loop] | None = None) -> None:
+        busy = self.users(name, direction, loops=loops)
         if busy:
             side = "master" if direction is Direction.TO_MASTER else "shadow"
             raise InUse(f"cannot copy into the {side} of {name}: it is in use by "
@@ -262,11 +265,12 @@ class UserspacePath:
         """
         if not names:
             raise InvalidArgument("no set named")
+        loops = blockdev.list_loops()   # once for every check below
         for name in names:
-            self._check_target(name, direction)
+            self._check_target(name, direction, loops)
         source = Direction.TO_SHADOW if direction is Direction.TO_MASTER else Direction.TO_MASTER
-        mounted = [mp for n in names for mp in self.users(n, source) if mp.startswith("/")
-                   and not mp.startswith("/dev/")]
+        mounted = [mp for n in names for mp in self.users(n, source, loops=loops)
+                   if mp.startswith("/") and not mp.startswith("/dev/")]
         sets = [self._served[n].set for n in names]
         engine = sets[0]._engine
         with blockdev.frozen(mounted):

@@ -367,6 +367,13 @@ class Set(_Tracked):
             elapsed_s=p.elapsed_ns / 1e9,
         )
 
+    def done_fd(self) -> int:
+        """A new descriptor (the caller closes it) that is readable exactly while no copy of
+        this set runs: watch it (``loop.add_reader``, poll) to learn that a copy ended, then
+        read :meth:`progress`; never read it. It stays valid after the set is closed."""
+        with self._use() as h:
+            return os.dup(lib.pt_set_done_fd(h))
+
     def set_copy_params(self, delay_ms: int, units: int) -> None:
         """Throttle copies: pause ``delay_ms`` after every ``units`` chunks (takes effect now)."""
         err = new_error()

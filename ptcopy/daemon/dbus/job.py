@@ -1,10 +1,12 @@
 """org.ptcopy.Imaging1.Job: long work (copies and updates) returns a Job object at once; it
-follows the engine's progress counters, updates its properties at most twice a second, signals
-Completed once, and stays readable for a while after it ends."""
+learns that its copies ended from their copy-end descriptors on the event loop (no thread, no
+polling), updates its progress properties at most twice a second meanwhile, signals Completed
+once, and stays readable for a while after it ends."""
 
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Annotated
@@ -33,7 +35,7 @@ from ptcopy.daemon.options import parse, wait_timeout
 from ptcopy.datapath.base import Copy
 
 log = logging.getLogger(__name__)
-TICK = 0.5   # seconds between property updates: at most twice a second
+TICK = 0.5   # seconds between property updates while running: at most twice a second
 
 
 class Job(Interface):
@@ -207,14 +209,43 @@ class Job(Interface):
         return True
 
     async def follow(self) -> None:
-        """Run until the copy ends, then signal Completed once."""
+        """Run until the copies end, then signal Completed once.
+
+        Each copy's end descriptor wakes the job the moment that copy is over; a sample every
+        TICK meanwhile moves the progress properties (and would end the job even if a copy
+        could not give a descriptor)."""
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        watched: list[int] = []
+
+        def ended(fd: int) -> None:
+            loop.remove_reader(fd)   # level-triggered: once is enough, the sample tells
+            woken.set()
+
         try:
+            for s in self._sets:
+                try:
+                    fd = s.done_fd()
+                except (eng.PtcopyError, OSError) as e:   # closed or gone: the samples tell
+                    log.debug("job %d: no end descriptor: %s", self.number, e)
+                    continue
+                watched.append(fd)
+                loop.add_reader(fd, ended, fd)
+            shown = 0.0
             while not self._sample():
-                self.refresh()
-                await asyncio.sleep(TICK)
+                if time.monotonic() - shown >= TICK:
+                    self.refresh()
+                    shown = time.monotonic()
+                woken.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(woken.wait(), TICK)
         except Exception as e:  # a job must always end
             log.exception("job %d", self.number)
             self._success, self._message = False, f"failed: {e}"
+        finally:
+            for fd in watched:
+                loop.remove_reader(fd)
+                os.close(fd)
         self._done = True
         self.ended_at = time.monotonic()
         self.refresh()

@@ -30,9 +30,11 @@ Differences from the userspace path users can see are in docs/kernel-path.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import select
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING
 from ptcopy import engine as engine_mod
 from ptcopy.datapath.base import Capabilities, DataPath, SetVolumes, Volume
 from ptcopy.datapath.kernel import blocks, merge, names, pit, record, stack, store, tables
+from ptcopy.datapath.kernel.ended import EndSignal
 from ptcopy.datapath.kernel.record import Layout, Record
 from ptcopy.datapath.kernel.state import KernelSet, Master, State
 from ptcopy.engine import (
@@ -86,6 +89,13 @@ class KernelPath:
         self._sets: dict[str, KernelSet] = {}
         self._masters: dict[str, Master] = {}
         self._stop = threading.Event()
+        # each served set's copy-end signal for jobs (set by the copies and the monitor); the
+        # lock guards the dict and the descriptors' lifetime, so the event loop never waits
+        # for a device-mapper transaction to hand one out
+        self._ends: dict[str, EndSignal] = {}
+        self._ends_lock = threading.Lock()
+        # wakes the monitor: a copy started (watch its engine copy) or stop
+        self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._poll = poll
         self._thread = threading.Thread(target=self._monitor, name="ptcopy-kernel", daemon=True)
         self._thread.start()
@@ -186,6 +196,8 @@ class KernelPath:
                 raise
             self._masters[key] = ms
             self._sets[name] = ks
+            with self._ends_lock:
+                self._ends[name] = EndSignal(idle=not _running(ks))
             return ks
 
     def started(self, name: str, *, new: bool) -> None:
@@ -243,6 +255,8 @@ class KernelPath:
             if ks.overflow_fd >= 0:
                 os.close(ks.overflow_fd)
             del self._sets[name]
+            with self._ends_lock:
+                self._ends.pop(name).close()
             self._release(ks.blocks.values())
 
     def _release(self, gone: Iterable[blocks.Block]) -> None:
@@ -271,13 +285,28 @@ class KernelPath:
                                           "kernel data path: each dependent shadow merges "
                                           "into its master on its own; restore the sets one "
                                           "at a time")
-                return merge.start(kss[0], owner)
-            return pit.take(kss, direction, full=full, owner=owner, run_dir=self._run_dir)
+                held = merge.start(kss[0], owner)
+            else:
+                held = pit.take(kss, direction, full=full, owner=owner, run_dir=self._run_dir)
+            for ks in kss:
+                self._ends[ks.name].set(not _running(ks))
+            if self._wake >= 0:   # the monitor watches the new engine copies
+                os.eventfd_write(self._wake, 1)
+            return held
 
     def copier(self, name: str) -> KernelCopy:
         """What a job follows for this set's copy (merges included)."""
         self.get(name)
         return KernelCopy(self, name)
+
+    def done_fd(self, name: str) -> int:
+        """A descriptor (the caller's to close) readable while the set's copy or merge is not
+        running: the monitor sets it as it finishes them."""
+        with self._ends_lock:
+            end = self._ends.get(name)
+            if end is None:
+                raise NotFound(f"set {name!r} is not served")
+            return end.dup()
 
     # ---- observing --------------------------------------------------------------------------
 
@@ -335,12 +364,47 @@ class KernelPath:
             self._tick()
 
     def _monitor(self) -> None:
-        while not self._stop.wait(self._poll):
-            with self._lock:
-                try:
-                    self._tick()
-                except Exception:   # keep watching; the next round retries
-                    log.exception("kernel data path monitor")
+        # Every `poll` seconds, and as soon as an engine copy it watches ends (its copy-end
+        # descriptor), so a copy's end reaches its job in milliseconds. A copy that woke it
+        # once is left to the rounds until it is finished: one whose end failed would keep
+        # its descriptor readable and the loop spinning.
+        watch: dict[str, int] = {}
+        woke: set[str] = set()
+        try:
+            while self._sleep(watch, woke):
+                with self._lock:
+                    try:
+                        self._tick()
+                    except Exception:   # keep watching; the next round retries
+                        log.exception("kernel data path monitor")
+                    copying = {n: ks for n, ks in self._sets.items()
+                               if ks.state is State.COPYING}
+                    for n in [n for n in watch if n not in copying]:
+                        os.close(watch.pop(n))
+                        woke.discard(n)
+                    for n, ks in copying.items():
+                        with contextlib.suppress(engine_mod.PtcopyError, OSError):
+                            if n not in watch:
+                                watch[n] = ks.set.done_fd()
+                            elif ks.set.progress().active:
+                                woke.discard(n)   # a new engine copy: watch for its end
+        finally:
+            for fd in watch.values():
+                os.close(fd)
+
+    def _sleep(self, watch: dict[str, int], woke: set[str]) -> bool:
+        """Until the next round (False: stop)."""
+        p = select.poll()
+        p.register(self._wake, select.POLLIN)
+        by_fd = {fd: n for n, fd in watch.items() if n not in woke}
+        for fd in by_fd:
+            p.register(fd, select.POLLIN)
+        for fd, _ in p.poll(int(self._poll * 1000)):
+            if fd in by_fd:
+                woke.add(by_fd[fd])
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._wake)
+        return not self._stop.is_set()
 
     def _tick(self) -> None:
         for ks in list(self._sets.values()):
@@ -351,6 +415,7 @@ class KernelPath:
                 merge.follow(ks)
             elif ks.kind is Kind.DEPENDENT and ks.state is not State.MERGE_FAILED:
                 store.watch(ks, self._sets.values())
+            self._ends[ks.name].set(not _running(ks))
 
     # ---- overflow volumes -------------------------------------------------------------------
 
@@ -378,9 +443,15 @@ class KernelPath:
         """Stop watching. The devices stay: the kernel keeps serving applications, and the next
         KernelPath takes them over (``force`` changes nothing; see teardown)."""
         del force
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        with self._lock:
+            if self._wake < 0:
+                return
+            self._stop.set()
+            os.eventfd_write(self._wake, 1)
+        self._thread.join()
+        with self._lock:
+            os.close(self._wake)
+            self._wake = -1
 
     def teardown(self) -> None:
         """Stop and dismantle every device (tests, and `ptcopyd --data-path kernel` stop with
@@ -407,6 +478,14 @@ class KernelCopy:
 
     def abort(self) -> None:
         self._kp.abort(self._name)
+
+    def done_fd(self) -> int:
+        return self._kp.done_fd(self._name)
+
+
+def _running(ks: KernelSet) -> bool:
+    """What KernelPath.progress reports active: a copy until its end is finished, a merge."""
+    return ks.state in (State.COPYING, State.MERGING)
 
 
 if TYPE_CHECKING:
