@@ -4,6 +4,7 @@ for a file the loop device bound to that open file), and who holds a served devi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import time
@@ -60,6 +61,21 @@ def kept(fd: int) -> int:
 
 def size(fd: int) -> int:
     return os.lseek(fd, 0, os.SEEK_END)
+
+
+def unbind_loop(device: str) -> None:
+    """Detach a loop device by ioctl (no losetup process). One still open elsewhere is
+    detached by the kernel when its last opener closes it (LOOP_CLR_FD then sets autoclear);
+    one already free is left as it is."""
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        with contextlib.suppress(OSError):   # ENXIO: free already; EBUSY: older kernels
+            fcntl.ioctl(fd, loopdev.LOOP_CLR_FD, 0)
+    finally:
+        os.close(fd)
 
 
 def release_loops(blocks: Iterable[Block], in_use: set[str]) -> None:

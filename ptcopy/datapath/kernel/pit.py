@@ -101,7 +101,7 @@ def take(kss: list[KernelSet], direction: Direction, *, full: bool, owner: int,
             ks.enter(Phase())   # a new point in time: no longer out of space
             loopdev.flush_buffers(ks.shadow_device)
             continue
-        _fold(ks)
+        _fold(ks, full=full)
         try:
             _use_frozen(ks)
             if full:
@@ -168,6 +168,9 @@ def _freeze_path(ks: KernelSet, run_dir: str) -> str:
 
 
 def _freeze_store(ks: KernelSet, run_dir: str) -> str:
+    """A new sparse file in the run directory on a loop device bound to it by ioctl (no
+    losetup process: under emulation each costs a tenth of a second); returns the loop's
+    ``major:minor`` for the snapshot's table."""
     path = _freeze_path(ks, run_dir)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)   # a leftover: made again, never reused with its mode
@@ -175,17 +178,28 @@ def _freeze_store(ks: KernelSet, run_dir: str) -> str:
                  0o600)
     try:
         os.ftruncate(fd, max(ks.master_size, 1 << 20))   # sparse: only changes are stored
+        # the page cache of a run directory on tmpfs is where its data lives anyway
+        lp = loopdev.attach_fd(fd, direct_io=False)
     finally:
         os.close(fd)
-    return loopdev.attach(path, direct_io=False)
+    return f"{os.major(lp.rdev)}:{os.minor(lp.rdev)}"
 
 
 def _drop_freeze_store(ks: KernelSet, run_dir: str) -> None:
-    path = os.path.realpath(_freeze_path(ks, run_dir))
-    for lp in loopdev.list_loops():
-        if lp.backing_file in (path, f"{path} (deleted)"):
-            with contextlib.suppress(loopdev.LoopError):
-                loopdev.detach(lp.device)
+    """Unbind the store's loop device (found through the file itself, from sysfs: no process)
+    and delete the file. A loop still held by a frozen view that could not be removed is
+    detached by the kernel when its last opener goes (LOOP_CLR_FD's autoclear)."""
+    path = _freeze_path(ks, run_dir)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        lp = loopdev.loop_over(fd)
+    finally:
+        os.close(fd)
+    if lp is not None:
+        blocks.unbind_loop(lp.device)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 
@@ -209,28 +223,31 @@ def _show_frozen(ks: KernelSet, direction: Direction) -> None:
     loopdev.flush_buffers(tables.node(top))
 
 
-def _fold(ks: KernelSet) -> None:
+def _fold(ks: KernelSet, *, full: bool = False) -> None:
     """What the eras saw since the last baselines joins the shadow bitmap; then the new
-    baselines are recorded. A crash in between only makes the next update copy more."""
+    baselines are recorded. A crash in between only makes the next update copy more.
+    Before a full copy every chunk is marked instead: the same bitmap the copy starts from,
+    without reading the era metadata (a metadata snapshot and one era_invalidate process
+    per era device: a second under emulation, and growing with the volume)."""
     nchunks = -(-ks.master_size // ks.chunk)
     runs: list[tuple[int, int]] = []
     new: dict[str, int] = {}
     for side, base in (("m", ks.record.master_era), ("s", ks.record.shadow_era)):
         era_dev, meta = ks.dev(f"{side}era"), ks.dev(f"{side}meta")
         new[side] = tables.era_current(era_dev)
-        if base is None:
-            runs.append((0, nchunks))
-            continue
         if tables.era_held(era_dev):
             # a crash inside an earlier fold left it; that fold's baseline was never
             # recorded, so this one reads everything since the old baseline again
             dm_message(era_dev, "drop_metadata_snap")
+        if base is None or full:
+            runs.append((0, nchunks))
+            continue
         dm_message(era_dev, "take_metadata_snap")
         try:
             runs += record.written_since(tables.ensure_node(meta), base)
         finally:
             dm_message(era_dev, "drop_metadata_snap")
-    for first, n in runs:
+    for first, n in dict.fromkeys(runs):   # everything once, not once per side
         if first < nchunks:
             ks.set.mark(first, min(n, nchunks - first))
     ks.record.master_era, ks.record.shadow_era = new["m"], new["s"]
