@@ -21,10 +21,14 @@
 
 /* ---- server lifetime ---- */
 
-/* One worker: reads a request into its own buffer and handles it, until the session ends
- * (unmounting wakes every reader with ENODEV, which libfuse turns into an exit). libfuse's own
- * multithreaded loop is not used because it picks its buffers: here every buffer is one huge
- * page with a WRITE's data landing page-aligned, and a fixed set of threads keeps them warm. */
+/* One worker: reads a request into its own buffer and handles it, until the session ends.
+ * libfuse's own multithreaded loop is not used because it picks its buffers: here every buffer
+ * is one huge page with a WRITE's data landing page-aligned.
+ *
+ * A lazy unmount leaves the connection alive while a loop device still holds a file, so
+ * stopping cannot count on every blocked reader waking: as libfuse's loop does, a worker can
+ * be cancelled only while it waits for a request, never while it handles one (the engine's
+ * locks and writes are not cancellation safe). */
 static void *worker_main(void *arg)
 {
     pt_worker *w = arg;
@@ -33,7 +37,12 @@ static void *worker_main(void *arg)
     memset(&fbuf, 0, sizeof fbuf);
     fbuf.mem = w->mem + PT_RECV_PAD;
     while (!fuse_session_exited(se)) {
-        int res = fuse_session_receive_buf(se, &fbuf);
+        int res;
+        if (pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL) != 0)
+            break;
+        res = fuse_session_receive_buf(se, &fbuf);
+        if (pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL) != 0)
+            break;
         if (res == -EINTR || res == -EAGAIN)
             continue;
         if (res <= 0)
@@ -87,8 +96,14 @@ static unsigned start_workers(pt_server *srv, unsigned n, int *rc)
     return i;
 }
 
+/* Ends the first n workers once the session is exited and unmounted: a worker still waiting
+ * for a request is cancelled there; one handling a request finishes it first. */
 static void join_workers(pt_server *srv, unsigned n)
 {
+    for (unsigned i = 0; i < n; i++)
+        if (pthread_cancel(srv->workers[i].thr) != 0) {
+            /* ESRCH: it ended already (the join below reaps it) */
+        }
     for (unsigned i = 0; i < n; i++) {
         pthread_join(srv->workers[i].thr, NULL);
         free(srv->workers[i].mem);
