@@ -36,6 +36,8 @@ static void *worker_main(void *arg)
     struct fuse_buf fbuf;
     memset(&fbuf, 0, sizeof fbuf);
     fbuf.mem = w->mem + PT_RECV_PAD;
+    if (pthread_setspecific(w->srv->worker_key, w) != 0)
+        return NULL;   /* cannot happen: the key exists; handlers would lack their buffer */
     while (!fuse_session_exited(se)) {
         int res;
         if (pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL) != 0)
@@ -117,6 +119,7 @@ static void free_server(pt_server *srv)
         free(srv->exports[i]);
     free(srv->exports);
     free(srv->workers);
+    pthread_key_delete(srv->worker_key);
     pthread_cond_destroy(&srv->cv);
     pthread_mutex_destroy(&srv->mu);
     free(srv);
@@ -146,6 +149,11 @@ int pt_server_start(pt_engine *eng, const char *mountpoint, unsigned max_threads
         goto out_free;
     }
     if (pthread_cond_init(&srv->cv, NULL) != 0) {
+        rc = pt_fail(err, EAGAIN, "out of resources");
+        goto out_destroy_mu;
+    }
+    if (pthread_key_create(&srv->worker_key, NULL) != 0) {
+        pthread_cond_destroy(&srv->cv);
         rc = pt_fail(err, EAGAIN, "out of resources");
         goto out_destroy_mu;
     }
@@ -188,6 +196,7 @@ out_destroy_session:
     fuse_session_destroy(srv->se);
 out_destroy_cv:
     free(srv->workers);
+    pthread_key_delete(srv->worker_key);
     pthread_cond_destroy(&srv->cv);
 out_destroy_mu:
     pthread_mutex_destroy(&srv->mu);

@@ -23,6 +23,8 @@
 #define PT_RECV_HDR 80u   /* sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in) */
 #define PT_RECV_PAD (4096u - PT_RECV_HDR)
 
+_Static_assert(PT_RECV_BUF >= 4096u + PT_IO_MAX, "a read's reply must fit after the request");
+
 typedef struct pt_worker {
     struct pt_server *srv;
     pthread_t thr;
@@ -44,6 +46,7 @@ struct pt_server {
     char mountpoint[512];
     pt_worker *workers;    /* nworkers threads, each reading requests into its own buffer */
     unsigned nworkers;
+    pthread_key_t worker_key;   /* each worker thread's pt_worker, for handlers to reuse its buffer */
     bool running;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -56,6 +59,14 @@ struct pt_server {
 static inline fuse_ino_t ino_of(size_t slot, int kind)
 {
     return FIRST_INO + slot * INO_PER_EXPORT + (fuse_ino_t)kind;
+}
+
+/* Where a READ's reply may be built: the handling worker's buffer past the request (which is
+ * parsed by then), page-aligned, PT_IO_MAX bytes; NULL when not on a worker thread. */
+static inline char *reply_area(const struct pt_server *srv)
+{
+    pt_worker *w = pthread_getspecific(srv->worker_key);
+    return w ? w->mem + 4096u : NULL;
 }
 
 extern const struct fuse_lowlevel_ops pt_fuse_ops;
