@@ -271,7 +271,9 @@ class Rig:
                 f"{time.monotonic() - t0:.1f} s")
         run_dir = self.root / f"serve{self._runs}"
         run_dir.mkdir()
-        up = UserspacePath(self.engine, str(run_dir))
+        threads = getattr(self.args, "server_threads", None)
+        up = (UserspacePath(self.engine, str(run_dir), max_threads=threads) if threads
+              else UserspacePath(self.engine, str(run_dir)))
         self.on_cleanup(f"stop data path {run_dir}", lambda: stop_path(up, run_dir))
         served = up.serve(name, set_)
         dev = served.master_device

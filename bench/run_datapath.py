@@ -77,7 +77,7 @@ class Bench(Rig):
         got: dict[tuple[str, str], list[Result]] = {}
         for rnd in range(self.args.reps):
             order = cols[rnd % len(cols):] + cols[:rnd % len(cols)]
-            for row in ROWS:
+            for row in (r for r in ROWS if r.key in self.args.rows):
                 for col in order:
                     dev, pid = devices[col]
                     drop_caches()
@@ -187,6 +187,11 @@ def parse_args() -> argparse.Namespace:
                    help="longest a size-based pass may take, seconds (default 120)")
     p.add_argument("--columns", default=",".join(c.key for c in COLUMNS),
                    help="comma-separated subset of " + ",".join(c.key for c in COLUMNS))
+    p.add_argument("--rows", default=",".join(r.key for r in ROWS),
+                   help="comma-separated subset of the time-based rows: "
+                        + ",".join(r.key for r in ROWS) + " (the others show —)")
+    p.add_argument("--server-threads", type=int,
+                   help="worker threads of ptcopy's FUSE server (default: the data path's)")
     p.add_argument("--quick", action="store_true", help="64 MiB volume, 1 s per cell")
     p.add_argument("--data-dir", type=Path, default=Path("/var/tmp/ptcopy-datapath"),
                    help="where the volume files go: a real disk, not tmpfs")
@@ -202,6 +207,10 @@ def parse_args() -> argparse.Namespace:
     bad = [c for c in args.columns if c not in COLUMN]
     if bad:
         p.error(f"unknown column(s) {', '.join(bad)}")
+    args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    bad = [r for r in args.rows if r not in ROW]
+    if bad:
+        p.error(f"unknown row(s) {', '.join(bad)}")
     if args.size_mib < 8 or args.size_mib % 4:
         p.error("--size-mib must be a multiple of 4, at least 8")
     return args

@@ -2,7 +2,8 @@
  *
  *   <mountpoint>/<name>/master   <mountpoint>/<name>/shadow
  *
- * libfuse3 low-level API, multithreaded, requests up to 1 MiB; the handlers are fuse_ops.c.
+ * libfuse3 low-level API, a fixed pool of worker threads, requests up to 1 MiB; the handlers
+ * are fuse_ops.c.
  * An export is referenced by every request in flight on it; unexporting waits for those to end,
  * so a set is never closed under a running request.
  */
@@ -10,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,18 +21,96 @@
 
 /* ---- server lifetime ---- */
 
-static void *loop_main(void *arg)
+/* One worker: reads a request into its own buffer and handles it, until the session ends.
+ * libfuse's own multithreaded loop is not used because it picks its buffers: here every buffer
+ * is one huge page with a WRITE's data landing page-aligned.
+ *
+ * A lazy unmount leaves the connection alive while a loop device still holds a file, so
+ * stopping cannot count on every blocked reader waking: as libfuse's loop does, a worker can
+ * be cancelled only while it waits for a request, never while it handles one (the engine's
+ * locks and writes are not cancellation safe). */
+static void *worker_main(void *arg)
 {
-    pt_server *srv = arg;
-    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-    if (!cfg) {
-        srv->loop_rc = -ENOMEM;
-        return NULL;
+    pt_worker *w = arg;
+    struct fuse_session *se = w->srv->se;
+    struct fuse_buf fbuf;
+    memset(&fbuf, 0, sizeof fbuf);
+    fbuf.mem = w->mem + PT_RECV_PAD;
+    if (pthread_setspecific(w->srv->worker_key, w) != 0)
+        return NULL;   /* cannot happen: the key exists; handlers would lack their buffer */
+    while (!fuse_session_exited(se)) {
+        int res;
+        if (pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL) != 0)
+            break;
+        res = fuse_session_receive_buf(se, &fbuf);
+        if (pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL) != 0)
+            break;
+        if (res == -EINTR || res == -EAGAIN)
+            continue;
+        if (res <= 0)
+            break;   /* 0: unmounted or exited; < 0: the device failed (libfuse logged it) */
+        fuse_session_process_buf(se, &fbuf);
     }
-    fuse_loop_cfg_set_max_threads(cfg, srv->max_threads);
-    srv->loop_rc = fuse_session_loop_mt(srv->se, cfg);
-    fuse_loop_cfg_destroy(cfg);
     return NULL;
+}
+
+/* A receive buffer of PT_RECV_BUF bytes, in one transparent huge page where the kernel has
+ * them (fewer pages for the kernel to pin per request, fewer TLB misses in both copies). */
+static char *recv_buffer(void)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, PT_RECV_BUF, PT_RECV_BUF) != 0)
+        return NULL;
+    if (madvise(p, PT_RECV_BUF, MADV_HUGEPAGE) != 0) {
+        /* no THP in this kernel (EINVAL): the buffer works with small pages as well */
+    }
+    return p;
+}
+
+/* Starts nworkers threads with every signal blocked (signals are the application's, as with
+ * libfuse's own loop); returns how many started. */
+static unsigned start_workers(pt_server *srv, unsigned n, int *rc)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    *rc = pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (*rc)
+        return 0;
+    unsigned i;
+    for (i = 0; i < n; i++) {
+        pt_worker *w = &srv->workers[i];
+        w->srv = srv;
+        w->mem = recv_buffer();
+        if (!w->mem) {
+            *rc = ENOMEM;
+            break;
+        }
+        *rc = pthread_create(&w->thr, NULL, worker_main, w);
+        if (*rc) {
+            free(w->mem);
+            w->mem = NULL;
+            break;
+        }
+    }
+    int mrc = pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!*rc && mrc)
+        *rc = mrc;
+    return i;
+}
+
+/* Ends the first n workers once the session is exited and unmounted: a worker still waiting
+ * for a request is cancelled there; one handling a request finishes it first. */
+static void join_workers(pt_server *srv, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (pthread_cancel(srv->workers[i].thr) != 0) {
+            /* ESRCH: it ended already (the join below reaps it) */
+        }
+    for (unsigned i = 0; i < n; i++) {
+        pthread_join(srv->workers[i].thr, NULL);
+        free(srv->workers[i].mem);
+        srv->workers[i].mem = NULL;
+    }
 }
 
 static void free_server(pt_server *srv)
@@ -37,6 +118,8 @@ static void free_server(pt_server *srv)
     for (size_t i = 0; i < srv->nslots; i++)
         free(srv->exports[i]);
     free(srv->exports);
+    free(srv->workers);
+    pthread_key_delete(srv->worker_key);
     pthread_cond_destroy(&srv->cv);
     pthread_mutex_destroy(&srv->mu);
     free(srv);
@@ -54,6 +137,9 @@ int pt_server_start(pt_engine *eng, const char *mountpoint, unsigned max_threads
         return pt_fail(err, errno == ENOENT ? PT_E_NOT_FOUND : errno,
                        "/dev/fuse is not usable (%s): load the fuse module or run as root",
                        strerror(errno));
+    if (max_threads > PT_MAX_WORKERS)
+        return pt_fail(err, PT_E_INVALID, "%u server threads asked for; at most %u",
+                       max_threads, PT_MAX_WORKERS);
     pt_server *srv = calloc(1, sizeof *srv);
     if (!srv)
         return pt_fail(err, ENOMEM, "out of memory");
@@ -66,10 +152,20 @@ int pt_server_start(pt_engine *eng, const char *mountpoint, unsigned max_threads
         rc = pt_fail(err, EAGAIN, "out of resources");
         goto out_destroy_mu;
     }
+    if (pthread_key_create(&srv->worker_key, NULL) != 0) {
+        pthread_cond_destroy(&srv->cv);
+        rc = pt_fail(err, EAGAIN, "out of resources");
+        goto out_destroy_mu;
+    }
     srv->eng = eng;
     srv->uid = geteuid();
     srv->gid = getegid();
-    srv->max_threads = max_threads ? max_threads : 16;
+    srv->nworkers = max_threads ? max_threads : 16;
+    srv->workers = calloc(srv->nworkers, sizeof *srv->workers);
+    if (!srv->workers) {
+        rc = pt_fail(err, ENOMEM, "out of memory");
+        goto out_destroy_cv;
+    }
     snprintf(srv->mountpoint, sizeof srv->mountpoint, "%s", mountpoint);
     char *argv[] = {"ptcopy", "-o", "fsname=ptcopy,subtype=ptcopy,allow_other,default_permissions,max_read=1048576",
                     NULL};
@@ -84,20 +180,23 @@ int pt_server_start(pt_engine *eng, const char *mountpoint, unsigned max_threads
                      "already, and is this root?)", mountpoint);
         goto out_destroy_session;
     }
-    rc = pthread_create(&srv->thr, NULL, loop_main, srv);
+    unsigned started = start_workers(srv, srv->nworkers, &rc);
     if (rc) {
-        rc = pt_fail(err, rc, "cannot start the FUSE server thread");
-        goto out_unmount;
+        fuse_session_exit(srv->se);
+        fuse_session_unmount(srv->se);   /* wakes the workers that started */
+        join_workers(srv, started);
+        rc = pt_fail(err, rc, "cannot start the FUSE server's threads");
+        goto out_destroy_session;
     }
     srv->running = true;
     *out = srv;
     return 0;
 
-out_unmount:
-    fuse_session_unmount(srv->se);
 out_destroy_session:
     fuse_session_destroy(srv->se);
 out_destroy_cv:
+    free(srv->workers);
+    pthread_key_delete(srv->worker_key);
     pthread_cond_destroy(&srv->cv);
 out_destroy_mu:
     pthread_mutex_destroy(&srv->mu);
@@ -203,7 +302,7 @@ int pt_server_stop(pt_server *srv, pt_error *err)
         fuse_session_exit(srv->se);
         /* unmounting ends the connection, which wakes the threads blocked reading it */
         fuse_session_unmount(srv->se);
-        pthread_join(srv->thr, NULL);
+        join_workers(srv, srv->nworkers);
     }
     fuse_session_destroy(srv->se);
     free_server(srv);

@@ -326,13 +326,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     uint64_t o = (uint64_t)off;
     size_t n = o >= e->size ? 0 : (size > e->size - o ? (size_t)(e->size - o) : size);
-    char *buf = n ? malloc(n) : NULL;
+    /* the worker's own buffer when the read fits (max_read is PT_IO_MAX): no allocation per
+     * request, page-aligned and warm */
+    char *own = n <= PT_IO_MAX ? reply_area(fuse_req_userdata(req)) : NULL;
+    char *buf = own ? own : (n ? malloc(n) : NULL);
     int rc = n && !buf ? -ENOMEM : 0;
     if (!rc && n)
         rc = pt_set_read(e->set, side, o, buf, n, NULL);
     if (io_done(req, e, rc))
         fuse_reply_buf(req, buf, n);
-    free(buf);
+    if (buf != own)
+        free(buf);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off,

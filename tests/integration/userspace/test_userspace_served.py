@@ -7,6 +7,7 @@ import errno
 import mmap
 import os
 import random
+import threading
 
 import pytest
 
@@ -235,6 +236,30 @@ def test_unserve_with_a_device_held_open(dp: Harness) -> None:
     assert loopdev.loops_backed_by(run_dir) == []
     up.stop()
     no_leftovers(up, run_dir)
+
+
+def test_stop_with_a_served_file_still_open(dp: Harness) -> None:
+    """A served file still open when the server stops: the unmount is lazy, so the connection
+    stays up and the server's idle workers are never woken by it; stopping must end them
+    anyway rather than wait for the holder forever."""
+    s, _ = dp.enable(Kind.DEPENDENT, 4 * MIB)
+    up = dp.userspace()
+    served = up.serve("vol", s, loop=False)
+    stopped = threading.Event()
+
+    def stop() -> None:
+        up.stop(force=True)
+        stopped.set()
+
+    fd = os.open(served.master_file, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        threading.Thread(target=stop, daemon=True).start()
+        # a hang detector, not a timing: stopping takes milliseconds when it works
+        assert stopped.wait(120), "stopping the server hung while a served file was open"
+    finally:
+        with contextlib.suppress(OSError):   # ENOTCONN: the connection is gone, as it should be
+            os.close(fd)
+    assert up.mountpoint not in ptcopy_mounts()
 
 
 def test_second_data_path_on_a_live_run_dir(dp: Harness) -> None:
