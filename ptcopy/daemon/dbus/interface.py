@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import functools
 import inspect
+import struct
 import time
 from typing import Any
 
-from dbus_fast import Variant
+from dbus_fast import Message, MessageType, Variant
 from dbus_fast import introspection as intr
 from dbus_fast.service import ServiceInterface
 
 DOC = "org.gtk.GDBus.DocString"
 FRESH = 0.5   # seconds a property read may lag the engine
+OBJECTS = "a{oa{sa{sv}}}"   # GetManagedObjects' reply
 
 
 class Interface(ServiceInterface):
@@ -25,6 +27,7 @@ class Interface(ServiceInterface):
         self._last: dict[str, Any] = {}
         self._stamp = 0.0
         self._variants: dict[str, Variant] | None = None
+        self._entry: tuple[str, bytes] | None = None   # (path, marshalled) of the variants
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Property reads are answered from the last snapshot (refreshed on every change the
@@ -83,6 +86,15 @@ class Interface(ServiceInterface):
             self.refresh()
         return self.variants()
 
+    def entry(self, path: str) -> bytes:
+        """This object's entry of a GetManagedObjects reply, ``{path: {name: variants}}``
+        marshalled, built once per change (marshalling thousands of them on every call is
+        what made the call slow)."""
+        variants = self.variants()
+        if self._entry is None or self._entry[0] != path:
+            self._entry = (path, marshal_entry(path, {self.name: variants}))
+        return self._entry[1]
+
     def changed(self) -> bool:
         """Whether a refresh could change anything (objects with cheap checks override)."""
         return True
@@ -95,11 +107,28 @@ class Interface(ServiceInterface):
             changed = {k: v for k, v in now.items() if self._last.get(k) != v}
             if changed:
                 self._variants = None
+                self._entry = None
                 self.emit_properties_changed(changed)
         else:
             self._variants = None
+            self._entry = None
         self._last = now
         self._stamp = time.monotonic()
+
+
+def marshal_entry(path: str, ifaces: dict[str, dict[str, Variant]]) -> bytes:
+    """One dict entry of an ``a{oa{sa{sv}}}`` array, marshalled as it is at any offset that
+    is a multiple of 8 (every such entry starts at one): an array holding only it, without
+    the array's length and the padding after it."""
+    msg = Message(message_type=MessageType.METHOD_RETURN, reply_serial=1,
+                  signature=OBJECTS, body=[{path: ifaces}])
+    return reply_body(msg._marshall(False))[8:]
+
+
+def reply_body(wire: bytes | bytearray) -> bytes:
+    """The body of a marshalled message (little-endian, as dbus-fast writes)."""
+    (body_len,) = struct.unpack_from("<I", wire, 4)
+    return bytes(wire[len(wire) - body_len:])
 
 
 def _doc(annotations: dict[str, str], cls: type, member: str) -> None:
