@@ -96,8 +96,7 @@ class PtcopyBus(MessageBus):
         if msg.path != ROOT:
             super()._default_get_managed_objects_handler(msg, send_reply)
             return
-        parts: list[bytes] = []
-        size = 0
+        entries: list[bytes] = []
         prefix = ROOT + "/"
         for node, ifaces in self._path_exports.items():
             if not node.startswith(prefix):
@@ -106,15 +105,23 @@ class PtcopyBus(MessageBus):
             exported = [i for i in (ifaces.values() if isinstance(ifaces, dict) else ifaces)
                         if isinstance(i, Interface)]
             if len(exported) == 1:
-                entry = exported[0].entry(node)
+                entries.append(exported[0].entry(node))
             else:
-                entry = marshal_entry(node, {i.name: i.variants() for i in exported})
-            pad = -size % 8   # every dict entry starts at a multiple of 8
-            parts.append(b"\0" * pad)
-            parts.append(entry)
-            size += pad + len(entry)
-        body = struct.pack("<I", size) + b"\0" * 4 + b"".join(parts)
-        send_reply(MarshalledReply(msg, body))
+                entries.append(marshal_entry(node, {i.name: i.variants() for i in exported}))
+        send_reply(MarshalledReply(msg, objects_body(entries)))
+
+
+def objects_body(entries: list[bytes]) -> bytes:
+    """The body of a GetManagedObjects reply from its marshalled dict entries: the array's
+    length, padding to 8, and the entries, each starting at a multiple of 8."""
+    parts: list[bytes] = []
+    size = 0
+    for entry in entries:
+        pad = -size % 8
+        parts.append(b"\0" * pad)
+        parts.append(entry)
+        size += pad + len(entry)
+    return struct.pack("<I", size) + b"\0" * 4 + b"".join(parts)
 
 
 class MarshalledReply(Message):
