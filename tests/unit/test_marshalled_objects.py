@@ -19,7 +19,8 @@ def _objects(n: int) -> dict[str, dict[str, dict[str, Variant]]]:
         out[f"/org/ptcopy/Imaging1/sets/s{'x' * i}"] = {"org.ptcopy.Imaging1.IISet": {
             "Name": Variant("s", "n" * i), "Size": Variant("t", 2**40 + i),
             "Flags": Variant("as", ["copying"] * (i % 3)), "Job": Variant("o", "/"),
-            "Ratio": Variant("d", i / 7), "Units": Variant("u", i), "On": Variant("b", bool(i % 2))}}
+            "Ratio": Variant("d", i / 7), "Units": Variant("u", i),
+            "On": Variant("b", bool(i % 2))}}
     return out
 
 

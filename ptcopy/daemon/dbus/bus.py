@@ -16,7 +16,7 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface
 
-from ptcopy.daemon.dbus.interface import OBJECTS, Interface, marshal_entry
+from ptcopy.daemon.dbus.interface import OBJECTS, Entry, Interface, marshal_entry
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,20 @@ class PtcopyBus(MessageBus):
     """A bus connection whose ObjectManager signals come from the manager's path (ROOT), as
     the specification says and GDBusObjectManagerClient expects, and that survives a full
     send buffer."""
+
+    _exports = 0   # exports and unexports so far
+    # GetManagedObjects' reply body, and (Interface.changes, _exports) when it was built
+    _objects: tuple[tuple[int, int], bytes] = ((-1, -1), b"")
+
+    def export(self, path: str, interface: ServiceInterface) -> None:
+        """Export, counted (GetManagedObjects' reply is then built again)."""
+        super().export(path, interface)
+        self._exports += 1
+
+    def unexport(self, path: str, interface: Any = None) -> None:
+        """Unexport, counted (GetManagedObjects' reply is then built again)."""
+        super().unexport(path, interface)
+        self._exports += 1
 
     async def connect(self) -> PtcopyBus:
         await super().connect()
@@ -96,7 +110,13 @@ class PtcopyBus(MessageBus):
         if msg.path != ROOT:
             super()._default_get_managed_objects_handler(msg, send_reply)
             return
-        entries: list[bytes] = []
+        key = (Interface.changes, self._exports)
+        if key != self._objects[0]:
+            self._objects = (key, objects_body(self._entries()))
+        send_reply(MarshalledReply(msg, self._objects[1]))
+
+    def _entries(self) -> list[Entry]:
+        entries: list[Entry] = []
         prefix = ROOT + "/"
         for node, ifaces in self._path_exports.items():
             if not node.startswith(prefix):
@@ -108,20 +128,16 @@ class PtcopyBus(MessageBus):
                 entries.append(exported[0].entry(node))
             else:
                 entries.append(marshal_entry(node, {i.name: i.variants() for i in exported}))
-        send_reply(MarshalledReply(msg, objects_body(entries)))
+        return entries
 
 
-def objects_body(entries: list[bytes]) -> bytes:
+def objects_body(entries: list[Entry]) -> bytes:
     """The body of a GetManagedObjects reply from its marshalled dict entries: the array's
-    length, padding to 8, and the entries, each starting at a multiple of 8."""
-    parts: list[bytes] = []
-    size = 0
-    for entry in entries:
-        pad = -size % 8
-        parts.append(b"\0" * pad)
-        parts.append(entry)
-        size += pad + len(entry)
-    return struct.pack("<I", size) + b"\0" * 4 + b"".join(parts)
+    length, padding to 8, and the entries (each padded to 8, but for the last)."""
+    data = b"".join([e for e, _ in entries])
+    if entries:
+        data = data[:len(data) - entries[-1][1]]
+    return struct.pack("<I", len(data)) + b"\0" * 4 + data
 
 
 class MarshalledReply(Message):
