@@ -76,9 +76,11 @@ class IISet(Interface):
                 st.shadow_slots_used, st.overflow_used)
 
     def changed(self) -> bool:
-        """One engine call tells whether the counters moved since the snapshot."""
+        """One engine call tells whether the counters moved since the snapshot; a set that
+        copies always may have (its progress may come from the data path, not the engine)."""
         self._memo = None
-        return self._key(self._status()) != self._seen
+        st = self._status()
+        return self._key(st) != self._seen or (st is not None and bool(st.flags & Flag.COPYING))
 
     def values(self) -> dict[str, Any]:
         self._memo = None

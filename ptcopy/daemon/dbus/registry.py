@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 from ptcopy.daemon.background import Background
+from ptcopy.daemon.candidates import Key
 from ptcopy.daemon.dbus.auth import Authorizer
 from ptcopy.daemon.dbus.bus import PtcopyBus
 from ptcopy.daemon.dbus.context import Context
@@ -26,6 +27,8 @@ from ptcopy.daemon.service import Service
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=Interface)
+
+SWEEP_SLICE = 50   # objects a sweep looks at between two turns of the loop
 
 
 class Registry:
@@ -46,8 +49,11 @@ class Registry:
         self.groups: dict[str, IIGroup] = {}
         self.overflows: dict[str, IIOverflow] = {}
         self.volumes: dict[str, Volume] = {}
+        self._volume_keys: dict[str, Key] = {}   # what each Volume object shows, by id
+        self._volumes_of: dict[Key, set[str]] = {}   # and the other way round
         self.jobs: dict[int, Job] = {}
         self._next_job = 1
+        self._sweeping = False
         self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
 
     # ---- exports ---------------------------------------------------------------------------
@@ -55,12 +61,12 @@ class Registry:
     def export(self, path: str, obj: Interface) -> bool:
         """Export one object; one that cannot be (a bad path) is logged, never stops the
         daemon nor the export of the others."""
+        obj.refresh()   # the snapshot InterfacesAdded carries
         try:
             self.bus.export(path, obj)
         except Exception as e:  # dbus-fast raises several types for a path it refuses
             log.error("cannot export %s: %s", path, e)
             return False
-        obj.refresh()
         return True
 
     def sync_objects(self) -> None:
@@ -72,26 +78,50 @@ class Registry:
                          overflow_path)
         self.sync_volumes()
 
+    def _sync_set(self, ident: str) -> None:
+        """One set's object follows the Service, and the Volume objects of the volumes whose
+        users changed (the set added or removed): the others are as they were."""
+        s = self.service
+        if ident in s.sets and ident not in self.sets:
+            obj = IISet(s, ident, self.context)
+            if self.export(set_path(ident), obj):
+                self.sets[ident] = obj
+        elif ident not in s.sets and ident in self.sets:
+            self.bus.unexport(set_path(ident))
+            del self.sets[ident]
+        self._sync_views(self.inventory.take_dirty(ident))
+
     def _sync_table(self, table: dict[str, T], have: Iterable[str], make: Callable[[str], T],
                     path_of: Callable[[str], str]) -> None:
         wanted = set(have)
-        for ident in list(table):
-            if ident not in wanted:
-                self.bus.unexport(path_of(ident))
-                del table[ident]
-        for ident in sorted(wanted):
-            if ident not in table:
-                obj = make(ident)
-                if self.export(path_of(ident), obj):
-                    table[ident] = obj
+        for ident in [i for i in table if i not in wanted]:
+            self.bus.unexport(path_of(ident))
+            del table[ident]
+        for ident in sorted(i for i in wanted if i not in table):
+            obj = make(ident)
+            if self.export(path_of(ident), obj):
+                table[ident] = obj
 
     def sync_volumes(self) -> None:
         """The Volume objects follow the inventory's views."""
-        views = self.inventory.views()
-        for vid in list(self.volumes):
-            if vid not in views:
-                self.bus.unexport(volume_path(vid))
-                del self.volumes[vid]
+        self.inventory.take_dirty()   # everything is looked at
+        self._sync_views(None)
+
+    def _sync_views(self, keys: set[Key] | None) -> None:
+        """The Volume objects of these volumes (None: of all) follow the inventory's views."""
+        if keys is not None and not keys:
+            return
+        got = self.inventory.keyed_views(keys=keys)
+        views = got.views
+        if keys is None:
+            gone = [v for v in self.volumes if v not in views]
+        else:
+            gone = [v for k in got.considered for v in self._volumes_of.get(k, ())
+                    if v not in views]
+        for vid in gone:
+            self.bus.unexport(volume_path(vid))
+            del self.volumes[vid]
+            self._forget_key(vid)
         for vid in sorted(views):
             obj = self.volumes.get(vid)
             if obj is None:
@@ -100,6 +130,18 @@ class Registry:
                     self.volumes[vid] = obj
             else:
                 obj.update(views[vid])
+        for vid, key in got.keys.items():
+            if self._volume_keys.get(vid) != key:
+                self._forget_key(vid)
+                self._volume_keys[vid] = key
+                self._volumes_of.setdefault(key, set()).add(vid)
+
+    def _forget_key(self, vid: str) -> None:
+        key = self._volume_keys.pop(vid, None)
+        if key is not None:
+            self._volumes_of[key].discard(vid)
+            if not self._volumes_of[key]:
+                del self._volumes_of[key]
 
     def set_status(self, set_id: str) -> str:
         """A set's Status as its object shows it; 'error' when it has none."""
@@ -107,13 +149,28 @@ class Registry:
         return obj.Status if obj is not None else "error"
 
     def refresh_all(self) -> None:
-        """Emit what changed on every set, group and overflow object (the sweep: changes
-        nobody announced, such as I/O errors and copy ends)."""
-        for obj in [*self.sets.values(), *self.groups.values(), *self.overflows.values()]:
-            try:
-                obj.refresh()
-            except Exception:  # an object that vanished mid-sweep
-                log.debug("sweep", exc_info=True)
+        """Emit what changed on every set, group, overflow and job object (the sweep: changes
+        nobody announced, such as I/O errors and copy ends), unless a sweep still runs. The
+        sweep runs in slices between which the loop answers calls: with thousands of sets it
+        would otherwise hold every call up for tens of milliseconds."""
+        if not self._sweeping:
+            self._sweeping = True
+            self.background.spawn(self._sweep())
+
+    async def _sweep(self) -> None:
+        try:
+            objs: list[Interface] = [*self.sets.values(), *self.groups.values(),
+                                     *self.overflows.values(), *self.jobs.values()]
+            for n, obj in enumerate(objs, 1):
+                try:
+                    if obj.changed():   # one engine call for a set
+                        obj.refresh()
+                except Exception:  # an object that vanished mid-sweep
+                    log.debug("sweep", exc_info=True)
+                if n % SWEEP_SLICE == 0:
+                    await asyncio.sleep(0)
+        finally:
+            self._sweeping = False
 
     # ---- Service events --------------------------------------------------------------------
 
@@ -127,12 +184,16 @@ class Registry:
         self._loop = None
 
     def _apply_event(self, event: str, kind: str, ident: str) -> None:
+        if kind == "set" and event in ("added", "removed"):
+            self._sync_set(ident)
+            return
         if event in ("added", "removed"):
             self.sync_objects()
             return
         obj: Interface | None
         if kind == "set":
             obj = self.sets.get(ident)
+            self._sync_views(self.inventory.take_dirty(ident))   # a rename: volumes name it
         elif kind == "group":
             obj = self.groups.get(ident)
         else:

@@ -23,7 +23,8 @@ from ptcopy.daemon.service.core import (
 )
 from ptcopy.daemon.service.volumes import VolumeOps, ident_json
 from ptcopy.daemon.state import SetRow, remove_fallback
-from ptcopy.daemon.volumes import opened
+from ptcopy.daemon.volumes import Opened, opened
+from ptcopy.datapath.base import SetVolumes
 from ptcopy.engine import Direction
 from ptcopy.errnames import ErrorName
 
@@ -109,31 +110,31 @@ class SetOps(VolumeOps):
                     chunk_size=int(opts.get("chunk_size", 0)), overflow=ov,
                     copy_delay_ms=int(opts.get("copy_delay", 0)),
                     copy_units=int(opts.get("copy_units", 0)))
-                self._bind(new.status().uuid.hex, got)
-            st = new.status()
-            row = SetRow(id=st.uuid.hex, name=name, kind=kind, master=master, shadow=shadow,
-                         bitmap=bitmap, chunk_size=st.chunk_size, overflow=ov_id, grp=grp,
-                         copy_delay=st.copy_delay_ms, copy_units=st.copy_units,
-                         loop=bool(opts.get("loop", True)),
-                         master_ident=ident_json(got[0]), shadow_ident=ident_json(got[1]),
-                         bitmap_ident=ident_json(got[2]) if not in_memory else "")
-            ms = ManagedSet(row, new)
-            try:
-                if not in_memory:
-                    self._fallback(new, row.id, name, fresh=True)
-                self._serve(ms)
-                # a path that runs copies itself starts a new independent set's first copy
-                self.datapath.started(name, new=True)
-                self.store.put_set(row)
-            except BaseException:
-                if ms.served is not None:
-                    with contextlib.suppress(Exception):
-                        self.datapath.unserve(name, force=True)
-                with contextlib.suppress(eng.PtcopyError):
-                    if new.progress().active:
-                        new.abort()
-                    new.disable()
-                raise
+                st = new.status()
+                self._bind(st.uuid.hex, got)
+                row = SetRow(id=st.uuid.hex, name=name, kind=kind, master=master,
+                             shadow=shadow, bitmap=bitmap, chunk_size=st.chunk_size,
+                             overflow=ov_id, grp=grp, copy_delay=st.copy_delay_ms,
+                             copy_units=st.copy_units, loop=bool(opts.get("loop", True)),
+                             master_ident=ident_json(got[0]), shadow_ident=ident_json(got[1]),
+                             bitmap_ident=ident_json(got[2]) if not in_memory else "")
+                ms = ManagedSet(row, new)
+                try:
+                    if not in_memory:
+                        self._fallback(new, row.id, name, fresh=True)
+                    self._serve_new(ms, got)
+                    # a path that runs copies itself starts a new independent set's first copy
+                    self.datapath.started(name, new=True)
+                    self.store.put_set(row)
+                except BaseException:
+                    if ms.served is not None:
+                        with contextlib.suppress(Exception):
+                            self.datapath.unserve(name, force=True)
+                    with contextlib.suppress(eng.PtcopyError):
+                        if new.progress().active:
+                            new.abort()
+                        new.disable()
+                    raise
             self.sets[row.id] = ms
             if ov_id:
                 self.overflows[ov_id].sets.append(row.id)
@@ -143,6 +144,21 @@ class SetOps(VolumeOps):
         if ov_id:
             self._emit("changed", "overflow", ov_id)
         return row.id
+
+    def _serve_new(self, ms: ManagedSet, got: Sequence[Opened]) -> None:
+        """Serve a new set from the descriptors its engine set was just given: they passed the
+        checks ``_serve`` makes and are the very volumes the engine has, so opening and
+        checking them all again (``_serve``) would only cost time. Block devices a path holds
+        exclusively (``_serve`` opens them shared again) and an overflow volume (not among
+        these descriptors) still go through ``_serve``."""
+        if ms.set is None or ms.row.overflow or (self.datapath.caps.exclusive_volumes
+                                                  and any(v.block for v in got)):
+            self._serve(ms)
+            return
+        vols = [(v.given, v.fd) for v in got]
+        ms.served = self.datapath.serve(
+            ms.row.name, ms.set, SetVolumes(vols[0], vols[1], vols[2] if len(vols) > 2 else None),
+            loop=ms.row.loop)
 
     def disable_set(self, set_id: str) -> None:
         with self.lock:
