@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from common import DocBlock, md_table, median, rss_mib
@@ -94,16 +95,14 @@ async def measure(sock: str, vols: str, n: int) -> dict[str, float]:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sets", type=int, default=1000)
-    ap.add_argument("--write-doc", action="store_true")
-    args = ap.parse_args()
+def run_sets(n: int, daemon_args: Sequence[str] = ()) -> dict[str, float]:
+    """Start a private bus and ptcopyd (``daemon_args`` added to its command line), create ``n``
+    sets, measure (see :func:`measure`), stop and remove everything; the figures, RSS too."""
     work = tempfile.mkdtemp(prefix="ptcopy-bench-daemon-", dir="/var/tmp")
     sock = os.path.join(work, "bus.sock")
     vols = os.path.join(work, "vols")
     os.makedirs(vols)
-    for i in range(args.sets):
+    for i in range(n):
         for ext, size in ((".m", 4 << 20), (".s", 4 << 20), (".b", 64 << 10)):
             with open(os.path.join(vols, f"s{i}{ext}"), "wb") as f:
                 f.truncate(size)
@@ -118,10 +117,10 @@ def main() -> int:
         daemon = subprocess.Popen([sys.executable, "-m", "ptcopy.daemon.main", "--bus",
                                    f"unix:path={sock}", "--state-dir", f"{work}/state",
                                    "--run-dir", f"{work}/run", "--file-volumes", vols,
-                                   "--log-level", "warning"], cwd=REPO)
+                                   "--log-level", "warning", *daemon_args], cwd=REPO)
         time.sleep(1.5)
         idle = rss_mib(daemon.pid)
-        res = asyncio.run(measure(sock, vols, args.sets))
+        res = asyncio.run(measure(sock, vols, n))
         res["rss_mib"] = rss_mib(daemon.pid)
         res["rss_idle_mib"] = idle
     finally:
@@ -131,6 +130,15 @@ def main() -> int:
         dbus.terminate()
         dbus.wait()
         shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sets", type=int, default=1000)
+    ap.add_argument("--write-doc", action="store_true")
+    args = ap.parse_args()
+    res = run_sets(args.sets)
     rows = [
         ("time to create the sets (CreateSet, one after another)",
          f"{res['create_s']:.1f} s ({res['create_s'] / args.sets * 1000:.1f} ms per set)", "-",
