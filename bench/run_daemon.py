@@ -95,6 +95,19 @@ async def measure(sock: str, vols: str, n: int) -> dict[str, float]:
     return out
 
 
+def wait_for_name(sock: str, daemon: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Until ptcopyd owns its bus name (start-up takes seconds on a busy machine)."""
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={sock}")
+    deadline = time.monotonic() + timeout
+    while subprocess.run(["busctl", "--system", "status", NAME], env=env, check=False,
+                         capture_output=True).returncode != 0:
+        if daemon.poll() is not None:
+            raise RuntimeError(f"ptcopyd exited with {daemon.returncode} at start")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ptcopyd did not take {NAME} in {timeout:g} s")
+        time.sleep(0.1)
+
+
 def run_sets(n: int, daemon_args: Sequence[str] = ()) -> dict[str, float]:
     """Start a private bus and ptcopyd (``daemon_args`` added to its command line), create ``n``
     sets, measure (see :func:`measure`), stop and remove everything; the figures, RSS too."""
@@ -118,7 +131,7 @@ def run_sets(n: int, daemon_args: Sequence[str] = ()) -> dict[str, float]:
                                    f"unix:path={sock}", "--state-dir", f"{work}/state",
                                    "--run-dir", f"{work}/run", "--file-volumes", vols,
                                    "--log-level", "warning", *daemon_args], cwd=REPO)
-        time.sleep(1.5)
+        wait_for_name(sock, daemon)
         idle = rss_mib(daemon.pid)
         res = asyncio.run(measure(sock, vols, n))
         res["rss_mib"] = rss_mib(daemon.pid)

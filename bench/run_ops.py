@@ -36,6 +36,7 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from common import (
@@ -69,11 +70,12 @@ def parse_args() -> argparse.Namespace:
                    help="comma-separated rows to measure (default: all)")
     p.add_argument("--reps", type=int, help="rounds per row (default 3; --quick: 1)")
     p.add_argument("--quick", action="store_true",
-                   help="small sizes: 64 MiB volumes, 16 MiB group members, 1 s fio cells")
+                   help="small sizes: 64 MiB volumes, 16 MiB group members, 200 sets in row 5, "
+                        "1 s fio cells")
     p.add_argument("--size-mib", type=int, help="volume of rows 1-4 and 6 (default 1024)")
     p.add_argument("--group-sets", type=int, default=16, help="sets in row 7's group")
     p.add_argument("--group-size-mib", type=int, help="each group member (default 64)")
-    p.add_argument("--sets", type=int, default=1000, help="row 5's sets (default 1000)")
+    p.add_argument("--sets", type=int, help="row 5's sets (default 1000; --quick: 200)")
     p.add_argument("--runtime", type=float, help="row 6: seconds per fio cell (default 5)")
     p.add_argument("--data-dir", type=Path, default=Path("/var/tmp/ptbench"),
                    help="where the volume files go: a disk, not tmpfs (default %(default)s)")
@@ -92,6 +94,7 @@ def parse_args() -> argparse.Namespace:
     a.size_mib = a.size_mib or (64 if a.quick else 1024)
     a.group_size_mib = a.group_size_mib or (16 if a.quick else 64)
     a.runtime = a.runtime or (1.0 if a.quick else 5.0)
+    a.sets = a.sets or (200 if a.quick else 1000)
     if a.size_mib < 8 or a.size_mib % 4 or a.group_size_mib < 4:
         p.error("--size-mib: a multiple of 4, at least 8; --group-size-mib at least 4")
     return a
@@ -149,24 +152,36 @@ def main() -> int:
 
     started, load0 = started_utc(), loadavg()
     res = Results(group_sets=args.group_sets, size=size)
+    failed: list[str] = []
     if set(args.rows) & {1, 2, 3, 4, 7}:
-        through_daemon(args, res)
+        attempt(failed, "rows 1-4, 7", lambda: through_daemon(args, res))
     if 5 in args.rows:
         log(f"row 5: {args.sets} sets on ptcopyd --data-path none --volumes used")
-        res.daemon = daemon_rows(args.sets, args.reps)
+        attempt(failed, "row 5", lambda: setattr(res, "daemon", daemon_rows(args.sets,
+                                                                            args.reps)))
     if 6 in args.rows:
         log(f"row 6: userspace path vs qemu-storage-daemon, {args.size_mib} MiB")
-        res.fuse = fuse_rows(args.data_dir, args.size_mib, args.runtime, args.reps)
+        attempt(failed, "row 6", lambda: setattr(res, "fuse", fuse_rows(
+            args.data_dir, args.size_mib, args.runtime, args.reps)))
     head = [f"Run {started} with `bench/run_ops.py {' '.join(sys.argv[1:])}` at "
             f"{git(REPO, 'rev-parse', '--short', 'HEAD') or '?'}; {args.reps} round(s), medians. "
             f"Load average before {load0}, after {loadavg()}.",
             "", *[f"- {m}" for m in machine_info(args.data_dir)]]
-    text = render(res, head)
+    text = render(res, head) + "".join(f"- **FAILED**: {f}\n" for f in failed)
     print(text)
     if args.out:
         args.out.write_text(text)
         log(f"wrote {args.out}")
-    return 0
+    return 1 if failed else 0
+
+
+def attempt(failed: list[str], what: str, fn: Callable[[], object]) -> None:
+    """Measure, or note why not and go on with the other rows (their clean-up has run)."""
+    try:
+        fn()
+    except (Exception, SystemExit) as e:
+        log(f"{what} failed: {e}")
+        failed.append(f"{what}: {e}")
 
 
 if __name__ == "__main__":
