@@ -55,6 +55,11 @@ class OpsRig:
     def cleanup(self) -> list[str]:
         """Undo everything, newest first; what failed (the run then fails too)."""
         failures = []
+        try:   # first, so no loop device is detached while the daemon still holds it
+            if self.daemon is not None and self.daemon.running:
+                self.daemon.stop(timeout=60)
+        except Exception as e:  # the clean-up below kills it
+            failures.append(f"stop ptcopyd: {e}")
         while self.cleanups:
             what, fn = self.cleanups.pop()
             try:

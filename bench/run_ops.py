@@ -50,6 +50,7 @@ from common import (
     need_space,
     run,
     set_log_name,
+    set_sync_scope,
     started_utc,
 )
 from ops_external import daemon_rows, fuse_rows
@@ -149,6 +150,8 @@ def main() -> int:
                                   + 2 * args.group_sets * gsize * (7 in args.rows),
                                   2 * size * (6 in args.rows)) + GiB // 4)
     signal.signal(signal.SIGTERM, interrupted)
+    # every write measured here lands in the data directory or goes to a device with O_DIRECT
+    set_sync_scope([args.data_dir])
 
     started, load0 = started_utc(), loadavg()
     res = Results(group_sets=args.group_sets, size=size)
