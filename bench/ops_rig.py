@@ -68,8 +68,12 @@ class OpsRig:
                 failures.append(f"{what}: {e}")
         with contextlib.suppress(Exception):
             self.aio.close()
-        left = [f"loop device {lp.device} over {lp.backing_file}"
-                for lp in loopdev.loops_backed_by(str(self.root))]
+        # a detached loop device lingers while udev's probe still holds it open
+        deadline = time.monotonic() + 15
+        while (left := [f"loop device {lp.device} over {lp.backing_file}"
+                        for lp in loopdev.loops_backed_by(str(self.root))]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
         if not left:
             shutil.rmtree(self.root, ignore_errors=True)
         return failures + left
