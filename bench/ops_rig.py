@@ -140,7 +140,8 @@ class OpsRig:
         return self.run(self.c.create_set(name, kind, *vols, chunk_size=u(CHUNK)))
 
     def disable(self, set_path: str) -> None:
-        self.run(self.c.set_call(set_path, "Disable"))
+        """Disable (unserving takes a while on a busy machine: a generous timeout)."""
+        self.run(self.c.ok(set_path, ISET, "Disable", "a{sv}", [{}], timeout=300))
 
     def master_device(self, set_path: str) -> str:
         dev = str(self.run(self.c.get(set_path, ISET, "MasterDevice")))
