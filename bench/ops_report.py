@@ -29,7 +29,7 @@ def _x(r: float) -> str:
 
 def _faster(r: float) -> str:
     """``r`` = their time / ours."""
-    return _faster(r) if r >= 1 else f"{_x(1 / r)} slower"
+    return f"{_x(r)} faster" if r >= 1 else f"{_x(1 / r)} slower"
 
 
 def _ms(xs: list[float]) -> str:
