@@ -10,6 +10,7 @@ imports it inside the VM tier's guest too.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import json
 import os
@@ -59,6 +60,23 @@ def run(*cmd: str, check: bool = True, stdin: str | None = None
 
 _DROP = Path("/proc/sys/vm/drop_caches")
 _drop_warned = False
+_sync_scope: list[Path] = []
+
+
+def set_sync_scope(paths: Sequence[Path]) -> None:
+    """Make :func:`drop_caches` write back only the file systems holding ``paths`` (syncfs)
+    instead of every one (sync): a hung device elsewhere on the machine (another user's stuck
+    FUSE or loop device) then cannot hang the benchmark."""
+    _sync_scope[:] = list(paths)
+
+
+def _syncfs(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), f"syncfs {path}")
+    finally:
+        os.close(fd)
 
 
 def can_drop_caches() -> bool:
@@ -72,7 +90,11 @@ def drop_caches() -> None:
     pages a previous one left behind.
     """
     global _drop_warned
-    os.sync()
+    if _sync_scope:
+        for p in _sync_scope:
+            _syncfs(p)
+    else:
+        os.sync()
     if not can_drop_caches():
         if not _drop_warned:
             log("not root: cannot drop the page cache; measurements are NOT cold")

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from common import DocBlock, md_table, median, proc_cpu_s, rss_mib
@@ -116,6 +117,60 @@ async def measure(sock: str, vols: str, n: int, pid: int) -> dict[str, float]:
     return out
 
 
+def wait_for_name(sock: str, daemon: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Until ptcopyd owns its bus name (start-up takes seconds on a busy machine)."""
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={sock}")
+    deadline = time.monotonic() + timeout
+    while subprocess.run(["busctl", "--system", "status", NAME], env=env, check=False,
+                         capture_output=True).returncode != 0:
+        if daemon.poll() is not None:
+            raise RuntimeError(f"ptcopyd exited with {daemon.returncode} at start")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ptcopyd did not take {NAME} in {timeout:g} s")
+        time.sleep(0.1)
+
+
+def run_sets(n: int, daemon_args: Sequence[str] = (), source: str = REPO,
+             profile: str | None = None) -> dict[str, float]:
+    """Start a private bus and ptcopyd from ``source`` (``daemon_args`` added to its command
+    line; under cProfile into ``profile`` if given), create ``n`` sets, measure (see
+    :func:`measure`), stop and remove everything; the figures, RSS too."""
+    work = tempfile.mkdtemp(prefix="ptcopy-bench-daemon-", dir="/var/tmp")
+    sock = os.path.join(work, "bus.sock")
+    vols = os.path.join(work, "vols")
+    os.makedirs(vols)
+    for i in range(n):
+        for ext, size in ((".m", 4 << 20), (".s", 4 << 20), (".b", 64 << 10)):
+            with open(os.path.join(vols, f"s{i}{ext}"), "wb") as f:
+                f.truncate(size)
+    conf = os.path.join(work, "bus.conf")
+    with open(conf, "w", encoding="utf-8") as f:
+        f.write(BUS_CONF.format(sock=sock))
+    dbus = subprocess.Popen(["dbus-daemon", "--config-file", conf, "--nofork"])
+    daemon = None
+    try:
+        while not os.path.exists(sock):
+            time.sleep(0.05)
+        prof = ["-m", "cProfile", "-o", os.path.abspath(profile)] if profile else []
+        daemon = subprocess.Popen([sys.executable, *prof, "-m", "ptcopy.daemon.main", "--bus",
+                                   f"unix:path={sock}", "--state-dir", f"{work}/state",
+                                   "--run-dir", f"{work}/run", "--file-volumes", vols,
+                                   "--log-level", "warning", *daemon_args], cwd=source)
+        wait_for_name(sock, daemon)
+        idle = rss_mib(daemon.pid)
+        res = asyncio.run(measure(sock, vols, n, daemon.pid))
+        res["rss_mib"] = rss_mib(daemon.pid)
+        res["rss_idle_mib"] = idle
+    finally:
+        if daemon is not None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(120)
+        dbus.terminate()
+        dbus.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", type=int, default=1000)
@@ -130,46 +185,8 @@ def main() -> int:
                          "engine), to compare a change with what came before in one sitting")
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="ptcopy-bench-daemon-", dir="/var/tmp")
-    sock = os.path.join(work, "bus.sock")
-    vols = os.path.join(work, "vols")
-    os.makedirs(vols)
-    for i in range(args.sets):
-        for ext, size in ((".m", 4 << 20), (".s", 4 << 20), (".b", 64 << 10)):
-            with open(os.path.join(vols, f"s{i}{ext}"), "wb") as f:
-                f.truncate(size)
-    conf = os.path.join(work, "bus.conf")
-    with open(conf, "w", encoding="utf-8") as f:
-        f.write(BUS_CONF.format(sock=sock))
-    dbus = subprocess.Popen(["dbus-daemon", "--config-file", conf, "--nofork"])
-    daemon = None
-    try:
-        while not os.path.exists(sock):
-            time.sleep(0.05)
-        prof = ["-m", "cProfile", "-o", os.path.abspath(args.profile)] if args.profile else []
-        daemon = subprocess.Popen([sys.executable, *prof, "-m", "ptcopy.daemon.main", "--bus",
-                                   f"unix:path={sock}", "--state-dir", f"{work}/state",
-                                   "--run-dir", f"{work}/run", "--file-volumes", vols,
-                                   "--data-path", args.data_path, "--volumes", args.volumes,
-                                   "--log-level", "warning"], cwd=args.source)
-        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={sock}")
-        deadline = time.monotonic() + 60
-        while subprocess.run(["busctl", "--system", "status", NAME], env=env,
-                             capture_output=True, check=False).returncode != 0:
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("ptcopyd did not come up on the bus")
-            time.sleep(0.1)
-        idle = rss_mib(daemon.pid)
-        res = asyncio.run(measure(sock, vols, args.sets, daemon.pid))
-        res["rss_mib"] = rss_mib(daemon.pid)
-        res["rss_idle_mib"] = idle
-    finally:
-        if daemon is not None:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(120)
-        dbus.terminate()
-        dbus.wait()
-        shutil.rmtree(work, ignore_errors=True)
+    res = run_sets(args.sets, ["--data-path", args.data_path, "--volumes", args.volumes],
+                   args.source, args.profile)
     rows = [
         ("time to create the sets (CreateSet, one after another)",
          f"{res['create_s']:.1f} s ({res['create_s'] / args.sets * 1000:.1f} ms per set)", "-",

@@ -130,13 +130,17 @@ void pt_bits_or(pt_bits *dst, const pt_bits *src, pt_mark_fn mark, void *ctx)
             continue;
         uint64_t w0 = p * WORDS_PER_PAGE, nw = page_words(src, p);
         uint32_t n = 0;
+        bool changed = false;
         for (uint64_t w = w0; w < w0 + nw; w++) {
-            uint64_t v = __atomic_or_fetch(&dst->w[w], src->w[w], __ATOMIC_RELAXED);
-            n += (uint32_t)__builtin_popcountll(v);
+            uint64_t add = src->w[w];
+            uint64_t old = __atomic_fetch_or(&dst->w[w], add, __ATOMIC_RELAXED);
+            changed |= (old | add) != old;
+            n += (uint32_t)__builtin_popcountll(old | add);
         }
         dst->count += n - dst->pcnt[p];
         dst->pcnt[p] = n;
-        mark(ctx, dst->img_off + p * PT_PAGE);
+        if (changed)   /* an unchanged page is on disk already or still marked dirty */
+            mark(ctx, dst->img_off + p * PT_PAGE);
     }
 }
 
@@ -159,13 +163,15 @@ void pt_bits_fill(pt_bits *b, pt_mark_fn mark, void *ctx)
     uint64_t nw = (b->nbits + 63) / 64;
     for (uint64_t p = 0; p < b->npages; p++) {
         uint64_t w0 = p * WORDS_PER_PAGE, n = page_words(b, p);
+        bool changed = false;
         for (uint64_t w = w0; w < w0 + n; w++) {
             uint64_t v = ~0ull;
             if (w == nw - 1 && (b->nbits & 63))
                 v = (1ull << (b->nbits & 63)) - 1;
-            __atomic_store_n(&b->w[w], v, __ATOMIC_RELAXED);
+            changed |= __atomic_exchange_n(&b->w[w], v, __ATOMIC_RELAXED) != v;
         }
-        mark(ctx, b->img_off + p * PT_PAGE);
+        if (changed)
+            mark(ctx, b->img_off + p * PT_PAGE);
     }
     pt_bits_recount(b);
 }
