@@ -87,8 +87,8 @@ def lines(res: Results) -> tuple[list[Line], list[str]]:
         out.append(Line("5", f"daemon RSS with {d.sets} sets", f"{rss:.0f} MiB", "—", "—", "—",
                         "< 150 MiB", rss < 150))
         c = median(d.create_ms)
-        out.append(Line("5", "CreateSet latency (median, one after another)", f"{c:.1f} ms", "—", "—",
-                        "—", "≤ 5 ms", c <= 5))
+        out.append(Line("5", "CreateSet latency (median, one after another)", f"{c:.1f} ms",
+                        "—", "—", "—", "≤ 5 ms", c <= 5))
         notes.append(f"row 5 samples (`--data-path none --volumes used`): busctl "
                      f"{', '.join(f'{x:.1f}' for x in d.gmo_busctl_ms)} ms; dbus-fast "
                      f"{', '.join(f'{x:.1f}' for x in d.gmo_ms)} ms; RSS "
