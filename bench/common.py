@@ -56,6 +56,19 @@ def run(*cmd: str, check: bool = True, stdin: str | None = None
     return r
 
 
+def prepare_root_run(why: str, tools: Sequence[str], setup: bool) -> None:
+    """Exit unless root (``why`` says what needs it); with ``setup`` run bench/setup.sh first;
+    exit naming the first of ``tools`` still missing."""
+    if os.geteuid() != 0:
+        raise SystemExit(f"run me as root: {why}")
+    if setup:
+        run("bash", str(Path(__file__).resolve().parent / "setup.sh"))
+    for tool in tools:
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing: run `sudo bash bench/setup.sh` "
+                             "(and scripts/setup.sh)")
+
+
 # ---- cold caches -------------------------------------------------------------------------
 
 _DROP = Path("/proc/sys/vm/drop_caches")

@@ -45,7 +45,7 @@ from common import (
     loadavg,
     log,
     mount_of,
-    run,
+    prepare_root_run,
     set_log_name,
     started_utc,
 )
@@ -223,13 +223,8 @@ def interrupted(signum: int, frame: object) -> None:
 def main() -> int:
     set_log_name("datapath")
     args = parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run me as root: loop devices, FUSE mounts and dropping the page cache")
-    if not args.no_setup:
-        run("bash", str(REPO / "bench" / "setup.sh"))
-    for tool in ("fio", "qemu-storage-daemon", "losetup", "findmnt"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is missing: run `sudo bash bench/setup.sh`")
+    prepare_root_run("loop devices, FUSE mounts and dropping the page cache",
+                     ("fio", "qemu-storage-daemon", "losetup", "findmnt"), not args.no_setup)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     fstype = mount_of(args.data_dir)[0]
     if fstype in ("tmpfs", "ramfs"):

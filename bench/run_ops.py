@@ -37,8 +37,6 @@ calls are most of it).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -53,7 +51,7 @@ from common import (
     machine_info,
     mount_of,
     need_space,
-    run,
+    prepare_root_run,
     set_log_name,
     set_sync_scope,
     started_utc,
@@ -138,14 +136,9 @@ def through_daemon(args: argparse.Namespace, res: Results) -> None:
 def main() -> int:
     set_log_name("ops")
     args = parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run me as root: loop devices, FUSE, ptcopyd and dropping caches")
-    if not args.no_setup:
-        run("bash", str(REPO / "bench" / "setup.sh"))
-    for tool in ("fio", "rsync", "dd", "busctl", "dbus-daemon", "losetup",
-                 "qemu-storage-daemon"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is missing (bench/setup.sh, scripts/setup.sh)")
+    prepare_root_run("loop devices, FUSE, ptcopyd and dropping caches",
+                     ("fio", "rsync", "dd", "busctl", "dbus-daemon", "losetup",
+                      "qemu-storage-daemon"), not args.no_setup)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     fstype = mount_of(args.data_dir)[0]
     if fstype in ("tmpfs", "ramfs"):

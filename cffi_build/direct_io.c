@@ -68,29 +68,8 @@ bool pt_dio_fits(pt_dio *d, uint64_t off, uint64_t len)
     return atomic_load(&d->on) && off % d->align == 0 && len % d->align == 0;
 }
 
-/* One direct transfer of the whole range; -EINVAL when the kernel refuses direct I/O for it
- * (then nothing needs undoing: a refused request transfers nothing). */
-static int dio_rw(pt_dio *d, void *buf, size_t len, uint64_t off, bool write, size_t *done)
-{
-    uint8_t *p = buf;
-    *done = 0;
-    while (len) {
-        ssize_t n = write ? pwrite(d->fd, p, len, (off_t)off) : pread(d->fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return -EIO;   /* the volume shrank under us */
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-        *done += (size_t)n;
-    }
-    return 0;
-}
-
+/* Direct while *direct holds and the kernel takes it: pt_fd_rw gives -EINVAL for a request it
+ * refuses, which moved nothing unless a short transfer left an unaligned rest. */
 static int rw(pt_dio *d, void *buf, size_t len, uint64_t off, bool write, bool *direct)
 {
     if (*direct && !pt_dio_fits(d, off, len))
@@ -100,7 +79,7 @@ static int rw(pt_dio *d, void *buf, size_t len, uint64_t off, bool write, bool *
         if (rc)
             return rc;
         size_t done;
-        rc = dio_rw(d, buf, len, off, write, &done);
+        rc = pt_fd_rw(d->fd, buf, len, off, write, &done);
         if (rc != -EINVAL)
             return rc;
         /* refused (a short transfer left an unaligned rest, or the file system changed its

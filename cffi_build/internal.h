@@ -109,6 +109,8 @@ typedef struct pt_vol {
 int pt_vol_open(pt_vol *v, const pt_volspec *spec, const char *role, pt_error *err);
 void pt_vol_close(pt_vol *v);
 bool pt_vol_same(const pt_vol *a, const pt_vol *b);
+/* The whole range or an error (-errno; -EIO at the end of the volume); *done: bytes moved */
+int pt_fd_rw(int fd, void *buf, size_t len, uint64_t off, bool write, size_t *done);
 int pt_vol_pread(pt_vol *v, void *buf, size_t len, uint64_t off);
 int pt_vol_pwrite(pt_vol *v, const void *buf, size_t len, uint64_t off);
 int pt_vol_sync(pt_vol *v);   /* group-committed fdatasync */

@@ -226,14 +226,12 @@ bool pt_vol_same(const pt_vol *a, const pt_vol *b)
     return a->is_blk == b->is_blk && a->dev == b->dev && a->ino == b->ino;
 }
 
-int pt_vol_pread(pt_vol *v, void *buf, size_t len, uint64_t off)
+int pt_fd_rw(int fd, void *buf, size_t len, uint64_t off, bool write, size_t *done)
 {
-    int inj = pt_vol_injected(v);
-    if (inj)
-        return inj;
     uint8_t *p = buf;
+    *done = 0;
     while (len) {
-        ssize_t n = pread(v->fd, p, len, (off_t)off);
+        ssize_t n = write ? pwrite(fd, p, len, (off_t)off) : pread(fd, p, len, (off_t)off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -244,30 +242,23 @@ int pt_vol_pread(pt_vol *v, void *buf, size_t len, uint64_t off)
         p += n;
         len -= (size_t)n;
         off += (uint64_t)n;
+        *done += (size_t)n;
     }
     return 0;
+}
+
+int pt_vol_pread(pt_vol *v, void *buf, size_t len, uint64_t off)
+{
+    int inj = pt_vol_injected(v);
+    size_t done;
+    return inj ? inj : pt_fd_rw(v->fd, buf, len, off, false, &done);
 }
 
 int pt_vol_pwrite(pt_vol *v, const void *buf, size_t len, uint64_t off)
 {
     int inj = pt_vol_injected(v);
-    if (inj)
-        return inj;
-    const uint8_t *p = buf;
-    while (len) {
-        ssize_t n = pwrite(v->fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return -EIO;
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
+    size_t done;
+    return inj ? inj : pt_fd_rw(v->fd, (void *)buf, len, off, true, &done);
 }
 
 static int vol_sync_fn(void *arg)
