@@ -19,12 +19,12 @@ from ptcopy.engine import Kind, bitmap_size
 from tests.helpers.blockio import read_dev, write_dev
 from tests.helpers.client import Client, u
 from tests.helpers.daemon import Ptcopyd
-from tests.helpers.names import IFACE, IJOB, ISET, MANAGER, MIB, OM, ROOT
+from tests.helpers.names import IJOB, ISCHEDULE, ISET, MANAGER, MIB, OM, ROOT
 from tests.integration.daemon.scenario_common import devices
 
 pytestmark = pytest.mark.root
 
-ISCHED = IFACE + ".Schedule"
+
 T0 = 1_900_000_000          # the test clock's start, seconds since the epoch
 HOUR = 3600
 SIZE = 4 * MIB
@@ -79,12 +79,12 @@ async def _schedule_jobs(client: Client, sets: list[str]) -> list[dict[str, Any]
 async def _ran(client: Client, sched: str, at: int, after: str = "/") -> dict[str, Any]:
     """Wait for the run of time ``at`` (its job: LastJob other than ``after``) to end and be
     recorded; the schedule's properties then."""
-    job = await client.wait_prop(sched, ISCHED, "LastJob", lambda j: j not in ("/", after))
+    job = await client.wait_prop(sched, ISCHEDULE, "LastJob", lambda j: j not in ("/", after))
     assert (await client.wait_job(job))["Success"] is True
     want = f"holds the point in time of {stamp(at * 10**6)}"
-    await client.wait_prop(sched, ISCHED, "LastResult",
+    await client.wait_prop(sched, ISCHEDULE, "LastResult",
                            lambda r: r.startswith("done") and r.endswith(want))
-    return await client.props(sched, ISCHED)
+    return await client.props(sched, ISCHEDULE)
 
 
 @pytest.fixture
@@ -101,12 +101,12 @@ async def test_rotation_and_catch_up(timed: Ptcopyd, clock: MovedClock, client: 
     sets, mdev = await _rotation(timed, client, "rot")
     (sched,) = await client.ok(ROOT, MANAGER, "CreateSchedule", "ssaoa{sv}",
                                ["rotate", "every 1h", sets, {}])
-    p = await client.props(sched, ISCHED)
+    p = await client.props(sched, ISCHEDULE)
     assert (p["Name"], p["Spec"], p["Targets"], p["Enabled"]) == ("rotate", "every 1h", sets,
                                                                   True), p
     assert (p["NextRun"], p["LastRun"], p["LastJob"], p["LastResult"]) == \
         ((T0 + HOUR) * 10**6, 0, "/", ""), p
-    (runs,) = await client.ok(sched, ISCHED, "NextRuns", "u", [3])
+    (runs,) = await client.ok(sched, ISCHEDULE, "NextRuns", "u", [3])
     assert runs == [(T0 + n * HOUR) * 10**6 for n in (1, 2, 3)]
 
     # four runs: A onto set 0, B onto 1, C onto 2, then D onto 0 again (the least recent)
@@ -149,43 +149,43 @@ async def test_pause_resume_and_overlap(timed: Ptcopyd, clock: MovedClock,
     sets, _ = await _rotation(timed, client, "pr")
     (sched,) = await client.ok(ROOT, MANAGER, "CreateSchedule", "ssaoa{sv}",
                                ["nightly", "*-*-* 02:00:00", sets[1:2], {}])
-    nxt = await client.get(sched, ISCHED, "NextRun")
+    nxt = await client.get(sched, ISCHEDULE, "NextRun")
     assert nxt > T0 * 10**6 and nxt % (3600 * 10**6) == 0 and nxt - T0 * 10**6 <= 86400e6
-    await client.ok(sched, ISCHED, "Pause", "a{sv}", [{}])
-    p = await client.props(sched, ISCHED)
+    await client.ok(sched, ISCHEDULE, "Pause", "a{sv}", [{}])
+    p = await client.props(sched, ISCHEDULE)
     assert p["Enabled"] is False and p["NextRun"] == 0, p
-    assert (await client.ok(sched, ISCHED, "NextRuns", "u", [2])) == [[]]
+    assert (await client.ok(sched, ISCHEDULE, "NextRuns", "u", [2])) == [[]]
     clock.tick(timed, T0 + 3 * 86400)   # paused: nothing runs, nothing is made up
     await client.ping()
-    await client.ok(sched, ISCHED, "Resume", "a{sv}", [{}])
-    p = await client.props(sched, ISCHED)
+    await client.ok(sched, ISCHEDULE, "Resume", "a{sv}", [{}])
+    p = await client.props(sched, ISCHEDULE)
     assert p["Enabled"] is True and p["NextRun"] > (T0 + 3 * 86400) * 10**6, p
     assert p["LastRun"] == 0 and p["LastJob"] == "/", p
 
     # a copy of the target runs (slow): RunNow is refused, a due run is skipped and says why
     await client.set_call(sets[1], "SetCopyParameters", "uua{sv}", [200, 1, {}])
     busy = await client.update(sets[1], full=True)
-    text = await client.refused("Busy", sched, ISCHED, "RunNow", "a{sv}", [{}])
+    text = await client.refused("Busy", sched, ISCHEDULE, "RunNow", "a{sv}", [{}])
     assert "pr1 is copying" in text, text
     due = p["NextRun"] // 10**6
     clock.tick(timed, due)
-    result = await client.wait_prop(sched, ISCHED, "LastResult", lambda r: r != "")
+    result = await client.wait_prop(sched, ISCHEDULE, "LastResult", lambda r: r != "")
     assert result.startswith("skipped") and "pr1 is copying" in result, result
-    p = await client.props(sched, ISCHED)
+    p = await client.props(sched, ISCHEDULE)
     assert p["LastJob"] == "/" and p["NextRun"] == (due + 86400) * 10**6, p
     await client.ok(busy, IJOB, "Cancel", "a{sv}", [{}])
     await client.wait_job(busy)
     await client.set_call(sets[1], "SetCopyParameters", "uua{sv}", [0, 256, {}])
 
     # RunNow: a job at once, paused or not; an incomplete shadow gets a full copy
-    await client.ok(sched, ISCHED, "Pause", "a{sv}", [{}])
-    (job,) = await client.ok(sched, ISCHED, "RunNow", "a{sv}", [{}])
+    await client.ok(sched, ISCHEDULE, "Pause", "a{sv}", [{}])
+    (job,) = await client.ok(sched, ISCHEDULE, "RunNow", "a{sv}", [{}])
     jp = await client.wait_job(job)
     assert jp["Success"] is True and jp["Operation"] == "copy-to-shadow", jp
-    p = await client.wait_prop(sched, ISCHED, "LastResult", lambda r: r.startswith("done"))
-    assert (await client.get(sched, ISCHED, "LastJob")) == job
+    p = await client.wait_prop(sched, ISCHEDULE, "LastResult", lambda r: r.startswith("done"))
+    assert (await client.get(sched, ISCHEDULE, "LastJob")) == job
     assert "incomplete" not in await client.get(sets[1], ISET, "Flags")
-    await client.ok(sched, ISCHED, "Delete", "a{sv}", [{}])
+    await client.ok(sched, ISCHEDULE, "Delete", "a{sv}", [{}])
     assert sched not in await client.objects()
     await client.assert_refresh_zero()
 
@@ -219,5 +219,5 @@ async def test_refusals(timed: Ptcopyd, client: Client) -> None:
     await client.refused("Exists", ROOT, MANAGER, "CreateSchedule", "ssaoa{sv}",
                          ["dup", "daily", sets, {}])
     (objs,) = await client.ok(ROOT, OM, "GetManagedObjects", "", [])
-    assert [p for p, ifs in objs.items() if ISCHED in ifs] != []
-    assert len([p for p, ifs in objs.items() if ISCHED in ifs]) == 1
+    assert [p for p, ifs in objs.items() if ISCHEDULE in ifs] != []
+    assert len([p for p, ifs in objs.items() if ISCHEDULE in ifs]) == 1
