@@ -69,7 +69,18 @@ def test_schedule_lifecycle(cli: Cli) -> None:
     assert cli.json("schedule", "resume", hourly) == {"resumed": [hourly]}
     assert cli.json("schedule", "show", hourly)["enabled"] is True
 
-    assert cli.json("schedule", "delete", hourly, weekdays) == {"deleted": [hourly, weekdays]}
+    # a group: every member updated at one point in time
+    g = cli.name("grp")
+    cli.ok("group", "create", g, *sets[1:])
+    grouped = cli.name("grouped")
+    assert cli.json("schedule", "create", grouped, "daily", g)["targets"] == [g]
+    done = cli.json("schedule", "run-now", grouped, "--wait")
+    assert done["success"] is True and done["operation"] == "group-update-to-shadow", done
+    cli.until(lambda: str(cli.json("schedule", "show", grouped)["last_result"])
+              .startswith(f"done: group {g} "))
+
+    assert cli.json("schedule", "delete", hourly, weekdays, grouped) == \
+        {"deleted": [hourly, weekdays, grouped]}
     r = cli.fails(2, "schedule", "show", hourly)
     assert f"there is no schedule named {hourly!r}" in r.stderr
     assert "ptcopy schedule list" in r.stderr

@@ -24,7 +24,6 @@ from tests.integration.daemon.scenario_common import devices
 
 pytestmark = pytest.mark.root
 
-
 T0 = 1_900_000_000          # the test clock's start, seconds since the epoch
 HOUR = 3600
 SIZE = 4 * MIB
