@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -78,7 +79,12 @@ class Scheduler:
             for sid, when in sorted(self.next_run.items(), key=lambda kv: kv[1]):
                 row = self.schedules.rows.get(sid)
                 if row is not None and row.enabled and 0 < when <= now:
-                    await self._due(sid, now)
+                    try:
+                        await self._due(sid, now)
+                    except Exception:  # e.g. the state store failed: stop this one only
+                        log.exception("schedule %s stops until it is resumed", row.name)
+                        self.next_run[sid] = 0
+                        self.publish(sid)
             upcoming = [t for sid, t in self.next_run.items() if t and sid in
                         self.schedules.rows and self.schedules.rows[sid].enabled]
             await self.clock.sleep_until(min(upcoming, default=None), self._wake)
@@ -109,6 +115,8 @@ class Scheduler:
                 nxt = got[0] if got else 0
             except ServiceError as e:
                 log.error("schedule %s: %s", row.name, e.message)
+            except (OSError, subprocess.SubprocessError) as e:   # systemd-analyze itself
+                log.error("schedule %s: cannot compute its next run: %s", row.name, e)
         self.next_run[sid] = nxt
         self.publish(sid)
         self.wake()

@@ -70,7 +70,8 @@ class Schedules:
         spec = timespec.parse(spec_text)
         if not timespec.elapses(spec, now_us, 1):
             raise invalid(f"schedule spec {spec_text!r} never elapses after now")
-        self._check_targets(set_ids, group)
+        with self.service.lock:   # no set or group changes while they are checked
+            self._check_targets(set_ids, group)
         with self._lock:
             if any(r.name == name for r in self.rows.values()):
                 raise ServiceError(ErrorName.EXISTS, f"there is already a schedule {name!r}")
