@@ -18,7 +18,7 @@ from ptcopy.daemon import options, timespec
 from ptcopy.daemon.errors import ServiceError, invalid, not_found
 from ptcopy.daemon.service import Service
 from ptcopy.daemon.state import ScheduleRow
-from ptcopy.engine import Flag
+from ptcopy.engine import Direction, Flag
 from ptcopy.errnames import ErrorName
 
 
@@ -161,12 +161,21 @@ class Schedules:
         return bool(ms.set.status().flags & Flag.INCOMPLETE)
 
     def busy(self, row: ScheduleRow) -> str:
-        """Why a run must not start now ('' when it may): a copy of one of its targets
-        runs."""
-        for sid in self.set_ids(row):
-            ms = self.service.sets.get(sid)
-            if ms is not None and self.service.copying(ms):
-                return f"set {ms.row.name} is copying"
+        """Why a run must not start now ('' when it may): a copy of one of its targets runs,
+        or another set restores one of their masters (the point in time would be taken half
+        way through the restore)."""
+        s = self.service
+        order = [i for i in self.set_ids(row) if i in s.sets]
+        ids = set(order)
+        for i in order:
+            if s.copying(s.sets[i]):
+                return f"set {s.sets[i].row.name} is copying"
+        masters = {s.sets[i].row.master for i in ids}
+        for i, ms in list(s.sets.items()):
+            if ms.row.master in masters and i not in ids:
+                p = s.progress(ms)
+                if p is not None and p.active and p.direction is Direction.TO_MASTER:
+                    return f"set {ms.row.name} is restoring the master {ms.row.master}"
         return ""
 
 
