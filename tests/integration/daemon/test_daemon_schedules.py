@@ -1,8 +1,8 @@
 """Schedules over D-Bus, on a clock the test moves (ptcopyd --test-clock FILE, read again on
-SIGUSR1): a rotation over three shadows of one master (each run updates the least recent; each
-shadow holds the master's data as of its run), a restart with exactly one catch-up run,
-pause/resume, no overlap with a running copy, and bad specs and targets refused with nothing
-created."""
+SIGUSR1): a rotation over three shadows of one master (dependent, independent, compact; each
+run updates the least recent; each shadow holds the master's data as of its run), a restart
+with exactly one catch-up run, pause/resume, no overlap with a running copy, and bad specs and
+targets refused with nothing created."""
 
 from __future__ import annotations
 
@@ -45,25 +45,20 @@ class MovedClock:
         d.proc.send_signal(signal.SIGUSR1)
 
 
-def _sets(d: Ptcopyd, master: str, kinds: list[str]) -> list[tuple[str, str, str]]:
-    """Volumes of sets on one master: (shadow, bitmap, kind)."""
-    out = []
-    for kind in kinds:
-        k = Kind.DEPENDENT if kind == "dependent" else Kind.INDEPENDENT
-        out.append((d.volume(SIZE), d.volume(bitmap_size(SIZE, SIZE, 0, k)), kind))
-    return out
-
-
 async def _rotation(d: Ptcopyd, client: Client, prefix: str) -> tuple[list[str], str]:
-    """Three sets on one master (dependent, independent, dependent), initial copies done."""
+    """Three sets on one master (dependent, independent, compact dependent: its shadow is a
+    quarter of the master), initial copies done; their paths and the master's device."""
     master = d.volume(SIZE, data=random.Random(1).randbytes(SIZE))
     paths = []
-    for n, (shadow, bm, kind) in enumerate(_sets(d, master, ["dependent", "independent",
-                                                             "dependent"])):
+    for n, (kind, size) in enumerate([("dependent", SIZE), ("independent", SIZE),
+                                      ("dependent", SIZE // 4)]):
+        k = Kind.DEPENDENT if kind == "dependent" else Kind.INDEPENDENT
+        shadow, bm = d.volume(size), d.volume(bitmap_size(SIZE, size, 0, k))
         sp, job = await client.create_set(f"{prefix}{n}", kind, master, shadow, bm)
         if job != "/":
             assert (await client.wait_job(job))["Success"] is True
         paths.append(sp)
+    assert "compact" in await client.get(paths[2], ISET, "Flags")
     mdev, _ = await devices(client, paths[0])
     return paths, mdev
 
