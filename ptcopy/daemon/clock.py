@@ -38,7 +38,10 @@ class SystemClock:
         return time.time_ns() // 1000
 
     async def sleep_until(self, when_us: int | None, wake: asyncio.Event) -> None:
-        left = LONGEST_SLEEP if when_us is None else (when_us - self.now_us()) / 1e6
+        if when_us is None:   # nothing planned: only a change of the schedules wakes us
+            await _wait(wake, None)
+            return
+        left = (when_us - self.now_us()) / 1e6
         await _wait(wake, min(max(left, 0.0), LONGEST_SLEEP))
 
 

@@ -108,3 +108,17 @@ def test_schedule_refusals(cli: Cli) -> None:
     r = cli.fails(1, "schedule", "create", "bad name", "hourly", sets[0])
     assert "not a valid schedule name" in r.stderr, r.stderr
     assert not [x for x in cli.json("schedule", "list") if x["name"].startswith(cli.prefix)]
+
+
+def test_schedule_runs_on_the_system_clock(cli: Cli) -> None:
+    """The real clock: a schedule every second runs by itself, onto each shadow in turn."""
+    sets = _rotation(cli, "clk", 2)
+    fast = cli.name("fast")
+    cli.ok("schedule", "create", fast, "every 1s", *sets)
+    for name in sets:
+        cli.until(lambda n=name: str(cli.json("schedule", "show", fast)["last_result"])
+                  .startswith(f"done: set {n} "), timeout=30)
+    assert cli.json("schedule", "pause", fast) == {"paused": [fast]}
+    x = cli.json("schedule", "show", fast)
+    assert x["last_run"] is not None and x["last_job"] is not None and x["next_run"] is None
+    cli.ok("schedule", "delete", fast)
