@@ -215,3 +215,25 @@ async def test_refusals(timed: Ptcopyd, client: Client) -> None:
     (objs,) = await client.ok(ROOT, OM, "GetManagedObjects", "", [])
     assert [p for p, ifs in objs.items() if ISCHEDULE in ifs] != []
     assert len([p for p, ifs in objs.items() if ISCHEDULE in ifs]) == 1
+
+
+async def test_a_run_cut_by_a_crash(timed: Ptcopyd, clock: MovedClock, client: Client) -> None:
+    """ptcopyd killed during a run: at the next start the result says so, the copy resumes by
+    itself, and the run is not made up again (it did start)."""
+    sets, mdev = await _rotation(timed, client, "cr")
+    (sched,) = await client.ok(ROOT, MANAGER, "CreateSchedule", "ssaoa{sv}",
+                               ["crash", "every 1h", sets[1:2], {}])
+    # 32 changed chunks, one every 200 ms: the run's update lasts seconds
+    await client.set_call(sets[1], "SetCopyParameters", "uua{sv}", [200, 1, {}])
+    write_dev(mdev, 0, random.Random(3).randbytes(1 * MIB))
+    clock.tick(timed, T0 + HOUR)
+    await client.wait_prop(sched, ISCHEDULE, "LastResult", lambda r: r.startswith("running"))
+    timed.kill()
+    timed.start()
+    await client.wait_prop(sched, ISCHEDULE, "LastResult", lambda r: r.startswith("unknown"))
+    p = await client.props(sched, ISCHEDULE)
+    assert p["LastRun"] == (T0 + HOUR) * 10**6 and p["NextRun"] == (T0 + 2 * HOUR) * 10**6, p
+    assert p["LastJob"] == "/", p
+    jobs = await _schedule_jobs(client, sets)
+    assert [j["Operation"] for j in jobs] == ["resume"], jobs
+    await client.set_call(sets[1], "Abort")
