@@ -93,11 +93,12 @@ class Daemon:
         for sid, ms in self.service.sets.items():   # copies resumed on start get their jobs
             if self.service.copying(ms):
                 registry.start_job("resume", [set_path(sid)], [sid], 0)
+        await scheduler.prepare()   # whoever sees ptcopyd on the bus sees its schedules
         reply = await bus.request_name(BUS_NAME)
         if reply is not RequestNameReply.PRIMARY_OWNER:
             raise SystemExit(f"ptcopyd: the bus name {BUS_NAME} is taken ({reply.name}); "
                              "is another ptcopyd running?")
-        await scheduler.start()   # after the resumed copies' jobs: a catch-up run sees them
+        scheduler.start()   # after the resumed copies' jobs: a catch-up run sees them
         log.info("ptcopyd serving %s on %s", BUS_NAME, self.bus_address or "the system bus")
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)

@@ -54,9 +54,9 @@ class Scheduler:
 
     # ---- the loop --------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Compute every next run (a run missed while the daemon was down is due now), then
-        run the schedules in the background."""
+    async def prepare(self) -> None:
+        """Compute every next run (a run missed while the daemon was down is due now) and
+        publish the schedules; nothing runs yet."""
         for sid, row in list(self.schedules.rows.items()):
             if row.last_result.startswith("running"):
                 await asyncio.to_thread(
@@ -64,6 +64,9 @@ class Scheduler:
                     last_result="unknown: ptcopyd stopped during the run (an interrupted copy "
                                 "resumes by itself at start)")
             await self._plan(sid)
+
+    def start(self) -> None:
+        """Run the schedules in the background (catch-up runs first)."""
         if self.clock.manual:   # tests: the file clock moved
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.wake)
         self.background.spawn(self._loop())

@@ -78,6 +78,7 @@ async def _ran(client: Client, sched: str, at: int, after: str = "/") -> dict[st
     want = f"holds the point in time of {stamp(at * 10**6)}"
     await client.wait_prop(sched, ISCHEDULE, "LastResult",
                            lambda r: r.startswith("done") and r.endswith(want))
+    await client.wait_prop(sched, ISCHEDULE, "NextRun", lambda t: t > at * 10**6)
     return await client.props(sched, ISCHEDULE)
 
 
@@ -165,8 +166,8 @@ async def test_pause_resume_and_overlap(timed: Ptcopyd, clock: MovedClock,
     clock.tick(timed, due)
     result = await client.wait_prop(sched, ISCHEDULE, "LastResult", lambda r: r != "")
     assert result.startswith("skipped") and "pr1 is copying" in result, result
-    p = await client.props(sched, ISCHEDULE)
-    assert p["LastJob"] == "/" and p["NextRun"] == (due + 86400) * 10**6, p
+    await client.wait_prop(sched, ISCHEDULE, "NextRun", lambda t: t == (due + 86400) * 10**6)
+    assert (await client.get(sched, ISCHEDULE, "LastJob")) == "/"
     await client.ok(busy, IJOB, "Cancel", "a{sv}", [{}])
     await client.wait_job(busy)
     await client.set_call(sets[1], "SetCopyParameters", "uua{sv}", [0, 256, {}])
