@@ -114,12 +114,16 @@ class Scheduler:
         if row.enabled:
             try:
                 spec = await asyncio.to_thread(self.schedules.spec, sid)
-                got = await asyncio.to_thread(timespec.elapses, spec, row.since, 1)
+                since = self.schedules.rows[sid].since if sid in self.schedules.rows else 0
+                got = await asyncio.to_thread(timespec.elapses, spec, since, 1)
                 nxt = got[0] if got else 0
             except ServiceError as e:
                 log.error("schedule %s: %s", row.name, e.message)
             except (OSError, subprocess.SubprocessError) as e:   # systemd-analyze itself
                 log.error("schedule %s: cannot compute its next run: %s", row.name, e)
+        if sid not in self.schedules.rows:   # deleted meanwhile
+            self.next_run.pop(sid, None)
+            return
         self.next_run[sid] = nxt
         self.publish(sid)
         self.wake()
