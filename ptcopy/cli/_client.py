@@ -40,6 +40,7 @@ GROUP = IFACE + ".IIGroup"
 OVERFLOW = IFACE + ".IIOverflow"
 VOLUME = IFACE + ".Volume"
 JOB = IFACE + ".Job"
+SCHEDULE = IFACE + ".Schedule"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 NO_OBJECT = "/"
@@ -73,6 +74,12 @@ CALLS: dict[tuple[str, str], tuple[str, str]] = {
     (OVERFLOW, "Delete"): ("a{sv}", ""),
     (JOB, "Cancel"): ("a{sv}", ""),
     (JOB, "Wait"): ("d", "b"),
+    (MANAGER, "CreateSchedule"): ("ssaoa{sv}", "o"),
+    (SCHEDULE, "NextRuns"): ("u", "at"),
+    (SCHEDULE, "Pause"): ("a{sv}", ""),
+    (SCHEDULE, "Resume"): ("a{sv}", ""),
+    (SCHEDULE, "RunNow"): ("a{sv}", "o"),
+    (SCHEDULE, "Delete"): ("a{sv}", ""),
 }
 # The properties the CLI reads, per interface (also checked against the contract).
 PROPS: dict[str, tuple[str, ...]] = {
@@ -87,10 +94,12 @@ PROPS: dict[str, tuple[str, ...]] = {
              "Unsuitable"),
     JOB: ("Operation", "Objects", "Progress", "ProgressValid", "Bytes", "Rate", "StartTime",
           "ExpectedEndTime", "Cancelable", "StartedByUID", "Done", "Success", "Message"),
+    SCHEDULE: ("Name", "Spec", "Targets", "Enabled", "NextRun", "LastRun", "LastJob",
+               "LastResult"),
 }
 KIND_OF_PREFIX = {f"{ROOT}/sets/": "set", f"{ROOT}/groups/": "group",
                   f"{ROOT}/overflow/": "overflow volume", f"{ROOT}/jobs/": "job",
-                  f"{ROOT}/volumes/": "volume"}
+                  f"{ROOT}/volumes/": "volume", f"{ROOT}/schedules/": "schedule"}
 OFFLINE_FLAGS = ("master-offline", "shadow-offline", "bitmap-offline", "overflow-offline")
 
 
@@ -249,6 +258,25 @@ class JobInfo:
                    bool(p["Success"]), str(p["Message"]), int(p["StartedByUID"]))
 
 
+@dataclass(frozen=True)
+class ScheduleInfo:
+    path: str
+    name: str
+    spec: str
+    targets: tuple[str, ...]
+    enabled: bool
+    next_run: int
+    last_run: int
+    last_job: str
+    last_result: str
+
+    @classmethod
+    def from_props(cls, path: str, p: Mapping[str, Any]) -> ScheduleInfo:
+        return cls(path, str(p["Name"]), str(p["Spec"]), tuple(p["Targets"]),
+                   bool(p["Enabled"]), int(p["NextRun"]), int(p["LastRun"]),
+                   str(p["LastJob"]), str(p["LastResult"]))
+
+
 @dataclass
 class Inventory:
     """Everything the daemon exports, read in one GetManagedObjects call."""
@@ -258,6 +286,7 @@ class Inventory:
     overflows: dict[str, OverflowInfo] = field(default_factory=dict)
     volumes: dict[str, VolumeInfo] = field(default_factory=dict)
     jobs: dict[str, JobInfo] = field(default_factory=dict)
+    schedules: dict[str, ScheduleInfo] = field(default_factory=dict)
 
     def name_of(self, path: str) -> str | None:
         """A readable name for an object path ('/' and unknown paths give None)."""
@@ -267,6 +296,8 @@ class Inventory:
             return self.groups[path].name
         if path in self.overflows:
             return self.overflows[path].volume
+        if path in self.schedules:
+            return self.schedules[path].name
         return None if path == NO_OBJECT else path
 
     def names(self, kind: str) -> list[str]:
@@ -277,6 +308,8 @@ class Inventory:
             return [g.name for g in self.groups.values()]
         if kind == "overflow volume":
             return [o.volume for o in self.overflows.values()]
+        if kind == "schedule":
+            return [x.name for x in self.schedules.values()]
         return []
 
 
@@ -385,6 +418,8 @@ class Client:
                     inv.volumes[path] = VolumeInfo.from_props(path, p)
                 elif iface == JOB:
                     inv.jobs[path] = JobInfo.from_props(path, p)
+                elif iface == SCHEDULE:
+                    inv.schedules[path] = ScheduleInfo.from_props(path, p)
         return inv
 
     async def manager(self) -> dict[str, Any]:
@@ -401,6 +436,18 @@ class Client:
 
     async def job_info(self, path: str) -> JobInfo:
         return JobInfo.from_props(path, await self.props(path, JOB))
+
+    async def schedule_info(self, path: str) -> ScheduleInfo:
+        return ScheduleInfo.from_props(path, await self.props(path, SCHEDULE))
+
+    async def find_schedule(self, name: str) -> ScheduleInfo:
+        """A schedule by name (or object path); NotFoundError with near matches."""
+        inv = await self.inventory()
+        for info in inv.schedules.values():
+            if name in (info.name, info.path):
+                return info
+        near = difflib.get_close_matches(name, inv.names("schedule"), n=3, cutoff=0.6)
+        raise NotFoundError("schedule", name, near)
 
     # ---- names -----------------------------------------------------------------------------
 
@@ -461,6 +508,11 @@ class Client:
     async def create_overflow(self, volume: str, chunk_size: int) -> str:
         opts = _options({"chunk_size": chunk_size} if chunk_size else {})
         (path,) = await self.call(ROOT, MANAGER, "CreateOverflow", volume, opts)
+        return str(path)
+
+    async def create_schedule(self, name: str, spec: str, targets: Sequence[str]) -> str:
+        (path,) = await self.call(ROOT, MANAGER, "CreateSchedule", name, spec, list(targets),
+                                  {})
         return str(path)
 
     async def refresh(self) -> int:

@@ -83,7 +83,8 @@ class NotFoundError(CliError):
         if near:
             hint = "did you mean " + " or ".join(repr(n) for n in near) + "?"
         else:
-            lister = {"group": "ptcopy group list", "overflow volume": "ptcopy overflow list"}
+            lister = {"group": "ptcopy group list", "overflow volume": "ptcopy overflow list",
+                      "schedule": "ptcopy schedule list"}
             hint = f"{lister.get(kind, 'ptcopy list')} shows what there is"
         super().__init__(f"there is no {kind} named {name!r}", hint)
 

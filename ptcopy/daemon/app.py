@@ -13,6 +13,7 @@ from dbus_fast import BusType
 from dbus_fast.constants import RequestNameReply
 
 from ptcopy.daemon.background import Background
+from ptcopy.daemon.clock import Clock, SystemClock
 from ptcopy.daemon.dbus.auth import Authorizer
 from ptcopy.daemon.dbus.bus import BUS_NAME, ROOT, PtcopyBus, record_caller
 from ptcopy.daemon.dbus.clients import Clients
@@ -21,10 +22,13 @@ from ptcopy.daemon.dbus.errors import CALLS
 from ptcopy.daemon.dbus.manager import Manager
 from ptcopy.daemon.dbus.paths import set_path
 from ptcopy.daemon.dbus.registry import Registry
+from ptcopy.daemon.dbus.schedule import ScheduleObjects
 from ptcopy.daemon.discovery import Discovery
 from ptcopy.daemon.hotplug import Exports, Hotplug
 from ptcopy.daemon.inventory import Inventory
+from ptcopy.daemon.scheduler import Scheduler
 from ptcopy.daemon.service import Service
+from ptcopy.daemon.service.schedules import Schedules
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,10 @@ class Daemon:
     """One ptcopyd: the Service served on a bus until SIGTERM, SIGINT or the bus goes."""
 
     def __init__(self, service: Service, bus_address: str | None, *,
-                 job_retention: float = 900.0, volumes: str = "host") -> None:
+                 job_retention: float = 900.0, volumes: str = "host",
+                 clock: Clock | None = None) -> None:
         self.service = service
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.bus_address = bus_address
         self.job_retention = job_retention
         self.discovery = Discovery(service.run_dir)
@@ -74,19 +80,25 @@ class Daemon:
         hotplug = Hotplug(self.service, self.discovery, self.inventory, self.background,
                           Exports(registry.sync_volumes, registry.sync_objects,
                                   registry.start_job))
+        scheduler = Scheduler(self.service, Schedules(self.service), self.clock,
+                              registry.start_job, self.background)
+        ScheduleObjects(scheduler, registry.auth, registry.export, bus.unexport)
+        registry.job_listeners.append(scheduler.job_ended)
         bus.export(ROOT, Manager(self.service, registry.context,
                                  HostContext(hotplug.rediscover, registry.sync_objects,
-                                             self.inventory.candidate_views)))
+                                             self.inventory.candidate_views), scheduler))
         self.service.listeners.append(registry.on_event)
         hotplug.start()
         registry.sync_objects()
         for sid, ms in self.service.sets.items():   # copies resumed on start get their jobs
             if self.service.copying(ms):
                 registry.start_job("resume", [set_path(sid)], [sid], 0)
+        await scheduler.prepare()   # whoever sees ptcopyd on the bus sees its schedules
         reply = await bus.request_name(BUS_NAME)
         if reply is not RequestNameReply.PRIMARY_OWNER:
             raise SystemExit(f"ptcopyd: the bus name {BUS_NAME} is taken ({reply.name}); "
                              "is another ptcopyd running?")
+        scheduler.start()   # after the resumed copies' jobs: a catch-up run sees them
         log.info("ptcopyd serving %s on %s", BUS_NAME, self.bus_address or "the system bus")
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)

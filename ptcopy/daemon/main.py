@@ -14,6 +14,7 @@ import sys
 
 from ptcopy import __version__, system_files
 from ptcopy.daemon.app import Daemon
+from ptcopy.daemon.clock import FileClock
 from ptcopy.daemon.service import Service
 
 
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: %(default)s)")
     p.add_argument("--job-retention", type=float, default=900.0, metavar="SECONDS",
                    help="how long finished jobs stay readable (default: %(default)s)")
+    p.add_argument("--test-clock", metavar="FILE", help=argparse.SUPPRESS)
+    # tests only: schedules go by the time FILE holds (seconds since the epoch), read again
+    # on SIGUSR1 (ptcopy.daemon.clock.FileClock)
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"ptcopyd {__version__}")
@@ -119,11 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     file_dirs = args.file_volumes or [os.path.join(args.state_dir, "volumes")]
     for d in file_dirs:
         os.makedirs(d, mode=0o700, exist_ok=True)
+    try:
+        clock = FileClock(args.test_clock) if args.test_clock else None
+    except (OSError, ValueError) as e:
+        print(f"ptcopyd: --test-clock {args.test_clock}: {e}", file=sys.stderr)
+        return 1
     service = Service(args.state_dir, args.run_dir, file_dirs, args.data_path)
     try:
         service.restore()
         asyncio.run(Daemon(service, args.bus, job_retention=args.job_retention,
-                           volumes=args.volumes).run())
+                           volumes=args.volumes, clock=clock).run())
     finally:
         service.stop()
         os.close(lock_fd)   # only now may another ptcopyd take the state directory

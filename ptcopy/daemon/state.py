@@ -44,6 +44,18 @@ CREATE TABLE IF NOT EXISTS overflows (
     path TEXT NOT NULL UNIQUE,
     ident TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    sets TEXT NOT NULL DEFAULT '',
+    grp TEXT NOT NULL DEFAULT '',
+    enabled INTEGER NOT NULL DEFAULT 1,
+    since INTEGER NOT NULL DEFAULT 0,
+    last_run INTEGER NOT NULL DEFAULT 0,
+    last_result TEXT NOT NULL DEFAULT '',
+    stamps TEXT NOT NULL DEFAULT ''
+);
 """
 
 # Columns added after the first release: a state store made before gets them (empty) when it
@@ -92,6 +104,25 @@ class OverflowRow:
     id: str
     path: str
     ident: str = ""      # the volume's identity (JSON; '' = not recorded)
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """A schedule (ptcopy.daemon.service.schedules); times in microseconds since the epoch."""
+
+    id: str
+    name: str
+    spec: str
+    sets: str = ""         # the set ids it rotates over, comma-separated ('' for a group)
+    grp: str = ""          # or the group id it updates
+    enabled: bool = True
+    since: int = 0         # the next run is the spec's first elapse after this
+    last_run: int = 0
+    last_result: str = ""
+    stamps: str = ""       # JSON {set id: when its last point in time was taken}
+
+    def with_(self, **changes: object) -> ScheduleRow:
+        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 FALLBACK_DIR = "fallback"
@@ -228,3 +259,22 @@ class Store:
     def overflows(self) -> list[OverflowRow]:
         return [OverflowRow(str(i), str(p), str(d)) for i, p, d in
                 self._rows("SELECT id, path, ident FROM overflows ORDER BY path")]
+
+    # schedules
+    def put_schedule(self, row: ScheduleRow) -> None:
+        names = [f.name for f in fields(ScheduleRow)]
+        values = tuple(getattr(row, n) for n in names)
+        self._write(f"INSERT OR REPLACE INTO schedules ({', '.join(names)}) VALUES "
+                    f"({', '.join('?' for _ in names)})", values)
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._write("DELETE FROM schedules WHERE id = ?", (schedule_id,))
+
+    def schedules(self) -> list[ScheduleRow]:
+        names = [f.name for f in fields(ScheduleRow)]
+        out = []
+        for r in self._rows(f"SELECT {', '.join(names)} FROM schedules ORDER BY name"):
+            d = dict(zip(names, r, strict=True))
+            d["enabled"] = bool(d["enabled"])
+            out.append(ScheduleRow(**d))  # type: ignore[arg-type]
+        return out

@@ -18,6 +18,7 @@ from ptcopy.daemon.dbus.iiset import IISet
 from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.job import Job
 from ptcopy.daemon.dbus.manager import Manager
+from ptcopy.daemon.dbus.schedule import Schedule
 from ptcopy.daemon.dbus.volume import Volume
 from ptcopy.daemon.discovery import VolumeView
 from ptcopy.errnames import PREFIX, ErrorName
@@ -28,7 +29,7 @@ def interfaces() -> list[Interface]:
     none: Any = None
     return [Manager(none, none, none), IISet(none, "", none), IIGroup(none, "", none),
             IIOverflow(none, "", none), Volume(VolumeView("")),
-            Job(0, "", [], [], 0, none, lambda j: None)]
+            Job(0, "", [], [], 0, none, lambda j: None), Schedule(none, "", none)]
 
 
 def errors_comment() -> str:

@@ -22,18 +22,22 @@ from ptcopy.daemon.dbus.paths import (
     set_path,
     volume_path,
 )
+from ptcopy.daemon.dbus.schedule import schedule_path
 from ptcopy.daemon.errors import invalid
+from ptcopy.daemon.scheduler import Scheduler
 from ptcopy.daemon.service import Service
 
 
 class Manager(Interface):
     """The root object: creates sets, groups and overflow volumes, and finds them."""
 
-    def __init__(self, service: Service, ctx: Context, host: HostContext) -> None:
+    def __init__(self, service: Service, ctx: Context, host: HostContext,
+                 scheduler: Scheduler | None = None) -> None:
         super().__init__(IFACE + ".Manager")
         self.service = service
         self.ctx = ctx
         self.host = host
+        self.scheduler = scheduler
 
     @dbus_property(access=R)
     def Version(self) -> DBusStr:
@@ -100,6 +104,26 @@ class Manager(Interface):
         oid = await asyncio.to_thread(self.service.create_overflow, path,
                                       int(o.get("chunk_size", 0)))
         return overflow_path(oid)
+
+    @method()
+    @translated
+    async def CreateSchedule(self, name: DBusStr, spec: DBusStr, targets: Paths,
+                             options: Options) -> DBusObjectPath:
+        """Create a schedule: when spec elapses (a systemd calendar expression such as
+        'hourly' or 'Mon..Fri 02:00', or 'every <time span>' such as 'every 15min'), take a
+        new point in time onto targets: sets of one master (each run updates the one whose
+        point in time is the oldest), one set, or one group. Runs missed while ptcopyd was
+        down run once at its start."""
+        opt.parse(options, NO_OPTS)
+        set_ids = [id_of(p, "sets") for p in targets if not p.startswith(group_path(""))]
+        groups = [id_of(p, "groups") for p in targets if p.startswith(group_path(""))]
+        if len(groups) > 1:
+            raise invalid("a schedule updates one group; make one schedule per group")
+        if self.scheduler is None:
+            raise invalid("this ptcopyd runs no scheduler")
+        await self.ctx.auth.check("create schedules")
+        sid = await self.scheduler.create(name, spec, set_ids, groups[0] if groups else "")
+        return schedule_path(sid)
 
     @method()
     @translated

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ptcopy.daemon.background import Background
 from ptcopy.daemon.candidates import Key
@@ -52,6 +52,8 @@ class Registry:
         self._volume_keys: dict[str, Key] = {}   # what each Volume object shows, by id
         self._volumes_of: dict[Key, set[str]] = {}   # and the other way round
         self.jobs: dict[int, Job] = {}
+        # told (job path, its properties) when a job ends: the scheduler records its runs
+        self.job_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._next_job = 1
         self._sweeping = False
         self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -225,6 +227,10 @@ class Registry:
         for obj in self.sets.values():
             if obj.job == job.path:
                 obj.refresh()
+        if self.job_listeners:
+            values = job.values()
+            for fn in self.job_listeners:
+                fn(job.path, values)
 
     def expire_jobs(self) -> None:
         """Unexport the jobs that ended longer than the retention time ago."""

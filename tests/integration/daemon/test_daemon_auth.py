@@ -36,7 +36,8 @@ from tests.integration.daemon import unpriv_client
 
 pytestmark = pytest.mark.root
 
-READS = {("Manager", "LookUp"), ("Manager", "Candidates"), ("Job", "Wait")}
+READS = {("Manager", "LookUp"), ("Manager", "Candidates"), ("Job", "Wait"),
+         ("Schedule", "NextRuns")}
 
 
 def as_nobody(bus: PrivateBus, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -45,7 +46,7 @@ def as_nobody(bus: PrivateBus, calls: list[dict[str, Any]]) -> list[dict[str, An
 
 
 async def world(client: Client, d: Ptcopyd) -> dict[str, str]:
-    """A set in a group, a second set, an overflow volume and a finished job."""
+    """A set in a group, a second set, an overflow volume, a finished job and a schedule."""
     m, s, b = d.set_volumes(4 * MIB)
     set1, _ = await client.create_set("one", "dependent", m, s, b)
     m, s, b = d.set_volumes(4 * MIB)
@@ -55,8 +56,10 @@ async def world(client: Client, d: Ptcopyd) -> dict[str, str]:
                             [d.volume(2 * MIB), {}])
     job = await client.update(set1)
     await client.wait_job(job)
+    (sched,) = await client.ok(ROOT, MANAGER, "CreateSchedule", "ssaoa{sv}",
+                               ["sched", "daily", [set1], {}])
     return {"Manager": ROOT, "IISet": set1, "IIGroup": group, "IIOverflow": ov, "Job": job,
-            "set2": set2}
+            "set2": set2, "Schedule": sched}
 
 
 def argument(name: str, sig: str, w: dict[str, str], d: Ptcopyd) -> Any:
@@ -67,6 +70,7 @@ def argument(name: str, sig: str, w: dict[str, str], d: Ptcopyd) -> Any:
         "bitmap": str(d.vol_dir / "free-b.img"), "path": str(d.vol_dir / "free-ov.img"),
         "sets": [w["set2"]], "overflow": w["IIOverflow"], "member": w["set2"],
         "delay": 1, "units": 2, "timeout": 0.5, "role": "shadow",
+        "spec": "hourly", "targets": [w["set2"]], "count": 3,
     }
     assert name in by_name, f"the test does not know argument {name} ({sig}) yet"
     return by_name[name]

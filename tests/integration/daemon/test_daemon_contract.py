@@ -24,6 +24,7 @@ from tests.helpers.names import (
     IGROUP,
     IJOB,
     IOVERFLOW,
+    ISCHEDULE,
     ISET,
     IVOLUME,
     MANAGER,
@@ -73,13 +74,15 @@ async def populate(client: Client, d: Ptcopyd) -> dict[str, str]:
     await client.wait_job(job)
     objs = await client.objects()
     vol = next(p for p, ifs in objs.items() if IVOLUME in ifs)
+    (sched,) = await client.ok(ROOT, MANAGER, "CreateSchedule", "ssaoa{sv}",
+                               ["sc1", "hourly", [set_path], {}])
     return {MANAGER: ROOT, ISET: set_path, IGROUP: group, IOVERFLOW: ov[0], IJOB: job,
-            IVOLUME: vol}
+            IVOLUME: vol, ISCHEDULE: sched}
 
 
 async def test_introspection_equals_contract(ptcopyd: Ptcopyd, client: Client) -> None:
     want = contract()
-    assert set(want) == {MANAGER, ISET, IGROUP, IOVERFLOW, IVOLUME, IJOB}
+    assert set(want) == {MANAGER, ISET, IGROUP, IOVERFLOW, IVOLUME, IJOB, ISCHEDULE}
     where = await populate(client, ptcopyd)
     objs = await client.objects()
     for name, iface in want.items():

@@ -41,6 +41,7 @@ from tests.helpers.names import (
     IGROUP,
     IJOB,
     IOVERFLOW,
+    ISCHEDULE,
     ISET,
     IVOLUME,
     MANAGER,
@@ -212,6 +213,12 @@ async def replenish(w: World) -> list[str]:
         w.serial += 1
         await w.c.call(ROOT, MANAGER, "CreateGroup", "saoa{sv}", [f"fz-g-{w.serial}", [], {}])
         changed = True
+    sets = [p for p, ifs in objs.items() if ISET in ifs]
+    if sets and not any(ISCHEDULE in ifs for ifs in objs.values()):
+        w.serial += 1
+        await w.c.call(ROOT, MANAGER, "CreateSchedule", "ssaoa{sv}",
+                       [f"fz-s-{w.serial}", "hourly", sets[:1], {}])
+        changed = True
     if not any(IOVERFLOW in ifs for ifs in objs.values()):
         for f in (w.files[13], w.files[14]):
             if f not in used:
@@ -332,7 +339,7 @@ def argument(strats: dict[str, st.SearchStrategy[Any]], name: str, sig: str,
 
 
 TARGETS = {MANAGER: "Manager", ISET: "sets", IGROUP: "groups", IOVERFLOW: "overflow",
-           IJOB: "jobs"}
+           IJOB: "jobs", ISCHEDULE: "schedules"}
 
 
 def target(fixed: tuple[str, ...], iface: str) -> st.SearchStrategy[str]:
