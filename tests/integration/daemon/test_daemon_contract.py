@@ -227,7 +227,7 @@ async def test_job_signal_and_properties_via_gdbus(ptcopyd: Ptcopyd, client: Cli
     try:
         gmon.wait_for(r"is owned by")
         _, job = await client.create_set("ind", "independent", m, s, b,
-                                         copy_delay=u(20), copy_units=u(16))
+                                         copy_delay=u(100), copy_units=u(8))
         assert job != "/"
         await client.wait_job(job)
         gmon.wait_for(re.escape(f"{job}: org.ptcopy.Imaging1.Job.Completed (true, 'done')"))
