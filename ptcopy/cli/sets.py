@@ -15,7 +15,6 @@ from ptcopy.cli._client import GROUP, JOB, NO_OBJECT, SET, Client, SetInfo
 from ptcopy.cli._errors import (
     BUS_ERROR_PREFIX,
     CliError,
-    NotAvailable,
     RemoteError,
     UsageProblem,
 )
@@ -385,6 +384,46 @@ def abort(ctx: typer.Context, targets: TargetsArg, *, json_: JsonOpt = False,
 
 # ---- state -----------------------------------------------------------------------------------
 
+@app.command(rich_help_panel="Copies")
+def suspend(ctx: typer.Context, set_: SetArg, *, json_: JsonOpt = False,
+            quiet: QuietOpt = False) -> None:
+    """Suspend a set's running copy: it keeps its place (nothing copied is copied again) and
+    the set stays copying, with both sides usable, until ptcopy resume, also across a restart
+    of ptcopyd. Not available on the kernel data path (abort there; the next update copies
+    only what was left)."""
+    out = output(ctx, json_, quiet)
+
+    async def body(c: Client) -> None:
+        path = await c.resolve(set_, "set")
+        await c.simple(path, SET, "Suspend")
+        info = await c.set_info(path)
+        out.result({"name": info.name, "suspended": "suspended" in info.flags,
+                    "copy_percent": info.copy_percent},
+                   human=f"set {info.name}: copy to the {info.direction} suspended at "
+                         f"{info.copy_percent:.1f}%; ptcopy resume {info.name} continues it",
+                   quiet=[info.name])
+
+    run(ctx, body)
+
+
+@app.command(rich_help_panel="Copies")
+def resume(ctx: typer.Context, set_: SetArg, *, wait: WaitOpt = None, json_: JsonOpt = False,
+           quiet: QuietOpt = False) -> None:
+    """Resume a set's suspended copy where it stopped."""
+    out = output(ctx, json_, quiet)
+    s = settings(ctx)
+
+    async def body(c: Client) -> None:
+        path = await c.resolve(set_, "set")
+        (job,) = await c.simple(path, SET, "Resume")
+        info = await c.set_info(path)
+        await start_and_follow(c, out, s, str(job),
+                               f"resumed copy of set {info.name} to the {info.direction}",
+                               wait, info.name)
+
+    run(ctx, body)
+
+
 @app.command(rich_help_panel="Sets")
 def status(ctx: typer.Context, sets: OptionalSetsArg = None, *,
            all_: Annotated[bool, typer.Option("--all", "-a",
@@ -518,23 +557,6 @@ def export_(ctx: typer.Context, set_: SetArg, *, json_: JsonOpt = False,
                    human=f"the shadow of set {info.name} is exported", quiet=[info.name])
 
     run(ctx, body)
-
-
-def _not_available(what: str, method: str) -> CliError:
-    return NotAvailable(f"{what} is not available in this ptcopyd: the daemon has no {method} "
-                        "method yet", "it comes with the federation release (remote hosts); "
-                        "ptcopy export and ptcopy join work already")
-
-
-@app.command(name="import", rich_help_panel="Between hosts")
-def import_(
-    shadow: Annotated[str, typer.Argument(..., metavar="SHADOW", show_default=False,
-                                          help="The exported shadow volume.")],
-    bitmap: Annotated[str, typer.Argument(..., metavar="BITMAP", show_default=False,
-                                          help="A bitmap volume for it.")],
-) -> None:
-    """Import a shadow another host exported (not available yet)."""
-    raise _not_available("importing a shadow", "ImportShadow")
 
 
 @app.command(rich_help_panel="Between hosts")

@@ -365,6 +365,11 @@ class Set(_Tracked):
             check(lib.pt_set_resume(h, 0, err), err)
 
     @property
+    def cancelable(self) -> bool:
+        """An engine copy can always be aborted (the Copy protocol's question)."""
+        return True
+
+    @property
     def suspended(self) -> bool:
         """Whether the set's copy is suspended."""
         return bool(self.status().flags & Flag.SUSPENDED)
