@@ -221,7 +221,8 @@ class Job(Interface):
             self._message = (f"suspended at {100 * self._progress:.1f}%: the copy keeps its "
                              "place; resume the set to finish it")
         elif incomplete:
-            self._success, self._message = False, "aborted: the target is incomplete"
+            self._success = False
+            self._message = "aborted: the target is incomplete until the next update"
         else:
             self._success, self._message = True, "done"
             self._progress = 1.0
