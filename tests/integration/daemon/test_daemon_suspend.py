@@ -16,7 +16,7 @@ import pytest
 from tests.helpers.blockio import read_dev
 from tests.helpers.client import Client, u
 from tests.helpers.daemon import Ptcopyd
-from tests.helpers.names import IJOB, ISET, MIB
+from tests.helpers.names import ISET, MIB
 from tests.integration.daemon.scenario_common import devices
 
 pytestmark = pytest.mark.root
