@@ -384,61 +384,25 @@ def abort(ctx: typer.Context, targets: TargetsArg, *, json_: JsonOpt = False,
 
 # ---- state -----------------------------------------------------------------------------------
 
-@app.command(rich_help_panel="Copies")
-def suspend(ctx: typer.Context, set_: SetArg, *, json_: JsonOpt = False,
-            quiet: QuietOpt = False) -> None:
-    """Suspend a set's running copy: it keeps its place (nothing copied is copied again) and
-    the set stays copying, with both sides usable, until ptcopy resume, also across a restart
-    of ptcopyd. Not available on the kernel data path (abort there; the next update copies
-    only what was left)."""
-    out = output(ctx, json_, quiet)
-
-    async def body(c: Client) -> None:
-        path = await c.resolve(set_, "set")
-        await c.simple(path, SET, "Suspend")
-        info = await c.set_info(path)
-        out.result({"name": info.name, "suspended": "suspended" in info.flags,
-                    "copy_percent": info.copy_percent},
-                   human=f"set {info.name}: copy to the {info.direction} suspended at "
-                         f"{info.copy_percent:.1f}%; ptcopy resume {info.name} continues it",
-                   quiet=[info.name])
-
-    run(ctx, body)
-
-
-@app.command(rich_help_panel="Copies")
-def resume(ctx: typer.Context, set_: SetArg, *, wait: WaitOpt = None, json_: JsonOpt = False,
-           quiet: QuietOpt = False) -> None:
-    """Resume a set's suspended copy where it stopped."""
-    out = output(ctx, json_, quiet)
-    s = settings(ctx)
-
-    async def body(c: Client) -> None:
-        path = await c.resolve(set_, "set")
-        (job,) = await c.simple(path, SET, "Resume")
-        info = await c.set_info(path)
-        await start_and_follow(c, out, s, str(job),
-                               f"resumed copy of set {info.name} to the {info.direction}",
-                               wait, info.name)
-
-    run(ctx, body)
-
-
 @app.command(rich_help_panel="Sets")
 def status(ctx: typer.Context, sets: OptionalSetsArg = None, *,
            all_: Annotated[bool, typer.Option("--all", "-a",
                                               help="Every set (the default).")] = False,
+           group: Annotated[str | None, typer.Option(
+               "--group", "-g", metavar="GROUP", help="The sets of this group.")] = None,
            json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Show sets as iiadm -i did: volumes and served devices, kind, copy state and
     direction, offline volumes, out of space, exported, how much differs, size, chunks,
     last write, and the overall state (normal, degraded, error)."""
-    if sets and all_:
-        raise UsageProblem("give sets or --all, not both")
+    if (sets or group is not None) and all_:
+        raise UsageProblem("give sets or --all, not both (--group names sets too)")
     out = output(ctx, json_, quiet)
 
     async def body(c: Client) -> None:
-        if sets:
-            paths = [await c.resolve(n, "set") for n in sets]
+        if sets or group is not None:
+            paths = [await c.resolve(n, "set") for n in sets or []]
+            if group is not None:   # iiadm -g GROUP -i
+                paths += (await c.group_info(await c.resolve(group, "group"))).sets
             inv = await c.inventory()
             chosen = [inv.sets[p] if p in inv.sets else await c.set_info(p) for p in paths]
         else:
