@@ -263,6 +263,7 @@ class SetOps(VolumeOps):
         with self.lock:
             self._not_missing(set_id)
             s = self.live(set_id)
+            self._not_suspended(set_id, "before a reset")
             ms = self.sets[set_id]
             for role in SET_ROLES:   # a reset resyncs onto what the devices hold now
                 why = self._not_the_same(ms, role)
