@@ -112,3 +112,16 @@ def test_a_suspended_copy_ends_its_job_saying_so() -> None:
         assert job.Success is False and job.Message.startswith("suspended at 25.0%"), job.Message
 
     asyncio.run(run())
+
+
+def test_a_cancel_that_comes_after_the_work_ended_does_not_call_it_cancelled() -> None:
+    async def run() -> None:
+        copy = FakeCopy(total=8, done=8)   # every chunk moved; the end not yet seen
+        job = job_of(copy)
+        task = asyncio.ensure_future(job.follow())
+        await asyncio.sleep(0.05)
+        await cancel(job)
+        await asyncio.wait_for(task, 5)
+        assert job.Success is True and job.Message == "done", job.Message
+
+    asyncio.run(run())

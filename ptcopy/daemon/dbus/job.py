@@ -211,7 +211,7 @@ class Job(Interface):
             return False
         failed = [p for p in results if p.result]
         incomplete = [p for p in results if p.chunks_done < p.chunks_total]
-        if self._cancelled:
+        if self._cancelled and incomplete:   # a cancel after the work ended changed nothing
             self._success, self._message = False, "cancelled: the target is incomplete"
         elif failed:
             self._success = False

@@ -79,18 +79,19 @@ def test_suspend_rename_and_merge_cancel_are_refused_exactly(
     assert _prop(d, ipath, ISET, "Name") == 's "ks"'
 
     # a dependent set's restore is a merge in the kernel: its job cannot be cancelled
-    md, sd, bd = _volumes(pool, "km", Kind.DEPENDENT)
+    md, sd, bd = _volumes(pool, "km", Kind.DEPENDENT, size=64 * MIB)
     out = _busctl(d, ROOT, MANAGER, "CreateSet", "sssssa{sv}", "km", "dependent", md, sd, bd,
                   "1", "chunk_size", "u", str(CHUNK))
     assert out.returncode == 0, out.stderr
     dpath = re.findall(r'"([^"]+)"', out.stdout)[0]
-    scribble("/dev/mapper/ptcopy-km-shadow", 16 * MIB, 200, seed=3)
+    scribble("/dev/mapper/ptcopy-km-shadow", 64 * MIB, 900, seed=3)
     out = _busctl(d, dpath, ISET, "Update", "sa{sv}", "master", "1", "confirm", "b", "true")
     assert out.returncode == 0, out.stderr
     mjob = re.findall(r'"([^"]+)"', out.stdout)[0]
     assert _prop(d, mjob, IJOB, "Cancelable") == "b false"
-    if _prop(d, mjob, IJOB, "Done") == "b false":
-        r = _busctl(d, mjob, IJOB, "Cancel", "a{sv}", "0")
-        assert r.returncode != 0 and "cannot be cancelled" in r.stderr, r.stderr
+    r = _busctl(d, mjob, IJOB, "Cancel", "a{sv}", "0")
+    # refused while the kernel merges; a merge that ended just before is not stopped either
+    assert (r.returncode != 0 and "cannot be cancelled" in r.stderr) or \
+        _prop(d, mjob, IJOB, "Done") == "b true", r.stderr
     assert _busctl(d, mjob, IJOB, "Wait", "d", "240").stdout.strip() == "b true"
     assert _prop(d, mjob, IJOB, "Success") == "b true"
