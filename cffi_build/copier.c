@@ -420,18 +420,28 @@ static void finish(pt_set *s, int result)
     pthread_rwlock_wrlock(&m->gate);
     pthread_mutex_lock(&s->meta_mu);
     bool complete = s->C.count == 0;
+    /* suspended (setctl.c): the set stays copying, so I/O keeps its redirections; a copy with
+     * nothing left ends as done instead */
+    bool suspended = stopped && atomic_load(&s->suspend_req);
+    if (suspended && complete)
+        stopped = suspended = false;
     atomic_store(&s->left_end, s->C.count);
     if (!stopped) {
         if (!complete)   /* aborted or failed: what was not copied still differs */
             pt_bits_or(&s->D, &s->C, pt_image_mark, &s->img);
-        s->pflags &= ~PT_PF_COPYING;
+        s->pflags &= ~(PT_PF_COPYING | PT_PF_SUSPENDED);
         if (complete)
             s->pflags &= ~PT_PF_INCOMPLETE;
         else
             s->pflags |= PT_PF_INCOMPLETE;
         s->hdr_dirty = true;
     }
-    PT_STORE(s->copying, false);
+    if (suspended) {
+        s->pflags |= PT_PF_SUSPENDED;
+        s->hdr_dirty = true;
+    } else {
+        PT_STORE(s->copying, false);
+    }
     pthread_mutex_unlock(&s->meta_mu);
     pthread_rwlock_unlock(&m->gate);
     if (!stopped && !complete && pt_meta_flush(s) == 0) {

@@ -279,6 +279,32 @@ int pt_server_unexport(pt_server *srv, const char *name, int force, pt_error *er
     return 0;
 }
 
+/* The export keeps its slot, so its inodes: open files and loop devices over them go on being
+ * served; only the directory's name changes. */
+int pt_server_rename(pt_server *srv, const char *name, const char *new_name, pt_error *err)
+{
+    if (!new_name || !new_name[0] || strlen(new_name) >= sizeof(((export *)0)->name) ||
+        strchr(new_name, '/') || !strcmp(new_name, ".") || !strcmp(new_name, ".."))
+        return pt_fail(err, PT_E_INVALID, "export name '%s' is not a valid file name",
+                       new_name ? new_name : "");
+    pthread_mutex_lock(&srv->mu);
+    int slot = find_slot(srv, name);
+    int rc = 0;
+    if (slot < 0)
+        rc = pt_fail(err, PT_E_NOT_FOUND, "%s/%s is not served", srv->mountpoint, name);
+    else if (find_slot(srv, new_name) >= 0)
+        rc = pt_fail(err, PT_E_ALREADY, "%s/%s is already served", srv->mountpoint, new_name);
+    else
+        snprintf(srv->exports[slot]->name, sizeof srv->exports[slot]->name, "%s", new_name);
+    pthread_mutex_unlock(&srv->mu);
+    if (!rc)   /* the kernel may still hold the old name (and a negative entry for the new) */
+        for (int k = 0; k < 2; k++) {
+            const char *n = k ? new_name : name;
+            (void)fuse_lowlevel_notify_inval_entry(srv->se, FUSE_ROOT_ID, n, strlen(n));
+        }
+    return rc;
+}
+
 int pt_server_invalidate(pt_server *srv, const char *name, pt_error *err)
 {
     pthread_mutex_lock(&srv->mu);

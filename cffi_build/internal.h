@@ -229,6 +229,7 @@ struct pt_engine {
 #define PT_PF_INCOMPLETE 0x10u
 #define PT_PF_NEED_RESYNC 0x20u   /* closed with a volume offline: serve the shadow only after a reset */
 #define PT_PF_SPILLED 0x40u
+#define PT_PF_SUSPENDED 0x80u  /* with COPYING: the copy waits for pt_set_resume (setctl.c) */
 
 /* compact index entries: 0 none, 1..0x7fffffff shadow slot + 1, >= 0x80000000 overflow slot */
 #define PT_IDX_OV 0x80000000u
@@ -290,6 +291,7 @@ struct pt_set {
     atomic_int closing;     /* the handle is about to be freed: waits return PT_E_CLOSED */
     atomic_int abort_req;
     atomic_int stop_req;
+    atomic_int suspend_req; /* with stop_req: the stop is a suspension (copying stays) */
     atomic_uint rflags;     /* runtime PT_F_* offline bits */
     atomic_uint delay_ms;
     atomic_uint units;
@@ -434,5 +436,7 @@ int pt_copier_spawn(pt_set *s, pt_error *err);         /* the thread for a recor
 void pt_copier_reap(pt_set *s);                        /* joins a finished thread */
 int pt_copy_start_locked(pt_set *s, pt_error *err);   /* resume after open */
 void pt_copy_stop(pt_set *s);                          /* suspend for close */
+/* setctl.c: an open set whose header records a suspended copy (no thread; copying stays) */
+void pt_copy_hold(pt_set *s);
 
 #endif

@@ -304,6 +304,8 @@ int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_e
         pt_image_mark(&s->img, s->D.img_off + (s->D.npages - 1) * PT_PAGE);
     if (pt_bits_recount(&s->C))
         pt_image_mark(&s->img, s->C.img_off + (s->C.npages - 1) * PT_PAGE);
+    if (!(s->pflags & PT_PF_COPYING))
+        s->pflags &= ~PT_PF_SUSPENDED;   /* only a copy can be suspended */
     if (!(s->pflags & PT_PF_COPYING) && s->C.count) {
         /* copy bits left without a copy (a torn flush): they still mark differences */
         pt_bits_or(&s->D, &s->C, pt_image_mark, &s->img);

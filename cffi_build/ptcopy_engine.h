@@ -73,6 +73,9 @@ enum pt_errcode {
  * master writes were acknowledged whose change is recorded only in memory. A crash now would
  * lose them; the next open cannot know. Cleared when the bitmap is written whole again. */
 #define PT_F_UNRECORDED 0x2000u
+/* The copy was suspended (pt_set_suspend): its copy bits stay, copy-on-demand and the read
+ * redirections still hold, no thread moves chunks until pt_set_resume. Survives a close. */
+#define PT_F_SUSPENDED 0x4000u
 
 typedef struct pt_error {
     int code;
@@ -202,6 +205,15 @@ int pt_set_sync(pt_set *set, int side, pt_error *err);
  * owner: the caller's identity for the PID lock (0 = none). */
 int pt_set_copy(pt_set *set, int direction, int full, int64_t owner, pt_error *err);
 int pt_set_abort(pt_set *set, pt_error *err);
+/* Suspend the running copy: its thread stops after what is in flight, the copy keeps its copy
+ * bits and its place (the set stays "copying": the target's missing chunks still come from the
+ * source, a write still copies a chunk first), and the suspension is recorded in the header, so
+ * a close and open keep it. PT_E_NO_COPY when no copy runs (or it ended first). */
+int pt_set_suspend(pt_set *set, pt_error *err);
+/* Resume a suspended copy where it stopped (abort=0), or end it as an abort would (abort=1:
+ * what was not copied joins the shadow bitmap, the target is INCOMPLETE). PT_E_NO_COPY when
+ * the set has no suspended copy. */
+int pt_set_resume(pt_set *set, int abort, pt_error *err);
 /* Wait for the running copy: 0 when none runs any more, -PT_E_TIMEOUT after timeout_ms
  * (negative = forever). Returns the copy's error if it failed. */
 int pt_set_wait(pt_set *set, int timeout_ms, pt_error *err);

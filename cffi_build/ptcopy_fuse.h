@@ -15,6 +15,9 @@ int pt_server_export(pt_server *srv, const char *name, pt_set *set, pt_error *er
 /* Stop serving name; refused while its files are open unless force. Waits for requests in
  * flight, so the set may be closed once this returns. */
 int pt_server_unexport(pt_server *srv, const char *name, int force, pt_error *err);
+/* Serve name's set as new_name from now on: same inodes, so open files and loop devices over
+ * them keep working; only the directory's name changes. */
+int pt_server_rename(pt_server *srv, const char *name, const char *new_name, pt_error *err);
 /* Drop whatever the kernel caches of name's files (after a copy changed them). */
 int pt_server_invalidate(pt_server *srv, const char *name, pt_error *err);
 /* Unmount and stop; exports must be gone (their sets are not touched). */

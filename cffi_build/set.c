@@ -64,7 +64,7 @@ static int defer_copy(pt_set *s, bool all, pt_error *err)
     pt_bits_zero(&s->C, pt_image_mark, &s->img);
     if (all)
         s->pflags &= ~PT_PF_TO_MASTER;
-    s->pflags = (s->pflags & ~PT_PF_COPYING) | PT_PF_INCOMPLETE;
+    s->pflags = (s->pflags & ~(PT_PF_COPYING | PT_PF_SUSPENDED)) | PT_PF_INCOMPLETE;
     s->hdr_dirty = true;
     pthread_mutex_unlock(&s->meta_mu);
     int rc = pt_meta_flush(s);
@@ -383,6 +383,8 @@ int pt_set_open(pt_engine *eng, const pt_volspec *master, const pt_volspec *shad
         return rc;
     if ((s->pflags & PT_PF_COPYING) && atomic_load(&eng->defer_copies)) {
         rc = defer_copy(s, false, err);
+    } else if ((s->pflags & PT_PF_COPYING) && (s->pflags & PT_PF_SUSPENDED)) {
+        pt_copy_hold(s);   /* suspended by the user: it waits for pt_set_resume */
     } else if (s->pflags & PT_PF_COPYING) {
         pthread_mutex_lock(&s->ctl_mu);
         rc = pt_copy_start_locked(s, err);

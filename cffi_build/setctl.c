@@ -51,6 +51,8 @@ int pt_set_status(pt_set *s, pt_status *o)
         f |= PT_F_SPILLED;
     if (pf & PT_PF_INCOMPLETE)   /* and which side the unfinished copy was writing */
         f |= PT_F_INCOMPLETE | ((pf & PT_PF_TO_MASTER) ? PT_F_TO_MASTER : 0);
+    if ((pf & PT_PF_SUSPENDED) && PT_LOAD(s->copying))
+        f |= PT_F_SUSPENDED;
     if (!(pf & PT_PF_NEED_RESYNC))   /* a reset ended what the lost bitmap asked for */
         f &= ~PT_F_BITMAP_LOST;
     o->flags = f;
@@ -274,6 +276,107 @@ out_close:
     pt_vol_close(&o->bitmap);
 out_free:
     free(o);
+    return rc;
+}
+
+/* ---- suspend and resume (the copier keeps the set copying when suspend_req is set) ---- */
+
+static bool suspended_locked(pt_set *s)
+{
+    pthread_mutex_lock(&s->meta_mu);
+    bool r = (s->pflags & PT_PF_SUSPENDED) != 0;
+    pthread_mutex_unlock(&s->meta_mu);
+    return r && PT_LOAD(s->copying) && !s->thr_live;
+}
+
+void pt_copy_hold(pt_set *s)
+{
+    pthread_rwlock_wrlock(&s->m->gate);
+    PT_STORE(s->dir, (s->pflags & PT_PF_TO_MASTER) ? PT_TO_MASTER : PT_TO_SHADOW);
+    PT_STORE(s->copying, true);
+    pthread_rwlock_unlock(&s->m->gate);
+    /* the place survives, not the first total: progress counts from the open */
+    atomic_store(&s->total, s->C.count);
+    atomic_store(&s->left_end, s->C.count);
+}
+
+int pt_set_suspend(pt_set *s, pt_error *err)
+{
+    pthread_mutex_lock(&s->ctl_mu);
+    pt_copier_reap(s);
+    int rc = 0;
+    if (suspended_locked(s)) {
+        rc = pt_fail(err, PT_E_ALREADY, "the copy of set %s is suspended already", s->name);
+        goto out_unlock;
+    }
+    if (!s->thr_live) {
+        rc = pt_fail(err, PT_E_NO_COPY, "set %s has no copy running to suspend", s->name);
+        goto out_unlock;
+    }
+    if (atomic_load(&s->abort_req)) {
+        rc = pt_fail(err, PT_E_NO_COPY, "the copy of set %s is being aborted", s->name);
+        goto out_unlock;
+    }
+    atomic_store(&s->suspend_req, 1);
+    atomic_store(&s->stop_req, 1);
+    pthread_cond_broadcast(&s->ctl_cv);   /* wakes a throttle pause */
+    while (!s->thr_done)
+        pthread_cond_wait(&s->ctl_cv, &s->ctl_mu);
+    pt_copier_reap(s);
+    atomic_store(&s->stop_req, 0);
+    atomic_store(&s->suspend_req, 0);
+    if (!suspended_locked(s)) {
+        int r = atomic_load(&s->result);
+        rc = r ? pt_fail(err, r, "the copy of set %s failed before it could be suspended",
+                         s->name)
+               : pt_fail(err, PT_E_NO_COPY, "the copy of set %s ended before it could be "
+                         "suspended", s->name);
+    }
+out_unlock:
+    pthread_mutex_unlock(&s->ctl_mu);
+    return rc;
+}
+
+int pt_set_resume(pt_set *s, int abort, pt_error *err)
+{
+    pthread_mutex_lock(&s->ctl_mu);
+    pt_copier_reap(s);
+    int rc = 0;
+    if (!suspended_locked(s)) {
+        rc = pt_fail(err, PT_E_NO_COPY, "set %s has no suspended copy", s->name);
+        goto out_unlock;
+    }
+    if (atomic_load(&s->retired) || atomic_load(&s->closing)) {
+        rc = pt_fail(err, PT_E_CLOSED, "set %s is being closed or disabled", s->name);
+        goto out_unlock;
+    }
+    uint64_t total = atomic_load(&s->total);
+    uint64_t ran = atomic_load(&s->end_ns) - atomic_load(&s->start_ns);
+    pthread_mutex_lock(&s->meta_mu);
+    s->pflags &= ~PT_PF_SUSPENDED;   /* durable with the copy's first flush; a crash before
+                                      * it leaves the copy suspended, nothing lost */
+    s->hdr_dirty = true;
+    pthread_mutex_unlock(&s->meta_mu);
+    rc = pt_copier_spawn(s, err);
+    if (rc) {
+        pthread_mutex_lock(&s->meta_mu);
+        s->pflags |= PT_PF_SUSPENDED;
+        pthread_mutex_unlock(&s->meta_mu);
+        goto out_unlock;
+    }
+    /* progress goes on from where it was, not from zero: the first total, and a start as if
+     * the copy had run all along without the pause */
+    atomic_store(&s->total, total);
+    if (ran < pt_now_ns())
+        atomic_store(&s->start_ns, pt_now_ns() - ran);
+    if (abort) {   /* the thread ends at its first look, as an abort: finish() folds the bits */
+        atomic_store(&s->abort_req, 1);
+        while (!s->thr_done)
+            pthread_cond_wait(&s->ctl_cv, &s->ctl_mu);
+        pt_copier_reap(s);
+    }
+out_unlock:
+    pthread_mutex_unlock(&s->ctl_mu);
     return rc;
 }
 

@@ -64,6 +64,8 @@ CALLS: dict[tuple[str, str], tuple[str, str]] = {
     (SET, "Export"): ("a{sv}", ""),
     (SET, "Join"): ("sa{sv}", "o"),
     (SET, "Rename"): ("sa{sv}", ""),
+    (SET, "Suspend"): ("a{sv}", ""),
+    (SET, "Resume"): ("a{sv}", "o"),
     (GROUP, "AddSet"): ("oa{sv}", ""),
     (GROUP, "RemoveSet"): ("oa{sv}", ""),
     (GROUP, "Copy"): ("sa{sv}", "o"),

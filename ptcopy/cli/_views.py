@@ -23,7 +23,8 @@ from ptcopy.cli._client import (
 
 STATUS_STYLE = {"normal": "green", "degraded": "yellow", "error": "bold red"}
 SPECIAL_FLAGS = {"copying", "to-shadow", "to-master", "abort-requested", "compact",
-                 "out-of-space", "spilled", "exported", "imported", "incomplete", "recovered"}
+                 "out-of-space", "spilled", "exported", "imported", "incomplete", "recovered",
+                 "suspended"}
 
 
 T = TypeVar("T")
@@ -61,6 +62,7 @@ def set_json(s: SetInfo, inv: Inventory) -> dict[str, Any]:
         "status": s.status,
         "flags": list(s.flags),
         "copying": s.copying,
+        "suspended": "suspended" in s.flags,
         "direction": s.direction,
         "abort_requested": "abort-requested" in s.flags,
         "offline": s.offline,
@@ -97,6 +99,9 @@ def _local(usec: int) -> str:
 
 
 def _copy_text(s: SetInfo, inv: Inventory) -> str:
+    if "suspended" in s.flags:
+        return (f"suspended while copying to the {s.direction}, "
+                f"{fmt.percent(s.copy_percent)} done (ptcopy resume {s.name} continues it)")
     if s.copying:
         text = f"copying to the {s.direction}, {fmt.percent(s.copy_percent)} done"
         if "abort-requested" in s.flags:
@@ -153,6 +158,8 @@ def sets_table(sets: list[SetInfo], inv: Inventory) -> Table:
         t.add_column(col, overflow="fold")
     for s in sets:
         copy = f"to {s.direction} {fmt.percent(s.copy_percent)}" if s.copying else "-"
+        if "suspended" in s.flags:
+            copy += " suspended"
         kind = s.kind + ("/compact" if "compact" in s.flags else "")
         t.add_row(s.name, kind, Text(s.status, style=STATUS_STYLE.get(s.status, "")), copy,
                   fmt.percent(s.difference_percent), s.master_device or s.master,

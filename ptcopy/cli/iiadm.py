@@ -21,27 +21,32 @@ from ptcopy.cli.main import main as ptcopy_main
 PROG = "iiadm"
 TICK_MS = 10   # -P delay was in Solaris clock ticks (hz = 100): 10 ms each
 
-# Options taking an argument, and options that are plain flags.
-WITH_ARG = set("ecudwagPOADQREIJ")
-FLAGS = set("npilvhmL")
-GROUP_FLAGS = set("wad")   # after -g GROUP these act on the group and take no set
+# Options taking an argument, and options that are plain flags. -s/-r (suspend/resume),
+# -B, -C, -G, -M, -N, -X (groups) and -Z come from the patent's iiadm (US 2003/0033327).
+WITH_ARG = set("ecudwagPOADQREIJsrBNZ")
+FLAGS = set("npilvhmLCGMX")
+GROUP_FLAGS = set("wadi")   # after -g GROUP these act on the group and take no set
 
 USAGE = """\
 usage: iiadm [--bus ADDRESS] [--explain] OPTIONS
-  iiadm -e ind|dep master shadow bitmap    enable a set (named after its shadow)
-  iiadm -d set                             disable
+  iiadm -e ind|dep master shadow bitmap [name]   enable a set (named after its shadow)
+  iiadm -d set...                          disable
   iiadm [-n] -c s|m set                    full copy to shadow or master (-n: do not ask)
   iiadm [-n] -u s|m set                    update to shadow or master
-  iiadm -w set        iiadm -a set         wait for / abort a copy
-  iiadm -i [set|all]  iiadm -l             status / list
+  iiadm -w set...     iiadm -a set...      wait for / abort copies
+  iiadm -s set...|all iiadm -r set...|all  suspend / resume copies
+  iiadm -i [set...|all]  iiadm -l          status / list
   iiadm -R set                             reset (bring offline volumes back)
   iiadm -P delay units set   iiadm -P set  copy throttle (delay in ticks of 10 ms) / show it
-  iiadm -g group -m set...                 move sets into a group (-g "" takes them out)
+  iiadm -g group -C [ind|dep]              create a group (-N new: rename, -X: delete)
+  iiadm -g group -m|-M set...              move sets into a group (-g "" takes them out)
+  iiadm -B set...                          take sets out of their group
   iiadm -g group -c|-u s|m                 copy / update a group at one point in time
-  iiadm -g group -w|-a|-i|-d|-L            wait / abort / status / disable / list its sets
-  iiadm -g -L                              list groups
-  iiadm -O ovr   -A ovr set   -D set   -L   -Q ovr    overflow: init, attach, detach, list, status
-  iiadm -E set   -I shadow bitmap   -J shadow bitmap  export, import, join
+  iiadm -g group -w|-a|-i|-L               wait / abort / status / list its sets
+  iiadm -g -L   iiadm -G                   list groups
+  iiadm -O ovr   -A ovr set   -D set   -L   -Q ovr   -Z ovr
+                                           overflow: init, attach, detach, list, status, delete
+  iiadm -E set   -J shadow bitmap          export, join
   iiadm -v   iiadm -h                      version, this help
 A set is named by its shadow volume (or its ptcopy name). See docs/iiadm.md.
 """
@@ -116,7 +121,7 @@ def translate(argv: Sequence[str]) -> list[str]:
     yes = ["--yes"] if "n" in o else []
     actions = [k for k in o if k not in "npg"]
     if "g" in o and not actions:
-        raise UsageProblem("-g needs an action: -m, -c, -u, -w, -a, -i, -d or -L")
+        raise UsageProblem("-g needs an action: -C, -N, -X, -m, -c, -u, -w, -a, -i or -L")
     if len(actions) != 1:
         if not actions:
             raise UsageProblem("no action given", "iiadm -h shows the usage")
@@ -131,31 +136,39 @@ def translate(argv: Sequence[str]) -> list[str]:
             if act != "L":
                 raise UsageProblem(f"-g without a group name goes with -L only, not -{act}")
             return ["group", "list"]
-        if act == "m":
+        if act in "mM":
             if not ops:
-                raise UsageProblem("-m needs sets to move")
+                raise UsageProblem(f"-{act} needs sets to move")
             return ["group", "remove", "", *ops] if group == "" else \
                 ["group", "add", "--create", group, *ops]
         if act in "cu":
             return ["group", "copy" if act == "c" else "update", group, "--to",
                     _direction(arg), *yes]
-        # -w, -a, -i, -d, -L with a group: the set operand slot holds nothing
-        table = {"w": ["wait", group], "a": ["abort", group], "L": ["group", "list", group]}
+        if act == "C":   # ptcopy groups take sets of either kind: the kind is only checked
+            if ops not in ([], ["ind"], ["dep"], ["i"], ["d"]):
+                raise UsageProblem("-C takes an optional kind: ind or dep")
+            return ["group", "create", group]
+        if act == "N":
+            return ["group", "rename", group, arg]
+        # -w, -a, -i, -L, -X with a group: the set operand slot holds nothing
+        table = {"w": ["wait", group], "a": ["abort", group], "i": ["status", "--group", group],
+                 "L": ["group", "list", group], "X": ["group", "delete", group]}
         if act in table:
             return table[act]
-        if act in "id":
-            raise UsageProblem(f"-g GROUP -{act} is not translated: use ptcopy group list "
-                               f"{group} and ptcopy {'status' if act == 'i' else 'disable'} "
-                               "on its sets")
+        if act == "d":
+            raise UsageProblem(f"-g GROUP -d (disable every set of a group) is not "
+                               f"translated: iiadm -g {group} -L lists them, iiadm -d SET... "
+                               "disables them")
         raise UsageProblem(f"-{act} does not go with -g")
 
     if act == "e":
         kind = {"ind": "--independent", "dep": "--dependent"}.get(arg)
         if kind is None:
             raise UsageProblem(f"-e {arg}: the kind is ind or dep")
-        if len(ops) != 3:
-            raise UsageProblem("-e needs master, shadow and bitmap volumes")
-        return ["enable", kind, *ops]
+        if len(ops) not in (3, 4):
+            raise UsageProblem("-e needs master, shadow and bitmap volumes (and may name the "
+                               "set)")
+        return ["enable", kind, *ops[:3], *(["--name", ops[3]] if len(ops) == 4 else [])]
     if act in "cu":
         sets = _one_set(ops, act)
         return ["copy" if act == "c" else "update", sets[0], "--to", _direction(arg), *yes]
@@ -165,6 +178,14 @@ def translate(argv: Sequence[str]) -> list[str]:
             _one_set(sets, act)
         verb = {"d": "disable", "w": "wait", "a": "abort", "R": "reset", "E": "export"}[act]
         return [verb, *sets]
+    if act in "sr":
+        sets = [arg, *ops]
+        verb = "suspend" if act == "s" else "resume"
+        return [verb, "--all"] if sets == ["all"] else [verb, *sets]
+    if act == "B":
+        return ["group", "remove", "", arg, *ops]
+    if act == "G":
+        return ["group", "list"]
     if act == "i":
         sets = [s for s in ops if s != "all"]
         return ["status", *sets]
@@ -193,12 +214,18 @@ def translate(argv: Sequence[str]) -> list[str]:
         return ["overflow", "list"]
     if act == "Q":
         return ["overflow", "status", arg]
-    if act in "IJ":
+    if act == "Z":
+        return ["overflow", "delete", arg]
+    if act == "J":
         if len(ops) != 1:
-            raise UsageProblem(f"-{act} takes a shadow and a bitmap volume")
-        return ["import" if act == "I" else "join", arg, ops[0]]
-    if act == "m":
-        raise UsageProblem("-m goes with -g GROUP")
+            raise UsageProblem("-J takes a shadow and the bitmap the other host kept")
+        return ["join", arg, ops[0]]
+    if act == "I":
+        raise UsageProblem("-I (import a shadow exported by another host) is not available "
+                           "in ptcopy", "on the host that keeps the set, iiadm -J SHADOW "
+                           "BITMAP takes an exported shadow back")
+    if act in "mMCNX":
+        raise UsageProblem(f"-{act} goes with -g GROUP")
     raise UsageProblem(f"-{act} is not an action", "iiadm -h shows the usage")
 
 

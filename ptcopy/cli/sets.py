@@ -15,7 +15,6 @@ from ptcopy.cli._client import GROUP, JOB, NO_OBJECT, SET, Client, SetInfo
 from ptcopy.cli._errors import (
     BUS_ERROR_PREFIX,
     CliError,
-    NotAvailable,
     RemoteError,
     UsageProblem,
 )
@@ -389,17 +388,21 @@ def abort(ctx: typer.Context, targets: TargetsArg, *, json_: JsonOpt = False,
 def status(ctx: typer.Context, sets: OptionalSetsArg = None, *,
            all_: Annotated[bool, typer.Option("--all", "-a",
                                               help="Every set (the default).")] = False,
+           group: Annotated[str | None, typer.Option(
+               "--group", "-g", metavar="GROUP", help="The sets of this group.")] = None,
            json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Show sets as iiadm -i did: volumes and served devices, kind, copy state and
     direction, offline volumes, out of space, exported, how much differs, size, chunks,
     last write, and the overall state (normal, degraded, error)."""
-    if sets and all_:
-        raise UsageProblem("give sets or --all, not both")
+    if (sets or group is not None) and all_:
+        raise UsageProblem("give sets or --all, not both (--group names sets too)")
     out = output(ctx, json_, quiet)
 
     async def body(c: Client) -> None:
-        if sets:
-            paths = [await c.resolve(n, "set") for n in sets]
+        if sets or group is not None:
+            paths = [await c.resolve(n, "set") for n in sets or []]
+            if group is not None:   # iiadm -g GROUP -i
+                paths += (await c.group_info(await c.resolve(group, "group"))).sets
             inv = await c.inventory()
             chosen = [inv.sets[p] if p in inv.sets else await c.set_info(p) for p in paths]
         else:
@@ -518,23 +521,6 @@ def export_(ctx: typer.Context, set_: SetArg, *, json_: JsonOpt = False,
                    human=f"the shadow of set {info.name} is exported", quiet=[info.name])
 
     run(ctx, body)
-
-
-def _not_available(what: str, method: str) -> CliError:
-    return NotAvailable(f"{what} is not available in this ptcopyd: the daemon has no {method} "
-                        "method yet", "it comes with the federation release (remote hosts); "
-                        "ptcopy export and ptcopy join work already")
-
-
-@app.command(name="import", rich_help_panel="Between hosts")
-def import_(
-    shadow: Annotated[str, typer.Argument(..., metavar="SHADOW", show_default=False,
-                                          help="The exported shadow volume.")],
-    bitmap: Annotated[str, typer.Argument(..., metavar="BITMAP", show_default=False,
-                                          help="A bitmap volume for it.")],
-) -> None:
-    """Import a shadow another host exported (not available yet)."""
-    raise _not_available("importing a shadow", "ImportShadow")
 
 
 @app.command(rich_help_panel="Between hosts")

@@ -39,6 +39,10 @@ class Capabilities:
     target_writable_during_copy: bool
     # a group restore (to the masters) may include dependent sets
     group_restore_dependent: bool
+    # a running copy can be suspended and resumed where it stopped (``suspend``/``resume``)
+    suspend_copy: bool = False
+    # a served set can be renamed while its devices keep serving (``rename``)
+    rename_served: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,16 @@ class Copy(Protocol):
     def progress(self) -> Progress: ...
 
     def abort(self) -> None: ...
+
+    @property
+    def cancelable(self) -> bool:
+        """Whether ``abort`` can stop the copy now (a kernel merge cannot be stopped)."""
+        ...
+
+    @property
+    def suspended(self) -> bool:
+        """Whether the copy is suspended (it ended for now and resumes where it stopped)."""
+        ...
 
     def done_fd(self) -> int:
         """A new descriptor, the caller's to close: unreadable while the copy runs, readable
@@ -136,6 +150,21 @@ class DataPath(Protocol):
 
     def wait(self, name: str, timeout: float | None = None) -> bool:
         """Until the set's copy is over; False at the timeout."""
+        ...
+
+    def suspend(self, name: str) -> None:
+        """Suspend the set's running copy: it keeps its place and resumes where it stopped
+        (the set stays copying meanwhile). Where ``caps.suspend_copy`` is False, refuses
+        saying why."""
+        ...
+
+    def resume(self, name: str) -> None:
+        """Resume the set's suspended copy; returns at once."""
+        ...
+
+    def rename(self, name: str, new: str) -> None:
+        """Serve the set under ``new`` from now on, without interrupting its devices. Where
+        ``caps.rename_served`` is False, refuses saying why."""
         ...
 
     def copier(self, name: str) -> Copy:

@@ -13,7 +13,8 @@ from ptcopy.datapath.base import Capabilities, SetVolumes, Volume
 from ptcopy.engine import Direction, Engine, Kind, NotFound, Progress, Set
 
 CAPS = Capabilities(name="none", bitmap_in_memory=True, exclusive_volumes=True,
-                    target_writable_during_copy=True, group_restore_dependent=True)
+                    target_writable_during_copy=True, group_restore_dependent=True,
+                    suspend_copy=True, rename_served=True)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,19 @@ class NullPath:
     def wait(self, name: str, timeout: float | None = None) -> bool:
         """Until the engine set's copy is over; False at the timeout."""
         return self._get(name).wait(timeout)
+
+    def suspend(self, name: str) -> None:
+        """Suspend the engine set's copy."""
+        self._get(name).suspend()
+
+    def resume(self, name: str) -> None:
+        """Resume the engine set's suspended copy."""
+        self._get(name).resume()
+
+    def rename(self, name: str, new: str) -> None:
+        """Only the name it is remembered under changes."""
+        self._sets[new] = self._get(name)
+        del self._sets[name]
 
     def copier(self, name: str) -> Set:
         """A job follows the engine set itself."""

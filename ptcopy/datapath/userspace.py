@@ -133,7 +133,8 @@ def cleanup_stale(mountpoint: str) -> list[str]:
 
 
 CAPS = Capabilities(name="userspace", bitmap_in_memory=True, exclusive_volumes=True,
-                    target_writable_during_copy=True, group_restore_dependent=True)
+                    target_writable_during_copy=True, group_restore_dependent=True,
+                    suspend_copy=True, rename_served=True)
 
 
 class UserspacePath:
@@ -290,6 +291,24 @@ class UserspacePath:
     def wait(self, name: str, timeout: float | None = None) -> bool:
         """Until the engine set's copy is over; False at the timeout."""
         return self._get(name).set.wait(timeout)
+
+    def suspend(self, name: str) -> None:
+        """Suspend the engine set's copy (it keeps its place; I/O goes on as during a copy)."""
+        self._get(name).set.suspend()
+
+    def resume(self, name: str) -> None:
+        """Resume the engine set's suspended copy."""
+        self._get(name).set.resume()
+
+    def rename(self, name: str, new: str) -> None:
+        """The FUSE directory takes the new name and keeps its inodes, so open files and the
+        loop devices (``/dev/loopN``, named by number) keep serving without a pause."""
+        served = self._get(name)
+        if new in self._served:
+            raise InvalidArgument(f"a set named {new!r} is served already")
+        served.master_file, served.shadow_file = self._server.rename(name, new)
+        served.name = new
+        self._served[new] = self._served.pop(name)
 
     def copier(self, name: str) -> Set:
         """A job follows the engine set itself."""

@@ -50,6 +50,15 @@ class Server:
         check(lib.pt_server_unexport(self._handle(), name.encode(), int(force), err), err)
         self._exports.pop(name, None)
 
+    def rename(self, name: str, new: str) -> tuple[str, str]:
+        """Serve ``name``'s set as ``new`` (same inodes: open files keep working); returns
+        the new master and shadow file paths."""
+        err = new_error()
+        check(lib.pt_server_rename(self._handle(), name.encode(), new.encode(), err), err)
+        self._exports[new] = self._exports.pop(name)
+        base = os.path.join(self.mountpoint, new)
+        return os.path.join(base, "master"), os.path.join(base, "shadow")
+
     def invalidate(self, name: str) -> None:
         """Drop what the kernel caches of ``name``'s files."""
         err = new_error()

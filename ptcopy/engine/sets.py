@@ -339,10 +339,40 @@ class Set(_Tracked):
             check(lib.pt_set_copy(h, int(direction), 0, owner, err), err)
 
     def abort(self) -> None:
-        """Stop the running copy; the target is left consistent but incomplete."""
+        """Stop the running (or suspended) copy; the target is left consistent but
+        incomplete."""
         err = new_error()
         with self._use() as h:
-            check(lib.pt_set_abort(h, err), err)
+            rc = lib.pt_set_abort(h, err)
+            if rc == -lib.PT_E_NO_COPY and self.suspended:
+                err = new_error()
+                rc = lib.pt_set_resume(h, 1, err)
+            check(rc, err)
+
+    def suspend(self) -> None:
+        """Suspend the running copy: it keeps its place (copy bits, progress) and the set
+        stays copying (reads and writes as during the copy) until :meth:`resume`, also
+        across a close and open. NoCopy when none runs."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_suspend(h, err), err)
+
+    def resume(self) -> None:
+        """Resume a suspended copy where it stopped; returns at once. NoCopy when the set
+        has no suspended copy."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_resume(h, 0, err), err)
+
+    @property
+    def cancelable(self) -> bool:
+        """An engine copy can always be aborted (the Copy protocol's question)."""
+        return True
+
+    @property
+    def suspended(self) -> bool:
+        """Whether the set's copy is suspended."""
+        return bool(self.status().flags & Flag.SUSPENDED)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the running copy. False on timeout; raises if the copy failed."""

@@ -60,6 +60,7 @@ class Flag(enum.IntFlag):
     INCOMPLETE = lib.PT_F_INCOMPLETE
     BITMAP_LOST = lib.PT_F_BITMAP_LOST
     UNRECORDED = lib.PT_F_UNRECORDED
+    SUSPENDED = lib.PT_F_SUSPENDED
 
 
 VolumeLike = str | os.PathLike[str] | int | tuple[str, int]

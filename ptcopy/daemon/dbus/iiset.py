@@ -37,6 +37,8 @@ FLAG_NAMES = [
     (Flag.BITMAP_LOST, "bitmap-lost"),
     # the bitmap is offline and no fallback record took its place: a crash would lose changes
     (Flag.UNRECORDED, "changes-unrecorded"),
+    # the copy stopped and keeps its place until Resume (also across a restart)
+    (Flag.SUSPENDED, "suspended"),
 ]
 OFFLINE = Flag.MASTER_OFFLINE | Flag.SHADOW_OFFLINE | Flag.BITMAP_OFFLINE | \
     Flag.OVERFLOW_OFFLINE
@@ -158,7 +160,8 @@ class IISet(Interface):
     def Flags(self) -> Strings:
         """State flags: copying, to-shadow, to-master, abort-requested, compact, out-of-space,
         spilled, exported, master-offline, shadow-offline, bitmap-offline, overflow-offline,
-        incomplete, recovered, bitmap-lost, changes-unrecorded."""
+        incomplete, recovered, bitmap-lost, changes-unrecorded, suspended (with copying: the
+        copy waits for Resume)."""
         st = self._status()
         ms = self._ms()
         out = [n for f, n in FLAG_NAMES if st is not None and st.flags & f]
@@ -260,6 +263,25 @@ class IISet(Interface):
 
     @method()
     @translated
+    async def Suspend(self, options: Options) -> None:
+        """Suspend the running copy: it keeps its place (what was copied stays copied) and the
+        set stays copying (the target's missing chunks still come from the source) until
+        Resume, also across a daemon restart. The copy's job ends, saying so."""
+        await authorized(self.ctx, options, "suspend copies",
+                         self.service.suspend, self.id)
+
+    @method()
+    @translated
+    async def Resume(self, options: Options) -> DBusObjectPath:
+        """Resume the suspended copy where it stopped; returns its job."""
+        opt.parse(options, NO_OPTS)
+        uid = await self.ctx.auth.check("resume copies")
+        await asyncio.to_thread(self.service.resume, self.id)
+        direction = "master" if self._stat(lambda st: st.flags & Flag.TO_MASTER) else "shadow"
+        return self.ctx.start_job(f"resume-to-{direction}", [set_path(self.id)], [self.id], uid)
+
+    @method()
+    @translated
     async def Reset(self, options: Options) -> DBusObjectPath:
         """Bring offline volumes back and start the resync they need; returns its job or '/'."""
         opt.parse(options, NO_OPTS)
@@ -321,7 +343,10 @@ class IISet(Interface):
     @method()
     @translated
     async def Rename(self, name: DBusStr, options: Options) -> None:
-        """Give the set another name (not while it is served)."""
+        """Give the set another name. Its devices keep serving: on the userspace path the
+        FUSE files move to the new name (same inodes; loop devices are numbered), on the
+        kernel path a served set cannot be renamed (its device-mapper devices carry the
+        name)."""
         await authorized(self.ctx, options, "rename sets",
                          self.service.rename_set, self.id, name)
 

@@ -31,8 +31,10 @@ from ptcopy.daemon.dbus.bus import IFACE
 from ptcopy.daemon.dbus.errors import CALLS, translated
 from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.paths import job_path
+from ptcopy.daemon.errors import ServiceError
 from ptcopy.daemon.options import parse, wait_timeout
 from ptcopy.datapath.base import Copy
+from ptcopy.errnames import ErrorName
 
 log = logging.getLogger(__name__)
 TICK = 0.5   # seconds between property updates while running: at most twice a second
@@ -62,6 +64,7 @@ class Job(Interface):
         self._success = False
         self._message = ""
         self._cancelled = False
+        self._valid = False    # no sample yet, or the work's size is not known
         self.ended_at = 0.0
         self._finished = asyncio.Event()
 
@@ -84,8 +87,9 @@ class Job(Interface):
 
     @dbus_property(access=R)
     def ProgressValid(self) -> DBusBool:
-        """Whether Progress means something yet."""
-        return True
+        """Whether Progress means something: false until the first sample, and while the data
+        path reports no size for the work."""
+        return self._valid
 
     @dbus_property(access=R)
     def Bytes(self) -> DBusUInt64:
@@ -109,8 +113,12 @@ class Job(Interface):
 
     @dbus_property(access=R)
     def Cancelable(self) -> DBusBool:
-        """Whether Cancel can stop the job."""
-        return not self._done
+        """Whether Cancel can stop the job: false once it ended, and while its work cannot be
+        stopped half way (a kernel-path merge)."""
+        return not self._done and self._cancelable()
+
+    def _cancelable(self) -> bool:
+        return all(s.cancelable for s in self._sets if not s.closed)
 
     @dbus_property(access=R)
     def StartedByUID(self) -> DBusUInt32:
@@ -140,6 +148,10 @@ class Job(Interface):
         await self._auth.check("cancel a job")
         if self._done:
             return
+        if not self._cancelable():
+            raise ServiceError(ErrorName.WRONG_TYPE, "this job cannot be cancelled: a merge in "
+                                                     "the kernel cannot be stopped half way; "
+                                                     "wait for it to end")
         self._cancelled = True
         for s in self._sets:
             if not s.closed and s.progress().active:
@@ -177,6 +189,7 @@ class Job(Interface):
         done = total = bytes_total = rate = 0
         active = False
         results = []
+        suspended = False
         for s in self._sets:
             if s.closed:
                 continue
@@ -187,7 +200,9 @@ class Job(Interface):
             bytes_total += p.bytes_total
             rate += p.rate
             results.append(p)
+            suspended = suspended or (not p.active and s.suspended)
         self._progress = 1.0 if total == 0 else min(1.0, done / total)
+        self._valid = total > 0 or not active
         self._bytes = bytes_total
         self._rate = rate
         left = bytes_total * (1 - self._progress)
@@ -196,13 +211,18 @@ class Job(Interface):
             return False
         failed = [p for p in results if p.result]
         incomplete = [p for p in results if p.chunks_done < p.chunks_total]
-        if self._cancelled:
+        if self._cancelled and incomplete:   # a cancel after the work ended changed nothing
             self._success, self._message = False, "cancelled: the target is incomplete"
         elif failed:
             self._success = False
             self._message = f"failed: {failed[0].result} ({len(failed)} set(s)); reset the set"
+        elif suspended:
+            self._success = False
+            self._message = (f"suspended at {100 * self._progress:.1f}%: the copy keeps its "
+                             "place; resume the set to finish it")
         elif incomplete:
-            self._success, self._message = False, "stopped before the end (suspended or aborted)"
+            self._success = False
+            self._message = "aborted: the target is incomplete until the next update"
         else:
             self._success, self._message = True, "done"
             self._progress = 1.0

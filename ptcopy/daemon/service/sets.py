@@ -164,6 +164,7 @@ class SetOps(VolumeOps):
         with self.lock:
             ms = self.get_set(set_id)
             if ms.set is not None:
+                self._not_suspended(set_id, "before disabling the set")
                 if ms.set.progress().active:
                     raise ServiceError(ErrorName.BUSY, f"set {ms.row.name} is copying; wait for "
                                                        "it or abort it first")
@@ -208,6 +209,7 @@ class SetOps(VolumeOps):
                                                            "is exported; join it back first")
             for i in set_ids:
                 self._not_missing(i)
+                self._not_suspended(i, "before another copy")
             who = owner_id(owner) if owner else 0
             if all(self.sets[i].served is not None for i in set_ids):
                 self.datapath.copy(names, d, full=full, owner=who)
@@ -227,10 +229,41 @@ class SetOps(VolumeOps):
             s.abort()
         self._emit("changed", "set", set_id)
 
+    def suspend(self, set_id: str) -> None:
+        """Suspend the set's running copy: it keeps its place (copy bits, progress), the set
+        stays copying (the target's missing chunks still come from the source), and it stays
+        suspended across a restart until ``resume``."""
+        with self.lock:
+            s = self.live(set_id)
+            ms = self.sets[set_id]
+            if ms.served is not None:
+                self.datapath.suspend(ms.row.name)
+            else:
+                s.suspend()
+        self._emit("changed", "set", set_id)
+
+    def resume(self, set_id: str) -> None:
+        """Resume the set's suspended copy where it stopped."""
+        with self.lock:
+            s = self.live(set_id)
+            ms = self.sets[set_id]
+            if ms.served is not None:
+                self.datapath.resume(ms.row.name)
+            else:
+                s.resume()
+        self._emit("changed", "set", set_id)
+
+    def _not_suspended(self, set_id: str, then: str) -> None:
+        ms = self.sets[set_id]
+        if ms.set is not None and ms.set.suspended:
+            raise ServiceError(ErrorName.BUSY, f"the copy of set {ms.row.name} is suspended; "
+                                               f"resume it or abort it {then}")
+
     def reset(self, set_id: str, owner: str) -> None:
         with self.lock:
             self._not_missing(set_id)
             s = self.live(set_id)
+            self._not_suspended(set_id, "before a reset")
             ms = self.sets[set_id]
             for role in SET_ROLES:   # a reset resyncs onto what the devices hold now
                 why = self._not_the_same(ms, role)
@@ -254,12 +287,17 @@ class SetOps(VolumeOps):
             if ms.row.name == name:
                 return
             self._name_free(name)
-            if ms.served is not None:
-                raise ServiceError(ErrorName.IN_USE, f"set {ms.row.name} is served under its "
-                                                     "name; renaming a served set comes with "
-                                                     "the next data-path release")
-            ms.row = ms.row.with_(name=name)
-            self.store.put_set(ms.row)
+            before = ms.row
+            if ms.served is not None:   # devices keep serving: the path renames what it names
+                self.datapath.rename(before.name, name)
+            try:
+                self.store.put_set(before.with_(name=name))
+            except BaseException:
+                if ms.served is not None:
+                    with contextlib.suppress(Exception):
+                        self.datapath.rename(name, before.name)
+                raise
+            ms.row = before.with_(name=name)
         self._emit("changed", "set", set_id)
 
     def lock_set(self, set_id: str, owner: str) -> None:

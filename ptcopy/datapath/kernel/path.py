@@ -54,6 +54,7 @@ from ptcopy.engine import (
     InUse,
     InvalidArgument,
     Kind,
+    NoCopy,
     NotFound,
     Progress,
     Set,
@@ -343,6 +344,29 @@ class KernelPath:
                                   "cannot be stopped half way")
         ks.set.abort()
 
+    def suspend(self, name: str) -> None:
+        """Refused: a copy here reads a frozen view (a transient dm snapshot) and its target
+        stays read-only until the copy ends; suspended, the view's store would fill with every
+        master write for as long as the pause lasts."""
+        self.get(name)
+        raise WrongKind(f"set {name}: the kernel data path cannot suspend a copy (it reads a "
+                        "frozen view of the source whose store grows with every write while "
+                        "it waits, and the target stays read-only); abort it instead: the "
+                        "next update copies only the chunks that were left")
+
+    def resume(self, name: str) -> None:
+        """Nothing here is ever suspended (see ``suspend``)."""
+        self.get(name)
+        raise NoCopy(f"set {name} has no suspended copy")
+
+    def rename(self, name: str, new: str) -> None:
+        """Refused: users open ``/dev/mapper/ptcopy-<set>-master`` and ``-shadow``; the path
+        does not rename device-mapper devices yet."""
+        self.get(name)
+        raise InUse(f"set {name} is served as /dev/mapper/{names.master(name)} and "
+                    f"/dev/mapper/{names.shadow(name)}; the kernel data path cannot rename "
+                    "device-mapper devices while they serve: the set keeps its name")
+
     def status(self, name: str) -> dict[str, object]:
         """Kernel-side facts: devices, store usage of a dependent shadow, merge state."""
         ks = self.get(name)
@@ -478,6 +502,17 @@ class KernelCopy:
 
     def abort(self) -> None:
         self._kp.abort(self._name)
+
+    @property
+    def cancelable(self) -> bool:
+        """A merge in the kernel cannot be stopped half way; an engine copy can."""
+        ks = self._kp.served.get(self._name)
+        return ks is not None and ks.state not in (State.MERGING, State.MERGE_FAILED)
+
+    @property
+    def suspended(self) -> bool:
+        """Copies are never suspended on this path."""
+        return False
 
     def done_fd(self) -> int:
         return self._kp.done_fd(self._name)

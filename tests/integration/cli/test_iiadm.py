@@ -40,8 +40,21 @@ TRANSLATIONS = [
     ("-L", "overflow list"),
     ("-Q /d/o", "overflow status /d/o"),
     ("-E /d/s", "export /d/s"),
-    ("-I /d/s /d/b", "import /d/s /d/b"),
     ("-J /d/s /d/b", "join /d/s /d/b"),
+    # the patent's options (US 2003/0033327)
+    ("-e dep /d/m /d/s /d/b db1", "enable --dependent /d/m /d/s /d/b --name db1"),
+    ("-s /d/s", "suspend /d/s"),
+    ("-s all", "suspend --all"),
+    ("-r /d/s /d/t", "resume /d/s /d/t"),
+    ("-r all", "resume --all"),
+    ("-g db -C", "group create db"),
+    ("-g db -C ind", "group create db"),
+    ("-g db -M /d/s", "group add --create db /d/s"),
+    ("-g db -N db2", "group rename db db2"),
+    ("-g db -X", "group delete db"),
+    ("-g db -i", "status --group db"),
+    ("-G", "group list"),
+    ("-Z /d/o", "overflow delete /d/o"),
 ]
 
 
@@ -52,11 +65,13 @@ def test_translation(classic: str, modern: str) -> None:
 
 def test_translation_of_an_empty_group_name() -> None:
     assert translate(["-g", "", "-m", "/d/s"]) == ["group", "remove", "", "/d/s"]
+    assert translate(["-B", "/d/s", "/d/t"]) == ["group", "remove", "", "/d/s", "/d/t"]
 
 
 @pytest.mark.parametrize("classic", [
     "-x", "-e", "-e xyz /m /s /b", "-e ind /m /s", "-c x /d/s", "-u s /d/s /d/t", "-d /s -w /s",
-    "-m /d/s", "-g db", "-g db -i", "-P x y /d/s", "-n",
+    "-m /d/s", "-g db", "-g db -d", "-P x y /d/s", "-n", "-I /d/s /d/b", "-s", "-C",
+    "-X", "-g db -C xyz", "-J /d/s", "-e dep /m /s /b n extra",
 ])
 def test_bad_classic_command_lines(classic: str) -> None:
     with pytest.raises(UsageProblem):
@@ -93,8 +108,21 @@ def test_classic_commands_against_the_daemon(cli: Cli) -> None:
     assert name in iiadm("-g", g, "-L")
     iiadm("-g", g, "-u", "s")
     iiadm("-g", g, "-w")
+    (gst,) = cli.json("-g", g, "-i", prog=IIADM)       # the group's sets
+    assert gst["name"] == name
     iiadm("-g", "", "-m", shadow)
     assert cli.status(name)["group"] is None
+    g2 = cli.name("cg2")
+    iiadm("-g", g2, "-C", "dep")
+    iiadm("-g", g2, "-M", shadow)
+    assert cli.status(name)["group"] == g2
+    g3 = cli.name("cg3")
+    iiadm("-g", g2, "-N", g3)
+    assert g3 in iiadm("-G")
+    iiadm("-B", shadow)
+    assert cli.status(name)["group"] is None
+    iiadm("-g", g3, "-X")
+    assert g3 not in iiadm("-G")
 
     ov = cli.vol("ov", MIB)
     iiadm("-O", ov)
@@ -102,11 +130,15 @@ def test_classic_commands_against_the_daemon(cli: Cli) -> None:
     assert "chunks" in iiadm("-Q", ov)
     r = cli.fails(2, "-A", ov, shadow, prog=IIADM)    # not a compact set
     assert "hint:" in r.stderr or "compact" in r.stderr
+    iiadm("-Z", ov)
+    assert ov not in iiadm("-L")
 
     r = cli.fails(2, "-E", shadow, prog=IIADM)        # dependent: cannot be exported
     assert "dependent" in r.stderr
-    r = cli.fails(2, "-I", s, b, prog=IIADM)
-    assert "not available in this ptcopyd" in r.stderr
+    r = cli.fails(1, "-I", s, b, prog=IIADM)
+    assert "not available in ptcopy" in r.stderr
+    r = cli.fails(2, "-s", shadow, prog=IIADM)        # nothing to suspend
+    assert "no copy running" in r.stderr
     assert cli.ok("--explain", "-u", "s", shadow, prog=IIADM).stdout == \
         f"ptcopy --bus {cli.daemon.address} update {shadow} --to shadow\n"
     r = cli.run("-x", prog=IIADM)
@@ -114,3 +146,29 @@ def test_classic_commands_against_the_daemon(cli: Cli) -> None:
     assert "usage: iiadm" in iiadm("-h")
     iiadm("-d", shadow)
     assert name not in iiadm("-l")
+
+
+@pytest.mark.root
+def test_suspend_and_resume_with_the_patents_options(cli: Cli) -> None:
+    def iiadm(*args: str) -> str:
+        return cli.ok(*args, prog=IIADM).stdout
+
+    m, s, b = cli.vol("m", 8 * MIB), cli.vol("s", 8 * MIB), cli.vol("b", 256 * KIB)
+    with open(m, "wb") as f:
+        f.write(bytes(range(256)) * (8 * MIB // 256))
+    iiadm("-e", "ind", m, s, b, cli.name("sr"))
+    name = cli.name("sr")
+    iiadm("-w", name)
+    iiadm("-P", "5", "2", name)                      # 50 ms every 2 chunks: seconds of copy
+    iiadm("-c", "s", name)
+    cli.until(lambda: cli.status(name)["copy_percent"] > 0)
+    assert "suspended at" in iiadm("-s", "all")
+    assert cli.status(name)["suspended"] is True
+    iiadm("-P", "0", "256", name)
+    iiadm("-r", name)
+    iiadm("-w", name)
+    st = cli.status(name)
+    assert st["suspended"] is False and st["copying"] is False and st["incomplete"] is False
+    with open(m, "rb") as a, open(s, "rb") as c:
+        assert a.read() == c.read()
+    assert "nothing to resume" in iiadm("-r", "all")

@@ -1,0 +1,97 @@
+"""What the kernel data path refuses, exactly (issue 15): suspending a copy (its frozen view's
+store would grow for as long as the pause lasts), renaming a served set (its device-mapper
+devices carry the name), and cancelling a merge (the kernel cannot stop one half way: the job
+says Cancelable false)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ptcopy.datapath.kernel import KernelPath
+from ptcopy.engine import Kind
+from tests.helpers.bus import PrivateBus
+from tests.helpers.daemon import Ptcopyd
+from tests.helpers.names import IJOB, ISET, MANAGER, ROOT
+from tests.vm.guest.kernel_helpers import CHUNK, MIB, Pool, remove_ptcopy_devices, scribble
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Ptcopyd, Pool]]:
+    bus = PrivateBus.start()
+    d = Ptcopyd(bus, tmp_path, ["--data-path", "kernel"])
+    pool = Pool(str(tmp_path))
+    try:
+        yield d, pool
+    finally:
+        if d.running:
+            d.stop()
+        remove_ptcopy_devices()
+        subprocess.run(["dmsetup", "remove_all"], check=False, capture_output=True)
+        pool.release()
+        bus.stop()
+
+
+def _busctl(d: Ptcopyd, path: str, iface: str, member: str, sig: str,
+            *args: str) -> subprocess.CompletedProcess[str]:
+    return d.bus.busctl("call", "org.ptcopy.Imaging1", path, iface, member, sig, *args,
+                        check=False, timeout=120)
+
+
+def _prop(d: Ptcopyd, path: str, iface: str, name: str) -> str:
+    return d.bus.busctl("get-property", "org.ptcopy.Imaging1", path, iface, name).stdout.strip()
+
+
+def _volumes(pool: Pool, name: str, kind: Kind, size: int = 16 * MIB) -> tuple[str, str, str]:
+    m = pool.loop(f"{name}.m", size, random_fill=True)
+    shadow = KernelPath.store_needed(size, CHUNK) if kind is Kind.DEPENDENT else size
+    s = pool.loop(f"{name}.s", shadow)
+    b = pool.loop(f"{name}.b", KernelPath.layout_for(size, shadow, CHUNK, kind).total)
+    return m.path, s.path, b.path
+
+
+def test_suspend_rename_and_merge_cancel_are_refused_exactly(
+        daemon: tuple[Ptcopyd, Pool]) -> None:
+    d, pool = daemon
+    d.start(timeout=120)
+    mi, si, bi = _volumes(pool, "ks", Kind.INDEPENDENT)
+    out = _busctl(d, ROOT, MANAGER, "CreateSet", "sssssa{sv}", "ks", "independent", mi, si, bi,
+                  "3", "chunk_size", "u", str(CHUNK), "copy_delay", "u", "250", "copy_units",
+                  "u", "8")
+    assert out.returncode == 0, out.stderr
+    ipath, job = re.findall(r'"([^"]+)"', out.stdout)
+    assert job != "/"
+    r = _busctl(d, ipath, ISET, "Suspend", "a{sv}", "0")
+    assert r.returncode != 0 and "cannot suspend a copy" in r.stderr, r.stderr
+    assert "abort it instead" in r.stderr, r.stderr
+    assert _prop(d, job, IJOB, "Cancelable") == "b true"   # an engine copy can be stopped
+    r = _busctl(d, ipath, ISET, "Resume", "a{sv}", "0")
+    assert r.returncode != 0 and "no suspended copy" in r.stderr, r.stderr
+    assert _busctl(d, job, IJOB, "Wait", "d", "240").stdout.strip() == "b true"
+
+    r = _busctl(d, ipath, ISET, "Rename", "sa{sv}", "ks2", "0")
+    assert r.returncode != 0 and "/dev/mapper/ptcopy-ks-master" in r.stderr, r.stderr
+    assert "cannot rename" in r.stderr, r.stderr
+    assert _prop(d, ipath, ISET, "Name") == 's "ks"'
+
+    # a dependent set's restore is a merge in the kernel: its job cannot be cancelled
+    md, sd, bd = _volumes(pool, "km", Kind.DEPENDENT, size=64 * MIB)
+    out = _busctl(d, ROOT, MANAGER, "CreateSet", "sssssa{sv}", "km", "dependent", md, sd, bd,
+                  "1", "chunk_size", "u", str(CHUNK))
+    assert out.returncode == 0, out.stderr
+    dpath = re.findall(r'"([^"]+)"', out.stdout)[0]
+    scribble("/dev/mapper/ptcopy-km-shadow", 64 * MIB, 900, seed=3)
+    out = _busctl(d, dpath, ISET, "Update", "sa{sv}", "master", "1", "confirm", "b", "true")
+    assert out.returncode == 0, out.stderr
+    mjob = re.findall(r'"([^"]+)"', out.stdout)[0]
+    assert _prop(d, mjob, IJOB, "Cancelable") == "b false"
+    r = _busctl(d, mjob, IJOB, "Cancel", "a{sv}", "0")
+    # refused while the kernel merges; a merge that ended just before is not stopped either
+    assert (r.returncode != 0 and "cannot be cancelled" in r.stderr) or \
+        _prop(d, mjob, IJOB, "Done") == "b true", r.stderr
+    assert _busctl(d, mjob, IJOB, "Wait", "d", "240").stdout.strip() == "b true"
+    assert _prop(d, mjob, IJOB, "Success") == "b true"
