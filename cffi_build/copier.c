@@ -108,11 +108,31 @@ static bool stopping(pool *p)
            atomic_load(&p->failed);
 }
 
+/* A restore (copy to the master) of a master that has other sets: before the run's chunks are
+ * written, each of those keeps its point in time exactly as for an application's write to the
+ * master (io.c's pt_master_prepare): a dependent set receives the old data, an independent set's
+ * bit is set, a copy it runs moves the chunk first, all durable before the master changes.
+ * On the kernel path the master's siblings are device-mapper snapshots and eras the engine's
+ * writes to the raw volumes would bypass: that path refuses such a restore (copy.c), and a
+ * sibling that appeared meanwhile fails the run rather than be corrupted. */
+static int prepare_siblings(pool *p, run *r, uint8_t *buf)
+{
+    pt_set *s = p->s;
+    if (s->dir != PT_TO_MASTER || s->m->nsets < 2)
+        return 0;
+    if (s->has_src)
+        return -PT_E_DEPENDENCY;
+    return pt_master_prepare(s->m, s, r->c, r->c + r->n - 1, s, buf);
+}
+
 /* Moves run r. Caller holds the gate shared and the run's stripes exclusive. */
 static int copy_run(pool *p, run *r, uint8_t *buf)
 {
     pt_set *s = p->s;
     r->cached = true;
+    int prc = prepare_siblings(p, r, buf);
+    if (prc)
+        return prc;
     /* contiguous on both sides unless the shadow is compact: then chunk by chunk */
     bool whole = !s->compact;
     for (uint64_t i = 0; i < r->n && whole; i++)

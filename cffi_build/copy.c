@@ -22,6 +22,54 @@ enum action { A_NONE, A_COPY, A_NEW_PIT };
 
 /* ---- starting copies ---- */
 
+/* Another set of s's master that a restore (copy to the master) runs from, or NULL. Caller
+ * holds the gate (m->sets changes only under it exclusive; copying likewise). */
+static pt_set *restore_running(const pt_set *s)
+{
+    pt_master *m = s->m;
+    for (int i = 0; i < m->nsets; i++) {
+        pt_set *x = m->sets[i];
+        if (x != s && x->copying && x->dir == PT_TO_MASTER)
+            return x;
+    }
+    return NULL;
+}
+
+/* While a restore runs, the master's logical image (what it reads as) is ahead of the volume:
+ * chunks not yet restored still hold the old data there. A new point in time taken of it then
+ * (a copy or update to another shadow, another restore) would read the volume and get a mix,
+ * so it waits for the restore. Caller holds s's master's gate (shared or exclusive). */
+static int check_restores(pt_set *s, int dir, pt_error *err)
+{
+    pt_set *x = restore_running(s);
+    if (x)
+        return pt_fail(err, PT_E_COPY_IN_PROGRESS,
+                       "master %s is being restored from set %s; wait for that restore to end "
+                       "before %s set %s", s->m->vol.path, x->name,
+                       dir == PT_TO_MASTER ? "restoring it from" : "updating", s->name);
+    return 0;
+}
+
+static int check_restores_shared(pt_set *s, int dir, pt_error *err)
+{
+    pthread_rwlock_rdlock(&s->m->gate);
+    int rc = check_restores(s, dir, err);
+    pthread_rwlock_unlock(&s->m->gate);
+    return rc;
+}
+
+/* A group restores each master from one of its shadows only. sets: sorted, n of them. */
+static int check_group_masters(pt_set *const *sets, int n, int dir, pt_error *err)
+{
+    for (int i = 0; dir == PT_TO_MASTER && i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (sets[i]->m == sets[j]->m)
+                return pt_fail(err, PT_E_INVALID, "sets %s and %s share master %s: a group "
+                               "restores a master from one of its shadows only",
+                               sets[i]->name, sets[j]->name, sets[i]->m->vol.path);
+    return 0;
+}
+
 static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
 {
     pt_copier_reap(s);
@@ -42,10 +90,11 @@ static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
     pthread_mutex_unlock(&s->meta_mu);
     bool last_to_master = pf & PT_PF_TO_MASTER;
     if (dir == PT_TO_MASTER) {
-        if (s->m->nsets > 1)
+        if (s->m->nsets > 1 && atomic_load(&s->eng->defer_copies))
             return pt_fail(err, PT_E_DEPENDENCY,
-                           "master %s has %d shadows; writing it from one would change the "
-                           "point in time of the others", s->m->vol.path, s->m->nsets);
+                           "master %s has %d shadows; on the kernel data path a restore writes "
+                           "the raw master, past the other sets' copy-on-write and change "
+                           "tracking", s->m->vol.path, s->m->nsets);
         if (pf & PT_PF_OUT_OF_SPACE)
             return pt_fail(err, PT_E_OUT_OF_SPACE,
                            "shadow of set %s lost chunks when it ran out of space; it cannot "
@@ -59,7 +108,7 @@ static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
                        "master of set %s was left incomplete by an aborted restore; finish it "
                        "with an update to the master first", s->name);
     }
-    return 0;
+    return check_restores_shared(s, dir, err);
 }
 
 static enum action plan(const pt_set *s, int dir)
@@ -139,6 +188,15 @@ static void phase1_rollback(pt_set *s, uint32_t saved)
 {
     pthread_mutex_lock(&s->meta_mu);
     s->pflags = saved;
+    pt_bits_zero(&s->C, pt_image_mark, &s->img);
+    pthread_mutex_unlock(&s->meta_mu);
+}
+
+/* A start refused under the gates: the precommit's copy bits go (the shadow bitmap still has
+ * every chunk that differs; the next flush writes the cleared pages). */
+static void drop_precommit(pt_set *s)
+{
+    pthread_mutex_lock(&s->meta_mu);
     pt_bits_zero(&s->C, pt_image_mark, &s->img);
     pthread_mutex_unlock(&s->meta_mu);
 }
@@ -240,7 +298,15 @@ static int start_locked(pt_set **sets, int n, int dir, int full, int64_t owner,
     for (int j = 0; j < nm; j++)
         pthread_rwlock_wrlock(&ms[j]->gate);
     uint64_t t0 = pt_now_ns();
-    rc = phase1_all(sets, n, dir, full, jobs, saved, err);
+    /* again under the gates: a restore of a sibling may have started since the check */
+    rc = 0;
+    for (int i = 0; i < n && !rc; i++)
+        rc = check_restores(sets[i], dir, err);
+    for (int i = 0; rc && i < n; i++)
+        if (plan(sets[i], dir) == A_COPY)   /* the precommit's bits: no copy records them */
+            drop_precommit(sets[i]);
+    if (!rc)
+        rc = phase1_all(sets, n, dir, full, jobs, saved, err);
     if (!rc)
         for (int i = 0; i < n; i++)
             phase2(sets[i], plan(sets[i], dir), dir);
@@ -334,6 +400,8 @@ int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
             rc = pt_fail(err, PT_E_INVALID, "set %s is named twice", sets[i]->name);
             goto out_free;
         }
+    if ((rc = check_group_masters(sets, n, dir, err)) != 0)
+        goto out_free;
     for (int i = 0; i < n; i++)
         pthread_mutex_lock(&sets[i]->ctl_mu);
     rc = full ? 1 : update_nothing(sets, n, dir, owner, frozen_ns, err);

@@ -414,6 +414,14 @@ int pt_cow_commit(pt_master *m, pt_wctx *ws, int n, int side, uint64_t nch);
 void pt_lock_range(pt_master *m, uint64_t c0, uint64_t c1, bool excl);
 void pt_unlock_range(pt_master *m, uint64_t c0, uint64_t c1);
 int pt_copy_chunk(pt_set *s, uint64_t c, int dir, void *buf);
+/* Before master chunks c0..c1 are written (by a writer or a restore's copier): every set of m
+ * but skip keeps its point in time, as io.c's rules say: a dependent one receives the old data,
+ * an independent one's bit is set, a running copy moves the chunk first; durable on return.
+ * Sets being restored from come last (their copy-on-demand writes the master). mask: only the
+ * chunks whose copy bit that set has (NULL: all). Caller holds the gate shared and the stripes
+ * exclusive; cbuf holds one chunk. 0, -ENOMEM, -EIO (the master failed) or -PT_E_OUT_OF_SPACE. */
+int pt_master_prepare(pt_master *m, const pt_set *skip, uint64_t c0, uint64_t c1,
+                      const pt_set *mask, void *cbuf);
 
 /* The copy-end descriptor's level (see done_fd). A failure can only be an eventfd counter at
  * its maximum, which still reads as "ended", or an empty one drained: both mean what they should. */
