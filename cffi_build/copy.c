@@ -78,6 +78,10 @@ static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
     if (s->lock_owner && s->lock_owner != owner)
         return pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
                        (long long)s->lock_owner);
+    if (s->held)
+        return pt_fail(err, PT_E_COPY_IN_PROGRESS,
+                       "set %s holds a restore interrupted by a restart; resume it (a copy or "
+                       "update of this set alone to the master) or abort it", s->name);
     if (s->thr_live || s->copying)
         return pt_fail(err, PT_E_COPY_IN_PROGRESS,
                        "set %s is already copying; wait for it or abort it", s->name);
@@ -174,6 +178,12 @@ static uint32_t phase1_mark(pt_set *s, int dir, int full)
         s->pflags |= PT_PF_TO_MASTER;
     else
         s->pflags &= ~PT_PF_TO_MASTER;
+    /* a restore with siblings is held at the next open, not resumed (PT_F_RESTORE_HELD);
+     * nsets is stable: the caller holds the gate exclusive */
+    if (dir == PT_TO_MASTER && s->m->nsets > 1)
+        s->pflags |= PT_PF_SIBLINGS;
+    else
+        s->pflags &= ~PT_PF_SIBLINGS;
     s->hdr_dirty = true;
     if (full && s->kind == PT_INDEPENDENT)
         pt_bits_fill(&s->C, pt_image_mark, &s->img);
@@ -380,6 +390,22 @@ static int update_nothing(pt_set **sets, int n, int dir, int64_t owner, uint64_t
     return 0;
 }
 
+/* A held restore (PT_F_RESTORE_HELD) goes on: its copy is recorded and in force already, only
+ * its thread starts. Caller holds ctl_mu. */
+static int resume_held(pt_set *s, int64_t owner, pt_error *err)
+{
+    if (atomic_load(&s->retired))
+        return pt_fail(err, PT_E_CLOSED, "set %s is being disabled", s->name);
+    if (s->lock_owner && s->lock_owner != owner)
+        return pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
+                       (long long)s->lock_owner);
+    PT_STORE(s->held, false);
+    int rc = pt_copier_spawn(s, err);
+    if (rc)
+        PT_STORE(s->held, true);
+    return rc;
+}
+
 int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
                   uint64_t *frozen_ns, pt_error *err)
 {
@@ -404,9 +430,14 @@ int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
         goto out_free;
     for (int i = 0; i < n; i++)
         pthread_mutex_lock(&sets[i]->ctl_mu);
+    if (n == 1 && dir == PT_TO_MASTER && sets[0]->held) {
+        rc = resume_held(sets[0], owner, err);
+        goto out_unlock;
+    }
     rc = full ? 1 : update_nothing(sets, n, dir, owner, frozen_ns, err);
     if (rc > 0)   /* an update has been checked already */
         rc = start_locked(sets, n, dir, full, owner, !full, frozen_ns, err);
+out_unlock:
     for (int i = n - 1; i >= 0; i--)
         pthread_mutex_unlock(&sets[i]->ctl_mu);
 out_free:
@@ -424,6 +455,12 @@ int pt_set_abort(pt_set *s, pt_error *err)
     pthread_mutex_lock(&s->ctl_mu);
     pt_copier_reap(s);
     int rc = 0;
+    if (s->held) {   /* ends as an aborted copy does, without a thread to stop */
+        PT_STORE(s->held, false);
+        atomic_store(&s->abort_req, 1);
+        pt_copy_end_held(s);
+        goto out_unlock;
+    }
     if (!s->thr_live) {
         rc = pt_fail(err, PT_E_NO_COPY, "set %s has no copy running", s->name);
         goto out_unlock;

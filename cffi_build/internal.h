@@ -227,6 +227,7 @@ struct pt_engine {
 #define PT_PF_INCOMPLETE 0x10u
 #define PT_PF_NEED_RESYNC 0x20u   /* closed with a volume offline: serve the shadow only after a reset */
 #define PT_PF_SPILLED 0x40u
+#define PT_PF_SIBLINGS 0x80u      /* the recorded restore has other sets on its master */
 
 /* compact index entries: 0 none, 1..0x7fffffff shadow slot + 1, >= 0x80000000 overflow slot */
 #define PT_IDX_OV 0x80000000u
@@ -280,6 +281,7 @@ struct pt_set {
     int64_t lock_owner;
     pt_vol src;             /* kernel path: frozen source for copies, when has_src */
     bool has_src;
+    bool held;              /* a recorded restore, copying but without its thread (RESTORE_HELD) */
     /* read by I/O under the gate; changed only with the gate held exclusive */
     bool copying;
     int dir;
@@ -440,5 +442,6 @@ int pt_copier_spawn(pt_set *s, pt_error *err);         /* the thread for a recor
 void pt_copier_reap(pt_set *s);                        /* joins a finished thread */
 int pt_copy_start_locked(pt_set *s, pt_error *err);   /* resume after open */
 void pt_copy_stop(pt_set *s);                          /* suspend for close */
+void pt_copy_end_held(pt_set *s);                      /* a held restore aborted */
 
 #endif

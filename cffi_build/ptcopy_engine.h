@@ -73,6 +73,11 @@ enum pt_errcode {
  * master writes were acknowledged whose change is recorded only in memory. A crash now would
  * lose them; the next open cannot know. Cleared when the bitmap is written whole again. */
 #define PT_F_UNRECORDED 0x2000u
+/* A restore (copy to the master) that has other sets on its master was interrupted (a crash or
+ * a close) and is held since this open: the master already reads as the restored image, but no
+ * chunk moves until pt_set_copy to the master resumes it, so every other set of the master can
+ * be opened first and keep its point in time. */
+#define PT_F_RESTORE_HELD 0x4000u
 
 typedef struct pt_error {
     int code;
@@ -199,7 +204,8 @@ int pt_set_flush(pt_set *set, pt_error *err);
 int pt_set_sync(pt_set *set, int side, pt_error *err);
 
 /* Copy (full=1) or update (full=0) in a direction; returns at once, a C thread does the work.
- * owner: the caller's identity for the PID lock (0 = none). */
+ * owner: the caller's identity for the PID lock (0 = none). On a set flagged RESTORE_HELD, a
+ * copy or update to the master resumes the held restore. */
 int pt_set_copy(pt_set *set, int direction, int full, int64_t owner, pt_error *err);
 int pt_set_abort(pt_set *set, pt_error *err);
 /* Wait for the running copy: 0 when none runs any more, -PT_E_TIMEOUT after timeout_ms

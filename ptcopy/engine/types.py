@@ -60,6 +60,7 @@ class Flag(enum.IntFlag):
     INCOMPLETE = lib.PT_F_INCOMPLETE
     BITMAP_LOST = lib.PT_F_BITMAP_LOST
     UNRECORDED = lib.PT_F_UNRECORDED
+    RESTORE_HELD = lib.PT_F_RESTORE_HELD
 
 
 VolumeLike = str | os.PathLike[str] | int | tuple[str, int]

@@ -11,12 +11,13 @@ from ptcopy.engine import (
     CopyInProgress,
     Direction,
     Engine,
+    Flag,
     InvalidArgument,
     Kind,
     Set,
     Side,
 )
-from tests.engine.sets_common import C, MakeVol, Vols, overflow_vol, raw, rnd, whole
+from tests.engine.sets_common import C, MakeVol, Vols, raw, rnd, whole
 
 SIZE = 16 * C
 
@@ -30,7 +31,8 @@ class Trio:
         self.master = self.dep.master
         self.ind = Vols(tmp_vol, Kind.INDEPENDENT, SIZE, master=self.master)
         self.cmp = Vols(tmp_vol, Kind.DEPENDENT, SIZE, shadow_size=4 * C, master=self.master)
-        self.ov = overflow_vol(tmp_vol, engine, 32)
+        self.ov_path = tmp_vol(2 * 4096 + 32 * C)
+        self.ov = engine.init_overflow(self.ov_path, C)
         self.sets: dict[str, Set] = {"dep": self.dep.enable(engine)}
         self.sets["ind"] = self.ind.enable(engine)
         assert self.sets["ind"].wait(10)
@@ -136,3 +138,43 @@ def test_group_restores_a_master_from_one_shadow_only(engine: Engine, tmp_vol: M
     assert t.sets["cmp"].wait(10)
     assert raw(t.master) == t.pit["cmp"]
     t.check_all()
+
+
+@pytest.mark.parametrize("then", ["resume", "abort"])
+def test_restore_held_after_reopen(tmp_vol: MakeVol, then: str) -> None:
+    """A restore with siblings interrupted by a close is held at the next open, whatever the
+    order: the master reads as restored at once, no chunk moves until it is resumed, and an
+    abort ends it as an aborted restore (the master flagged incomplete)."""
+    with Engine() as engine:
+        t = Trio(engine, tmp_vol)
+        t.write("dep", Side.SHADOW, 0, 11, SIZE // C)
+        r = t.sets["dep"]
+        r.set_copy_params(200, 1)
+        r.update(Direction.TO_MASTER)
+        assert r.progress().active
+    vols = {"dep": t.dep, "ind": t.ind, "cmp": t.cmp}
+    with Engine() as engine:
+        ov = engine.open_overflow(t.ov_path)
+        t.sets = {n: vols[n].open(engine, overflow=ov if n == "cmp" else None)
+                  for n in ("dep", "ind", "cmp")}
+        r = t.sets["dep"]
+        assert r.status().flags & Flag.RESTORE_HELD
+        assert not r.progress().active
+        assert whole(r, Side.MASTER) == t.pit["dep"]
+        with pytest.raises(CopyInProgress, match="being restored from"):
+            t.sets["ind"].update(Direction.TO_SHADOW)
+        t.pit["dep"] = whole(r, Side.SHADOW)
+        if then == "resume":
+            r.set_copy_params(0, 256)
+            r.update(Direction.TO_MASTER)
+            assert r.wait(10)
+            assert raw(t.master) == t.pit["dep"]
+            assert not r.status().flags & (Flag.RESTORE_HELD | Flag.COPYING | Flag.INCOMPLETE)
+        else:
+            r.abort()
+            st = r.status()
+            assert st.flags & Flag.INCOMPLETE and st.flags & Flag.TO_MASTER
+            assert not st.flags & (Flag.RESTORE_HELD | Flag.COPYING)
+        for n in ("ind", "cmp"):
+            assert whole(t.sets[n], Side.SHADOW) == t.pit[n]
+        assert whole(r, Side.SHADOW) == t.pit["dep"]
