@@ -178,6 +178,8 @@ class KernelPath:
                 mb = blks["master"]
                 key = names.master_key(mb.ref)
                 ms = self._masters.get(key) or Master(mb.node, mb.ref, st.master_size, key)
+                if fresh:
+                    self._check_no_merge(ms, f"enabling set {name}")
                 ks = KernelSet(name, set_, kind, st.chunk_size, mb.node, blks["shadow"].node,
                                blks["bitmap"].node, bfd, st.master_size, st.shadow_size, lay,
                                rec, names.uid(st.uuid.hex), ms,
@@ -278,6 +280,7 @@ class KernelPath:
             # Everything that can refuse is asked of every set before anything changes.
             for ks in kss:
                 pit.check(ks, direction, owner)
+                self._check_no_merge(ks.stack, f"copying or updating set {ks.name}")
             if direction is Direction.TO_MASTER:
                 _check_group_restore(kss)
             if direction is Direction.TO_MASTER and kss[0].kind is Kind.DEPENDENT:
@@ -292,6 +295,16 @@ class KernelPath:
             if self._wake >= 0:   # the monitor watches the new engine copies
                 os.eventfd_write(self._wake, 1)
             return held
+
+    def _check_no_merge(self, ms: Master, what: str) -> None:
+        """While a set's shadow merges into this master, the master's devices show the merged
+        image but its raw volume, which snapshots and frozen views are taken of, is half merged:
+        a new point in time of it (or another restore) waits for the merge to end."""
+        for n in ms.sets:
+            other = self._sets.get(n)
+            if other is not None and other.state in (State.MERGING, State.MERGE_FAILED):
+                raise CopyInProgress(f"master {ms.path} is being restored from set {n} (a merge "
+                                     f"in the kernel); wait for it to end before {what}")
 
     def copier(self, name: str) -> KernelCopy:
         """What a job follows for this set's copy (merges included)."""
