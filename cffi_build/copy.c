@@ -577,7 +577,7 @@ int pt_set_reset(pt_set *s, int64_t owner, pt_error *err)
     else if (s->lock_owner && s->lock_owner != owner)
         rc = pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
                      (long long)s->lock_owner);
-    else if (s->thr_live)
+    else if (s->thr_live || s->held)
         rc = pt_fail(err, PT_E_COPY_IN_PROGRESS, "set %s is copying; abort it first", s->name);
     if (rc || (!f && !(pf & PT_PF_OUT_OF_SPACE)))
         goto out_unlock;   /* refused, or nothing offline, nothing lost: nothing to do */

@@ -4,7 +4,9 @@
  * (exclusive for writes), so a chunk's bits and its data change together as one step.
  * A write first prepares every chunk (copies old data where the point in time needs it,
  * sets bits), then makes those copies and bits durable with group-committed syncs, and only
- * then writes the caller's data: the ordering rules of ARCHITECTURE.md.
+ * then writes the caller's data: the ordering rules of ARCHITECTURE.md. A restore's copier
+ * writes the master through the same preparation (pt_master_prepare), so every other set of
+ * that master keeps its point in time as it does for an application's write.
  */
 #include <errno.h>
 #include <stdlib.h>
