@@ -108,11 +108,31 @@ static bool stopping(pool *p)
            atomic_load(&p->failed);
 }
 
+/* A restore (copy to the master) of a master that has other sets: before the run's chunks are
+ * written, each of those keeps its point in time exactly as for an application's write to the
+ * master (io.c's pt_master_prepare): a dependent set receives the old data, an independent set's
+ * bit is set, a copy it runs moves the chunk first, all durable before the master changes.
+ * On the kernel path the master's siblings are device-mapper snapshots and eras the engine's
+ * writes to the raw volumes would bypass: that path refuses such a restore (copy.c), and a
+ * sibling that appeared meanwhile fails the run rather than be corrupted. */
+static int prepare_siblings(pool *p, run *r, uint8_t *buf)
+{
+    pt_set *s = p->s;
+    if (s->dir != PT_TO_MASTER || s->m->nsets < 2)
+        return 0;
+    if (s->has_src)
+        return -PT_E_DEPENDENCY;
+    return pt_master_prepare(s->m, s, r->c, r->c + r->n - 1, s, buf);
+}
+
 /* Moves run r. Caller holds the gate shared and the run's stripes exclusive. */
 static int copy_run(pool *p, run *r, uint8_t *buf)
 {
     pt_set *s = p->s;
     r->cached = true;
+    int prc = prepare_siblings(p, r, buf);
+    if (prc)
+        return prc;
     /* contiguous on both sides unless the shadow is compact: then chunk by chunk */
     bool whole = !s->compact;
     for (uint64_t i = 0; i < r->n && whole; i++)
@@ -413,7 +433,9 @@ static bool fill(pool *p, batch *b, uint64_t *pos, uint64_t *since_pause, uint64
     return false;
 }
 
-static void finish(pt_set *s, int result)
+/* The copy's end in the header and bitmaps: done, or aborted/failed (what is left joins the
+ * shadow bitmap and the target is flagged incomplete), or suspended for a close. */
+static void end_copy(pt_set *s, int result)
 {
     pt_master *m = s->m;
     bool stopped = atomic_load(&s->stop_req) && !result;
@@ -429,7 +451,7 @@ static void finish(pt_set *s, int result)
     if (!stopped) {
         if (!complete)   /* aborted or failed: what was not copied still differs */
             pt_bits_or(&s->D, &s->C, pt_image_mark, &s->img);
-        s->pflags &= ~(PT_PF_COPYING | PT_PF_SUSPENDED);
+        s->pflags &= ~(PT_PF_COPYING | PT_PF_SUSPENDED | PT_PF_SIBLINGS);
         if (complete)
             s->pflags &= ~PT_PF_INCOMPLETE;
         else
@@ -453,11 +475,22 @@ static void finish(pt_set *s, int result)
     int frc = pt_meta_flush(s);
     atomic_store(&s->end_ns, pt_now_ns());
     atomic_store(&s->result, result ? result : (stopped ? 0 : frc));
+}
+
+static void finish(pt_set *s, int result)
+{
+    end_copy(s, result);
     pthread_mutex_lock(&s->ctl_mu);
     PT_STORE(s->thr_done, true);
     pthread_cond_broadcast(&s->ctl_cv);
     pt_done_signal(s);   /* after thr_done: whoever the descriptor wakes sees the copy over */
     pthread_mutex_unlock(&s->ctl_mu);
+}
+
+void pt_copy_end_held(pt_set *s)
+{
+    atomic_store(&s->total, s->C.count);
+    end_copy(s, 0);
 }
 
 static void *copier(void *arg)
@@ -547,13 +580,20 @@ int pt_copier_spawn(pt_set *s, pt_error *err)
     return 0;
 }
 
-/* Resume a copy recorded in the header (after open). Caller holds ctl_mu. */
+/* Resume a copy recorded in the header (after open). Caller holds ctl_mu. A restore with other
+ * sets on its master is only held: the master reads as restored at once, but its copier would
+ * write the master before the other sets, opened after this one, could keep their points in
+ * time; the caller resumes it once they are open (PT_F_RESTORE_HELD). */
 int pt_copy_start_locked(pt_set *s, pt_error *err)
 {
     pthread_rwlock_wrlock(&s->m->gate);
     PT_STORE(s->dir, (s->pflags & PT_PF_TO_MASTER) ? PT_TO_MASTER : PT_TO_SHADOW);
     PT_STORE(s->copying, true);
     pthread_rwlock_unlock(&s->m->gate);
+    if ((s->pflags & PT_PF_TO_MASTER) && (s->pflags & PT_PF_SIBLINGS)) {
+        PT_STORE(s->held, true);
+        return 0;
+    }
     int rc = pt_copier_spawn(s, err);
     if (rc) {
         pthread_rwlock_wrlock(&s->m->gate);

@@ -22,6 +22,54 @@ enum action { A_NONE, A_COPY, A_NEW_PIT };
 
 /* ---- starting copies ---- */
 
+/* Another set of s's master that a restore (copy to the master) runs from, or NULL. Caller
+ * holds the gate (m->sets changes only under it exclusive; copying likewise). */
+static pt_set *restore_running(const pt_set *s)
+{
+    pt_master *m = s->m;
+    for (int i = 0; i < m->nsets; i++) {
+        pt_set *x = m->sets[i];
+        if (x != s && x->copying && x->dir == PT_TO_MASTER)
+            return x;
+    }
+    return NULL;
+}
+
+/* While a restore runs, the master's logical image (what it reads as) is ahead of the volume:
+ * chunks not yet restored still hold the old data there. A new point in time taken of it then
+ * (a copy or update to another shadow, another restore) would read the volume and get a mix,
+ * so it waits for the restore. Caller holds s's master's gate (shared or exclusive). */
+static int check_restores(pt_set *s, int dir, pt_error *err)
+{
+    pt_set *x = restore_running(s);
+    if (x)
+        return pt_fail(err, PT_E_COPY_IN_PROGRESS,
+                       "master %s is being restored from set %s; wait for that restore to end "
+                       "before %s set %s", s->m->vol.path, x->name,
+                       dir == PT_TO_MASTER ? "restoring it from" : "updating", s->name);
+    return 0;
+}
+
+static int check_restores_shared(pt_set *s, int dir, pt_error *err)
+{
+    pthread_rwlock_rdlock(&s->m->gate);
+    int rc = check_restores(s, dir, err);
+    pthread_rwlock_unlock(&s->m->gate);
+    return rc;
+}
+
+/* A group restores each master from one of its shadows only. sets: sorted, n of them. */
+static int check_group_masters(pt_set *const *sets, int n, int dir, pt_error *err)
+{
+    for (int i = 0; dir == PT_TO_MASTER && i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (sets[i]->m == sets[j]->m)
+                return pt_fail(err, PT_E_INVALID, "sets %s and %s share master %s: a group "
+                               "restores a master from one of its shadows only",
+                               sets[i]->name, sets[j]->name, sets[i]->m->vol.path);
+    return 0;
+}
+
 static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
 {
     pt_copier_reap(s);
@@ -30,6 +78,10 @@ static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
     if (s->lock_owner && s->lock_owner != owner)
         return pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
                        (long long)s->lock_owner);
+    if (s->held)
+        return pt_fail(err, PT_E_COPY_IN_PROGRESS,
+                       "set %s holds a restore interrupted by a restart; resume it (a copy or "
+                       "update of this set alone to the master) or abort it", s->name);
     if (s->thr_live || s->copying)
         return pt_fail(err, PT_E_COPY_IN_PROGRESS,
                        "set %s is already copying; wait for it or abort it", s->name);
@@ -42,10 +94,11 @@ static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
     pthread_mutex_unlock(&s->meta_mu);
     bool last_to_master = pf & PT_PF_TO_MASTER;
     if (dir == PT_TO_MASTER) {
-        if (s->m->nsets > 1)
+        if (s->m->nsets > 1 && atomic_load(&s->eng->defer_copies))
             return pt_fail(err, PT_E_DEPENDENCY,
-                           "master %s has %d shadows; writing it from one would change the "
-                           "point in time of the others", s->m->vol.path, s->m->nsets);
+                           "master %s has %d shadows; on the kernel data path a restore writes "
+                           "the raw master, past the other sets' copy-on-write and change "
+                           "tracking", s->m->vol.path, s->m->nsets);
         if (pf & PT_PF_OUT_OF_SPACE)
             return pt_fail(err, PT_E_OUT_OF_SPACE,
                            "shadow of set %s lost chunks when it ran out of space; it cannot "
@@ -59,7 +112,7 @@ static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
                        "master of set %s was left incomplete by an aborted restore; finish it "
                        "with an update to the master first", s->name);
     }
-    return 0;
+    return check_restores_shared(s, dir, err);
 }
 
 static enum action plan(const pt_set *s, int dir)
@@ -125,6 +178,12 @@ static uint32_t phase1_mark(pt_set *s, int dir, int full)
         s->pflags |= PT_PF_TO_MASTER;
     else
         s->pflags &= ~PT_PF_TO_MASTER;
+    /* a restore with siblings is held at the next open, not resumed (PT_F_RESTORE_HELD);
+     * nsets is stable: the caller holds the gate exclusive */
+    if (dir == PT_TO_MASTER && s->m->nsets > 1)
+        s->pflags |= PT_PF_SIBLINGS;
+    else
+        s->pflags &= ~PT_PF_SIBLINGS;
     s->hdr_dirty = true;
     if (full && s->kind == PT_INDEPENDENT)
         pt_bits_fill(&s->C, pt_image_mark, &s->img);
@@ -139,6 +198,15 @@ static void phase1_rollback(pt_set *s, uint32_t saved)
 {
     pthread_mutex_lock(&s->meta_mu);
     s->pflags = saved;
+    pt_bits_zero(&s->C, pt_image_mark, &s->img);
+    pthread_mutex_unlock(&s->meta_mu);
+}
+
+/* A start refused under the gates: the precommit's copy bits go (the shadow bitmap still has
+ * every chunk that differs; the next flush writes the cleared pages). */
+static void drop_precommit(pt_set *s)
+{
+    pthread_mutex_lock(&s->meta_mu);
     pt_bits_zero(&s->C, pt_image_mark, &s->img);
     pthread_mutex_unlock(&s->meta_mu);
 }
@@ -240,7 +308,15 @@ static int start_locked(pt_set **sets, int n, int dir, int full, int64_t owner,
     for (int j = 0; j < nm; j++)
         pthread_rwlock_wrlock(&ms[j]->gate);
     uint64_t t0 = pt_now_ns();
-    rc = phase1_all(sets, n, dir, full, jobs, saved, err);
+    /* again under the gates: a restore of a sibling may have started since the check */
+    rc = 0;
+    for (int i = 0; i < n && !rc; i++)
+        rc = check_restores(sets[i], dir, err);
+    for (int i = 0; rc && i < n; i++)
+        if (plan(sets[i], dir) == A_COPY)   /* the precommit's bits: no copy records them */
+            drop_precommit(sets[i]);
+    if (!rc)
+        rc = phase1_all(sets, n, dir, full, jobs, saved, err);
     if (!rc)
         for (int i = 0; i < n; i++)
             phase2(sets[i], plan(sets[i], dir), dir);
@@ -314,6 +390,22 @@ static int update_nothing(pt_set **sets, int n, int dir, int64_t owner, uint64_t
     return 0;
 }
 
+/* A held restore (PT_F_RESTORE_HELD) goes on: its copy is recorded and in force already, only
+ * its thread starts. Caller holds ctl_mu. */
+static int resume_held(pt_set *s, int64_t owner, pt_error *err)
+{
+    if (atomic_load(&s->retired))
+        return pt_fail(err, PT_E_CLOSED, "set %s is being disabled", s->name);
+    if (s->lock_owner && s->lock_owner != owner)
+        return pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
+                       (long long)s->lock_owner);
+    PT_STORE(s->held, false);
+    int rc = pt_copier_spawn(s, err);
+    if (rc)
+        PT_STORE(s->held, true);
+    return rc;
+}
+
 int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
                   uint64_t *frozen_ns, pt_error *err)
 {
@@ -334,11 +426,18 @@ int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
             rc = pt_fail(err, PT_E_INVALID, "set %s is named twice", sets[i]->name);
             goto out_free;
         }
+    if ((rc = check_group_masters(sets, n, dir, err)) != 0)
+        goto out_free;
     for (int i = 0; i < n; i++)
         pthread_mutex_lock(&sets[i]->ctl_mu);
+    if (n == 1 && dir == PT_TO_MASTER && sets[0]->held) {
+        rc = resume_held(sets[0], owner, err);
+        goto out_unlock;
+    }
     rc = full ? 1 : update_nothing(sets, n, dir, owner, frozen_ns, err);
     if (rc > 0)   /* an update has been checked already */
         rc = start_locked(sets, n, dir, full, owner, !full, frozen_ns, err);
+out_unlock:
     for (int i = n - 1; i >= 0; i--)
         pthread_mutex_unlock(&sets[i]->ctl_mu);
 out_free:
@@ -356,6 +455,12 @@ int pt_set_abort(pt_set *s, pt_error *err)
     pthread_mutex_lock(&s->ctl_mu);
     pt_copier_reap(s);
     int rc = 0;
+    if (s->held) {   /* ends as an aborted copy does, without a thread to stop */
+        PT_STORE(s->held, false);
+        atomic_store(&s->abort_req, 1);
+        pt_copy_end_held(s);
+        goto out_unlock;
+    }
     if (!s->thr_live) {
         rc = pt_fail(err, PT_E_NO_COPY, "set %s has no copy running", s->name);
         goto out_unlock;
@@ -472,7 +577,7 @@ int pt_set_reset(pt_set *s, int64_t owner, pt_error *err)
     else if (s->lock_owner && s->lock_owner != owner)
         rc = pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
                      (long long)s->lock_owner);
-    else if (s->thr_live)
+    else if (s->thr_live || s->held)
         rc = pt_fail(err, PT_E_COPY_IN_PROGRESS, "set %s is copying; abort it first", s->name);
     if (rc || (!f && !(pf & PT_PF_OUT_OF_SPACE)))
         goto out_unlock;   /* refused, or nothing offline, nothing lost: nothing to do */

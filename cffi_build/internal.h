@@ -230,6 +230,7 @@ struct pt_engine {
 #define PT_PF_NEED_RESYNC 0x20u   /* closed with a volume offline: serve the shadow only after a reset */
 #define PT_PF_SPILLED 0x40u
 #define PT_PF_SUSPENDED 0x80u  /* with COPYING: the copy waits for pt_set_resume (setctl.c) */
+#define PT_PF_SIBLINGS 0x100u  /* the recorded restore has other sets on its master */
 
 /* compact index entries: 0 none, 1..0x7fffffff shadow slot + 1, >= 0x80000000 overflow slot */
 #define PT_IDX_OV 0x80000000u
@@ -283,6 +284,7 @@ struct pt_set {
     int64_t lock_owner;
     pt_vol src;             /* kernel path: frozen source for copies, when has_src */
     bool has_src;
+    bool held;              /* a recorded restore, copying but without its thread (RESTORE_HELD) */
     /* read by I/O under the gate; changed only with the gate held exclusive */
     bool copying;
     int dir;
@@ -418,6 +420,14 @@ int pt_cow_commit(pt_master *m, pt_wctx *ws, int n, int side, uint64_t nch);
 void pt_lock_range(pt_master *m, uint64_t c0, uint64_t c1, bool excl);
 void pt_unlock_range(pt_master *m, uint64_t c0, uint64_t c1);
 int pt_copy_chunk(pt_set *s, uint64_t c, int dir, void *buf);
+/* Before master chunks c0..c1 are written (by a writer or a restore's copier): every set of m
+ * but skip keeps its point in time, as io.c's rules say: a dependent one receives the old data,
+ * an independent one's bit is set, a running copy moves the chunk first; durable on return.
+ * Sets being restored from come last (their copy-on-demand writes the master). mask: only the
+ * chunks whose copy bit that set has (NULL: all). Caller holds the gate shared and the stripes
+ * exclusive; cbuf holds one chunk. 0, -ENOMEM, -EIO (the master failed) or -PT_E_OUT_OF_SPACE. */
+int pt_master_prepare(pt_master *m, const pt_set *skip, uint64_t c0, uint64_t c1,
+                      const pt_set *mask, void *cbuf);
 
 /* The copy-end descriptor's level (see done_fd). A failure can only be an eventfd counter at
  * its maximum, which still reads as "ended", or an empty one drained: both mean what they should. */
@@ -438,5 +448,6 @@ int pt_copy_start_locked(pt_set *s, pt_error *err);   /* resume after open */
 void pt_copy_stop(pt_set *s);                          /* suspend for close */
 /* setctl.c: an open set whose header records a suspended copy (no thread; copying stays) */
 void pt_copy_hold(pt_set *s);
+void pt_copy_end_held(pt_set *s);                      /* a held restore aborted */
 
 #endif

@@ -4,7 +4,9 @@
  * (exclusive for writes), so a chunk's bits and its data change together as one step.
  * A write first prepares every chunk (copies old data where the point in time needs it,
  * sets bits), then makes those copies and bits durable with group-committed syncs, and only
- * then writes the caller's data: the ordering rules of ARCHITECTURE.md.
+ * then writes the caller's data: the ordering rules of ARCHITECTURE.md. A restore's copier
+ * writes the master through the same preparation (pt_master_prepare), so every other set of
+ * that master keeps its point in time as it does for an application's write.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -363,6 +365,85 @@ static int write_shadow(pt_set *s, uint64_t off, const void *buf, size_t len, pt
     return 0;
 }
 
+/* The work of one write for the sets in ws[0..n): per chunk c0..c1 prepare (copies where the
+ * point in time needs them, bit changes recorded), copy-on-write in runs, then the commit that
+ * makes the copies and bits durable. A chunk a `mask` set has no copy bit for is left alone
+ * (NULL: every chunk). cbuf holds one chunk. */
+static int prepare_commit(pt_master *m, pt_wctx *ws, int n, int side, uint64_t c0, uint64_t c1,
+                          const pt_set *mask, void *cbuf)
+{
+    int rc = 0;
+    if (n == 0)
+        return 0;
+    /* Even a write that covers a whole chunk copies first: if the crash tears it, every byte
+     * must read old or new, never what the target held before the point in time. */
+    for (uint64_t c = c0; c <= c1 && !rc; c++) {
+        if (mask && !pt_bit_get(&mask->C, c))
+            continue;
+        for (int i = 0; i < n && !rc; i++)
+            rc = side == PT_MASTER ? prep_master(ws[i].s, c, &ws[i], cbuf)
+                                   : prep_shadow(ws[i].s, c, &ws[i], cbuf);
+    }
+    uint64_t ncow = 0, chunk = ws[0].s->chunk;
+    for (int i = 0; i < n; i++)
+        ncow = ws[i].ncow > ncow ? ws[i].ncow : ncow;
+    if (ncow) {
+        /* one read and one write per run of chunks; chunk by chunk when no memory for more */
+        uint64_t cap = ncow * chunk < PT_COW_RUN ? ncow * chunk : PT_COW_RUN;
+        uint8_t *run = ncow > 1 ? malloc(cap) : NULL;
+        for (int i = 0; i < n; i++)
+            cow_copy(&ws[i], run, run ? cap : 0, cbuf);
+        free(run);
+    }
+    /* what was prepared is made durable even when a later chunk failed */
+    int crc = pt_cow_commit(m, ws, n, side, c1 - c0 + 1);
+    return rc ? rc : crc;
+}
+
+/* A restore (copy to the master) running on x: its copy-on-demand writes the master. */
+static bool restoring(const pt_set *x)
+{
+    return x->copying && x->dir == PT_TO_MASTER;
+}
+
+int pt_master_prepare(pt_master *m, const pt_set *skip, uint64_t c0, uint64_t c1,
+                      const pt_set *mask, void *cbuf)
+{
+    uint64_t nch = c1 - c0 + 1;
+    int n = m->nsets;   /* stable while the gate is held */
+    /* per set: the chunks to copy, then the recorded bit changes */
+    uint8_t *work = calloc((size_t)n, nch * (sizeof(uint64_t) + 1));
+    if (!work)
+        return -ENOMEM;
+    pt_wctx ws[PT_MAX_SIBLINGS];
+    int nkeep = 0, nres = 0;
+    /* the sets that keep their point in time first, then the ones being restored from */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            pt_set *x = m->sets[i];
+            if (x == skip || restoring(x) != (pass == 1))
+                continue;
+            int k = nkeep + nres;
+            memset(&ws[k], 0, sizeof ws[k]);
+            ws[k].s = x;
+            ws[k].c0 = c0;
+            ws[k].cow = (uint64_t *)work + (size_t)k * nch;
+            ws[k].bitop = work + (size_t)n * nch * sizeof(uint64_t) + (size_t)k * nch;
+            if (pass == 0)
+                nkeep++;
+            else
+                nres++;
+        }
+    /* Two commits when a restore runs: its copy-on-demand overwrites the master chunk, so the
+     * old data must be on every dependent sibling, and every sibling's bit durable, before
+     * that write is even issued (the same rule as for the caller's own write). */
+    int rc = prepare_commit(m, ws, nkeep, PT_MASTER, c0, c1, mask, cbuf);
+    if (!rc)
+        rc = prepare_commit(m, ws + nkeep, nres, PT_MASTER, c0, c1, mask, cbuf);
+    free(work);
+    return rc;
+}
+
 int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
                  pt_error *err)
 {
@@ -371,7 +452,6 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
         return rc;
     pt_master *m = s->m;
     uint64_t c0 = off >> s->cshift, c1 = (off + len - 1) >> s->cshift, nch = c1 - c0 + 1;
-    int n;
     /* a chunk-sized buffer for copy-on-write; on the stack when small, rewrites never touch it */
     uint8_t small[64 * 1024];
     void *cbuf = s->chunk <= sizeof small ? small : malloc(s->chunk);
@@ -379,46 +459,18 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
         return pt_fail(err, ENOMEM, "out of memory");
     pthread_rwlock_rdlock(&m->gate);
     pt_lock_range(m, c0, c1, true);
-    n = side == PT_MASTER ? m->nsets : 1;   /* stable while the gate is held */
-    /* per set: the chunks to copy, then the recorded bit changes */
-    uint8_t *work = calloc((size_t)n, nch * (sizeof(uint64_t) + 1));
-    if (!work) {
-        pt_unlock_range(m, c0, c1);
-        pthread_rwlock_unlock(&m->gate);
-        if (cbuf != small)
-            free(cbuf);
-        return pt_fail(err, ENOMEM, "out of memory");
+    if (side == PT_MASTER) {
+        rc = pt_master_prepare(m, NULL, c0, c1, NULL, cbuf);
+    } else {
+        uint8_t *work = calloc(nch, sizeof(uint64_t) + 1);
+        pt_wctx w = {.s = s, .c0 = c0, .cow = (uint64_t *)work,
+                     .bitop = work ? work + nch * sizeof(uint64_t) : NULL};
+        rc = work ? prepare_commit(m, &w, 1, PT_SHADOW, c0, c1, NULL, cbuf) : -ENOMEM;
+        free(work);
     }
-    pt_wctx ws[PT_MAX_SIBLINGS];
-    uint64_t ncow = 0;
-    for (int i = 0; i < n; i++) {
-        memset(&ws[i], 0, sizeof ws[i]);
-        ws[i].s = side == PT_MASTER ? m->sets[i] : s;
-        ws[i].c0 = c0;
-        ws[i].cow = (uint64_t *)work + (size_t)i * nch;
-        ws[i].bitop = work + (size_t)n * nch * sizeof(uint64_t) + (size_t)i * nch;
-    }
-    /* Even a write that covers a whole chunk copies first: if the crash tears it, every byte
-     * must read old or new, never what the target held before the point in time. */
-    for (uint64_t c = c0; c <= c1 && !rc; c++)
-        for (int i = 0; i < n && !rc; i++)
-            rc = side == PT_MASTER ? prep_master(ws[i].s, c, &ws[i], cbuf)
-                                   : prep_shadow(s, c, &ws[0], cbuf);
-    for (int i = 0; i < n; i++)
-        ncow = ws[i].ncow > ncow ? ws[i].ncow : ncow;
-    if (ncow) {
-        /* one read and one write per run of chunks; chunk by chunk when no memory for more */
-        uint64_t cap = ncow * s->chunk < PT_COW_RUN ? ncow * s->chunk : PT_COW_RUN;
-        uint8_t *run = ncow > 1 ? malloc(cap) : NULL;
-        for (int i = 0; i < n; i++)
-            cow_copy(&ws[i], run, run ? cap : 0, cbuf);
-        free(run);
-    }
-    /* what was prepared is made durable even when a later chunk failed */
-    int crc = pt_cow_commit(m, ws, n, side, nch);
-    if (!rc)
-        rc = crc;
-    if (rc == -PT_E_OUT_OF_SPACE)
+    if (rc == -ENOMEM)
+        rc = pt_fail(err, ENOMEM, "out of memory");
+    else if (rc == -PT_E_OUT_OF_SPACE)
         rc = pt_fail(err, PT_E_OUT_OF_SPACE,
                      "shadow of set %s has no place for this chunk (shadow volume and overflow "
                      "full, or the chunk was lost to out-of-space); attach an overflow volume "
@@ -436,7 +488,6 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
     pthread_rwlock_unlock(&m->gate);
     if (cbuf != small)
         free(cbuf);
-    free(work);
     return rc;
 }
 

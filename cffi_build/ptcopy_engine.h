@@ -76,6 +76,11 @@ enum pt_errcode {
 /* The copy was suspended (pt_set_suspend): its copy bits stay, copy-on-demand and the read
  * redirections still hold, no thread moves chunks until pt_set_resume. Survives a close. */
 #define PT_F_SUSPENDED 0x4000u
+/* A restore (copy to the master) that has other sets on its master was interrupted (a crash or
+ * a close) and is held since this open: the master already reads as the restored image, but no
+ * chunk moves until pt_set_copy to the master resumes it, so every other set of the master can
+ * be opened first and keep its point in time. */
+#define PT_F_RESTORE_HELD 0x8000u
 
 typedef struct pt_error {
     int code;
@@ -202,7 +207,8 @@ int pt_set_flush(pt_set *set, pt_error *err);
 int pt_set_sync(pt_set *set, int side, pt_error *err);
 
 /* Copy (full=1) or update (full=0) in a direction; returns at once, a C thread does the work.
- * owner: the caller's identity for the PID lock (0 = none). */
+ * owner: the caller's identity for the PID lock (0 = none). On a set flagged RESTORE_HELD, a
+ * copy or update to the master resumes the held restore. */
 int pt_set_copy(pt_set *set, int direction, int full, int64_t owner, pt_error *err);
 int pt_set_abort(pt_set *set, pt_error *err);
 /* Suspend the running copy: its thread stops after what is in flight, the copy keeps its copy

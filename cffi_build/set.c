@@ -64,7 +64,7 @@ static int defer_copy(pt_set *s, bool all, pt_error *err)
     pt_bits_zero(&s->C, pt_image_mark, &s->img);
     if (all)
         s->pflags &= ~PT_PF_TO_MASTER;
-    s->pflags = (s->pflags & ~(PT_PF_COPYING | PT_PF_SUSPENDED)) | PT_PF_INCOMPLETE;
+    s->pflags = (s->pflags & ~(PT_PF_COPYING | PT_PF_SUSPENDED | PT_PF_SIBLINGS)) | PT_PF_INCOMPLETE;
     s->hdr_dirty = true;
     pthread_mutex_unlock(&s->meta_mu);
     int rc = pt_meta_flush(s);
@@ -216,6 +216,13 @@ static int set_create(pt_set *s, const pt_set_config *c, pt_overflow *ov, pt_err
         return pt_fail(err, PT_E_INVALID,
                        "master %s is already shadowed with %u-byte chunks; other sets on it must "
                        "use the same chunk size, not %u", m->vol.path, m->chunk, s->chunk);
+    /* a restore shows the master's new image before the volume holds it: a point in time
+     * taken of the volume now would mix old and new (m->sets changes only under eng->mu) */
+    for (int i = 0; i < m->nsets; i++)
+        if (PT_LOAD(m->sets[i]->copying) && PT_LOAD(m->sets[i]->dir) == PT_TO_MASTER)
+            return pt_fail(err, PT_E_COPY_IN_PROGRESS, "master %s is being restored from set "
+                           "%s; enable the new set once that restore has ended", m->vol.path,
+                           m->sets[i]->name);
     int rc = pt_meta_create(s, err);
     if (rc || !ov)
         return rc;

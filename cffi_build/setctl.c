@@ -42,6 +42,8 @@ int pt_set_status(pt_set *s, pt_status *o)
             f |= PT_F_TO_MASTER;
         if (atomic_load(&s->abort_req))
             f |= PT_F_ABORT_REQUESTED;
+        if (PT_LOAD(s->held))
+            f |= PT_F_RESTORE_HELD;
     }
     if (s->compact)
         f |= PT_F_COMPACT;

@@ -24,7 +24,7 @@ from ptcopy.cli._client import (
 STATUS_STYLE = {"normal": "green", "degraded": "yellow", "error": "bold red"}
 SPECIAL_FLAGS = {"copying", "to-shadow", "to-master", "abort-requested", "compact",
                  "out-of-space", "spilled", "exported", "imported", "incomplete", "recovered",
-                 "suspended"}
+                 "suspended", "restore-held"}
 
 
 T = TypeVar("T")

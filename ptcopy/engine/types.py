@@ -61,6 +61,7 @@ class Flag(enum.IntFlag):
     BITMAP_LOST = lib.PT_F_BITMAP_LOST
     UNRECORDED = lib.PT_F_UNRECORDED
     SUSPENDED = lib.PT_F_SUSPENDED
+    RESTORE_HELD = lib.PT_F_RESTORE_HELD
 
 
 VolumeLike = str | os.PathLike[str] | int | tuple[str, int]

@@ -3,7 +3,11 @@
 Usage: ``python tests/engine/crash_child.py '<json>'`` with the keys:
 
 - ``master``, ``shadow``, ``bitmap``: volume paths.
-- ``mode``: ``"enable"`` (enable a new set) or ``"open"`` (open an existing one).
+- ``mode``: ``"enable"`` (enable a new set), ``"open"`` (open an existing one) or ``"restore"``:
+  open every set of ``sets`` (a list of ``{"shadow", "bitmap", "overflow"}``, the overflow path
+  optional) on ``master``, then start a copy (``full``) or update of set ``source`` to the
+  master, throttled by ``copy_delay_ms`` and ``copy_units``; the load then writes the master
+  through that set.
 - ``kind``: ``"independent"`` or ``"dependent"`` (enable only).
 - ``chunk_size``, ``copy_delay_ms``, ``copy_units``: set configuration (enable only).
 - ``journal``: path of the progress journal.
@@ -107,6 +111,21 @@ def set_from_args(engine: Engine, args: dict[str, Any]) -> Set:
     return engine.open(args["master"], args["shadow"], args["bitmap"])
 
 
+def restore_from_args(engine: Engine, args: dict[str, Any]) -> Set:
+    """Mode "restore": every set of the master opened, the restore from set ``source`` started."""
+    sets = []
+    for spec in args["sets"]:
+        ov = engine.open_overflow(spec["overflow"]) if spec.get("overflow") else None
+        sets.append(engine.open(args["master"], spec["shadow"], spec["bitmap"], overflow=ov))
+    src = sets[args["source"]]
+    src.set_copy_params(args.get("copy_delay_ms", 0), args.get("copy_units", 0) or 256)
+    if args.get("full"):
+        src.copy(Direction.TO_MASTER)
+    else:
+        src.update(Direction.TO_MASTER)
+    return src
+
+
 def idle() -> None:
     while True:
         time.sleep(3600)
@@ -116,7 +135,8 @@ def main() -> None:
     args = json.loads(sys.argv[1])
     journal = Journal(args["journal"], sync=not args.get("threads"))
     engine = Engine()
-    s = set_from_args(engine, args)
+    start = restore_from_args if args["mode"] == "restore" else set_from_args
+    s = start(engine, args)
     size = s.status().master_size
     journal.log(f"READY {os.getpid()}")
     if not args.get("ops"):

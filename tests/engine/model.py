@@ -30,6 +30,7 @@ DEPENDENT = "dependent"
 
 # error class names (ptcopy.engine.<name>)
 DEPENDENCY = "Dependency"
+INVALID = "InvalidArgument"
 OUT_OF_SPACE = "OutOfSpace"
 INCOMPLETE = "Incomplete"
 IN_USE = "InUse"
@@ -286,8 +287,6 @@ class Model:
         if s.lock_owner and s.lock_owner != owner:
             out.add(IN_USE)
         if direction == TO_MASTER:
-            if len(s.master.sets) > 1:
-                out.add(DEPENDENCY)
             if s.lost:
                 out.add(OUT_OF_SPACE)
             if s.incomplete == TO_SHADOW:
@@ -298,16 +297,53 @@ class Model:
 
     def check_copy(self, sets: Sequence[SetModel], direction: str, owner: int = 0) -> None:
         refusals: set[str] = set()
+        masters = [s.master for s in sets]
+        if direction == TO_MASTER and len(set(map(id, masters))) < len(masters):
+            raise Refused([INVALID])   # a group restores a master from one shadow only
         for s in sets:
             refusals |= self.copy_refusals(s, direction, owner)
         if refusals:
             raise Refused(refusals)
 
-    def copy(self, sets: Sequence[SetModel], direction: str, owner: int = 0) -> None:
-        """Copy/update (same logical result), all sets at one instant, all or nothing."""
+    def copy(self, sets: Sequence[SetModel], direction: str, owner: int = 0,
+             moved: dict[int, set[int]] | None = None) -> None:
+        """Copy/update (same logical result), all sets at one instant, all or nothing. moved:
+        per set (by id), the chunks a restore moves when the model cannot know them (an
+        independent set's shadow bits may mark chunks that do not differ)."""
         self.check_copy(sets, direction, owner)
         for s in sets:
+            if direction == TO_MASTER:
+                self._keep_siblings(s, self.restore_moves(s, (moved or {}).get(id(s))))
             self._apply(s, direction)
+
+    def restore_moves(self, s: SetModel, known: set[int] | None = None) -> set[int]:
+        """The chunks a restore from s writes to the master: its copy bits at the start."""
+        if known is not None:
+            return known
+        return set(s.own) if s.kind == DEPENDENT else set(range(s.nchunks))
+
+    def _keep_siblings(self, s: SetModel, moved: set[int]) -> None:
+        """A restore writes these master chunks: every other set of the master keeps its point
+        in time, as for a master write (ascending, as the copier moves them)."""
+        for c in sorted(moved):
+            for sib in s.master.sets:
+                if sib is not s:
+                    sib.prep_master_write(c)
+
+    def restore_fits(self, s: SetModel, moved: set[int]) -> bool:
+        """No compact sibling runs out of space during a restore from s. When one does, which
+        chunks it loses depends on the order the copier's parallel runs take places in."""
+        need_ov = 0
+        ov_free = 0
+        for sib in s.master.sets:
+            if sib is s or not sib.compact:
+                continue
+            need = len(moved - sib.own)
+            free_slots = sib.slots - sib.slots_used()
+            need_ov += max(0, need - free_slots)
+            if sib.overflow is not None:
+                ov_free = sib.overflow.free()
+        return need_ov <= ov_free
 
     def _apply(self, s: SetModel, direction: str) -> None:
         if direction == TO_SHADOW:

@@ -391,3 +391,102 @@ def test_crash_batched_first_writes(tmp_vol, tmp_path, seed):
         assert not missed, f"changed chunks without their shadow bit: {missed[:20]}"
         s.close()
     check_master(master.read_bytes())
+
+
+# ---- (e) a restore from one of several shadows ------------------------------------------------
+
+RESTORE_SEEDS = range(9)
+RESTORE_KINDS = ("dependent", "independent", "compact")
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, marks=slow_unless(s < 3))
+                                  for s in RESTORE_SEEDS])
+def test_crash_restore_with_siblings(tmp_vol, tmp_path, seed):
+    """A master with a dependent, an independent and a compact dependent shadow (overflow
+    attached) is restored from one of them (each in turn over the seeds) while the master is
+    written; the kill lands during the restore. Reopened with the restored set first (the worst
+    order), the restore is held until the others are open: none loses its point in time, the
+    resumed restore completes, and the independent one's next update makes it equal again."""
+    rng = random.Random(5000 + seed)
+    chunk = rng.choice([4096, 16384, 65536])
+    size = 2 * MIB
+    nchunks = size // chunk
+    source = seed % 3
+    full = rng.random() < 0.5
+    master = tmp_vol(size, "master.img")
+    fill(master, rng.randbytes(size))
+    vols: list[dict[str, str]] = []
+    pits: list[bytes] = []
+    with Engine() as eng:
+        sets: list[Set] = []
+        for i, name in enumerate(RESTORE_KINDS):
+            kind = Kind.INDEPENDENT if name == "independent" else Kind.DEPENDENT
+            ssize = size // 4 if name == "compact" else size
+            spec = {"shadow": str(tmp_vol(ssize, f"shadow{i}.img")),
+                    "bitmap": str(tmp_vol(bitmap_size(size, ssize, chunk, kind),
+                                          f"bitmap{i}.img"))}
+            ov = None
+            if name == "compact":   # room for every chunk of the master
+                spec["overflow"] = str(tmp_vol(2 * 4096 + size, "overflow.img"))
+                ov = eng.init_overflow(spec["overflow"], chunk)
+            sets.append(eng.enable(master, spec["shadow"], spec["bitmap"], kind,
+                                   chunk_size=chunk, overflow=ov))
+            assert sets[-1].wait(30)
+            vols.append(spec)
+        # points in time that differ from the master and from each other
+        for s in sets:
+            for _ in range(rng.randint(3, 8)):
+                off = rng.randrange(0, size - 2 * chunk)
+                s.write(Side.SHADOW if rng.random() < 0.7 else Side.MASTER, off,
+                        rng.randbytes(rng.randint(1, 2 * chunk)))
+        # the source's upper half differs too: its restore lasts 16 throttle pauses at least
+        # (the load writes only the lower half, so its copy-on-demand cannot finish it early)
+        sets[source].write(Side.SHADOW, size // 2, rng.randbytes(size // 2))
+        pits = [read_all(s, Side.SHADOW, size) for s in sets]
+        before = read_all(sets[0], Side.MASTER, size)
+    lines = run_and_kill(tmp_path, {
+        "master": str(master), "mode": "restore", "sets": vols, "source": source, "full": full,
+        "copy_delay_ms": 50, "copy_units": max(1, nchunks // 32), "seed": seed, "ops": 1,
+        "max_len": 2 * chunk, "write_limit": size // 2,
+    }, rng.uniform(0.05, 0.3))
+    model = Model(seed, bytearray(pits[source]), bytearray(pits[source]))
+    model.replay(lines)
+
+    with Engine() as eng:
+        ov = eng.open_overflow(vols[2]["overflow"])
+        order = [source] + [i for i in range(3) if i != source]
+        sets = [None, None, None]   # type: ignore[list-item]
+        for i in order:
+            sets[i] = eng.open(master, vols[i]["shadow"], vols[i]["bitmap"],
+                               overflow=ov if i == 2 else None)
+            if i == source:
+                st = sets[i].status()
+                assert st.flags & Flag.RECOVERED
+                assert st.flags & Flag.RESTORE_HELD, f"flags after the crash: {st.flags!r}"
+                assert not sets[i].progress().active, "the restore resumed before its siblings"
+        src = sets[source]
+        model.check("m", read_all(src, Side.MASTER, size), chunk)
+        for i, s in enumerate(sets):   # nothing lost its point in time
+            got = read_all(s, Side.SHADOW, size)
+            assert got == pits[i], mismatch("s", got, pits[i], 0, None, chunk)
+        src.set_copy_params(0, 256)
+        src.update(Direction.TO_MASTER)   # resumes the held restore
+        assert src.wait(timeout=60), "the resumed restore did not finish"
+        assert src.progress().result == 0
+        st = src.status()
+        assert not st.flags & (Flag.COPYING | Flag.INCOMPLETE | Flag.RESTORE_HELD), st.flags
+        m_img = read_all(src, Side.MASTER, size)
+        model.check("m", m_img, chunk)
+        for i, s in enumerate(sets):
+            got = read_all(s, Side.SHADOW, size)
+            assert got == pits[i], mismatch("s", got, pits[i], 0, None, chunk)
+        ind = sets[1]
+        changed = {c for c in range(nchunks)
+                   if m_img[c * chunk:(c + 1) * chunk] != pits[1][c * chunk:(c + 1) * chunk]}
+        missed = sorted(changed - set(ind.bits("shadow")))
+        assert not missed, f"changed chunks the independent sibling misses: {missed[:20]}"
+        ind.update(Direction.TO_SHADOW)
+        assert ind.wait(timeout=60)
+        assert read_all(ind, Side.SHADOW, size) == m_img
+        assert before != m_img or not changed
+    model.check("m", master.read_bytes(), chunk)

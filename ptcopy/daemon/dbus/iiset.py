@@ -39,6 +39,9 @@ FLAG_NAMES = [
     (Flag.UNRECORDED, "changes-unrecorded"),
     # the copy stopped and keeps its place until Resume (also across a restart)
     (Flag.SUSPENDED, "suspended"),
+    # a restore with other sets on the master, held at open until an update to the master
+    # (ptcopyd resumes it once every set is open)
+    (Flag.RESTORE_HELD, "restore-held"),
 ]
 OFFLINE = Flag.MASTER_OFFLINE | Flag.SHADOW_OFFLINE | Flag.BITMAP_OFFLINE | \
     Flag.OVERFLOW_OFFLINE
@@ -161,7 +164,8 @@ class IISet(Interface):
         """State flags: copying, to-shadow, to-master, abort-requested, compact, out-of-space,
         spilled, exported, master-offline, shadow-offline, bitmap-offline, overflow-offline,
         incomplete, recovered, bitmap-lost, changes-unrecorded, suspended (with copying: the
-        copy waits for Resume)."""
+        copy waits for Resume), restore-held (a restore with other sets on the master, waiting
+        for an update to the master)."""
         st = self._status()
         ms = self._ms()
         out = [n for f, n in FLAG_NAMES if st is not None and st.flags & f]

@@ -62,6 +62,7 @@ class SetOps(VolumeOps):
                 self.sets[row.id] = ms
                 if row.overflow in self.overflows:
                     self.overflows[row.overflow].sets.append(row.id)
+            self._resume_held()
             log.info("restored %d set(s), %d group(s), %d overflow volume(s)", len(self.sets),
                      len(self.groups), len(self.overflows))
 

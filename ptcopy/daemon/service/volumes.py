@@ -141,6 +141,22 @@ class VolumeOps(Core):
             self._store_moved(lambda: self.store.put_set(row), what)
         return new, row
 
+    def _resume_held(self) -> None:
+        """Resume the restores the engine held at open (a restore from one of several shadows
+        that a crash or stop interrupted): only now that every set that came back is open does
+        each of them keep its point in time while the restore moves chunks."""
+        for ms in self.sets.values():
+            if ms.set is None or ms.served is None:
+                continue
+            try:
+                if ms.set.status().flags & eng.Flag.RESTORE_HELD:
+                    log.info("set %s: resuming its interrupted restore of the master",
+                             ms.row.name)
+                    ms.set.update(eng.Direction.TO_MASTER)
+            except eng.PtcopyError as e:
+                log.error("set %s: its interrupted restore of the master did not resume: %s",
+                          ms.row.name, e)
+
     def _fallback(self, s: eng.Set, set_id: str, name: str, fresh: bool = False) -> None:
         """Give the engine the set's fallback record before the set is served: where it says,
         should the bitmap volume go offline, that the bitmap is lost before any master write
@@ -358,6 +374,7 @@ class VolumeOps(Core):
                     log.error("set %s: a device with the identity of one of its volumes "
                               "appeared, but the set did not come back: %s", ms.row.name, e)
                 self._emit("changed", "set", sid)
+            self._resume_held()
         return back
 
     def _wanted(self, ms: ManagedSet, found: dict[int, Identity | None]) -> bool:

@@ -12,7 +12,7 @@ import logging
 
 from ptcopy import engine
 from ptcopy.datapath import blockdev as loopdev
-from ptcopy.datapath.kernel import names, record, tables
+from ptcopy.datapath.kernel import exceptions, names, record, tables
 from ptcopy.datapath.kernel.state import KernelSet, Phase, State
 from ptcopy.datapath.kernel.store import cow_table
 from ptcopy.engine import Direction, DmOp, OutOfSpace, Progress, dm_run, dm_status
@@ -23,23 +23,52 @@ class MergeFailed(Exception):
     """The kernel stopped a snapshot-merge before its end (its status says why)."""
 
 
-def start(ks: KernelSet, owner: int = 0) -> float:
-    """Merge the shadow into the master; returns the seconds writes were held."""
-    shadow = names.shadow(ks.name)
-    use = tables.snapshot_usage(shadow)
-    if not use.valid or use.overflow:
-        raise OutOfSpace(f"shadow of set {ks.name} ran out of space; it cannot be "
-                               "merged into the master")
-    ms = ks.stack
-    held = dm_run([DmOp("remove", shadow), DmOp("suspend", ms.origin),
-                   DmOp("load", ms.origin, tables.merge(ms.ref, tables.ref(ks.dev(names.Part.COW)),
-                                                        ms.size, ks.chunk)),
-                   DmOp("resume", ms.origin)], timeout=tables.TIMEOUT)
-    tables.drop_node(shadow)
-    ks.enter(Phase(State.MERGING, total=max(use.allocated - use.metadata, 1), owner=owner))
-    # the master shows the shadow's data from now on: no reader may get cached old blocks
-    loopdev.flush_buffers(ks.master_device)
+def start(kss: list[KernelSet], owner: int = 0,
+          independents: dict[str, list[KernelSet]] | None = None) -> float:
+    """Merge each set's shadow into its master (one master each), all in one transaction: one
+    point in time for a group. independents: per set, the independent sets on its master; the
+    chunks the merge writes are marked in their bitmaps first. Returns the seconds writes were
+    held."""
+    uses = {}
+    for ks in kss:
+        use = tables.snapshot_usage(names.shadow(ks.name))
+        if not use.valid or use.overflow:
+            raise OutOfSpace(f"shadow of set {ks.name} ran out of space; it cannot be "
+                             "merged into the master")
+        uses[ks.name] = use
+    for ks in kss:
+        _mark_independents(ks, (independents or {}).get(ks.name, []))
+    ops = [DmOp("remove", names.shadow(ks.name)) for ks in kss]
+    ops += [DmOp("suspend", ks.stack.origin) for ks in kss]
+    ops += [DmOp("load", ks.stack.origin,
+                 tables.merge(ks.stack.ref, tables.ref(ks.dev(names.Part.COW)), ks.stack.size,
+                              ks.chunk)) for ks in kss]
+    ops += [DmOp("resume", ks.stack.origin) for ks in reversed(kss)]
+    held = dm_run(ops, timeout=tables.TIMEOUT)
+    for ks in kss:
+        tables.drop_node(names.shadow(ks.name))
+        use = uses[ks.name]
+        ks.enter(Phase(State.MERGING, total=max(use.allocated - use.metadata, 1), owner=owner))
+        # every master device shows the shadow's data from now on: no cached old blocks
+        for n in ks.stack.sets:
+            if tables.exists(names.master(n)):
+                loopdev.flush_buffers(tables.node(names.master(n)))
     return held
+
+
+def _mark_independents(ks: KernelSet, independents: list[KernelSet]) -> None:
+    """dm-snapshot's merge copies on write into the other snapshots of the origin before it
+    writes a chunk (snapshot_merge_next_chunks), so dependent siblings keep their points in
+    time; but it writes the raw volume beneath the era devices. The chunks it will write, the
+    ones its store holds now, are marked in the independent siblings' bitmaps (durably) before
+    it starts. A chunk that enters the store later does so because the master was written
+    through the stack, where every era saw the write."""
+    if not independents:
+        return
+    chunks = exceptions.stored_chunks(tables.node(ks.dev(names.Part.COW)), ks.chunk)
+    for first, count in exceptions.runs(chunks):
+        for other in independents:
+            other.set.mark(first, count)
 
 
 def merging(ks: KernelSet) -> bool:

@@ -65,7 +65,7 @@ from ptcopy.engine import (
 log = logging.getLogger(__name__)
 
 CAPS = Capabilities(name="kernel", bitmap_in_memory=False, exclusive_volumes=False,
-                    target_writable_during_copy=False, group_restore_dependent=False)
+                    target_writable_during_copy=False, group_restore_dependent=True)
 
 
 class KernelPath:
@@ -179,6 +179,8 @@ class KernelPath:
                 mb = blks["master"]
                 key = names.master_key(mb.ref)
                 ms = self._masters.get(key) or Master(mb.node, mb.ref, st.master_size, key)
+                if fresh:
+                    self._check_no_merge(ms, f"enabling set {name}")
                 ks = KernelSet(name, set_, kind, st.chunk_size, mb.node, blks["shadow"].node,
                                blks["bitmap"].node, bfd, st.master_size, st.shadow_size, lay,
                                rec, names.uid(st.uuid.hex), ms,
@@ -279,14 +281,14 @@ class KernelPath:
             # Everything that can refuse is asked of every set before anything changes.
             for ks in kss:
                 pit.check(ks, direction, owner)
-            if direction is Direction.TO_MASTER and any(k.kind is Kind.DEPENDENT for k in kss):
-                if len(kss) > 1:
-                    raise WrongKind("a group restore (copy or update to the masters) "
-                                          "with dependent sets is not available on the "
-                                          "kernel data path: each dependent shadow merges "
-                                          "into its master on its own; restore the sets one "
-                                          "at a time")
-                held = merge.start(kss[0], owner)
+                self._check_no_merge(ks.stack, f"copying or updating set {ks.name}")
+            if direction is Direction.TO_MASTER:
+                _check_group_restore(kss)
+            if direction is Direction.TO_MASTER and kss[0].kind is Kind.DEPENDENT:
+                held = merge.start(kss, owner, {
+                    ks.name: [self._sets[n] for n in ks.stack.sets
+                              if n != ks.name and self._sets[n].kind is Kind.INDEPENDENT]
+                    for ks in kss})
             else:
                 held = pit.take(kss, direction, full=full, owner=owner, run_dir=self._run_dir)
             for ks in kss:
@@ -294,6 +296,16 @@ class KernelPath:
             if self._wake >= 0:   # the monitor watches the new engine copies
                 os.eventfd_write(self._wake, 1)
             return held
+
+    def _check_no_merge(self, ms: Master, what: str) -> None:
+        """While a set's shadow merges into this master, the master's devices show the merged
+        image but its raw volume, which snapshots and frozen views are taken of, is half merged:
+        a new point in time of it (or another restore) waits for the merge to end."""
+        for n in ms.sets:
+            other = self._sets.get(n)
+            if other is not None and other.state in (State.MERGING, State.MERGE_FAILED):
+                raise CopyInProgress(f"master {ms.path} is being restored from set {n} (a merge "
+                                     f"in the kernel); wait for it to end before {what}")
 
     def copier(self, name: str) -> KernelCopy:
         """What a job follows for this set's copy (merges included)."""
@@ -516,6 +528,25 @@ class KernelCopy:
 
     def done_fd(self) -> int:
         return self._kp.done_fd(self._name)
+
+
+def _check_group_restore(kss: list[KernelSet]) -> None:
+    """A group restores each master from one shadow, and its members either all merge in the
+    kernel (dependent) or are all copied by the engine (independent)."""
+    seen: dict[str, str] = {}
+    for ks in kss:
+        if ks.stack.key in seen:
+            raise InvalidArgument(f"sets {seen[ks.stack.key]} and {ks.name} share master "
+                                  f"{ks.master}: a group restores a master from one of its "
+                                  "shadows only")
+        seen[ks.stack.key] = ks.name
+    if len({ks.kind for ks in kss}) > 1:
+        raise WrongKind("on the kernel data path a group restore cannot mix dependent and "
+                        "independent sets: a dependent shadow merges into its master in the "
+                        "kernel (one transaction for all of them), an independent one is "
+                        "copied by the engine from a frozen view (another transaction), so "
+                        "they would not share one point in time; restore the dependent "
+                        "members and the independent members as two groups")
 
 
 def _running(ks: KernelSet) -> bool:

@@ -76,8 +76,32 @@ def check(ks: KernelSet, direction: Direction, owner: int) -> None:
         raise InUse(f"the shadow of {ks.name} is open; close it before merging "
                           "it into the master")
     if direction is Direction.TO_MASTER and len(ks.stack.sets) > 1:
-        raise Dependency(f"master {ks.master} has {len(ks.stack.sets)} shadows; writing "
-                               "it from one would change the point in time of the others")
+        _check_siblings(ks)
+
+
+def _check_siblings(ks: KernelSet) -> None:
+    """A restore of a master that other sets share. From a dependent set it is dm-snapshot's
+    merge, which copies on write into every other snapshot of the origin before it writes a
+    chunk (merge.py marks what it changes for the independent ones): allowed, with every
+    device of the master closed, since the master changes under all of them. From an
+    independent set it would be the engine's copier writing the raw master volume, beneath the
+    origin and the era devices: refused."""
+    n = len(ks.stack.sets)
+    if ks.kind is Kind.INDEPENDENT:
+        raise Dependency(
+            f"master {ks.master} has {n} shadows: on the kernel data path a restore from an "
+            f"independent shadow such as {ks.name}'s is the engine's copier writing the raw "
+            "master volume beneath device-mapper, where the other sets' snapshots (copy-on-"
+            "write) and era devices (change tracking) do not see it, so they would lose their "
+            "points in time. Restore from it with ptcopyd on the userspace data path, or "
+            "disable the other sets of this master first")
+    for other in ks.stack.sets:
+        if other == ks.name:
+            continue
+        busy = blocks.users(tables.node(names.master(other)))
+        if busy:
+            raise InUse(f"cannot restore master {ks.master}: set {other}'s master device "
+                        f"shows it too and is in use by {', '.join(busy)}; unmount it first")
 
 
 def take(kss: list[KernelSet], direction: Direction, *, full: bool, owner: int,

@@ -10,9 +10,11 @@ either side, at any time, must match the model: on the userspace path also while
 dependent shadow is taken away while it merges, so the driver waits for the copy before
 writing the target (or touching such a shadow) there.
 
-Refusals the contract names are "no change": a restore of a master with several shadows
-(``Dependency``), a group merge on the kernel path (``WrongType``), a copy while one runs
-(``Busy``, only when a copy of ours may still be running). The driver then checks at once that
+Refusals the contract names are "no change": on the kernel path a restore from an independent
+shadow of a master with several shadows (``Dependency``) and a group mixing merges and copies
+(``WrongType``); a group restoring one master from two shadows (``InvalidArgument``); a copy
+while one runs, or while a restore of its master runs (``Busy``, only when a copy of ours may
+still be running). The driver then checks at once that
 nothing changed. Any other refusal, a failed job, or a byte that differs is a failure.
 
 An aborted copy leaves its target partly copied, so an abort is followed by a full copy in the

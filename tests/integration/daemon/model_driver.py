@@ -262,13 +262,19 @@ class Driver:
     def _allowed(self, sets: list[int], direction: str, group: bool) -> dict[str, str]:
         """Refusal names the contract allows for this copy now, with why."""
         ok: dict[str, str] = {}
-        if direction == MASTER and any(self.cfg.shared(s) for s in sets):
-            ok[ERR + "Dependency"] = "a master with several shadows"
-        if (direction == MASTER and group and self.path == "kernel"
-                and any(self.cfg.sets[s].kind == "dependent" for s in sets)):
-            ok[ERR + "WrongType"] = "the kernel path merges dependent shadows one at a time"
-        if any(self.pending_for(s) for s in sets):
-            ok[ERR + "Busy"] = "a copy of ours may still run"
+        kinds = {self.cfg.sets[s].kind for s in sets}
+        if (direction == MASTER and self.path == "kernel" and "independent" in kinds
+                and any(self.cfg.shared(s) for s in sets)):
+            ok[ERR + "Dependency"] = "the kernel path restores a shared master by merges only"
+        masters = [self.cfg.sets[s].master for s in sets]
+        if direction == MASTER and len(set(masters)) < len(masters):
+            ok[ERR + "InvalidArgument"] = "a group restores a master from one shadow only"
+        if direction == MASTER and group and self.path == "kernel" and len(kinds) > 1:
+            ok[ERR + "WrongType"] = "the kernel path cannot mix merges and copies in a group"
+        restoring = {self.cfg.sets[x].master for p in self.pending if p.direction == MASTER
+                     for x in p.sets}
+        if any(self.pending_for(s) for s in sets) or restoring & set(masters):
+            ok[ERR + "Busy"] = "a copy of ours, or a restore of the master, may still run"
         return ok
 
     async def start_copy(self, sets: list[int], direction: str, full: bool, group: bool,
