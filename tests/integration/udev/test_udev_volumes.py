@@ -235,7 +235,7 @@ async def test_udev_rule_updates_a_group(udevd: Udevd, ptcopyd: Ptcopyd, client:
         assert "group update nightly --to shadow --no-wait" in out, out[-3000:]
         assert (await client.get(g_path, IGROUP, "Job")) == "/"
         subprocess.run(["udevadm", "trigger", "--action=add", "--settle", disk], check=True)
-        job = await client.wait_prop(g_path, IGROUP, "Job", lambda v: v != "/", timeout=15)
+        job = await client.wait_prop(g_path, IGROUP, "Job", lambda v: v != "/", timeout=60)
         assert (await client.wait_job(job))["Success"] is True
         # another disk does not match
         other = loops.attach(loops.file(8 * MIB, ext4=True))
