@@ -69,6 +69,15 @@ def prepare_root_run(why: str, tools: Sequence[str], setup: bool) -> None:
                              "(and scripts/setup.sh)")
 
 
+def run_main(main: Callable[[], int]) -> None:
+    """Exit with ``main``'s status; Ctrl-C exits 130 (main's own clean-up has run by then)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted; everything it set up was torn down")
+        sys.exit(130)
+
+
 # ---- cold caches -------------------------------------------------------------------------
 
 _DROP = Path("/proc/sys/vm/drop_caches")

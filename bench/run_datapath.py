@@ -34,7 +34,6 @@ import os
 import random
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 from common import (
@@ -46,6 +45,7 @@ from common import (
     log,
     mount_of,
     prepare_root_run,
+    run_main,
     set_log_name,
     started_utc,
 )
@@ -264,8 +264,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; everything it set up was torn down")
-        sys.exit(130)
+    run_main(main)

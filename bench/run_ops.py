@@ -52,6 +52,7 @@ from common import (
     mount_of,
     need_space,
     prepare_root_run,
+    run_main,
     set_log_name,
     set_sync_scope,
     started_utc,
@@ -186,8 +187,4 @@ def attempt(failed: list[str], what: str, fn: Callable[[], object]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; everything it set up was torn down")
-        sys.exit(130)
+    run_main(main)

@@ -487,6 +487,15 @@ static void finish(pt_set *s, int result)
     pthread_mutex_unlock(&s->ctl_mu);
 }
 
+void pt_copier_abort_locked(pt_set *s)
+{
+    atomic_store(&s->abort_req, 1);
+    pthread_cond_broadcast(&s->ctl_cv);   /* wakes a throttle pause */
+    while (!s->thr_done)
+        pthread_cond_wait(&s->ctl_cv, &s->ctl_mu);
+    pt_copier_reap(s);
+}
+
 void pt_copy_end_held(pt_set *s)
 {
     atomic_store(&s->total, s->C.count);

@@ -465,11 +465,7 @@ int pt_set_abort(pt_set *s, pt_error *err)
         rc = pt_fail(err, PT_E_NO_COPY, "set %s has no copy running", s->name);
         goto out_unlock;
     }
-    atomic_store(&s->abort_req, 1);
-    pthread_cond_broadcast(&s->ctl_cv);   /* wakes a throttle pause */
-    while (!s->thr_done)
-        pthread_cond_wait(&s->ctl_cv, &s->ctl_mu);
-    pt_copier_reap(s);
+    pt_copier_abort_locked(s);
 out_unlock:
     pthread_mutex_unlock(&s->ctl_mu);
     return rc;

@@ -448,6 +448,8 @@ int pt_copy_start_locked(pt_set *s, pt_error *err);   /* resume after open */
 void pt_copy_stop(pt_set *s);                          /* suspend for close */
 /* setctl.c: an open set whose header records a suspended copy (no thread; copying stays) */
 void pt_copy_hold(pt_set *s);
+/* Caller holds ctl_mu, the copier thread runs: it ends as an abort; returns once it has */
+void pt_copier_abort_locked(pt_set *s);
 void pt_copy_end_held(pt_set *s);                      /* a held restore aborted */
 
 #endif

@@ -371,12 +371,8 @@ int pt_set_resume(pt_set *s, int abort, pt_error *err)
     atomic_store(&s->total, total);
     if (ran < pt_now_ns())
         atomic_store(&s->start_ns, pt_now_ns() - ran);
-    if (abort) {   /* the thread ends at its first look, as an abort: finish() folds the bits */
-        atomic_store(&s->abort_req, 1);
-        while (!s->thr_done)
-            pthread_cond_wait(&s->ctl_cv, &s->ctl_mu);
-        pt_copier_reap(s);
-    }
+    if (abort)   /* the thread ends at its first look, as an abort: finish() folds the bits */
+        pt_copier_abort_locked(s);
 out_unlock:
     pthread_mutex_unlock(&s->ctl_mu);
     return rc;

@@ -195,12 +195,11 @@ def assert_clean_reopen(master: Path, shadow: Path, bitmap: Path) -> None:
 DEP_SEEDS = range(20)
 
 
-@pytest.mark.parametrize("seed", [pytest.param(s, marks=slow_unless(s < 2)) for s in DEP_SEEDS])
-def test_crash_dependent_keeps_point_in_time(tmp_vol, tmp_path, seed):
-    rng = random.Random(1000 + seed)
-    chunk = rng.choice([4096, 16384, 32768, 65536])
-    size = 2 * MIB + rng.choice([0, 4096, chunk // 2]) if chunk > 4096 else 2 * MIB
-    compact = seed % 5 == 4
+def dependent_volumes(tmp_vol, rng: random.Random, size: int, chunk: int, compact: bool
+                      ) -> tuple[Path, Path, Path, bytes, int]:
+    """A dependent set's volumes: the master holding the point in time (random bytes), a shadow
+    of junk (compact: room for half the master and two chunks) and a bitmap volume; with the
+    point in time and how far into the master the writes may go (compact: its first half)."""
     limit = size // 2 if compact else size
     shadow_size = (limit // chunk + 2) * chunk if compact else size
     master = tmp_vol(size, "master.img")
@@ -209,6 +208,16 @@ def test_crash_dependent_keeps_point_in_time(tmp_vol, tmp_path, seed):
     pit = rng.randbytes(size)
     fill(master, pit)
     fill(shadow, rng.randbytes(shadow_size))
+    return master, shadow, bitmap, pit, limit
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, marks=slow_unless(s < 2)) for s in DEP_SEEDS])
+def test_crash_dependent_keeps_point_in_time(tmp_vol, tmp_path, seed):
+    rng = random.Random(1000 + seed)
+    chunk = rng.choice([4096, 16384, 32768, 65536])
+    size = 2 * MIB + rng.choice([0, 4096, chunk // 2]) if chunk > 4096 else 2 * MIB
+    compact = seed % 5 == 4
+    master, shadow, bitmap, pit, limit = dependent_volumes(tmp_vol, rng, size, chunk, compact)
     lines = run_and_kill(tmp_path, {
         "master": str(master), "shadow": str(shadow), "bitmap": str(bitmap), "mode": "enable",
         "kind": "dependent", "chunk_size": chunk, "seed": seed, "ops": 1,
@@ -342,14 +351,7 @@ def test_crash_batched_first_writes(tmp_vol, tmp_path, seed):
     size = 4 * MIB
     nthreads = rng.choice([2, 4, 6])
     compact = seed % 4 == 3
-    limit = size // 2 if compact else size
-    shadow_size = (limit // chunk + 2) * chunk if compact else size
-    master = tmp_vol(size, "master.img")
-    shadow = tmp_vol(shadow_size, "shadow.img")
-    bitmap = tmp_vol(bitmap_size(size, shadow_size, chunk, Kind.DEPENDENT), "bitmap.img")
-    pit = rng.randbytes(size)
-    fill(master, pit)
-    fill(shadow, rng.randbytes(shadow_size))
+    master, shadow, bitmap, pit, limit = dependent_volumes(tmp_vol, rng, size, chunk, compact)
     lines = run_and_kill(tmp_path, {
         "master": str(master), "shadow": str(shadow), "bitmap": str(bitmap), "mode": "enable",
         "kind": "dependent", "chunk_size": chunk, "seed": seed, "ops": 1, "threads": nthreads,

@@ -10,11 +10,14 @@ import random
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ptcopy.datapath import blockdev as loopdev
 from ptcopy.datapath.base import SetVolumes
 from ptcopy.datapath.kernel import KernelPath, KernelSet
 from ptcopy.engine import Engine, Kind, Set, dm_list
+from tests.helpers.bus import PrivateBus
+from tests.helpers.daemon import Ptcopyd
 
 MIB = 1 << 20
 CHUNK = 64 * 1024
@@ -175,3 +178,22 @@ def reopen(engine: Engine, kp: KernelPath, name: str, m: Vol, s: Vol, b: Vol,
     ov = engine.open_overflow(overflow.spec) if overflow else None
     st: Set = engine.open(m.spec, s.spec, b.spec, overflow=ov)
     return kp.serve(name, st, set_volumes(m, s, b, overflow))
+
+
+@contextlib.contextmanager
+def served_daemon(workdir: str, data_path: str) -> Iterator[tuple[Ptcopyd, Pool]]:
+    """ptcopyd with ``--data-path data_path`` on a private bus, and a pool of volumes in
+    ``workdir``; afterwards the devices it left to the kernel (it leaves them when it stops)
+    are taken down for the next test."""
+    bus = PrivateBus.start()
+    d = Ptcopyd(bus, Path(workdir), ["--data-path", data_path])
+    pool = Pool(workdir)
+    try:
+        yield d, pool
+    finally:
+        if d.running:
+            d.stop()
+        remove_ptcopy_devices()
+        subprocess.run(["dmsetup", "remove_all"], check=False, capture_output=True)
+        pool.release()
+        bus.stop()

@@ -5,7 +5,6 @@ again after being killed."""
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 from ptcopy import engine
 from ptcopy.datapath.kernel import KernelPath
 from ptcopy.engine import Kind
-from tests.helpers.bus import PrivateBus
 from tests.helpers.daemon import Ptcopyd
 from tests.helpers.names import IJOB, ISET, MANAGER, ROOT
 from tests.vm.guest.kernel_helpers import (
@@ -22,27 +20,16 @@ from tests.vm.guest.kernel_helpers import (
     MIB,
     Pool,
     digest,
-    remove_ptcopy_devices,
     scribble,
+    served_daemon,
     write_at,
 )
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Ptcopyd, Pool]]:
-    bus = PrivateBus.start()
-    d = Ptcopyd(bus, tmp_path, ["--data-path", "auto"])   # the default, which picks the kernel
-    pool = Pool(str(tmp_path))
-    try:
-        yield d, pool
-    finally:
-        if d.running:
-            d.stop()
-        # ptcopyd leaves its devices to the kernel when it stops: take them down for the next test
-        remove_ptcopy_devices()
-        subprocess.run(["dmsetup", "remove_all"], check=False, capture_output=True)
-        pool.release()
-        bus.stop()
+    with served_daemon(str(tmp_path), "auto") as dp:   # the default, which picks the kernel
+        yield dp
 
 
 def _call(d: Ptcopyd, path: str, iface: str, member: str, sig: str, *args: str) -> str:

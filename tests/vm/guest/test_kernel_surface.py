@@ -14,26 +14,15 @@ import pytest
 
 from ptcopy.datapath.kernel import KernelPath
 from ptcopy.engine import Kind
-from tests.helpers.bus import PrivateBus
 from tests.helpers.daemon import Ptcopyd
 from tests.helpers.names import IJOB, ISET, MANAGER, ROOT
-from tests.vm.guest.kernel_helpers import CHUNK, MIB, Pool, remove_ptcopy_devices, scribble
+from tests.vm.guest.kernel_helpers import CHUNK, MIB, Pool, scribble, served_daemon
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Ptcopyd, Pool]]:
-    bus = PrivateBus.start()
-    d = Ptcopyd(bus, tmp_path, ["--data-path", "kernel"])
-    pool = Pool(str(tmp_path))
-    try:
-        yield d, pool
-    finally:
-        if d.running:
-            d.stop()
-        remove_ptcopy_devices()
-        subprocess.run(["dmsetup", "remove_all"], check=False, capture_output=True)
-        pool.release()
-        bus.stop()
+    with served_daemon(str(tmp_path), "kernel") as dp:
+        yield dp
 
 
 def _busctl(d: Ptcopyd, path: str, iface: str, member: str, sig: str,
