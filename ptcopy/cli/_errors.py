@@ -53,10 +53,6 @@ class NotConfirmed(UsageProblem):
     """Writing a master needs a yes: --yes, or an answer on a terminal."""
 
 
-class NotAvailable(CliError):
-    """Asked for something this CLI or this ptcopyd cannot do yet."""
-
-
 class BusUnreachable(CliError):
     def __init__(self, where: str, reason: str) -> None:
         super().__init__(

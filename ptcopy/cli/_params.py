@@ -88,9 +88,6 @@ BusOpt = Annotated[str | None, typer.Option(
     "--bus", metavar="ADDRESS", envvar="PTCOPY_BUS", show_default=False,
     help="D-Bus address of the bus ptcopyd is on (default: the system bus, or "
     "DBUS_SYSTEM_BUS_ADDRESS), e.g. unix:path=/run/ptcopy-demo/bus.sock.")]
-HostOpt = Annotated[str | None, typer.Option(
-    "--host", metavar="HOST", show_default=False,
-    help="Reserved: remote hosts come with the federation release.")]
 TimeoutOpt = Annotated[float, typer.Option(
     "--timeout", metavar="SECONDS", min=0.1,
     help="How long to wait for ptcopyd to answer a call.")]

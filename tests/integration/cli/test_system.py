@@ -51,8 +51,3 @@ def test_no_bus_at_all(cli: Cli) -> None:
     r = cli.run("--debug", "--bus", "unix:path=/nonexistent/bus.sock", "list", bus=False,
                 traceback=True)
     assert r.returncode == 2 and "Traceback" in r.stderr   # --debug shows it
-
-
-def test_host_is_reserved(cli: Cli) -> None:
-    r = cli.fails(2, "--host", "elsewhere", "list")
-    assert "remote hosts come with the federation release" in r.stderr
