@@ -7,19 +7,26 @@ from __future__ import annotations
 
 import pytest
 
-from ptcopy.engine import Direction, Engine, Flag, Kind, NoCopy, PtcopyError, Side
+from ptcopy.engine import Direction, Engine, Flag, Kind, NoCopy, PtcopyError, Set, Side
 from tests.engine.sets_common import C, MakeVol, Vols, raw, rnd, wait_until, whole
 
 SIZE = 4 << 20   # 1024 chunks of 4 KiB; throttled to 8 chunks every 20 ms: ~2.5 s of copy
 
 
-def test_suspend_keeps_the_place_and_resume_finishes_the_copy(
-        engine: Engine, tmp_vol: MakeVol) -> None:
+def suspended_mid_copy(engine: Engine, tmp_vol: MakeVol) -> tuple[Vols, Set]:
+    """An independent set whose throttled initial copy is suspended once it has begun (the
+    master is not written meanwhile, so it still holds the point in time)."""
     v = Vols(tmp_vol, Kind.INDEPENDENT, SIZE)
     s = v.enable(engine, copy_delay_ms=20, copy_units=8)
-    pit = raw(v.master)
     wait_until(lambda: s.progress().chunks_done > 0, 10)
     s.suspend()
+    return v, s
+
+
+def test_suspend_keeps_the_place_and_resume_finishes_the_copy(
+        engine: Engine, tmp_vol: MakeVol) -> None:
+    v, s = suspended_mid_copy(engine, tmp_vol)
+    pit = raw(v.master)
     st = s.status()
     assert st.flags & Flag.SUSPENDED and st.flags & Flag.COPYING
     p = s.progress()
@@ -53,11 +60,8 @@ def test_suspend_keeps_the_place_and_resume_finishes_the_copy(
 
 def test_a_suspended_copy_stays_suspended_across_close_and_open(
         engine: Engine, tmp_vol: MakeVol) -> None:
-    v = Vols(tmp_vol, Kind.INDEPENDENT, SIZE)
-    s = v.enable(engine, copy_delay_ms=20, copy_units=8)
+    v, s = suspended_mid_copy(engine, tmp_vol)
     pit = raw(v.master)
-    wait_until(lambda: s.progress().chunks_done > 0, 10)
-    s.suspend()
     left = s.bits("copy")
     s.close()
     s = v.open(engine)
@@ -73,10 +77,7 @@ def test_a_suspended_copy_stays_suspended_across_close_and_open(
 
 def test_abort_of_a_suspended_copy_leaves_the_differences_in_the_shadow_bitmap(
         engine: Engine, tmp_vol: MakeVol) -> None:
-    v = Vols(tmp_vol, Kind.INDEPENDENT, SIZE)
-    s = v.enable(engine, copy_delay_ms=20, copy_units=8)
-    wait_until(lambda: s.progress().chunks_done > 0, 10)
-    s.suspend()
+    v, s = suspended_mid_copy(engine, tmp_vol)
     left = set(s.bits("copy"))
     s.abort()
     st = s.status()
