@@ -41,6 +41,7 @@ OVERFLOW = IFACE + ".IIOverflow"
 VOLUME = IFACE + ".Volume"
 JOB = IFACE + ".Job"
 SCHEDULE = IFACE + ".Schedule"
+HOST = IFACE + ".Host"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 NO_OBJECT = "/"
@@ -341,13 +342,18 @@ class Client:
     """One connection to ptcopyd. ``address`` None means the system bus (which honours
     DBUS_SYSTEM_BUS_ADDRESS); ``timeout`` bounds every call, in seconds."""
 
-    def __init__(self, address: str | None, timeout: float) -> None:
+    def __init__(self, address: str | None, timeout: float, *, label: str = "",
+                 connect_timeout: float | None = None) -> None:
         self.address = address
         self.timeout = timeout
+        self.label = label   # what the address is, for messages (a remote host)
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
         self._bus: MessageBus | None = None
 
     @property
     def where(self) -> str:
+        if self.label:
+            return self.label
         if self.address:
             return self.address
         env = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
@@ -359,7 +365,7 @@ class Client:
                 bus = MessageBus(bus_address=self.address)
             else:
                 bus = MessageBus(bus_type=BusType.SYSTEM)
-            self._bus = await asyncio.wait_for(bus.connect(), self.timeout)
+            self._bus = await asyncio.wait_for(bus.connect(), self.connect_timeout)
         except TimeoutError as e:
             raise BusUnreachable(self.where, "it did not answer") from e
         except CONNECT_ERRORS as e:

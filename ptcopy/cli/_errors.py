@@ -62,6 +62,14 @@ class BusUnreachable(CliError):
             "prints the address it uses).")
 
 
+class HostFailed(CliError):
+    """A remote host could not be reached or its connection broke: ssh's reason, explained."""
+
+    def __init__(self, message: str, hint: str = "", kind: str = "failed") -> None:
+        super().__init__(message, hint)
+        self.kind = kind
+
+
 class CallTimedOut(CliError):
     def __init__(self, what: str, seconds: float) -> None:
         super().__init__(

@@ -88,6 +88,10 @@ BusOpt = Annotated[str | None, typer.Option(
     "--bus", metavar="ADDRESS", envvar="PTCOPY_BUS", show_default=False,
     help="D-Bus address of the bus ptcopyd is on (default: the system bus, or "
     "DBUS_SYSTEM_BUS_ADDRESS), e.g. unix:path=/run/ptcopy-demo/bus.sock.")]
+HostOpt = Annotated[str | None, typer.Option(
+    "--host", "-H", metavar="HOST", envvar="PTCOPY_HOST", show_default=False,
+    help="Run the command on another host's ptcopyd, over SSH (as busctl -H): a name from "
+    "ptcopy hosts list, or [USER@]HOST[:PORT]. You act there as your SSH login there.")]
 TimeoutOpt = Annotated[float, typer.Option(
     "--timeout", metavar="SECONDS", min=0.1,
     help="How long to wait for ptcopyd to answer a call.")]

@@ -4,9 +4,10 @@ loop, the question before writing a master, and following a job to its end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import typer
@@ -14,18 +15,27 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.prompt import Confirm
 
 from ptcopy.cli import _output as fmt
-from ptcopy.cli._client import Client, JobInfo
+from ptcopy.cli._client import HOST, ROOT, Client, JobInfo
 from ptcopy.cli._errors import (
     BUS_ERROR_PREFIX,
+    BusUnreachable,
+    CallTimedOut,
     CliError,
+    HostFailed,
     Interrupted,
     JobFailed,
     NotConfirmed,
     RemoteError,
+    UsageProblem,
 )
 from ptcopy.cli._output import Output
+from ptcopy.remote.ssh import SshOptions
+from ptcopy.remote.targets import BadTarget, Target, check_host_name, host_object_id, parse_target
+from ptcopy.remote.tunnel import Tunnel
 
 DEFAULT_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 10.0   # seconds for ssh to connect and log in to a remote host
+REGISTRY_TIMEOUT = 3.0   # seconds to look a host name up in the local ptcopyd
 POLL = 0.25        # seconds between progress updates on a terminal
 QUIET_POLL = 10.0  # seconds per Wait call when nothing is shown
 
@@ -35,6 +45,7 @@ class Settings:
     """The global options, kept in the typer context object."""
 
     bus: str | None = None
+    host: str | None = None   # --host: the command runs on that host's ptcopyd
     timeout: float = DEFAULT_TIMEOUT
     debug: bool = False
     json: bool = False
@@ -58,7 +69,7 @@ def run(ctx: typer.Context, body: Callable[[Client], Awaitable[None]]) -> None:
     s = settings(ctx)
 
     async def go() -> None:
-        async with Client(s.bus, s.timeout) as client:
+        async with open_client(s, s.host) as client:
             await body(client)
 
     try:
@@ -69,6 +80,48 @@ def run(ctx: typer.Context, body: Callable[[Client], Awaitable[None]]) -> None:
             hint = (f"the copy goes on in the background: ptcopy wait {s.following} follows it, "
                     f"ptcopy abort {s.following} stops it")
         raise Interrupted("interrupted", hint) from None
+
+
+@contextlib.asynccontextmanager
+async def open_client(s: Settings, host: str | None) -> AsyncIterator[Client]:
+    """A connection to ptcopyd: the local one (``host`` None, or --bus), or the one on
+    ``host`` over SSH. A failure of the SSH link, at the start or mid-command, leaves as a
+    HostFailed that says why (ssh's reason) instead of a bare broken connection."""
+    if host is None:
+        async with Client(s.bus, s.timeout) as client:
+            yield client
+        return
+    target = await resolve_host(s, host)
+    opts = SshOptions(connect_timeout=min(s.timeout, CONNECT_TIMEOUT))
+    label = f"host {host}" if str(target) == host else f"host {host} ({target})"
+    async with Tunnel(target, opts) as tunnel:
+        try:
+            async with Client(tunnel.address, s.timeout, label=label,
+                              connect_timeout=opts.connect_timeout + 5) as client:
+                yield client
+        except (BusUnreachable, CallTimedOut) as e:
+            failure = await tunnel.failure()
+            if failure is None:
+                raise
+            raise HostFailed(failure.message, failure.hint, failure.kind) from e
+
+
+async def resolve_host(s: Settings, host: str) -> Target:
+    """A registered host name (a Host object of the local ptcopyd) to its SSH target; anything
+    else is taken as an SSH destination ([USER@]HOST[:PORT], or an ssh_config alias)."""
+    try:
+        check_host_name(host)
+    except BadTarget:
+        pass
+    else:
+        path = f"{ROOT}/hosts/{host_object_id(host)}"
+        with contextlib.suppress(CliError):
+            async with Client(s.bus, min(s.timeout, REGISTRY_TIMEOUT)) as local:
+                return parse_target(str((await local.props(path, HOST))["Target"]))
+    try:
+        return parse_target(host)
+    except BadTarget as e:
+        raise UsageProblem(f"--host {e}") from e
 
 
 def is_terminal() -> bool:

@@ -13,7 +13,7 @@ import typer
 from ptcopy.cli import _typer_compat, groups, overflow, schedules, sets, suspend, system
 from ptcopy.cli._errors import CliError, ExitCode, explain
 from ptcopy.cli._output import print_error
-from ptcopy.cli._params import BusOpt, DebugOpt, JsonOpt, QuietOpt, TimeoutOpt
+from ptcopy.cli._params import BusOpt, DebugOpt, HostOpt, JsonOpt, QuietOpt, TimeoutOpt
 from ptcopy.cli._runner import DEFAULT_TIMEOUT, Settings
 
 
@@ -56,10 +56,11 @@ app.add_typer(system.app)
 
 
 @app.callback()
-def _root(ctx: typer.Context, *, bus: BusOpt = None,
+def _root(ctx: typer.Context, *, bus: BusOpt = None, host: HostOpt = None,
           timeout: TimeoutOpt = DEFAULT_TIMEOUT, debug: DebugOpt = False,
           json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    ctx.obj = Settings(bus=bus, timeout=timeout, debug=debug, json=json_, quiet=quiet)
+    ctx.obj = Settings(bus=bus, host=host, timeout=timeout, debug=debug, json=json_,
+                       quiet=quiet)
 
 
 if _typer_compat.LEGACY:   # typer 0.7 (Debian 12): parameters declared the older way
