@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -33,9 +34,9 @@ def version(h: TestHost) -> str:
     return r.stdout.split()[2].strip('"')
 
 
-def ssh_fails(h: TestHost, **kw: object) -> subprocess.CompletedProcess[str]:
+def ssh_fails(h: TestHost, config: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``ssh host true`` must fail (255: ssh's own error) without hanging."""
-    r = h.run_ssh("true", check=False, timeout=BOUND, **kw)  # type: ignore[arg-type]
+    r = h.run_ssh("true", config=config, check=False, timeout=BOUND)
     assert r.returncode == 255, (r.returncode, r.stderr)
     return r
 
@@ -53,6 +54,9 @@ def test_ssh_reaches_every_host(hosts: TestHosts) -> None:
         assert f"inet {h.address}/30" in r.stdout
         others = [o.address for o in hosts if o is not h]
         assert not any(f"inet {a}/" in r.stdout for a in others), r.stdout
+        # a bare [user@]address (no Host block of its own) is configured as well
+        subprocess.run(["ssh", "-F", str(hosts.ssh_config), f"root@{h.address}", "true"],
+                       stdin=subprocess.DEVNULL, check=True, timeout=BOUND)
 
 
 def test_bridge_reaches_the_hosts_own_bus(hosts: TestHosts) -> None:
@@ -61,6 +65,10 @@ def test_bridge_reaches_the_hosts_own_bus(hosts: TestHosts) -> None:
     for h in hosts:
         ids.append(bus_id(h, over_ssh=True))
         assert ids[-1] == bus_id(h, over_ssh=False), h.name
+        # a session's system bus (busctl --system, dbus-fast) is the host's too
+        r = h.run_ssh(["busctl", "--system", "call", DBUS, "/org/freedesktop/DBus", DBUS,
+                       "GetId"])
+        assert r.stdout.split() == ["s", f'"{ids[-1]}"'], r.stdout
         assert version(h)
         r = h.busctl("call", DBUS, "/org/freedesktop/DBus", DBUS,
                      "GetConnectionUnixProcessID", "s", BUS_NAME)
