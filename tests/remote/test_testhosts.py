@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers.names import BUS_NAME, DBUS, MANAGER, MIB, PROPS, ROOT
 from tests.remote import netns
-from tests.remote.conftest import MakeHosts
+from tests.remote.fixtures import MakeHosts
 from tests.remote.testhosts import TestHost, TestHosts, cleanup_stale
 
 pytestmark = pytest.mark.root
@@ -163,6 +163,17 @@ def test_the_non_root_login_reads_but_may_not_mutate(hosts: TestHosts) -> None:
     assert "org.ptcopy.Imaging1.Error.NotAuthorized" in r.stderr, r.stderr
     r = h.bus.busctl("call", BUS_NAME, ROOT, MANAGER, "LookUp", "s", name)
     assert r.stdout.split() == ["o", '"/"'], r.stdout   # nothing was made
+
+
+def test_a_fresh_cluster_with_other_daemon_options(make_hosts: MakeHosts) -> None:
+    """``fresh=True``: a cluster of the test's own, its daemons with the options asked."""
+    hosts = make_hosts(2, data_path="none", fresh=True)
+    assert hosts.ssh_config != make_hosts(3).ssh_config
+    for h in hosts:
+        r = h.busctl("call", BUS_NAME, ROOT, PROPS, "Get", "ss", MANAGER, "DataPath")
+        assert r.stdout.split() == ["v", "s", '"none"'], r.stdout
+    r = make_hosts(3)[0].busctl("call", BUS_NAME, ROOT, PROPS, "Get", "ss", MANAGER, "DataPath")
+    assert r.stdout.split() == ["v", "s", '"userspace"'], r.stdout
 
 
 def test_a_crashed_runs_leftovers_are_removed() -> None:
