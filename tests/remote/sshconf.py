@@ -79,5 +79,4 @@ def ssh_config(entries: list[HostEntry], identities: list[Path], known_hosts: Pa
     ControlMaster no
     ControlPath none
     ForwardX11 no
-    LogLevel ERROR
 """

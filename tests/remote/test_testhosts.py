@@ -134,6 +134,27 @@ def test_a_cut_link_fails_within_the_connect_timeout(hosts: TestHosts) -> None:
     h.run_ssh("true")
 
 
+def test_a_link_cut_mid_session_ends_the_session(hosts: TestHosts) -> None:
+    """An open session whose link is cut ends with ssh's error once the server-alive probes
+    (ServerAliveInterval 2, ServerAliveCountMax 3 in the fixture's ssh_config) go unanswered."""
+    h = hosts[2]
+    proc = subprocess.Popen(h.ssh_argv("echo started; exec sleep 120"), text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+        h.stop_link()
+        _, err = proc.communicate(timeout=BOUND)
+        assert proc.returncode == 255, (proc.returncode, err)
+        assert "not responding" in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        h.start_link()
+    h.run_ssh("true")
+
+
 def test_a_stopped_sshd_is_refused_at_once(hosts: TestHosts) -> None:
     h = hosts[2]
     h.stop_sshd()
