@@ -5,12 +5,14 @@ the non-root login reads but may not mutate."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.client import Client, Runner
 from tests.helpers.names import BUS_NAME, DBUS, MANAGER, MIB, PROPS, ROOT
 from tests.remote import netns
 from tests.remote.fixtures import MakeHosts
@@ -90,6 +92,21 @@ def test_a_set_made_on_host1_is_seen_on_host1_only(hosts: TestHosts) -> None:
     assert r.stdout.split() == ["o", '"/"'], r.stdout   # LookUp's "no such object"
 
 
+async def test_a_dbus_fast_client_on_a_hosts_bus(hosts: TestHosts, aio: Runner) -> None:
+    """Async tests run on the session loop (they take ``aio``); a client on a host's bus
+    (direct, for checks) sees what SSH shows of that host."""
+    h = hosts[1]
+    c = await Client.connect(h.bus_address)
+    try:
+        name = f"g-{uuid.uuid4().hex[:8]}"
+        group = await c.create_group(name, [])
+        r = await asyncio.to_thread(h.busctl, "call", BUS_NAME, ROOT, MANAGER, "LookUp", "s",
+                                    name)
+        assert r.stdout.split() == ["o", f'"{group}"'], r.stdout
+    finally:
+        c.disconnect()
+
+
 def test_the_daemon_can_crash_and_restart(hosts: TestHosts) -> None:
     """kill_daemon: the name has no owner over SSH; start_daemon: back, its sets kept."""
     h = hosts[2]
@@ -116,8 +133,7 @@ def test_an_unknown_host_is_trusted_only_explicitly(hosts: TestHosts) -> None:
     cfg = hosts.untrusted_config()
     r = ssh_fails(hosts[0], config=cfg)
     assert "Host key verification failed" in r.stderr, r.stderr
-    known = cfg.read_text().split("UserKnownHostsFile ")[1].split()[0]
-    with open(known, "a") as f:
+    with hosts.known_hosts_of(cfg).open("a") as f:
         f.write(hosts[0].known_hosts_line())
     hosts[0].run_ssh("true", config=cfg)
 

@@ -248,6 +248,14 @@ class TestHosts:
                        .known_hosts_line() for h in self.hosts)
         return self.config_with(text, f"wrong-{host.name}")
 
+    @staticmethod
+    def known_hosts_of(config: Path) -> Path:
+        """The ``UserKnownHostsFile`` a client configuration of the fixture names."""
+        for line in config.read_text().splitlines():
+            if line.strip().startswith("UserKnownHostsFile "):
+                return Path(line.split(None, 1)[1].strip())
+        raise AssertionError(f"{config} names no UserKnownHostsFile")
+
     def untrusted_config(self) -> Path:
         """A client configuration with an empty known_hosts file (no host trusted yet; that
         file is ``UserKnownHostsFile`` in it, for a test that trusts a key explicitly)."""
