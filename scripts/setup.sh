@@ -72,8 +72,9 @@ done
 # openssh-server is only there for the test hosts, which start their own sshd: installing it must
 # not start (or enable for the next boot) a system sshd on port 22. A temporary policy-rc.d
 # ("101: action forbidden", honoured by invoke-rc.d and deb-systemd-invoke) keeps its postinst
-# from starting it, and /etc/ssh/sshd_not_to_be_run (a condition of Debian's ssh.service and
-# /etc/init.d/ssh) keeps it from starting at boot; remove that file to run a system sshd.
+# from starting it (and should one start anyway, it is stopped), and /etc/ssh/sshd_not_to_be_run (a
+# condition of Debian's ssh.service and /etc/init.d/ssh) keeps it from starting at boot; remove
+# that file to run a system sshd.
 # Both only when this script installs openssh-server: an sshd already installed is left alone.
 POLICY_RC=/usr/sbin/policy-rc.d
 own_policy_rc=0
@@ -99,6 +100,12 @@ if ((${#missing[@]})); then
         apt-get install -y -qq --no-install-recommends "${missing[@]}"
     if ((new_sshd)); then
         touch /etc/ssh/sshd_not_to_be_run
+        # an existing policy-rc.d may have let it start: stop the service just installed
+        if [[ -d /run/systemd/system ]]; then
+            systemctl stop ssh.service ssh.socket >/dev/null 2>&1 || true
+        elif [[ -s /run/sshd.pid ]]; then
+            kill "$(cat /run/sshd.pid)" 2>/dev/null || true
+        fi
     fi
     drop_policy_rc
     own_policy_rc=0
