@@ -36,6 +36,7 @@ from ptcopy.remote.tunnel import Tunnel
 DEFAULT_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 10.0   # seconds for ssh to connect and log in to a remote host
 REGISTRY_TIMEOUT = 3.0   # seconds to look a host name up in the local ptcopyd
+NO_DAEMON = (BUS_ERROR_PREFIX + "ServiceUnknown", BUS_ERROR_PREFIX + "NameHasNoOwner")
 POLL = 0.25        # seconds between progress updates on a terminal
 QUIET_POLL = 10.0  # seconds per Wait call when nothing is shown
 
@@ -102,8 +103,20 @@ async def open_client(s: Settings, host: str | None) -> AsyncIterator[Client]:
         except (BusUnreachable, CallTimedOut) as e:
             failure = await tunnel.failure()
             if failure is None:
-                raise
+                raise _on_host(e, host) from None
             raise HostFailed(failure.message, failure.hint, failure.kind) from e
+        except CliError as e:
+            raise _on_host(e, host) from None
+
+
+def _on_host(e: CliError, host: str) -> CliError:
+    """The error, saying on which host it happened (its type kept for callers)."""
+    if isinstance(e, RemoteError) and e.error_name in NO_DAEMON:
+        e.message = f"host {host}: ptcopyd is not running there"
+        e.hint = f"start it on {host} (systemctl start ptcopyd)"
+    elif not e.message.startswith(f"host {host}"):
+        e.message = f"host {host}: {e.message}"
+    return e
 
 
 async def resolve_host(s: Settings, host: str) -> Target:

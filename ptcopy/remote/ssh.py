@@ -53,7 +53,7 @@ def ssh_argv(target: Target, opts: SshOptions, command: Sequence[str] = BRIDGE) 
             "-o", f"ServerAliveInterval={opts.alive_interval}",
             "-o", f"ServerAliveCountMax={opts.alive_count}",
             "-o", "ClearAllForwardings=yes",
-            "-o", "LogLevel=ERROR"]
+            "-o", "LogLevel=INFO"]   # INFO: ssh says why it gave up on a silent link
     if opts.config:
         argv += ["-F", opts.config]
     return [*argv, *target.ssh_args(), "--", target.host, *command]

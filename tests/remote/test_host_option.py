@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.remote.conftest import MakeHosts
+from tests.remote.fixtures import MakeHosts
 from tests.remote.testhosts import TestHost, TestHosts
 
 from tests.helpers.cli import PTCOPY
