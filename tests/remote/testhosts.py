@@ -436,5 +436,9 @@ def skip_reason() -> str | None:
                  "systemd-stdio-bridge", "useradd", "losetup"):
         if shutil.which(tool) is None:
             return f"needs {tool} (scripts/setup.sh installs it)"
+    probe = subprocess.run(["unshare", "--net", "--mount", "true"], capture_output=True,
+                           text=True, check=False, timeout=30)
+    if probe.returncode != 0:
+        return f"cannot make network and mount namespaces here: {probe.stderr.strip()}"
     return None
 
