@@ -23,6 +23,18 @@ NETNS_RE = re.compile(r"^ptc-(\d+)-(\d+)-(\d+)$")
 NET = "10.77"
 
 
+# the clusters (pid, number) this process runs: anything else named for this pid is stale too
+# (an earlier process with the same pid crashed)
+LIVE: set[tuple[int, int]] = set()
+
+
+def stale(pid: int, cluster: int) -> bool:
+    """Whether what cluster ``cluster`` of process ``pid`` made is left over from a crash."""
+    if pid == os.getpid():
+        return (pid, cluster) not in LIVE
+    return not alive(pid)
+
+
 def alive(pid: int) -> bool:
     """Whether a process with this pid exists."""
     try:
@@ -138,7 +150,7 @@ def stale_netns() -> list[str]:
     found = []
     for name in netns_list():
         m = NETNS_RE.match(name)
-        if m and not alive(int(m.group(1))):
+        if m and stale(int(m.group(1)), int(m.group(2))):
             found.append(name)
     return found
 

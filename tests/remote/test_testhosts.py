@@ -6,6 +6,7 @@ the non-root login reads but may not mutate."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -213,14 +214,19 @@ def test_a_fresh_cluster_with_other_daemon_options(make_hosts: MakeHosts) -> Non
     assert r.stdout.split() == ["v", "s", '"userspace"'], r.stdout
 
 
-def test_a_crashed_runs_leftovers_are_removed() -> None:
-    """A namespace and a directory named for a pid that no longer runs are removed."""
+def test_a_crashed_runs_leftovers_are_removed(hosts: TestHosts) -> None:
+    """A namespace and a directory named for a pid that no longer runs, or for this pid but a
+    cluster it does not run, are removed; the running cluster is left alone."""
     dead = subprocess.Popen(["true"])
     dead.wait()
     link = netns.Link.make(dead.pid, 0, 0, 255)
     link.create()
     d = netns.BASE / f"{dead.pid}-0"
     d.mkdir(parents=True)
+    mine = netns.BASE / f"{os.getpid()}-999"
+    mine.mkdir()
     cleanup_stale()
     assert link.netns not in netns.netns_list()
-    assert not d.exists()
+    assert not d.exists() and not mine.exists()
+    assert hosts.dir.is_dir()
+    hosts[0].run_ssh("true")

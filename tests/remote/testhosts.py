@@ -33,7 +33,7 @@ from tests.remote import netns
 from tests.remote.netns import BASE, Link
 from tests.remote.sshconf import HostEntry, keygen, ssh_config, sshd_config
 
-USER_RE = re.compile(r"^ptc(\d+)u\d+$")
+USER_RE = re.compile(r"^ptc(\d+)u(\d+)$")
 SSHD = "/usr/sbin/sshd"
 _clusters = itertools.count()
 
@@ -293,6 +293,9 @@ class TestHosts:
                     h.bus.stop()
                 delete_user(self.user)
                 shutil.rmtree(self.dir, ignore_errors=True)
+                m = re.match(r"^(\d+)-(\d+)$", self.dir.name)
+                if m:
+                    netns.LIVE.discard((int(m.group(1)), int(m.group(2))))
 
 
 def start_hosts(n: int, *, data_path: str = "userspace",
@@ -300,8 +303,9 @@ def start_hosts(n: int, *, data_path: str = "userspace",
     """Start ``n`` hosts (host1..hostN), each with its sshd, bus and ptcopyd (``--data-path
     data_path``, file volumes from its own directory and the cluster's shared one, then
     ``daemon_args``). Removes what crashed earlier runs left first. Call ``stop()`` after."""
-    cleanup_stale()
     pid, k = os.getpid(), next(_clusters)
+    cleanup_stale()
+    netns.LIVE.add((pid, k))
     with netns.base_lock():
         subnet = netns.free_subnet(pid * 7 + k)
         base = BASE / f"{pid}-{k}"
@@ -395,8 +399,8 @@ def cleanup_stale() -> None:
         netns.delete_netns(name)
     if BASE.is_dir():
         for d in BASE.iterdir():
-            m = re.match(r"^(\d+)-\d+$", d.name)
-            if not m or netns.alive(int(m.group(1))):
+            m = re.match(r"^(\d+)-(\d+)$", d.name)
+            if not m or not netns.stale(int(m.group(1)), int(m.group(2))):
                 continue
             for pid in processes_mentioning(str(d)):
                 try:
@@ -408,7 +412,7 @@ def cleanup_stale() -> None:
             shutil.rmtree(d, ignore_errors=True)
     for pw in pwd.getpwall():
         m = USER_RE.match(pw.pw_name)
-        if m and not netns.alive(int(m.group(1))):
+        if m and netns.stale(int(m.group(1)), int(m.group(2))):
             delete_user(pw.pw_name)
 
 
@@ -436,5 +440,9 @@ def skip_reason() -> str | None:
                  "systemd-stdio-bridge", "useradd", "losetup"):
         if shutil.which(tool) is None:
             return f"needs {tool} (scripts/setup.sh installs it)"
+    probe = subprocess.run(["unshare", "--net", "--mount", "true"], capture_output=True,
+                           text=True, check=False, timeout=30)
+    if probe.returncode != 0:
+        return f"cannot make network and mount namespaces here: {probe.stderr.strip()}"
     return None
 
