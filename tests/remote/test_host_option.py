@@ -12,11 +12,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.remote.fixtures import MakeHosts
-from tests.remote.testhosts import TestHost, TestHosts
-
 from tests.helpers.cli import PTCOPY
 from tests.helpers.names import KIB, MIB
+from tests.remote.fixtures import MakeHosts
+from tests.remote.testhosts import TestHost, TestHosts
 
 
 def ptcopy(hosts: TestHosts, *args: str, config: Path | None = None,
