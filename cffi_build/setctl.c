@@ -248,14 +248,17 @@ out_unlock:
 
 int pt_set_join(pt_set *s, const pt_volspec *bitmap, pt_error *err)
 {
+    int rc = pt_import_refuse(s, "joined into", err);
+    if (rc)
+        return rc;
     pt_set *o = calloc(1, sizeof *o);
     if (!o)
         return pt_fail(err, ENOMEM, "out of memory");
     o->shadow.fd = -1;
-    int rc = pt_vol_open(&o->bitmap, bitmap, "joined bitmap", err);
+    rc = pt_vol_open(&o->bitmap, bitmap, "joined bitmap", err);
     if (rc)
         goto out_free;
-    rc = pt_meta_load(o, s->master_size, s->shadow_size, err);
+    rc = pt_meta_load_mode(o, PT_LOAD_JOIN, s->master_size, s->shadow_size, err);
     if (rc)
         goto out_close;
     if (o->chunk != s->chunk || o->nchunks != s->nchunks) {

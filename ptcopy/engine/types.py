@@ -26,6 +26,7 @@ CHUNK_MAX: int = lib.PT_CHUNK_MAX
 class Kind(enum.IntEnum):
     INDEPENDENT = lib.PT_INDEPENDENT
     DEPENDENT = lib.PT_DEPENDENT
+    IMPORTED = lib.PT_IMPORTED   # a shadow exported by another host (Engine.import_shadow)
 
 
 class Side(enum.IntEnum):
