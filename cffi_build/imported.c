@@ -88,3 +88,50 @@ out_unretire:
     atomic_store(&s->retired, 0);
     return rc;
 }
+
+int pt_set_export(pt_set *s, pt_error *err)
+{
+    if (s->kind != PT_INDEPENDENT)
+        return pt_fail(err, PT_E_WRONG_KIND, "set %s is not independent: only an independent "
+                       "shadow holds its point in time alone and can be exported", s->name);
+    pthread_mutex_lock(&s->ctl_mu);
+    pt_copier_reap(s);
+    int rc = 0;
+    pthread_mutex_lock(&s->meta_mu);
+    uint32_t pf = s->pflags;
+    pthread_mutex_unlock(&s->meta_mu);
+    if (pf & PT_PF_EXPORTED)
+        goto out_unlock;
+    if (PT_LOAD(s->copying) || s->thr_live || s->held)
+        rc = pt_fail(err, PT_E_COPY_IN_PROGRESS, "set %s is copying (or its copy is suspended); "
+                     "its shadow can be exported once the copy is complete", s->name);
+    else if (pf & PT_PF_INCOMPLETE)
+        rc = pt_fail(err, PT_E_INCOMPLETE, "the %s of set %s was left incomplete by an aborted "
+                     "copy; update it first", (pf & PT_PF_TO_MASTER) ? "master" : "shadow",
+                     s->name);
+    else if (atomic_load(&s->rflags) & PT_OFFLINE_MASK)
+        rc = pt_fail(err, PT_E_OFFLINE, "a volume of set %s is offline; reset the set first",
+                     s->name);
+    else if (pf & PT_PF_OUT_OF_SPACE)
+        rc = pt_fail(err, PT_E_OUT_OF_SPACE, "set %s lost chunks; update it first", s->name);
+    if (rc)
+        goto out_unlock;
+    /* no copy can start while ctl_mu is held; the flag is durable before the call returns */
+    pthread_mutex_lock(&s->meta_mu);
+    s->pflags |= PT_PF_EXPORTED;
+    s->hdr_dirty = true;
+    pthread_mutex_unlock(&s->meta_mu);
+    atomic_fetch_or(&s->rflags, PT_F_EXPORTED);
+    int r = pt_meta_flush(s);
+    if (r) {
+        pthread_mutex_lock(&s->meta_mu);
+        s->pflags &= ~PT_PF_EXPORTED;
+        pthread_mutex_unlock(&s->meta_mu);
+        atomic_fetch_and(&s->rflags, ~PT_F_EXPORTED);
+        rc = pt_fail(err, -r, "bitmap volume %s: cannot record the export: %s", s->bitmap.path,
+                     strerror(-r));
+    }
+out_unlock:
+    pthread_mutex_unlock(&s->ctl_mu);
+    return rc;
+}

@@ -232,6 +232,7 @@ struct pt_engine {
 #define PT_PF_SPILLED 0x40u
 #define PT_PF_SUSPENDED 0x80u  /* with COPYING: the copy waits for pt_set_resume (setctl.c) */
 #define PT_PF_SIBLINGS 0x100u  /* the recorded restore has other sets on its master */
+#define PT_PF_EXPORTED 0x200u  /* the shadow is exported (rflags has PT_F_EXPORTED while so) */
 
 /* compact index entries: 0 none, 1..0x7fffffff shadow slot + 1, >= 0x80000000 overflow slot */
 #define PT_IDX_OV 0x80000000u
@@ -497,6 +498,14 @@ static inline int pt_import_side(pt_set *s, int *side, pt_error *err)
     if (*side == PT_SHADOW)
         *side = PT_MASTER;
     return 0;
+}
+/* An exported shadow (PT_F_EXPORTED) is another host's until it is joined back. */
+static inline int pt_export_refuse(pt_set *s, const char *what, pt_error *err)
+{
+    if (!(atomic_load(&s->rflags) & PT_F_EXPORTED))
+        return 0;
+    return pt_fail(err, PT_E_WRONG_KIND, "the shadow of set %s is exported to another host: "
+                   "it cannot be %s here until it is joined back", s->name, what);
 }
 /* imported.c: a volume imported here is no other set's master, and an imported set has its
  * volume alone; caller holds eng->mu, s->m found. */

@@ -141,6 +141,8 @@ static int io_error(pt_set *s, pt_vol *v, int rc, const char *what, pt_error *er
 int pt_set_read(pt_set *s, int side, uint64_t off, void *buf, size_t len, pt_error *err)
 {
     int rc = s->kind == PT_IMPORTED ? pt_import_side(s, &side, err) : 0;
+    if (!rc && side == PT_SHADOW)
+        rc = pt_export_refuse(s, "read", err);
     if (rc)
         return rc;
     rc = check_io(s, side, off, len, err);
@@ -451,6 +453,8 @@ int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
                  pt_error *err)
 {
     int rc = s->kind == PT_IMPORTED ? pt_import_side(s, &side, err) : 0;
+    if (!rc && side == PT_SHADOW)
+        rc = pt_export_refuse(s, "written", err);
     if (rc)
         return rc;
     rc = check_io(s, side, off, len, err);

@@ -341,6 +341,8 @@ int pt_meta_load_mode(pt_set *s, int mode, uint64_t expect_master, uint64_t expe
     }
     if (state == PT_STATE_DIRTY)
         atomic_fetch_or(&s->rflags, PT_F_RECOVERED);
+    if (s->pflags & PT_PF_EXPORTED)
+        atomic_fetch_or(&s->rflags, PT_F_EXPORTED);
     if (s->pflags & PT_PF_NEED_RESYNC)   /* see set_teardown: reset brings it back */
         atomic_fetch_or(&s->rflags, PT_F_SHADOW_OFFLINE | PT_F_BITMAP_OFFLINE);
     if (s->compact)

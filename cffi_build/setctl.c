@@ -270,12 +270,18 @@ int pt_set_join(pt_set *s, const pt_volspec *bitmap, pt_error *err)
     pthread_rwlock_wrlock(&s->m->gate);
     pthread_mutex_lock(&s->meta_mu);
     pt_bits_or(&s->D, &o->D, pt_image_mark, &s->img);
+    if (s->pflags & PT_PF_EXPORTED) {   /* the shadow is back, with its bits, in one flush */
+        s->pflags &= ~PT_PF_EXPORTED;
+        s->hdr_dirty = true;
+    }
     pthread_mutex_unlock(&s->meta_mu);
     pthread_rwlock_unlock(&s->m->gate);
     int r = pt_meta_flush(s);
     if (r)
         rc = pt_fail(err, -r, "bitmap volume %s: cannot record the joined bits: %s",
                      s->bitmap.path, strerror(-r));
+    else
+        atomic_fetch_and(&s->rflags, ~PT_F_EXPORTED);
 out_close:
     pt_meta_free(o);
     pt_vol_close(&o->bitmap);

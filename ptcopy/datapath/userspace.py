@@ -134,7 +134,7 @@ def cleanup_stale(mountpoint: str) -> list[str]:
 
 CAPS = Capabilities(name="userspace", bitmap_in_memory=True, exclusive_volumes=True,
                     target_writable_during_copy=True, group_restore_dependent=True,
-                    suspend_copy=True, rename_served=True)
+                    suspend_copy=True, rename_served=True, serve_one_side=True)
 
 
 class UserspacePath:
@@ -176,15 +176,22 @@ class UserspacePath:
         """Every volume the engine accepts can be served here."""
 
     def serve(self, name: str, set_: Set, volumes: SetVolumes | None = None, *,
-              loop: bool = True) -> Served:
+              loop: bool = True, shadow: bool = True) -> Served:
         """Serve a set's master and shadow; attach loop devices unless ``loop`` is False.
-        ``volumes`` is not used: the FUSE server reads and writes through the engine's set."""
-        master, shadow = self._server.export(name, set_)
-        served = Served(name, set_, master, shadow)
+        ``volumes`` is not used: the FUSE server reads and writes through the engine's set.
+        ``shadow=False`` (an exported shadow) attaches no shadow device; an imported shadow
+        gets no master device (its FUSE master file refuses I/O: the engine has no master)."""
+        master_file, shadow_file = self._server.export(name, set_)
+        served = Served(name, set_, master_file, shadow_file)
+        sides = {Direction.TO_MASTER: master_file, Direction.TO_SHADOW: shadow_file}
+        if set_.status().kind is Kind.IMPORTED:
+            del sides[Direction.TO_MASTER]
+        if not shadow:
+            del sides[Direction.TO_SHADOW]
         try:
             if loop:
-                served.devices[Direction.TO_MASTER] = blockdev.attach(master)
-                served.devices[Direction.TO_SHADOW] = blockdev.attach(shadow)
+                for direction, path in sides.items():
+                    served.devices[direction] = blockdev.attach(path)
         except blockdev.LoopError as e:
             for dev in served.devices.values():
                 with contextlib.suppress(blockdev.LoopError):

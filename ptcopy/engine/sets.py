@@ -556,6 +556,13 @@ class Set(_Tracked):
             self._engine._forget(self)
             check(rc, err)
 
+    def export(self) -> None:
+        """Export the shadow to another host (independent sets whose shadow holds its point
+        in time whole): its I/O, copies and resets are refused until ``join``; durable."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_export(h, err), err)
+
     def release(self) -> None:
         """Hand an imported shadow back: I/O stops, the volume and bitmap are flushed, the
         bitmap says "released" (the exporting host's ``join`` takes it; no open does), and

@@ -63,6 +63,7 @@ class Flag(enum.IntFlag):
     UNRECORDED = lib.PT_F_UNRECORDED
     SUSPENDED = lib.PT_F_SUSPENDED
     RESTORE_HELD = lib.PT_F_RESTORE_HELD
+    EXPORTED = lib.PT_F_EXPORTED   # the shadow is another host's until joined back
 
 
 VolumeLike = str | os.PathLike[str] | int | tuple[str, int]

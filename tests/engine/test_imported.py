@@ -15,8 +15,11 @@ import pytest
 from ptcopy.engine import (
     BadHeader,
     Closed,
+    CopyInProgress,
     Direction,
     Engine,
+    Flag,
+    Incomplete,
     InUse,
     Kind,
     NotFound,
@@ -94,6 +97,16 @@ def test_export_import_release_join_makes_the_shadow_equal_again(tmp_vol: MakeVo
         a = host_a.enable(m, sh, b, Kind.INDEPENDENT)
         assert a.wait(10)
         assert digest(sh) == digest(m)
+        a.export()
+        a.export()   # idempotent
+        assert a.status().flags & Flag.EXPORTED
+        for refused in (lambda: a.update(Direction.TO_SHADOW), lambda: a.reset(),
+                        lambda: a.read(Side.SHADOW, 0, 1), lambda: a.write(Side.SHADOW, 0, b"x")):
+            with pytest.raises(WrongKind, match="exported"):
+                refused()
+        a.close()   # the export survives a restart (a header flag)
+        a = host_a.open(m, sh, b)
+        assert a.status().flags & Flag.EXPORTED
         # A goes on writing its master; B writes the shadow it imported
         a.write(Side.MASTER, 2 * C, b"A" * 100)
         imp = host_b.import_shadow(sh, ib)
@@ -103,6 +116,7 @@ def test_export_import_release_join_makes_the_shadow_equal_again(tmp_vol: MakeVo
             a.join(ib)
         imp.release()
         a.join(ib)
+        assert not a.status().flags & Flag.EXPORTED
         assert a.bits("shadow") == [2, 9, 40]
         a.update(Direction.TO_SHADOW)
         assert a.wait(10)
@@ -199,3 +213,24 @@ def test_a_crash_never_loses_the_bit_of_a_chunk_written(tmp_vol: MakeVol, tmp_pa
         # a write that began may not have marked yet, but every one that changed data has;
         # the marks are of writes that began (no bit from nowhere)
         assert bits <= started, f"bits of chunks never written: {sorted(bits - started)}"
+
+
+def test_export_is_refused_unless_the_shadow_is_whole(tmp_vol: MakeVol) -> None:
+    m, sh, b = tmp_vol(SIZE, "m"), tmp_vol(SIZE, "s"), tmp_vol(BITMAP, "b")
+    with Engine() as eng:
+        dep = eng.enable(tmp_vol(SIZE, "dm"), tmp_vol(SIZE, "ds"), tmp_vol(BITMAP, "db"),
+                         Kind.DEPENDENT)
+        with pytest.raises(WrongKind, match="not independent"):
+            dep.export()
+        a = eng.enable(m, sh, b, Kind.INDEPENDENT, copy_delay_ms=50, copy_units=1)
+        with pytest.raises(CopyInProgress, match="copying"):
+            a.export()
+        a.abort()
+        assert a.wait(10)
+        with pytest.raises(Incomplete, match="incomplete"):
+            a.export()
+        a.update(Direction.TO_SHADOW)
+        a.set_copy_params(0, 256)
+        assert a.wait(10)
+        a.export()
+        assert a.status().flags & Flag.EXPORTED
