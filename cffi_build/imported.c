@@ -17,9 +17,16 @@
 
 #include "internal.h"
 
-int pt_import_check_master(const pt_set *s, bool imported, pt_error *err)
+int pt_import_check(pt_set *s, const pt_open_args *a, pt_error *err)
 {
     const pt_master *m = s->m;
+    bool imported = a->imported;
+    uint32_t kind, state;
+    if (a->cfg && !s->bitmap_mem && pt_meta_peek(&s->bitmap, &kind, &state) == 0 &&
+        kind == PT_IMPORTED && state == PT_STATE_RELEASED)
+        return pt_fail(err, PT_E_IN_USE, "bitmap volume %s holds a released imported shadow "
+                       "that was not joined yet: join it on the host that exported the shadow "
+                       "first", s->bitmap.path);
     if (imported && m->nsets)
         return pt_fail(err, PT_E_IN_USE, "volume %s is already the master of set %s; an "
                        "imported shadow cannot be shared", m->vol.path, m->sets[0]->name);

@@ -342,6 +342,11 @@ static inline bool pt_state_final(uint32_t st)
 #define PT_LOAD_JOIN 1
 int pt_meta_load_mode(pt_set *s, int mode, uint64_t expect_master, uint64_t expect_shadow,
                       pt_error *err);
+/* The kind and state a bitmap volume's header records; -1 when it holds no valid header. */
+int pt_meta_peek(pt_vol *v, uint32_t *kind, uint32_t *state);
+/* A joined imported bitmap (loaded into o, which no one else uses) is used up: its header says
+ * disabled, durably, so it is neither joined twice nor kept from a new import. 0 or -errno. */
+int pt_meta_mark_joined(pt_set *o);
 
 /* overflow_hdr.c: encode a header (caller holds mu); decode one, taking its fields into ov
  * after checking them, *state and *nsets as recorded */
@@ -507,8 +512,9 @@ static inline int pt_export_refuse(pt_set *s, const char *what, pt_error *err)
     return pt_fail(err, PT_E_WRONG_KIND, "the shadow of set %s is exported to another host: "
                    "it cannot be %s here until it is joined back", s->name, what);
 }
-/* imported.c: a volume imported here is no other set's master, and an imported set has its
- * volume alone; caller holds eng->mu, s->m found. */
-int pt_import_check_master(const pt_set *s, bool imported, pt_error *err);
+/* imported.c: a volume imported here is no other set's master, an imported set has its volume
+ * alone, and a new import does not overwrite a released bitmap not yet joined; caller holds
+ * eng->mu, s->m found, the volumes checked. */
+int pt_import_check(pt_set *s, const pt_open_args *a, pt_error *err);
 
 #endif

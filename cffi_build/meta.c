@@ -96,6 +96,25 @@ static void encode_header(pt_set *s, uint8_t *h, uint32_t state)
 
 static int meta_flush_fn(void *arg);
 
+int pt_meta_peek(pt_vol *v, uint32_t *kind, uint32_t *state)
+{
+    uint8_t h[PT_HDR_SIZE];
+    if (v->size < PT_HDR_SIZE || pt_vol_pread(v, h, sizeof h, 0) != 0 ||
+        memcmp(h, MAGIC, 8) != 0 || get32(h, H_CRC) != pt_crc32c(h, H_CRC))
+        return -1;
+    *kind = get32(h, H_KIND);
+    *state = get32(h, H_STATE);
+    return 0;
+}
+
+int pt_meta_mark_joined(pt_set *o)
+{
+    uint8_t h[PT_HDR_SIZE];
+    encode_header(o, h, PT_STATE_DISABLED);
+    int rc = pt_vol_pwrite(&o->bitmap, h, sizeof h, 0);
+    return rc ? rc : pt_vol_sync(&o->bitmap);
+}
+
 /* Header writes go through the group commit like every flush: runs never overlap and each
  * encodes the header when it starts, so a header encoded earlier can never land on top of a
  * newer one (attach/detach against a flush), and the pages the header refers to are durable

@@ -333,7 +333,7 @@ int pt_set_setup(pt_engine *eng, const open_args *a, pt_set **out, pt_error *err
         goto out_unlock;
     rc = pt_check_volumes(eng, s, s->m, a->ov, err);
     if (!rc)
-        rc = pt_import_check_master(s, a->imported, err);
+        rc = pt_import_check(s, a, err);
     if (rc)
         goto out_put_master;
     s->shadow_size = a->imported ? s->m->vol.size : s->shadow.size;

@@ -282,6 +282,10 @@ int pt_set_join(pt_set *s, const pt_volspec *bitmap, pt_error *err)
                      s->bitmap.path, strerror(-r));
     else
         atomic_fetch_and(&s->rflags, ~PT_F_EXPORTED);
+    /* the other host's bits are durable here: its bitmap is used up (a failure leaves it
+     * joinable again, which only marks the same chunks twice) */
+    if (!rc && o->kind == PT_IMPORTED)
+        (void)pt_meta_mark_joined(o);
 out_close:
     pt_meta_free(o);
     pt_vol_close(&o->bitmap);

@@ -63,6 +63,7 @@ CALLS: dict[tuple[str, str], tuple[str, str]] = {
     (SET, "DetachOverflow"): ("a{sv}", ""),
     (SET, "Export"): ("a{sv}", ""),
     (SET, "Join"): ("sa{sv}", "o"),
+    (MANAGER, "ImportShadow"): ("ssa{sv}", "o"),
     (SET, "Rename"): ("sa{sv}", ""),
     (SET, "Suspend"): ("a{sv}", ""),
     (SET, "Resume"): ("a{sv}", "o"),
@@ -502,6 +503,11 @@ class Client:
         set_path, job = await self.call(ROOT, MANAGER, "CreateSet", name, kind, master, shadow,
                                         bitmap, _options(opts))
         return str(set_path), str(job)
+
+    async def import_shadow(self, shadow: str, bitmap: str,
+                            opts: Mapping[str, bool | int | str]) -> str:
+        (path,) = await self.call(ROOT, MANAGER, "ImportShadow", shadow, bitmap, _options(opts))
+        return str(path)
 
     async def create_group(self, name: str, sets: Sequence[str]) -> str:
         (path,) = await self.call(ROOT, MANAGER, "CreateGroup", name, list(sets), {})

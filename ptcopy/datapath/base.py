@@ -126,6 +126,12 @@ class DataPath(Protocol):
         IMPORTED) is served without a master. Both only where ``caps.serve_one_side``."""
         ...
 
+    def serve_shadow(self, name: str, on: bool) -> None:
+        """Take the shadow's device of a served set away (``on`` False: its shadow is exported;
+        refused, InUse, while the device is in use) or bring it back, the master serving on
+        throughout. Only where ``caps.serve_one_side``."""
+        ...
+
     def started(self, name: str, *, new: bool) -> None:
         """Once a served set is ready: a new set's first copy, or a copy a crash interrupted,
         starts here on a path that runs copies itself (the engine resumes its own otherwise)."""

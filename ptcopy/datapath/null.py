@@ -53,6 +53,10 @@ class NullPath:
         self._sets[name] = set_
         return NoDevices()
 
+    def serve_shadow(self, name: str, on: bool) -> None:
+        """Nothing is served."""
+        self._get(name)
+
     def started(self, name: str, *, new: bool) -> None:
         """The engine starts and resumes its own copies."""
 

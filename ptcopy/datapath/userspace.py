@@ -201,6 +201,35 @@ class UserspacePath:
         self._served[name] = served
         return served
 
+    def _not_busy(self, name: str, direction: Direction) -> None:
+        """Refuse (InUse) while a served device of one side is in use."""
+        busy = self.users(name, direction, processes=True)
+        for _ in range(10):   # a process that only glances at it (udev, losetup -l)
+            if not busy or any(not b.startswith("pid ") for b in busy):
+                break
+            time.sleep(0.1)
+            busy = self.users(name, direction, processes=True)
+        if busy:
+            side = "master" if direction is Direction.TO_MASTER else "shadow"
+            raise InUse(f"the {side} of {name} is in use by {', '.join(busy)}")
+
+    def serve_shadow(self, name: str, on: bool) -> None:
+        """Detach (``on`` False, refused while it is in use) or attach the shadow's loop
+        device; the master's keeps serving. Without loop devices there is nothing to do: the
+        engine refuses an exported shadow's I/O through its file."""
+        served = self._get(name)
+        dev = served.devices.get(Direction.TO_SHADOW)
+        if not on and dev is not None:
+            self._not_busy(name, Direction.TO_SHADOW)
+            blockdev.detach(dev)
+            del served.devices[Direction.TO_SHADOW]
+        elif on and dev is None and Direction.TO_MASTER in served.devices:
+            try:
+                served.devices[Direction.TO_SHADOW] = blockdev.attach(served.shadow_file)
+            except blockdev.LoopError as e:
+                raise DataPathError(f"cannot attach the shadow's loop device of {name}: "
+                                    f"{e}") from e
+
     def started(self, name: str, *, new: bool) -> None:
         """Nothing to start: the engine makes a new set's first copy and resumes its own."""
 
@@ -229,15 +258,7 @@ class UserspacePath:
         served = self._get(name)
         if not force:
             for direction in Direction:
-                busy = self.users(name, direction, processes=True)
-                for _ in range(10):   # a process that only glances at it (udev, losetup -l)
-                    if not busy or any(not b.startswith("pid ") for b in busy):
-                        break
-                    time.sleep(0.1)
-                    busy = self.users(name, direction, processes=True)
-                if busy:
-                    side = "master" if direction is Direction.TO_MASTER else "shadow"
-                    raise InUse(f"the {side} of {name} is in use by {', '.join(busy)}")
+                self._not_busy(name, direction)
         for direction, dev in list(served.devices.items()):
             try:
                 blockdev.detach(dev)

@@ -115,8 +115,12 @@ def test_export_import_release_join_makes_the_shadow_equal_again(tmp_vol: MakeVo
         with pytest.raises(InUse, match="still imported"):
             a.join(ib)
         imp.release()
+        with pytest.raises(InUse, match="not joined yet"):   # B's bits are kept for the join
+            host_b.import_shadow(sh, ib)
         a.join(ib)
         assert not a.status().flags & Flag.EXPORTED
+        with pytest.raises(BadHeader, match="disabled"):   # used up: not joined twice
+            a.join(ib)
         assert a.bits("shadow") == [2, 9, 40]
         a.update(Direction.TO_SHADOW)
         assert a.wait(10)

@@ -207,6 +207,11 @@ class KernelPath:
                 self._ends[name] = EndSignal(idle=not _running(ks))
             return ks
 
+    def serve_shadow(self, name: str, on: bool) -> None:
+        """Never asked (``caps.serve_one_side`` is False)."""
+        raise InvalidArgument("the kernel data path serves a set's master and shadow "
+                              "together")
+
     def started(self, name: str, *, new: bool) -> None:
         """A new independent set's first full copy (the engine deferred it: it reads a frozen
         view); after a restart, the copy a crash interrupted starts again from a new frozen
