@@ -327,7 +327,7 @@ def when(usec: int) -> str | None:
 # The option keys the CLI sends, with their D-Bus types (see the methods' documentation).
 OPTION_TYPES = {"confirm": "b", "chunk_size": "u", "overflow": "o", "group": "o",
                 "copy_delay": "u", "copy_units": "u", "bitmap_in_memory": "b", "loop": "b",
-                "kind": "s"}
+                "kind": "s", "name": "s"}
 
 
 def _options(opts: Mapping[str, bool | int | str] | None) -> dict[str, Variant]:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ptcopy.cli._client import SET, Client
-from ptcopy.cli._errors import UsageProblem
+from ptcopy.cli._errors import CliError, UsageProblem
 from ptcopy.cli._params import ChunkSizeOpt, JsonOpt, QuietOpt, SetArg
 from ptcopy.cli._runner import output, run
 from ptcopy.cli.sets import NAME_RE, default_name, volume_path
@@ -74,9 +74,8 @@ def release(ctx: typer.Context, set_: SetArg, *, json_: JsonOpt = False,
         path = await c.resolve(set_, "set")
         info = await c.set_info(path)
         if info.kind != "imported":
-            raise UsageProblem(f"set {info.name} is {info.kind}, not imported: only an "
-                               "imported shadow is released",
-                               f"ptcopy disable {info.name} ends a set")
+            raise CliError(f"set {info.name} is {info.kind}, not imported: only an imported "
+                           "shadow is released", f"ptcopy disable {info.name} ends a set")
         await c.simple(path, SET, "Disable")
         out.result({"name": info.name, "released": True, "bitmap": info.bitmap},
                    human=f"released {info.name}; join its bitmap {info.bitmap} on the host "
