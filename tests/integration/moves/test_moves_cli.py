@@ -54,6 +54,8 @@ def test_cli_walkthrough(ptcopyd: Ptcopyd,
     assert got["shadow_device"].startswith("/dev/loop") and got["chunk_size"] == 32 * 1024
     st = as_json(b, "status", "db-copy")[0]
     assert "imported" in st["flags"]
+    assert "db-copy" in ptcopy(b, "status", "db-copy").stdout   # the tables show it too
+    assert "db-copy" in ptcopy(b, "list").stdout
     fd = os.open(got["shadow_device"], os.O_WRONLY)
     try:
         os.pwrite(fd, b"written on host B" * 100, 3 * MIB)

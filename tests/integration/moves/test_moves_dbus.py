@@ -143,6 +143,13 @@ async def test_import_and_export_refusals(ptcopyd: Ptcopyd, client: Client,
         assert "exported" in await client.get(set_a, ISET, "Flags")
         # a released bitmap not joined yet is not overwritten by a new import
         await b.refused("InUse", ROOT, MANAGER, "ImportShadow", "ssa{sv}", [s, ib, {}])
+        # the export survives a restart of A: the shadow is still not served there
+        a.stop_and_check()
+        a.start()
+        assert "exported" in await client.get(set_a, ISET, "Flags")
+        assert await client.get(set_a, ISET, "ShadowDevice") == ""
+        assert (await client.get(set_a, ISET, "MasterDevice")).startswith("/dev/loop")
+        await client.refused("Exported", set_a, ISET, "Update", "sa{sv}", ["shadow", {}])
         await client.assert_refresh_zero()
         await b.assert_refresh_zero()
     finally:
