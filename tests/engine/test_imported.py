@@ -23,10 +23,12 @@ from ptcopy.engine import (
     InUse,
     Kind,
     NotFound,
+    Offline,
     SameVolume,
     Side,
     SizeMismatch,
     TooSmall,
+    VolumeRole,
     WrongKind,
 )
 
@@ -238,3 +240,24 @@ def test_export_is_refused_unless_the_shadow_is_whole(tmp_vol: MakeVol) -> None:
         assert a.wait(10)
         a.export()
         assert a.status().flags & Flag.EXPORTED
+
+
+def test_no_write_reaches_the_volume_without_its_mark(tmp_vol: MakeVol) -> None:
+    """The bitmap fails: the write that needed a new mark is refused before its data is
+    written, and the volume goes offline (no later write goes unmarked either)."""
+    vol, bm = tmp_vol(SIZE, "shadow"), tmp_vol(BITMAP, "ib")
+    with Engine() as eng:
+        s = eng.import_shadow(vol, bm)
+        s.write(Side.SHADOW, 0, b"marked")
+        s.inject_error(VolumeRole.BITMAP)
+        with pytest.raises(Offline):
+            s.write(Side.SHADOW, 10 * C, b"never")
+        with vol.open("rb") as f:
+            f.seek(10 * C)
+            assert f.read(5) == bytes(5)
+        with pytest.raises(Offline):
+            s.write(Side.SHADOW, 0, b"again")   # even where the bit is set: offline
+        with pytest.raises(Offline):
+            s.release()   # a bitmap that may miss writes is not handed back
+        s.inject_error(VolumeRole.BITMAP, on=False)
+        s.close()
