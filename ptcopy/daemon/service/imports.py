@@ -89,7 +89,12 @@ class ImportOps(SetOps):
         """Open a recorded set; an imported one from its shadow and bitmap, each checked
         against its recorded identity first."""
         if row.kind != IMPORTED:
-            return super()._open_set(row)
+            new, row = super()._open_set(row)
+            if new.status().flags & eng.Flag.EXPORTED and not row.exported:
+                # a stop between the header's export and the store's: the header is the truth
+                row = row.with_(exported=True)
+                self._store_moved(lambda: self.store.put_set(row), f"set {row.name}")
+            return new, row
         what = f"set {row.name}"
         expect = [_expect(row, r) for r in ROLES]
         paths = [_find_again(what, r, str(getattr(row, r)), e)[0]
