@@ -261,7 +261,10 @@ int pt_set_join(pt_set *s, const pt_volspec *bitmap, pt_error *err)
     rc = pt_meta_load_mode(o, PT_LOAD_JOIN, s->master_size, s->shadow_size, err);
     if (rc)
         goto out_close;
-    if (o->chunk != s->chunk || o->nchunks != s->nchunks) {
+    /* an imported shadow larger than the master (an independent shadow may be): its chunks
+     * past the master's are no chunk of the set */
+    bool wider = o->kind == PT_IMPORTED && o->nchunks > s->nchunks;
+    if (o->chunk != s->chunk || (o->nchunks != s->nchunks && !wider)) {
         rc = pt_fail(err, PT_E_SIZE_MISMATCH, "bitmap %s maps %llu chunks of %u bytes; set %s "
                      "has %llu of %u", o->bitmap.path, (unsigned long long)o->nchunks, o->chunk,
                      s->name, (unsigned long long)s->nchunks, s->chunk);
@@ -269,7 +272,11 @@ int pt_set_join(pt_set *s, const pt_volspec *bitmap, pt_error *err)
     }
     pthread_rwlock_wrlock(&s->m->gate);
     pthread_mutex_lock(&s->meta_mu);
-    pt_bits_or(&s->D, &o->D, pt_image_mark, &s->img);
+    if (!wider)
+        pt_bits_or(&s->D, &o->D, pt_image_mark, &s->img);
+    for (uint64_t c = pt_bits_next(&o->D, 0); wider && c < s->nchunks;
+         c = pt_bits_next(&o->D, c + 1))
+        pt_set_D(s, c);
     if (s->pflags & PT_PF_EXPORTED) {   /* the shadow is back, with its bits, in one flush */
         s->pflags &= ~PT_PF_EXPORTED;
         s->hdr_dirty = true;

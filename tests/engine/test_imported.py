@@ -136,12 +136,32 @@ def test_join_names_another_chunk_size_or_count(tmp_vol: MakeVol) -> None:
     with Engine() as eng:
         a = eng.enable(m, sh, b, Kind.INDEPENDENT)
         assert a.wait(10)
-        for name, size, chunk in (("big", 2 * SIZE, 0), ("coarse", SIZE, 4 * C)):
+        for name, size, chunk in (("small", SIZE // 2, 0), ("coarse", SIZE, 4 * C)):
             other, ib = tmp_vol(size, name), tmp_vol(BITMAP, f"{name}.bm")
             eng.import_shadow(other, ib, chunk_size=chunk).release()
             with pytest.raises(SizeMismatch, match="chunks of"):
                 a.join(ib)
         assert a.bits("shadow") == []
+        a.close()
+
+
+def test_join_of_a_shadow_larger_than_the_master(tmp_vol: MakeVol) -> None:
+    """An independent shadow may be larger than its master: imported whole, its chunks past
+    the master's are not the set's and are left out of the join."""
+    m, sh, b, ib = (tmp_vol(SIZE, "m"), tmp_vol(2 * SIZE, "s"), tmp_vol(BITMAP, "b"),
+                    tmp_vol(BITMAP, "ib"))
+    with Engine() as eng:
+        a = eng.enable(m, sh, b, Kind.INDEPENDENT)
+        assert a.wait(10)
+        a.export()
+        with Engine() as host_b:
+            imp = host_b.import_shadow(sh, ib)
+            assert imp.status().chunks == 128
+            imp.write(Side.SHADOW, 63 * C, b"last")
+            imp.write(Side.SHADOW, 100 * C, b"past the master")
+            imp.release()
+        a.join(ib)
+        assert a.bits("shadow") == [63]
         a.close()
 
 
