@@ -81,9 +81,6 @@ enum pt_errcode {
  * chunk moves until pt_set_copy to the master resumes it, so every other set of the master can
  * be opened first and keep its point in time. */
 #define PT_F_RESTORE_HELD 0x8000u
-/* The shadow is exported to another host (pt_set_export): its I/O, copies and resets are
- * refused until pt_set_join takes it back. Survives a close (a header flag). */
-#define PT_F_EXPORTED 0x10000u
 
 typedef struct pt_error {
     int code;
@@ -286,6 +283,9 @@ int pt_import_open(pt_engine *eng, const pt_volspec *volume, const pt_volspec *b
  * for good (join accepts it; no open does). pt_set_close then frees the handle. Idempotent. On
  * failure the set stays open and usable. */
 int pt_import_release(pt_set *set, pt_error *err);
+/* Status flag: the shadow is exported to another host (pt_set_export): its I/O, copies and
+ * resets are refused until pt_set_join takes it back. Survives a close (a header flag). */
+#define PT_F_EXPORTED 0x10000u
 /* Export an independent set's shadow to another host: refused unless the shadow holds its
  * point in time whole (no copy running or suspended, none left incomplete, no volume offline).
  * From then on the shadow's I/O, every copy, update and reset of the set are refused; master
