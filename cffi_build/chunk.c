@@ -24,6 +24,8 @@ void pt_set_offline(pt_set *s, unsigned flag)
         add |= PT_F_SHADOW_OFFLINE;   /* the point in time can no longer be trusted */
     if ((flag & PT_F_MASTER_OFFLINE) && s->kind == PT_DEPENDENT)
         add |= PT_F_SHADOW_OFFLINE;   /* a dependent shadow reads through the master */
+    if ((flag & PT_F_BITMAP_OFFLINE) && s->kind == PT_IMPORTED)
+        add |= PT_F_MASTER_OFFLINE;   /* an imported volume is written only with its bit */
     if ((add & (PT_F_SHADOW_OFFLINE | PT_F_BITMAP_OFFLINE)) && s->copying &&
         s->dir == PT_TO_MASTER)
         add |= PT_F_MASTER_OFFLINE;   /* the master is half restored */

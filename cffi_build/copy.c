@@ -421,6 +421,10 @@ int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
     memcpy(sets, in, (size_t)n * sizeof *sets);
     qsort(sets, (size_t)n, sizeof *sets, cmp_ptr);
     int rc;
+    for (int i = 0; i < n; i++)
+        if ((rc = pt_import_refuse(sets[i], "copied or updated", err)) != 0 ||
+            (rc = pt_export_refuse(sets[i], "copied or updated", err)) != 0)
+            goto out_free;
     for (int i = 1; i < n; i++)
         if (sets[i] == sets[i - 1]) {
             rc = pt_fail(err, PT_E_INVALID, "set %s is named twice", sets[i]->name);
@@ -570,6 +574,9 @@ int pt_set_reset(pt_set *s, int64_t owner, pt_error *err)
     pthread_mutex_unlock(&s->meta_mu);
     if (atomic_load(&s->retired))
         rc = pt_fail(err, PT_E_CLOSED, "set %s is being disabled", s->name);
+    else if (s->kind == PT_IMPORTED || (atomic_load(&s->rflags) & PT_F_EXPORTED))
+        rc = s->kind == PT_IMPORTED ? pt_import_refuse(s, "reset", err)
+                                    : pt_export_refuse(s, "reset", err);
     else if (s->lock_owner && s->lock_owner != owner)
         rc = pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
                      (long long)s->lock_owner);

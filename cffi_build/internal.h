@@ -2,7 +2,8 @@
  *
  * Layering: a file calls only files on its own line (as noted) or below it, never above, so the
  * C files do not depend on each other in a circle.
- *   set.c  setctl.c      sets' lifecycle (enable/open/close/disable); the other control calls
+ *   set.c  setctl.c      sets' lifecycle (enable/open/close/disable); the other control calls;
+ *   imported.c           shadows imported from another host (internal.h: their I/O rules)
  *   copy.c               starting copies (one set or a group), abort, wait, progress, reset
  *   copier.c             the copier thread and its workers (direct_io.c: their O_DIRECT reads
  *                        and writes, beside util.c)
@@ -231,6 +232,7 @@ struct pt_engine {
 #define PT_PF_SPILLED 0x40u
 #define PT_PF_SUSPENDED 0x80u  /* with COPYING: the copy waits for pt_set_resume (setctl.c) */
 #define PT_PF_SIBLINGS 0x100u  /* the recorded restore has other sets on its master */
+#define PT_PF_EXPORTED 0x200u  /* the shadow is exported (rflags has PT_F_EXPORTED while so) */
 
 /* compact index entries: 0 none, 1..0x7fffffff shadow slot + 1, >= 0x80000000 overflow slot */
 #define PT_IDX_OV 0x80000000u
@@ -328,6 +330,23 @@ void pt_meta_free(pt_set *s);
 #define PT_STATE_CLEAN 1u
 #define PT_STATE_DIRTY 2u
 #define PT_STATE_DISABLED 3u
+#define PT_STATE_RELEASED 4u   /* an imported set's bitmap, handed back for a join */
+/* DISABLED and RELEASED are final: no later header write changes them */
+static inline bool pt_state_final(uint32_t st)
+{
+    return st == PT_STATE_DISABLED || st == PT_STATE_RELEASED;
+}
+/* pt_meta_load_mode: PT_LOAD_SET opens a set; PT_LOAD_JOIN reads a bitmap to join (an
+ * imported one only once released; its sizes are not checked, the chunk count is) */
+#define PT_LOAD_SET 0
+#define PT_LOAD_JOIN 1
+int pt_meta_load_mode(pt_set *s, int mode, uint64_t expect_master, uint64_t expect_shadow,
+                      pt_error *err);
+/* The kind and state a bitmap volume's header records; -1 when it holds no valid header. */
+int pt_meta_peek(pt_vol *v, uint32_t *kind, uint32_t *state);
+/* A joined imported bitmap (loaded into o, which no one else uses) is used up: its header says
+ * disabled, durably, so it is neither joined twice nor kept from a new import. 0 or -errno. */
+int pt_meta_mark_joined(pt_set *o);
 
 /* overflow_hdr.c: encode a header (caller holds mu); decode one, taking its fields into ov
  * after checking them, *state and *nsets as recorded */
@@ -451,5 +470,51 @@ void pt_copy_hold(pt_set *s);
 /* Caller holds ctl_mu, the copier thread runs: it ends as an abort; returns once it has */
 void pt_copier_abort_locked(pt_set *s);
 void pt_copy_end_held(pt_set *s);                      /* a held restore aborted */
+
+/* set.c: the shared steps of enable and open. cfg NULL opens an existing set; imported: shadow
+ * is NULL and master is the imported volume. */
+typedef struct pt_open_args {
+    const pt_volspec *master, *shadow, *bitmap;
+    const pt_set_config *cfg;
+    pt_overflow *ov;
+    bool imported;
+} pt_open_args;
+int pt_set_setup(pt_engine *eng, const pt_open_args *a, pt_set **out, pt_error *err);
+
+/* Imported sets (kind PT_IMPORTED; imported.c): the rules the data path and copies follow.
+ * 0 for any other kind; PT_E_WRONG_KIND naming what (e.g. "copied") for an imported set. */
+static inline int pt_import_refuse(const pt_set *s, const char *what, pt_error *err)
+{
+    if (s->kind != PT_IMPORTED)
+        return 0;
+    return pt_fail(err, PT_E_WRONG_KIND, "%s is an imported shadow: it cannot be %s here (it "
+                   "has no master on this host); release it and join it on the host that "
+                   "exported it", s->name, what);
+}
+/* An imported set's I/O side: PT_SHADOW is its volume (held as the engine's master), PT_MASTER
+ * is refused, and so is any I/O once it is released. */
+static inline int pt_import_side(pt_set *s, int *side, pt_error *err)
+{
+    if (atomic_load(&s->retired))
+        return pt_fail(err, PT_E_CLOSED, "the imported shadow %s is released", s->name);
+    if (*side == PT_MASTER)
+        return pt_fail(err, PT_E_WRONG_KIND, "%s is an imported shadow: it has no master on "
+                       "this host; read and write its shadow", s->name);
+    if (*side == PT_SHADOW)
+        *side = PT_MASTER;
+    return 0;
+}
+/* An exported shadow (PT_F_EXPORTED) is another host's until it is joined back. */
+static inline int pt_export_refuse(pt_set *s, const char *what, pt_error *err)
+{
+    if (!(atomic_load(&s->rflags) & PT_F_EXPORTED))
+        return 0;
+    return pt_fail(err, PT_E_WRONG_KIND, "the shadow of set %s is exported to another host: "
+                   "it cannot be %s here until it is joined back", s->name, what);
+}
+/* imported.c: a volume imported here is no other set's master, an imported set has its volume
+ * alone, and a new import does not overwrite a released bitmap not yet joined; caller holds
+ * eng->mu, s->m found, the volumes checked. */
+int pt_import_check(pt_set *s, const pt_open_args *a, pt_error *err);
 
 #endif

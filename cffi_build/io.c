@@ -140,7 +140,12 @@ static int io_error(pt_set *s, pt_vol *v, int rc, const char *what, pt_error *er
 
 int pt_set_read(pt_set *s, int side, uint64_t off, void *buf, size_t len, pt_error *err)
 {
-    int rc = check_io(s, side, off, len, err);
+    int rc = s->kind == PT_IMPORTED ? pt_import_side(s, &side, err) : 0;
+    if (!rc && side == PT_SHADOW)
+        rc = pt_export_refuse(s, "read", err);
+    if (rc)
+        return rc;
+    rc = check_io(s, side, off, len, err);
     if (rc || len == 0)
         return rc;
     pt_master *m = s->m;
@@ -447,7 +452,12 @@ int pt_master_prepare(pt_master *m, const pt_set *skip, uint64_t c0, uint64_t c1
 int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
                  pt_error *err)
 {
-    int rc = check_io(s, side, off, len, err);
+    int rc = s->kind == PT_IMPORTED ? pt_import_side(s, &side, err) : 0;
+    if (!rc && side == PT_SHADOW)
+        rc = pt_export_refuse(s, "written", err);
+    if (rc)
+        return rc;
+    rc = check_io(s, side, off, len, err);
     if (rc || len == 0)
         return rc;
     pt_master *m = s->m;
@@ -496,7 +506,7 @@ int pt_set_flush(pt_set *s, pt_error *err)
     int rc;
     if ((rc = pt_vol_sync(&s->m->vol)) != 0)
         return io_error(s, &s->m->vol, rc, "flushing", err);
-    if ((rc = pt_vol_sync(&s->shadow)) != 0)
+    if (s->shadow.fd >= 0 && (rc = pt_vol_sync(&s->shadow)) != 0)
         return io_error(s, &s->shadow, rc, "flushing", err);
     if (s->ov && (rc = pt_vol_sync(&s->ov->vol)) != 0)
         return io_error(s, &s->ov->vol, rc, "flushing", err);
@@ -518,6 +528,10 @@ int pt_set_flush(pt_set *s, pt_error *err)
  * bitmap kept in memory tells reset which chunks to copy. */
 int pt_set_sync(pt_set *s, int side, pt_error *err)
 {
+    if (s->kind == PT_IMPORTED) {   /* its one volume and its bitmap */
+        int rc = pt_import_side(s, &side, err);
+        return rc ? rc : pt_set_flush(s, err);
+    }
     if (side == PT_SHADOW)
         return pt_set_flush(s, err);
     if (side != PT_MASTER)

@@ -33,9 +33,9 @@ int pt_meta_layout(uint64_t master_size, uint64_t shadow_size, uint32_t chunk, i
     if (chunk < PT_CHUNK_MIN || chunk > PT_CHUNK_MAX || (chunk & (chunk - 1)))
         return pt_fail(err, PT_E_INVALID,
                        "chunk size %u is not a power of two between 4 KiB and 1 MiB", chunk);
-    if (kind != PT_INDEPENDENT && kind != PT_DEPENDENT)
-        return pt_fail(err, PT_E_INVALID, "set kind %d is neither independent nor dependent",
-                       kind);
+    if (kind != PT_INDEPENDENT && kind != PT_DEPENDENT && kind != PT_IMPORTED)
+        return pt_fail(err, PT_E_INVALID, "set kind %d is not independent, dependent or "
+                       "imported", kind);
     if (master_size == 0)
         return pt_fail(err, PT_E_TOO_SMALL, "the master volume is empty");
     uint64_t nchunks = (master_size + chunk - 1) / chunk;
@@ -96,6 +96,25 @@ static void encode_header(pt_set *s, uint8_t *h, uint32_t state)
 
 static int meta_flush_fn(void *arg);
 
+int pt_meta_peek(pt_vol *v, uint32_t *kind, uint32_t *state)
+{
+    uint8_t h[PT_HDR_SIZE];
+    if (v->size < PT_HDR_SIZE || pt_vol_pread(v, h, sizeof h, 0) != 0 ||
+        memcmp(h, MAGIC, 8) != 0 || get32(h, H_CRC) != pt_crc32c(h, H_CRC))
+        return -1;
+    *kind = get32(h, H_KIND);
+    *state = get32(h, H_STATE);
+    return 0;
+}
+
+int pt_meta_mark_joined(pt_set *o)
+{
+    uint8_t h[PT_HDR_SIZE];
+    encode_header(o, h, PT_STATE_DISABLED);
+    int rc = pt_vol_pwrite(&o->bitmap, h, sizeof h, 0);
+    return rc ? rc : pt_vol_sync(&o->bitmap);
+}
+
 /* Header writes go through the group commit like every flush: runs never overlap and each
  * encodes the header when it starts, so a header encoded earlier can never land on top of a
  * newer one (attach/detach against a flush), and the pages the header refers to are durable
@@ -106,14 +125,14 @@ int pt_meta_write_header(pt_set *s, uint32_t state, pt_error *err)
         return 0;
     pthread_mutex_lock(&s->meta_mu);
     uint32_t prev = s->hdr_state;
-    if (s->hdr_state != PT_STATE_DISABLED)
+    if (!pt_state_final(s->hdr_state))
         s->hdr_state = state;
     s->hdr_dirty = true;
     pthread_mutex_unlock(&s->meta_mu);
     int rc = pt_gc_run(&s->meta_gc, meta_flush_fn, s);
     if (rc) {
         pthread_mutex_lock(&s->meta_mu);
-        if (state == PT_STATE_DISABLED && prev != PT_STATE_DISABLED)
+        if (pt_state_final(state) && !pt_state_final(prev))
             s->hdr_state = prev;   /* the set stays open: later headers say so */
         pthread_mutex_unlock(&s->meta_mu);
         /* the pages staged with it were not written: only a reset may trust the volume again */
@@ -230,6 +249,33 @@ static void repair_compact(pt_set *s)
 
 int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_error *err)
 {
+    return pt_meta_load_mode(s, PT_LOAD_SET, expect_master, expect_shadow, err);
+}
+
+/* What the recorded state allows this load: a released imported bitmap is only joined, an
+ * imported one still in use is neither joined (its host still writes) nor opened as a set. */
+static int check_state(pt_set *s, int mode, uint32_t state, uint32_t kind, pt_error *err)
+{
+    if (state == PT_STATE_DISABLED)
+        return bad_header(s, err, "belongs to a disabled set");
+    if (state == PT_STATE_RELEASED && kind != PT_IMPORTED)
+        return bad_header(s, err, "unknown state marker (corrupted)");
+    if (state == PT_STATE_RELEASED && mode != PT_LOAD_JOIN)
+        return pt_fail(err, PT_E_WRONG_KIND, "bitmap volume %s holds a released imported "
+                       "shadow: join it on the host that exported the shadow; it opens as "
+                       "no set", s->bitmap.path);
+    if (state != PT_STATE_RELEASED && state != PT_STATE_CLEAN && state != PT_STATE_DIRTY)
+        return bad_header(s, err, "unknown state marker (corrupted)");
+    if (mode == PT_LOAD_JOIN && kind == PT_IMPORTED && state != PT_STATE_RELEASED)
+        return pt_fail(err, PT_E_IN_USE, "bitmap volume %s belongs to a shadow that is still "
+                       "imported on the other host, which may still write it; release it "
+                       "there first", s->bitmap.path);
+    return 0;
+}
+
+int pt_meta_load_mode(pt_set *s, int mode, uint64_t expect_master, uint64_t expect_shadow,
+                      pt_error *err)
+{
     uint8_t h[PT_HDR_SIZE];
     if (s->bitmap.size < PT_HDR_SIZE)
         return bad_header(s, err, "too small to hold a ptcopy bitmap header");
@@ -249,10 +295,9 @@ int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_e
     if (get32(h, H_CRC) != pt_crc32c(h, H_CRC))
         return bad_header(s, err, "header checksum mismatch (corrupted)");
     uint32_t state = get32(h, H_STATE);
-    if (state == PT_STATE_DISABLED)
-        return bad_header(s, err, "belongs to a disabled set");
-    if (state != PT_STATE_CLEAN && state != PT_STATE_DIRTY)
-        return bad_header(s, err, "unknown state marker (corrupted)");
+    rc = check_state(s, mode, state, get32(h, H_KIND), err);
+    if (rc)
+        return rc;
     memcpy(s->uuid, h + H_UUID, 16);
     s->chunk = get32(h, H_CHUNK);
     s->kind = (int)get32(h, H_KIND);
@@ -281,12 +326,14 @@ int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_e
         return bad_header(s, err, "layout fields disagree (corrupted)");
     if (s->bitmap.size < total)
         return bad_header(s, err, "truncated: smaller than the layout its header records");
-    if (expect_master != s->master_size)
+    /* a joined imported bitmap maps the other host's volume: join compares the chunks */
+    bool sized = !(mode == PT_LOAD_JOIN && s->kind == PT_IMPORTED);
+    if (sized && expect_master != s->master_size)
         return pt_fail(err, PT_E_SIZE_MISMATCH,
                        "master volume is %llu bytes but bitmap %s records %llu",
                        (unsigned long long)expect_master, s->bitmap.path,
                        (unsigned long long)s->master_size);
-    if (expect_shadow < s->shadow_size)
+    if (sized && expect_shadow < s->shadow_size)
         return pt_fail(err, PT_E_SIZE_MISMATCH,
                        "shadow volume is %llu bytes but bitmap %s records %llu",
                        (unsigned long long)expect_shadow, s->bitmap.path,
@@ -313,6 +360,8 @@ int pt_meta_load(pt_set *s, uint64_t expect_master, uint64_t expect_shadow, pt_e
     }
     if (state == PT_STATE_DIRTY)
         atomic_fetch_or(&s->rflags, PT_F_RECOVERED);
+    if (s->pflags & PT_PF_EXPORTED)
+        atomic_fetch_or(&s->rflags, PT_F_EXPORTED);
     if (s->pflags & PT_PF_NEED_RESYNC)   /* see set_teardown: reset brings it back */
         atomic_fetch_or(&s->rflags, PT_F_SHADOW_OFFLINE | PT_F_BITMAP_OFFLINE);
     if (s->compact)

@@ -24,7 +24,7 @@
 #define PT_CHUNK_MIN 4096u
 #define PT_CHUNK_MAX 1048576u
 
-enum pt_kind { PT_INDEPENDENT = 0, PT_DEPENDENT = 1 };
+enum pt_kind { PT_INDEPENDENT = 0, PT_DEPENDENT = 1, PT_IMPORTED = 2 };
 enum pt_side { PT_MASTER = 0, PT_SHADOW = 1 };
 enum pt_dir { PT_TO_SHADOW = 0, PT_TO_MASTER = 1 };
 enum pt_volrole { PT_VOL_MASTER = 0, PT_VOL_SHADOW = 1, PT_VOL_BITMAP = 2, PT_VOL_OVERFLOW = 3 };
@@ -265,6 +265,33 @@ int pt_set_inject_error(pt_set *set, int volume, int on, int errnum, pt_error *e
 /* Join: OR the shadow bitmap kept by another host for this set's exported shadow into this
  * set's shadow bitmap (same chunk size and count), so the next update resyncs those chunks. */
 int pt_set_join(pt_set *set, const pt_volspec *bitmap, pt_error *err);
+
+/* ---- imported shadows: a shadow another host exported, served here with a bitmap of every
+ * chunk written here (kind PT_IMPORTED). The set has one volume, read and written through the
+ * PT_SHADOW side (PT_MASTER is refused); each write's bit is durable in the bitmap before the
+ * write is issued, as a master write's bit is. Copies, updates, resets, overflow volumes and
+ * joins are refused (PT_E_WRONG_KIND). ---- */
+/* Import volume with a new bitmap (chunk_size 0 = PT_CHUNK_DEFAULT); the volume's size gives
+ * the chunk count, which must match the exporting set's for its join to take the bitmap. */
+int pt_import_create(pt_engine *eng, const pt_volspec *volume, const pt_volspec *bitmap,
+                     uint32_t chunk_size, pt_set **out, pt_error *err);
+/* Open an imported set again from its bitmap (after a stop or a crash). */
+int pt_import_open(pt_engine *eng, const pt_volspec *volume, const pt_volspec *bitmap,
+                   pt_set **out, pt_error *err);
+/* Release an imported set, with the handle still valid: from here on its I/O is refused
+ * (PT_E_CLOSED), the volume and the bitmap are flushed and the bitmap header says "released"
+ * for good (join accepts it; no open does). pt_set_close then frees the handle. Idempotent. On
+ * failure the set stays open and usable. */
+int pt_import_release(pt_set *set, pt_error *err);
+/* Status flag: the shadow is exported to another host (pt_set_export): its I/O, copies and
+ * resets are refused until pt_set_join takes it back. Survives a close (a header flag). */
+#define PT_F_EXPORTED 0x10000u
+/* Export an independent set's shadow to another host: refused unless the shadow holds its
+ * point in time whole (no copy running or suspended, none left incomplete, no volume offline).
+ * From then on the shadow's I/O, every copy, update and reset of the set are refused; master
+ * writes go on and are tracked. Recorded in the header (durable on return); idempotent.
+ * pt_set_join ends it. */
+int pt_set_export(pt_set *set, pt_error *err);
 
 /* ---- hooks for the kernel data path (device-mapper does the I/O; the engine keeps the
  * bitmaps and moves the chunks) ---- */

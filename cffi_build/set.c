@@ -152,11 +152,7 @@ static void set_free(pt_set *s)
 
 /* ---- enable and open ---- */
 
-typedef struct open_args {
-    const pt_volspec *master, *shadow, *bitmap;
-    const pt_set_config *cfg;   /* NULL: open an existing set */
-    pt_overflow *ov;
-} open_args;
+typedef pt_open_args open_args;
 
 static unsigned log2u(uint32_t v)
 {
@@ -174,13 +170,14 @@ static int set_volumes(pt_engine *eng, pt_set *s, const open_args *a, pt_error *
     int rc = pt_master_key(a->master, &key, err);
     if (rc)
         return rc;
-    rc = pt_vol_open(&s->shadow, a->shadow, "shadow", err);
-    if (rc)
+    /* an imported set has no shadow volume: its one volume is opened as the master */
+    if (a->shadow && (rc = pt_vol_open(&s->shadow, a->shadow, "shadow", err)) != 0)
         return rc;
     if (!s->bitmap_mem && (rc = pt_vol_open(&s->bitmap, a->bitmap, "bitmap", err)) != 0)
         return rc;
-    snprintf(s->name, sizeof s->name, "%s", s->shadow.path);
-    return pt_master_get(eng, a->master, &key, &s->m, err);
+    rc = pt_master_get(eng, a->master, &key, &s->m, err);
+    snprintf(s->name, sizeof s->name, "%s", a->shadow ? s->shadow.path : a->master->path);
+    return rc;
 }
 
 /* Enable: the configuration checked against the volumes, a fresh bitmap written, and the
@@ -275,12 +272,17 @@ static int check_overflow(pt_set *s, pt_overflow *ov, pt_error *err)
 }
 
 /* Open: the header loaded and checked against the volumes, then marked in use (dirty). */
-static int set_load(pt_set *s, pt_overflow *ov, pt_error *err)
+static int set_load(pt_set *s, pt_overflow *ov, bool imported, pt_error *err)
 {
     pt_master *m = s->m;
     int rc = pt_meta_load(s, m->vol.size, s->shadow_size, err);
     if (rc)
         return rc;
+    if ((s->kind == PT_IMPORTED) != imported)
+        return pt_fail(err, PT_E_WRONG_KIND, imported
+                       ? "bitmap volume %s belongs to a set, not to an imported shadow"
+                       : "bitmap volume %s belongs to an imported shadow, not to a set",
+                       s->bitmap.path);
     if (m->nsets && s->chunk != m->chunk)
         return pt_fail(err, PT_E_INVALID, "master %s is shadowed with %u-byte chunks; this set "
                        "uses %u", m->vol.path, m->chunk, s->chunk);
@@ -315,7 +317,7 @@ static void set_register(pt_engine *eng, pt_set *s, pt_overflow *ov)
     eng->sets = s;
 }
 
-static int set_setup(pt_engine *eng, const open_args *a, pt_set **out, pt_error *err)
+int pt_set_setup(pt_engine *eng, const open_args *a, pt_set **out, pt_error *err)
 {
     pt_set *s = set_alloc(eng);
     if (!s)
@@ -330,10 +332,12 @@ static int set_setup(pt_engine *eng, const open_args *a, pt_set **out, pt_error 
     if (rc)
         goto out_unlock;
     rc = pt_check_volumes(eng, s, s->m, a->ov, err);
+    if (!rc)
+        rc = pt_import_check(s, a, err);
     if (rc)
         goto out_put_master;
-    s->shadow_size = s->shadow.size;
-    rc = a->cfg ? set_create(s, a->cfg, a->ov, err) : set_load(s, a->ov, err);
+    s->shadow_size = a->imported ? s->m->vol.size : s->shadow.size;
+    rc = a->cfg ? set_create(s, a->cfg, a->ov, err) : set_load(s, a->ov, a->imported, err);
     if (rc)
         goto out_put_master;
     set_register(eng, s, a->ov);
@@ -361,9 +365,11 @@ int pt_set_enable(pt_engine *eng, const pt_volspec *master, const pt_volspec *sh
     if (cfg->copy_delay_ms > PT_DELAY_MAX || cfg->copy_units > PT_UNITS_MAX)
         return pt_fail(err, PT_E_INVALID, "copy delay must be at most %u ms and copy units at "
                        "most %u chunks", PT_DELAY_MAX, PT_UNITS_MAX);
-    open_args a = {master, shadow, bitmap, cfg, ov};
+    if (cfg->kind == PT_IMPORTED)
+        return pt_fail(err, PT_E_INVALID, "an imported shadow is made by pt_import_create");
+    open_args a = {master, shadow, bitmap, cfg, ov, false};
     pt_set *s;
-    int rc = set_setup(eng, &a, &s, err);
+    int rc = pt_set_setup(eng, &a, &s, err);
     if (rc)
         return rc;
     if (s->kind == PT_INDEPENDENT) {
@@ -383,9 +389,9 @@ out_disable:
 int pt_set_open(pt_engine *eng, const pt_volspec *master, const pt_volspec *shadow,
                 const pt_volspec *bitmap, pt_overflow *ov, pt_set **out, pt_error *err)
 {
-    open_args a = {master, shadow, bitmap, NULL, ov};
+    open_args a = {master, shadow, bitmap, NULL, ov, false};
     pt_set *s;
-    int rc = set_setup(eng, &a, &s, err);
+    int rc = pt_set_setup(eng, &a, &s, err);
     if (rc)
         return rc;
     if ((s->pflags & PT_PF_COPYING) && atomic_load(&eng->defer_copies)) {
@@ -420,7 +426,7 @@ static int close_flush(pt_set *s, uint32_t state, pt_error *err)
     int rc = 0, r;
     if (!(off & PT_F_MASTER_OFFLINE) && (r = pt_vol_sync(&m->vol)) != 0)
         rc = pt_fail(err, -r, "master volume %s: flush failed: %s", m->vol.path, strerror(-r));
-    if (!(off & PT_F_SHADOW_OFFLINE) && (r = pt_vol_sync(&s->shadow)) != 0)
+    if (s->shadow.fd >= 0 && !(off & PT_F_SHADOW_OFFLINE) && (r = pt_vol_sync(&s->shadow)) != 0)
         rc = pt_fail(err, -r, "shadow volume %s: flush failed: %s", s->shadow.path,
                      strerror(-r));
     if (s->ov && !(off & PT_F_OVERFLOW_OFFLINE) && (r = pt_ov_flush(s->ov)) != 0)
@@ -475,11 +481,11 @@ static void set_unregister(pt_set *s)
     set_free(s);
 }
 
-/* Suspends the copy, records state (DISABLED: the header was written already) and frees. */
+/* Suspends the copy, records state (a final one: the header was written already) and frees. */
 static int set_teardown(pt_set *s, uint32_t state, pt_error *err)
 {
     pt_copy_stop(s);
-    int rc = state != PT_STATE_DISABLED ? close_flush(s, state, err) : 0;
+    int rc = !pt_state_final(state) ? close_flush(s, state, err) : 0;
     set_unregister(s);
     return rc;
 }

@@ -248,17 +248,23 @@ out_unlock:
 
 int pt_set_join(pt_set *s, const pt_volspec *bitmap, pt_error *err)
 {
+    int rc = pt_import_refuse(s, "joined into", err);
+    if (rc)
+        return rc;
     pt_set *o = calloc(1, sizeof *o);
     if (!o)
         return pt_fail(err, ENOMEM, "out of memory");
     o->shadow.fd = -1;
-    int rc = pt_vol_open(&o->bitmap, bitmap, "joined bitmap", err);
+    rc = pt_vol_open(&o->bitmap, bitmap, "joined bitmap", err);
     if (rc)
         goto out_free;
-    rc = pt_meta_load(o, s->master_size, s->shadow_size, err);
+    rc = pt_meta_load_mode(o, PT_LOAD_JOIN, s->master_size, s->shadow_size, err);
     if (rc)
         goto out_close;
-    if (o->chunk != s->chunk || o->nchunks != s->nchunks) {
+    /* an imported shadow larger than the master (an independent shadow may be): its chunks
+     * past the master's are no chunk of the set */
+    bool wider = o->kind == PT_IMPORTED && o->nchunks > s->nchunks;
+    if (o->chunk != s->chunk || (o->nchunks != s->nchunks && !wider)) {
         rc = pt_fail(err, PT_E_SIZE_MISMATCH, "bitmap %s maps %llu chunks of %u bytes; set %s "
                      "has %llu of %u", o->bitmap.path, (unsigned long long)o->nchunks, o->chunk,
                      s->name, (unsigned long long)s->nchunks, s->chunk);
@@ -266,13 +272,27 @@ int pt_set_join(pt_set *s, const pt_volspec *bitmap, pt_error *err)
     }
     pthread_rwlock_wrlock(&s->m->gate);
     pthread_mutex_lock(&s->meta_mu);
-    pt_bits_or(&s->D, &o->D, pt_image_mark, &s->img);
+    if (!wider)
+        pt_bits_or(&s->D, &o->D, pt_image_mark, &s->img);
+    for (uint64_t c = pt_bits_next(&o->D, 0); wider && c < s->nchunks;
+         c = pt_bits_next(&o->D, c + 1))
+        pt_set_D(s, c);
+    if (s->pflags & PT_PF_EXPORTED) {   /* the shadow is back, with its bits, in one flush */
+        s->pflags &= ~PT_PF_EXPORTED;
+        s->hdr_dirty = true;
+    }
     pthread_mutex_unlock(&s->meta_mu);
     pthread_rwlock_unlock(&s->m->gate);
     int r = pt_meta_flush(s);
     if (r)
         rc = pt_fail(err, -r, "bitmap volume %s: cannot record the joined bits: %s",
                      s->bitmap.path, strerror(-r));
+    else
+        atomic_fetch_and(&s->rflags, ~PT_F_EXPORTED);
+    /* the other host's bits are durable here: its bitmap is used up (a failure leaves it
+     * joinable again, which only marks the same chunks twice) */
+    if (!rc && o->kind == PT_IMPORTED)
+        (void)pt_meta_mark_joined(o);
 out_close:
     pt_meta_free(o);
     pt_vol_close(&o->bitmap);

@@ -64,6 +64,7 @@ CALLS: dict[tuple[str, str], tuple[str, str]] = {
     (SET, "DetachOverflow"): ("a{sv}", ""),
     (SET, "Export"): ("a{sv}", ""),
     (SET, "Join"): ("sa{sv}", "o"),
+    (MANAGER, "ImportShadow"): ("ssa{sv}", "o"),
     (SET, "Rename"): ("sa{sv}", ""),
     (SET, "Suspend"): ("a{sv}", ""),
     (SET, "Resume"): ("a{sv}", "o"),
@@ -327,7 +328,7 @@ def when(usec: int) -> str | None:
 # The option keys the CLI sends, with their D-Bus types (see the methods' documentation).
 OPTION_TYPES = {"confirm": "b", "chunk_size": "u", "overflow": "o", "group": "o",
                 "copy_delay": "u", "copy_units": "u", "bitmap_in_memory": "b", "loop": "b",
-                "kind": "s"}
+                "kind": "s", "name": "s"}
 
 
 def _options(opts: Mapping[str, bool | int | str] | None) -> dict[str, Variant]:
@@ -508,6 +509,11 @@ class Client:
         set_path, job = await self.call(ROOT, MANAGER, "CreateSet", name, kind, master, shadow,
                                         bitmap, _options(opts))
         return str(set_path), str(job)
+
+    async def import_shadow(self, shadow: str, bitmap: str,
+                            opts: Mapping[str, bool | int | str]) -> str:
+        (path,) = await self.call(ROOT, MANAGER, "ImportShadow", shadow, bitmap, _options(opts))
+        return str(path)
 
     async def create_group(self, name: str, sets: Sequence[str]) -> str:
         (path,) = await self.call(ROOT, MANAGER, "CreateGroup", name, list(sets), {})

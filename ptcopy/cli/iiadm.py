@@ -46,7 +46,8 @@ usage: iiadm [--bus ADDRESS] [--explain] OPTIONS
   iiadm -g -L   iiadm -G                   list groups
   iiadm -O ovr   -A ovr set   -D set   -L   -Q ovr   -Z ovr
                                            overflow: init, attach, detach, list, status, delete
-  iiadm -E set   -J shadow bitmap          export, join
+  iiadm -E set   -J shadow bitmap          export, join (on the host that keeps the set)
+  iiadm -I shadow bitmap   -d shadow      import an exported shadow, release it (other host)
   iiadm -v   iiadm -h                      version, this help
 A set is named by its shadow volume (or its ptcopy name). See docs/iiadm.md.
 """
@@ -221,9 +222,10 @@ def translate(argv: Sequence[str]) -> list[str]:
             raise UsageProblem("-J takes a shadow and the bitmap the other host kept")
         return ["join", arg, ops[0]]
     if act == "I":
-        raise UsageProblem("-I (import a shadow exported by another host) is not available "
-                           "in ptcopy", "on the host that keeps the set, iiadm -J SHADOW "
-                           "BITMAP takes an exported shadow back")
+        if len(ops) != 1:
+            raise UsageProblem("-I takes the exported shadow and a bitmap volume for the "
+                               "chunks written here")
+        return ["import", arg, ops[0]]
     if act in "mMCNX":
         raise UsageProblem(f"-{act} goes with -g GROUP")
     raise UsageProblem(f"-{act} is not an action", "iiadm -h shows the usage")

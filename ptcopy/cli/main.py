@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import typer
 
-from ptcopy.cli import _typer_compat, groups, overflow, schedules, sets, suspend, system
+from ptcopy.cli import _typer_compat, groups, moves, overflow, schedules, sets, suspend, system
 from ptcopy.cli._errors import CliError, ExitCode, explain
 from ptcopy.cli._output import print_error
 from ptcopy.cli._params import BusOpt, DebugOpt, HostOpt, JsonOpt, QuietOpt, TimeoutOpt
@@ -48,6 +48,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 app.add_typer(sets.app)
+app.add_typer(moves.app)
 app.add_typer(suspend.app)
 app.add_typer(groups.app, name="group", rich_help_panel="Groups and overflow volumes")
 app.add_typer(overflow.app, name="overflow", rich_help_panel="Groups and overflow volumes")

@@ -43,6 +43,9 @@ class Capabilities:
     suspend_copy: bool = False
     # a served set can be renamed while its devices keep serving (``rename``)
     rename_served: bool = False
+    # a set can be served with one side only: the master of a set whose shadow is exported to
+    # another host (``serve(shadow=False)``), an imported shadow (kind IMPORTED: no master)
+    serve_one_side: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,9 +118,18 @@ class DataPath(Protocol):
         on (``shadow``/``bitmap`` = (path, size)); name what is needed."""
         ...
 
-    def serve(self, name: str, set_: Set, volumes: SetVolumes, *, loop: bool = True) -> Served:
+    def serve(self, name: str, set_: Set, volumes: SetVolumes, *, loop: bool = True,
+              shadow: bool = True) -> Served:
         """Serve an open set (at enable, at start, after a volume came back). ``loop=False``:
-        no block devices where the path can serve without them (userspace: files only)."""
+        no block devices where the path can serve without them (userspace: files only).
+        ``shadow=False``: the master alone (the shadow is exported); an imported shadow (kind
+        IMPORTED) is served without a master. Both only where ``caps.serve_one_side``."""
+        ...
+
+    def serve_shadow(self, name: str, on: bool) -> None:
+        """Take the shadow's device of a served set away (``on`` False: its shadow is exported;
+        refused, InUse, while the device is in use) or bring it back, the master serving on
+        throughout. Only where ``caps.serve_one_side``."""
         ...
 
     def started(self, name: str, *, new: bool) -> None:

@@ -14,7 +14,7 @@ from ptcopy.engine import Direction, Engine, Kind, NotFound, Progress, Set
 
 CAPS = Capabilities(name="none", bitmap_in_memory=True, exclusive_volumes=True,
                     target_writable_during_copy=True, group_restore_dependent=True,
-                    suspend_copy=True, rename_served=True)
+                    suspend_copy=True, rename_served=True, serve_one_side=True)
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,14 @@ class NullPath:
         """Whatever the engine accepts."""
 
     def serve(self, name: str, set_: Set, volumes: SetVolumes | None = None, *,
-              loop: bool = True) -> NoDevices:
+              loop: bool = True, shadow: bool = True) -> NoDevices:
         """Remember the set: nothing is served."""
         self._sets[name] = set_
         return NoDevices()
+
+    def serve_shadow(self, name: str, on: bool) -> None:
+        """Nothing is served."""
+        self._get(name)
 
     def started(self, name: str, *, new: bool) -> None:
         """The engine starts and resumes its own copies."""

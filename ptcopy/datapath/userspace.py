@@ -134,7 +134,7 @@ def cleanup_stale(mountpoint: str) -> list[str]:
 
 CAPS = Capabilities(name="userspace", bitmap_in_memory=True, exclusive_volumes=True,
                     target_writable_during_copy=True, group_restore_dependent=True,
-                    suspend_copy=True, rename_served=True)
+                    suspend_copy=True, rename_served=True, serve_one_side=True)
 
 
 class UserspacePath:
@@ -176,15 +176,22 @@ class UserspacePath:
         """Every volume the engine accepts can be served here."""
 
     def serve(self, name: str, set_: Set, volumes: SetVolumes | None = None, *,
-              loop: bool = True) -> Served:
+              loop: bool = True, shadow: bool = True) -> Served:
         """Serve a set's master and shadow; attach loop devices unless ``loop`` is False.
-        ``volumes`` is not used: the FUSE server reads and writes through the engine's set."""
-        master, shadow = self._server.export(name, set_)
-        served = Served(name, set_, master, shadow)
+        ``volumes`` is not used: the FUSE server reads and writes through the engine's set.
+        ``shadow=False`` (an exported shadow) attaches no shadow device; an imported shadow
+        gets no master device (its FUSE master file refuses I/O: the engine has no master)."""
+        master_file, shadow_file = self._server.export(name, set_)
+        served = Served(name, set_, master_file, shadow_file)
+        sides = {Direction.TO_MASTER: master_file, Direction.TO_SHADOW: shadow_file}
+        if set_.status().kind is Kind.IMPORTED:
+            del sides[Direction.TO_MASTER]
+        if not shadow:
+            del sides[Direction.TO_SHADOW]
         try:
             if loop:
-                served.devices[Direction.TO_MASTER] = blockdev.attach(master)
-                served.devices[Direction.TO_SHADOW] = blockdev.attach(shadow)
+                for direction, path in sides.items():
+                    served.devices[direction] = blockdev.attach(path)
         except blockdev.LoopError as e:
             for dev in served.devices.values():
                 with contextlib.suppress(blockdev.LoopError):
@@ -193,6 +200,35 @@ class UserspacePath:
             raise DataPathError(f"cannot attach loop devices for {name}: {e}") from e
         self._served[name] = served
         return served
+
+    def _not_busy(self, name: str, direction: Direction) -> None:
+        """Refuse (InUse) while a served device of one side is in use."""
+        busy = self.users(name, direction, processes=True)
+        for _ in range(10):   # a process that only glances at it (udev, losetup -l)
+            if not busy or any(not b.startswith("pid ") for b in busy):
+                break
+            time.sleep(0.1)
+            busy = self.users(name, direction, processes=True)
+        if busy:
+            side = "master" if direction is Direction.TO_MASTER else "shadow"
+            raise InUse(f"the {side} of {name} is in use by {', '.join(busy)}")
+
+    def serve_shadow(self, name: str, on: bool) -> None:
+        """Detach (``on`` False, refused while it is in use) or attach the shadow's loop
+        device; the master's keeps serving. Without loop devices there is nothing to do: the
+        engine refuses an exported shadow's I/O through its file."""
+        served = self._get(name)
+        dev = served.devices.get(Direction.TO_SHADOW)
+        if not on and dev is not None:
+            self._not_busy(name, Direction.TO_SHADOW)
+            blockdev.detach(dev)
+            del served.devices[Direction.TO_SHADOW]
+        elif on and dev is None and Direction.TO_MASTER in served.devices:
+            try:
+                served.devices[Direction.TO_SHADOW] = blockdev.attach(served.shadow_file)
+            except blockdev.LoopError as e:
+                raise DataPathError(f"cannot attach the shadow's loop device of {name}: "
+                                    f"{e}") from e
 
     def started(self, name: str, *, new: bool) -> None:
         """Nothing to start: the engine makes a new set's first copy and resumes its own."""
@@ -222,15 +258,7 @@ class UserspacePath:
         served = self._get(name)
         if not force:
             for direction in Direction:
-                busy = self.users(name, direction, processes=True)
-                for _ in range(10):   # a process that only glances at it (udev, losetup -l)
-                    if not busy or any(not b.startswith("pid ") for b in busy):
-                        break
-                    time.sleep(0.1)
-                    busy = self.users(name, direction, processes=True)
-                if busy:
-                    side = "master" if direction is Direction.TO_MASTER else "shadow"
-                    raise InUse(f"the {side} of {name} is in use by {', '.join(busy)}")
+                self._not_busy(name, direction)
         for direction, dev in list(served.devices.items()):
             try:
                 blockdev.detach(dev)

@@ -159,6 +159,27 @@ class Engine:
             check(lib.pt_set_open(h, m.spec, s.spec, b.spec, ov, out, err), err)
             return Set(self, out[0], overflow)
 
+    def import_shadow(self, volume: VolumeLike, bitmap: VolumeLike, *,
+                      chunk_size: int = 0) -> Set:
+        """Import a shadow another host exported: ``volume`` is served through ``Side.SHADOW``
+        and every chunk written to it is marked in a new bitmap on ``bitmap`` (durable before
+        the write), for the exporting host's ``join``. Kind ``IMPORTED``: no copies here."""
+        v, b = _Vol(volume), _Vol(bitmap)
+        out = ffi.new("pt_set **")
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_import_create(h, v.spec, b.spec, chunk_size, out, err), err)
+            return Set(self, out[0], None)
+
+    def open_imported(self, volume: VolumeLike, bitmap: VolumeLike) -> Set:
+        """Open an imported shadow again from its bitmap (after a stop or a crash)."""
+        v, b = _Vol(volume), _Vol(bitmap)
+        out = ffi.new("pt_set **")
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_import_open(h, v.spec, b.spec, out, err), err)
+            return Set(self, out[0], None)
+
     def init_overflow(self, volume: VolumeLike, chunk_size: int = 0) -> Overflow:
         """Initialise a volume as an empty overflow volume."""
         v = _Vol(volume)
@@ -534,6 +555,22 @@ class Set(_Tracked):
         if self._life.free(lib.pt_set_closing, free):
             self._engine._forget(self)
             check(rc, err)
+
+    def export(self) -> None:
+        """Export the shadow to another host (independent sets whose shadow holds its point
+        in time whole): its I/O, copies and resets are refused until ``join``; durable."""
+        err = new_error()
+        with self._use() as h:
+            check(lib.pt_set_export(h, err), err)
+
+    def release(self) -> None:
+        """Hand an imported shadow back: I/O stops, the volume and bitmap are flushed, the
+        bitmap says "released" (the exporting host's ``join`` takes it; no open does), and
+        the set is closed."""
+        err = new_error()
+        with self._use() as h:   # the refusable part, with the handle still shared
+            check(lib.pt_import_release(h, err), err)
+        self.close()
 
     def disable(self) -> None:
         """End the set for good; refused while a copy runs."""

@@ -26,6 +26,7 @@ CHUNK_MAX: int = lib.PT_CHUNK_MAX
 class Kind(enum.IntEnum):
     INDEPENDENT = lib.PT_INDEPENDENT
     DEPENDENT = lib.PT_DEPENDENT
+    IMPORTED = lib.PT_IMPORTED   # a shadow exported by another host (Engine.import_shadow)
 
 
 class Side(enum.IntEnum):
@@ -62,6 +63,7 @@ class Flag(enum.IntFlag):
     UNRECORDED = lib.PT_F_UNRECORDED
     SUSPENDED = lib.PT_F_SUSPENDED
     RESTORE_HELD = lib.PT_F_RESTORE_HELD
+    EXPORTED = lib.PT_F_EXPORTED   # the shadow is another host's until joined back
 
 
 VolumeLike = str | os.PathLike[str] | int | tuple[str, int]

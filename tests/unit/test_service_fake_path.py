@@ -51,7 +51,7 @@ class FakePath:
             raise self.refuse_new
 
     def serve(self, name: str, set_: Set, volumes: SetVolumes, *,
-              loop: bool = True) -> FakeServed:
+              loop: bool = True, shadow: bool = True) -> FakeServed:
         # the descriptors are open while serve runs: what they are is checked here
         for v in (volumes.master, volumes.shadow, volumes.bitmap, volumes.overflow):
             if v is not None:

@@ -103,12 +103,13 @@ class IISet(Interface):
 
     @dbus_property(access=R)
     def Kind(self) -> DBusStr:
-        """'independent' or 'dependent'."""
+        """'independent', 'dependent' or 'imported' (a shadow another host exported, served
+        here with a bitmap of what is written to it; no master)."""
         return str(self._ms().row.kind)
 
     @dbus_property(access=R)
     def Master(self) -> DBusStr:
-        """The master volume."""
+        """The master volume ('' for an imported shadow)."""
         return str(self._ms().row.master)
 
     @dbus_property(access=R)
@@ -123,17 +124,21 @@ class IISet(Interface):
 
     @dbus_property(access=R)
     def MasterDevice(self) -> DBusStr:
-        """The block device (or file) applications use for the master."""
-        served = self._ms().served
-        if served is None:
+        """The block device (or file) applications use for the master ('' for an imported
+        shadow)."""
+        ms = self._ms()
+        served = ms.served
+        if served is None or ms.row.imported:
             return ""
         return str(served.master_device or served.master_file)
 
     @dbus_property(access=R)
     def ShadowDevice(self) -> DBusStr:
-        """The block device (or file) applications use for the shadow."""
-        served = self._ms().served
-        if served is None:
+        """The block device (or file) applications use for the shadow ('' while it is
+        exported)."""
+        ms = self._ms()
+        served = ms.served
+        if served is None or ms.row.exported:
             return ""
         return str(served.shadow_device or served.shadow_file)
 
@@ -299,7 +304,9 @@ class IISet(Interface):
     @method()
     @translated
     async def Disable(self, options: Options) -> None:
-        """End the set (refused while it copies). The volumes keep their data."""
+        """End the set (refused while it copies). The volumes keep their data. On an imported
+        shadow this is the release: it stops serving, flushes, and leaves its bitmap
+        'released' for Join on the host that exported it (no host opens it as a set again)."""
         await authorized(self.ctx, options, "disable sets",
                          self.service.disable_set, self.id)
 
@@ -330,7 +337,9 @@ class IISet(Interface):
     @method()
     @translated
     async def Export(self, options: Options) -> None:
-        """Mark the shadow as handed to another host (independent sets only)."""
+        """Hand the shadow to another host (independent sets whose copy is complete and whose
+        shadow is not incomplete): its device goes away, and it is neither read, written,
+        copied nor updated here until Join. Idempotent; survives a restart."""
         await authorized(self.ctx, options, "export shadows",
                          self.service.export_set, self.id)
 
@@ -338,8 +347,9 @@ class IISet(Interface):
     @translated
     async def Join(self, bitmap: DBusStr, options: Options) -> DBusObjectPath:
         """Take the exported shadow back: OR the bitmap the other host kept while it used the
-        shadow into this set's shadow bitmap, so the next update resyncs those chunks.
-        Returns '/' (no work starts; run Update when ready)."""
+        shadow (released there: refused while still imported) into this set's shadow bitmap,
+        so the next update resyncs those chunks, and serve the shadow again. Returns '/' (no
+        work starts; run Update when ready)."""
         await authorized(self.ctx, options, "join shadows",
                          self.service.join_set, self.id, bitmap)
         return NONE

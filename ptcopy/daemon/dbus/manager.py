@@ -83,6 +83,25 @@ class Manager(Interface):
 
     @method()
     @translated
+    async def ImportShadow(self, shadow: DBusStr, bitmap: DBusStr,
+                           options: Options) -> DBusObjectPath:
+        """Import a shadow another host exported: serve it here (kind 'imported', flag
+        'imported') and mark every chunk written to it in a new bitmap on the bitmap volume,
+        durable before the write, for Join on the exporting host; Disable releases it.
+        Options: name s, chunk_size u (the exporting set's; the shadow's size gives the chunk
+        count), loop b."""
+        o = opt.parse(options, {
+            "name": opt.Opt("s", "the imported set's name"),
+            "chunk_size": opt.Opt("u", "bytes, as the exporting set's"),
+            "loop": opt.Opt("b", "attach a loop device to the served shadow"),
+        })
+        opt.chunk_size(int(o.get("chunk_size", 0)))
+        await self.ctx.auth.check("import shadows")
+        set_id = await asyncio.to_thread(self.service.import_shadow, shadow, bitmap, o)
+        return set_path(set_id)
+
+    @method()
+    @translated
     async def CreateGroup(self, name: DBusStr, sets: Paths,
                           options: Options) -> DBusObjectPath:
         """Create a group of sets that copy and update at one point in time."""

@@ -1,6 +1,6 @@
-"""Sets: enable, disable, copy, abort, reset, lock, rename, export and join, and bringing the
-recorded sets back at start (``restore``) and on request (``refresh``). No D-Bus here; the data
-path is used only through its protocol and its capabilities.
+"""Sets: enable, disable, copy, abort, reset, lock and rename (export and join: ``imports``),
+and bringing the recorded sets back at start (``restore``) and on request (``refresh``). No
+D-Bus here; the data path is used only through its protocol and its capabilities.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ class SetOps(VolumeOps):
             names = [self.sets[i].row.name for i in set_ids]
             for i in set_ids:
                 ms = self.sets[i]
-                if ms.row.exported and d is Direction.TO_SHADOW:
+                if ms.row.exported:
                     raise ServiceError(ErrorName.EXPORTED, f"the shadow of set {ms.row.name} "
                                                            "is exported; join it back first")
             for i in set_ids:
@@ -327,35 +327,6 @@ class SetOps(VolumeOps):
                         ms.set.unlock(owner_id(bus_name))
                     ms.locked_by = ""
                     self._emit("changed", "set", sid)
-
-    def export_set(self, set_id: str) -> None:
-        """Hand the shadow to another host (bookkeeping: the shadow is no longer updated here)."""
-        with self.lock:
-            ms = self.get_set(set_id)
-            if ms.row.kind != "independent":
-                raise ServiceError(ErrorName.WRONG_TYPE, f"set {ms.row.name} is dependent; "
-                                                         "only independent shadows can be "
-                                                         "exported")
-            if ms.row.exported:
-                return
-            if ms.set is not None and ms.set.progress().active:
-                raise ServiceError(ErrorName.BUSY, f"set {ms.row.name} is copying")
-            ms.row = ms.row.with_(exported=True)
-            self.store.put_set(ms.row)
-        self._emit("changed", "set", set_id)
-
-    def join_set(self, set_id: str, bitmap: str) -> None:
-        """Take an exported shadow back: merge the bitmap the other host kept for it."""
-        with self.lock:
-            ms = self.get_set(set_id)
-            if not ms.row.exported:
-                raise ServiceError(ErrorName.NOT_EXPORTED,
-                                   f"the shadow of set {ms.row.name} is not exported")
-            with opened([(bitmap, "joined bitmap")], self.file_dirs) as (b,):
-                self.live(set_id).join((b.given, b.fd))
-            ms.row = ms.row.with_(exported=False)
-            self.store.put_set(ms.row)
-        self._emit("changed", "set", set_id)
 
     # ---- reconcile -------------------------------------------------------------------------
 

@@ -240,7 +240,8 @@ class VolumeOps(Core):
             spec = {role: (v.given, v.fd) for v, (_, role) in zip(got, vols, strict=True)}
             volumes = SetVolumes(spec["master"], spec["shadow"], spec.get("bitmap"),
                                  spec.get("overflow"))
-            ms.served = self.datapath.serve(row.name, ms.set, volumes, loop=row.loop)
+            ms.served = self.datapath.serve(row.name, ms.set, volumes, loop=row.loop,
+                                            shadow=not row.exported)
 
     def _serve_again(self, ms: ManagedSet) -> None:
         """Put back what users had after a step that unserved the set failed; the failure

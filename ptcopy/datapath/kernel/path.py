@@ -139,12 +139,16 @@ class KernelPath:
     # ---- serving ----------------------------------------------------------------------------
 
     def serve(self, name: str, set_: Set, volumes: SetVolumes, *,
-              loop: bool = True) -> KernelSet:
+              loop: bool = True, shadow: bool = True) -> KernelSet:
         """Build (or after a reboot rebuild) the set's devices from the descriptors the caller
         checked: devices are named in tables by the descriptor's device number and files get
         the loop device bound to the open file, so nothing is resolved by path again. ``loop``
-        changes nothing: devices are what this path serves."""
+        changes nothing: devices are what this path serves. ``shadow=False`` is never asked
+        (``caps.serve_one_side`` is False: docs/kernel-path.md says why)."""
         del loop
+        if not shadow:
+            raise InvalidArgument("the kernel data path serves a set's master and shadow "
+                                  "together")
         b = volumes.bitmap
         if b is None:
             raise InvalidArgument("the kernel data path keeps each set's era metadata "
@@ -202,6 +206,11 @@ class KernelPath:
             with self._ends_lock:
                 self._ends[name] = EndSignal(idle=not _running(ks))
             return ks
+
+    def serve_shadow(self, name: str, on: bool) -> None:
+        """Never asked (``caps.serve_one_side`` is False)."""
+        raise InvalidArgument("the kernel data path serves a set's master and shadow "
+                              "together")
 
     def started(self, name: str, *, new: bool) -> None:
         """A new independent set's first full copy (the engine deferred it: it reads a frozen

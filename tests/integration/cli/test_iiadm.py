@@ -41,6 +41,7 @@ TRANSLATIONS = [
     ("-Q /d/o", "overflow status /d/o"),
     ("-E /d/s", "export /d/s"),
     ("-J /d/s /d/b", "join /d/s /d/b"),
+    ("-I /d/s /d/b", "import /d/s /d/b"),
     # the patent's options (US 2003/0033327)
     ("-e dep /d/m /d/s /d/b db1", "enable --dependent /d/m /d/s /d/b --name db1"),
     ("-s /d/s", "suspend /d/s"),
@@ -70,7 +71,7 @@ def test_translation_of_an_empty_group_name() -> None:
 
 @pytest.mark.parametrize("classic", [
     "-x", "-e", "-e xyz /m /s /b", "-e ind /m /s", "-c x /d/s", "-u s /d/s /d/t", "-d /s -w /s",
-    "-m /d/s", "-g db", "-g db -d", "-P x y /d/s", "-n", "-I /d/s /d/b", "-s", "-C",
+    "-m /d/s", "-g db", "-g db -d", "-P x y /d/s", "-n", "-I /d/s", "-s", "-C",
     "-X", "-g db -C xyz", "-J /d/s", "-e dep /m /s /b n extra",
 ])
 def test_bad_classic_command_lines(classic: str) -> None:
@@ -135,8 +136,8 @@ def test_classic_commands_against_the_daemon(cli: Cli) -> None:
 
     r = cli.fails(2, "-E", shadow, prog=IIADM)        # dependent: cannot be exported
     assert "dependent" in r.stderr
-    r = cli.fails(1, "-I", s, b, prog=IIADM)
-    assert "not available in ptcopy" in r.stderr
+    r = cli.fails(1, "-I", s, prog=IIADM)               # import: the bitmap is missing
+    assert "-I takes" in r.stderr
     r = cli.fails(2, "-s", shadow, prog=IIADM)        # nothing to suspend
     assert "no copy running" in r.stderr
     assert cli.ok("--explain", "-u", "s", shadow, prog=IIADM).stdout == \
