@@ -27,6 +27,10 @@ PACKAGES=(
     udev fdisk
     qemu-system-x86 busybox-static dmsetup thin-provisioning-tools xz-utils
     ca-certificates
+    # remote hosts (ptcopy --host): the CLI runs ssh; the test hosts (tests/remote) each run
+    # their own sshd in a network namespace (openssh-server, never started as a system service:
+    # see "Debian packages" below)
+    openssh-client openssh-server
     # the Debian package (scripts/build-package.sh): its build dependencies (debian/control),
     # lintian, and mmdebstrap for the clean Debian 12 root its VM test boots
     debhelper dh-python python3-all-dev python3-setuptools python3-cffi
@@ -65,11 +69,39 @@ for pkg in "${PACKAGES[@]}"; do
         missing+=("$pkg")
     fi
 done
+# openssh-server is only there for the test hosts, which start their own sshd: installing it must
+# not start (or enable for the next boot) a system sshd on port 22. A temporary policy-rc.d
+# ("101: action forbidden", honoured by invoke-rc.d and deb-systemd-invoke) keeps its postinst
+# from starting it, and /etc/ssh/sshd_not_to_be_run (a condition of Debian's ssh.service and
+# /etc/init.d/ssh) keeps it from starting at boot; remove that file to run a system sshd.
+# Both only when this script installs openssh-server: an sshd already installed is left alone.
+POLICY_RC=/usr/sbin/policy-rc.d
+own_policy_rc=0
+drop_policy_rc() {
+    if ((own_policy_rc)); then rm -f "$POLICY_RC"; fi
+    rm -f "$LOG"
+}
+new_sshd=0
+for pkg in "${missing[@]}"; do
+    if [[ $pkg == openssh-server ]]; then new_sshd=1; fi
+done
 if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
+    if ((new_sshd)) && [[ ! -e $POLICY_RC ]]; then
+        trap drop_policy_rc EXIT
+        printf '#!/bin/sh\n# scripts/setup.sh: no service starts while it installs packages\nexit 101\n' \
+            >"$POLICY_RC"
+        chmod 755 "$POLICY_RC"
+        own_policy_rc=1
+    fi
     run "apt-get update" apt-get update -qq
     run "installing ${missing[*]}" \
         apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    if ((new_sshd)); then
+        touch /etc/ssh/sshd_not_to_be_run
+    fi
+    drop_policy_rc
+    own_policy_rc=0
 else
     echo "setup.sh: Debian packages already installed"
 fi

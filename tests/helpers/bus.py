@@ -47,11 +47,12 @@ class PrivateBus:
         return {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.address}
 
     @classmethod
-    def start(cls, *, extra: str = FAKE_POLKIT) -> PrivateBus:
+    def start(cls, *, extra: str = FAKE_POLKIT, parent: Path | None = None) -> PrivateBus:
         """Start one; ``extra`` is policy added to the configuration (by default the room for
-        the tests' fake polkit)."""
+        the tests' fake polkit); its directory is made in ``parent`` (default /tmp), which
+        every uid must be able to search."""
         # world-searchable, so a second uid can reach the socket (pytest's tmp dirs are 0700)
-        d = Path(tempfile.mkdtemp(prefix="ptcopy-test-bus-", dir="/tmp"))
+        d = Path(tempfile.mkdtemp(prefix="ptcopy-test-bus-", dir=parent or "/tmp"))
         d.chmod(0o755)
         sock = d / "system_bus_socket"
         conf = d / "system.conf"

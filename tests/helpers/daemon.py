@@ -58,11 +58,21 @@ class Ptcopyd:
                 *self.args]
 
     def start(self, timeout: float = 30) -> None:
+        """Start the process and wait until it owns the bus name."""
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting (several daemons then start side by side)."""
         assert self.proc is None or self.proc.poll() is not None, "ptcopyd is already running"
         with self.log_path.open("ab") as log:
             log.write(f"---- start: {' '.join(self.command())}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=REPO)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Wait until the launched process owns the bus name; fails when it exits first."""
+        assert self.proc is not None
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -111,15 +121,7 @@ class Ptcopyd:
         """Whatever happened: stop the process, then remove what it left behind."""
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
-        from ptcopy.datapath.userspace import cleanup_stale
-        with contextlib.suppress(Exception):
-            cleanup_stale(str(self.run_dir / "volumes"))
-        for lp in loopdev.loops_backed_by(str(self.run_dir)):
-            with contextlib.suppress(Exception):
-                loopdev.detach(lp.device)
-        for mp in sorted(mounts_under(self.run_dir), reverse=True):
-            with contextlib.suppress(Exception):
-                loopdev.lazy_unmount(mp)
+        remove_leftovers(self.run_dir)
 
     def log_text(self) -> str:
         try:
@@ -153,6 +155,20 @@ class Ptcopyd:
         s = self.volume(shadow)
         b = self.volume(bitmap_size(master, shadow, chunk_size, k))
         return m, s, b
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """What a ptcopyd with this run directory left behind (it no longer runs): its served
+    volumes, loop devices backed by files under it, mounts under it."""
+    from ptcopy.datapath.userspace import cleanup_stale
+    with contextlib.suppress(Exception):
+        cleanup_stale(str(run_dir / "volumes"))
+    for lp in loopdev.loops_backed_by(str(run_dir)):
+        with contextlib.suppress(Exception):
+            loopdev.detach(lp.device)
+    for mp in sorted(mounts_under(run_dir), reverse=True):
+        with contextlib.suppress(Exception):
+            loopdev.lazy_unmount(mp)
 
 
 def finish(daemons: list[Ptcopyd], *, check_log: bool = True) -> None:
