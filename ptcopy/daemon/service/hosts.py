@@ -35,7 +35,8 @@ ROOT = "/org/ptcopy/Imaging1"
 MANAGER = "org.ptcopy.Imaging1.Manager"
 CONNECT_TIMEOUT = 5.0   # seconds for ssh to connect and log in
 CALL_TIMEOUT = 5.0      # seconds for the bus connection and each read over it
-_CHILD = re.compile(r"<node\s+name=\"[^\"]+\"")
+# a child node of the introspected path (its own node is named by its full path, with '/')
+_CHILD = re.compile(r"<node\s+name=\"[^\"/]+\"")
 
 
 def now_us() -> int:
