@@ -49,8 +49,12 @@ def hosts_table(items: list[HostInfo]) -> Table:
     for col in ("HOST", "TARGET", "REACHABLE", "LAST SEEN", "VERSION", "SETS"):
         t.add_column(col, overflow="fold")
     for h in items:
-        reach = Text("yes", style="green") if h.reachable else \
-            Text("no" + (f": {h.last_error}" if h.last_error else ""), style="red")
+        if h.reachable:
+            reach = Text("yes", style="green")
+        elif h.last_error:
+            reach = Text(f"no: {h.last_error}", style="red")
+        else:
+            reach = Text("not probed yet", style="yellow")
         t.add_row(h.name, h.target, reach, _local(h.last_seen), h.version or "-",
                   str(h.sets) if h.last_seen else "-")
     return t
