@@ -162,6 +162,16 @@ def test_trust_a_new_host_key(local: Cli, hosts: TestHosts,
     local.ok("--host", "reg-t1", "list")
     assert local.json("hosts", "trust", "reg-t1", "--yes")["already"] is True
 
+    # at a terminal: the fingerprints, then the question; "n" records nothing, "y" does
+    untrusted = hosts.untrusted_config()
+    monkeypatch.setenv("PTCOPY_SSH_CONFIG", str(untrusted))
+    code, text = local.tty("hosts", "trust", hosts[1].name, answer="n")
+    assert code == 1 and "SHA256:" in text and "not confirmed" in text, text
+    local.fails(2, "--host", hosts[1].name, "list")
+    code, text = local.tty("hosts", "trust", hosts[1].name, answer="y")
+    assert code == 0 and "trusted" in text, text
+    local.ok("--host", hosts[1].name, "list")
+
     monkeypatch.setenv("PTCOPY_SSH_CONFIG", str(hosts.wrong_key_config(hosts[0])))
     r = local.fails(2, "hosts", "trust", "reg-t1", "--yes")
     assert "DIFFERENT key" in r.stderr, r
