@@ -6,9 +6,11 @@ for a host whose key is not known yet."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,8 +39,14 @@ def local(hosts: TestHosts, tmp_path: Path,
     """The CLI against a local ptcopyd of its own (probing only when asked) whose ssh, like
     the CLI's, uses the test hosts' client configuration."""
     monkeypatch.setenv("PTCOPY_SSH_CONFIG", str(hosts.ssh_config))
+    with local_daemon(tmp_path, "0") as cli:
+        yield cli
+
+
+@contextlib.contextmanager
+def local_daemon(tmp_path: Path, interval: str) -> Iterator[Cli]:
     bus = PrivateBus.start(extra="")
-    d = Ptcopyd(bus, tmp_path / "local", ["--host-probe-interval", "0"])
+    d = Ptcopyd(bus, tmp_path / "local", ["--host-probe-interval", interval])
     try:
         d.start()
         yield Cli(Daemon(bus.address, d), "reg", d.vol_dir)
@@ -175,3 +183,25 @@ def test_trust_a_new_host_key(local: Cli, hosts: TestHosts,
     monkeypatch.setenv("PTCOPY_SSH_CONFIG", str(hosts.wrong_key_config(hosts[0])))
     r = local.fails(2, "hosts", "trust", "reg-t1", "--yes")
     assert "DIFFERENT key" in r.stderr, r
+
+
+def test_background_probes(hosts: TestHosts, tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --host-probe-interval, hosts are probed without being asked: a new host is seen,
+    and a host whose sshd stops is marked unreachable by the next round."""
+    monkeypatch.setenv("PTCOPY_SSH_CONFIG", str(hosts.ssh_config))
+    with local_daemon(tmp_path, "1") as cli:
+        cli.ok("hosts", "add", "reg-bg", hosts[2].name)
+
+        def listed() -> dict[str, Any]:
+            found: dict[str, Any] = {h["name"]: h for h in cli.json("hosts", "list")}
+            return dict(found["reg-bg"])
+
+        cli.until(lambda: listed()["reachable"] is True, timeout=BOUND)
+        hosts[2].stop_sshd()
+        try:
+            cli.until(lambda: listed()["reachable"] is False, timeout=BOUND)
+        finally:
+            hosts[2].start_sshd()
+        assert "cannot be reached" in str(listed()["last_error"])
+        cli.until(lambda: listed()["reachable"] is True, timeout=BOUND)
