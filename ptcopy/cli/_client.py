@@ -84,6 +84,9 @@ CALLS: dict[tuple[str, str], tuple[str, str]] = {
     (SCHEDULE, "Resume"): ("a{sv}", ""),
     (SCHEDULE, "RunNow"): ("a{sv}", "o"),
     (SCHEDULE, "Delete"): ("a{sv}", ""),
+    (MANAGER, "AddHost"): ("ssa{sv}", "o"),
+    (HOST, "Probe"): ("a{sv}", "b"),
+    (HOST, "Remove"): ("a{sv}", ""),
 }
 # The properties the CLI reads, per interface (also checked against the contract).
 PROPS: dict[str, tuple[str, ...]] = {
@@ -100,10 +103,12 @@ PROPS: dict[str, tuple[str, ...]] = {
           "ExpectedEndTime", "Cancelable", "StartedByUID", "Done", "Success", "Message"),
     SCHEDULE: ("Name", "Spec", "Targets", "Enabled", "NextRun", "LastRun", "LastJob",
                "LastResult"),
+    HOST: ("Name", "Target", "Reachable", "LastSeen", "Version", "Sets", "LastError"),
 }
 KIND_OF_PREFIX = {f"{ROOT}/sets/": "set", f"{ROOT}/groups/": "group",
                   f"{ROOT}/overflow/": "overflow volume", f"{ROOT}/jobs/": "job",
-                  f"{ROOT}/volumes/": "volume", f"{ROOT}/schedules/": "schedule"}
+                  f"{ROOT}/volumes/": "volume", f"{ROOT}/schedules/": "schedule",
+                  f"{ROOT}/hosts/": "host"}
 OFFLINE_FLAGS = ("master-offline", "shadow-offline", "bitmap-offline", "overflow-offline")
 
 
@@ -281,6 +286,23 @@ class ScheduleInfo:
                    str(p["LastJob"]), str(p["LastResult"]))
 
 
+@dataclass(frozen=True)
+class HostInfo:
+    path: str
+    name: str
+    target: str
+    reachable: bool
+    last_seen: int          # microseconds since the epoch, 0 = never
+    version: str
+    sets: int
+    last_error: str
+
+    @classmethod
+    def from_props(cls, path: str, p: Mapping[str, Any]) -> HostInfo:
+        return cls(path, str(p["Name"]), str(p["Target"]), bool(p["Reachable"]),
+                   int(p["LastSeen"]), str(p["Version"]), int(p["Sets"]), str(p["LastError"]))
+
+
 @dataclass
 class Inventory:
     """Everything the daemon exports, read in one GetManagedObjects call."""
@@ -291,6 +313,7 @@ class Inventory:
     volumes: dict[str, VolumeInfo] = field(default_factory=dict)
     jobs: dict[str, JobInfo] = field(default_factory=dict)
     schedules: dict[str, ScheduleInfo] = field(default_factory=dict)
+    hosts: dict[str, HostInfo] = field(default_factory=dict)
 
     def name_of(self, path: str) -> str | None:
         """A readable name for an object path ('/' and unknown paths give None)."""
@@ -429,6 +452,8 @@ class Client:
                     inv.jobs[path] = JobInfo.from_props(path, p)
                 elif iface == SCHEDULE:
                     inv.schedules[path] = ScheduleInfo.from_props(path, p)
+                elif iface == HOST:
+                    inv.hosts[path] = HostInfo.from_props(path, p)
         return inv
 
     async def manager(self) -> dict[str, Any]:

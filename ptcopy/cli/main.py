@@ -10,7 +10,17 @@ from collections.abc import Sequence
 
 import typer
 
-from ptcopy.cli import _typer_compat, groups, moves, overflow, schedules, sets, suspend, system
+from ptcopy.cli import (
+    _typer_compat,
+    groups,
+    hosts,
+    moves,
+    overflow,
+    schedules,
+    sets,
+    suspend,
+    system,
+)
 from ptcopy.cli._errors import CliError, ExitCode, explain
 from ptcopy.cli._output import print_error
 from ptcopy.cli._params import BusOpt, DebugOpt, HostOpt, JsonOpt, QuietOpt, TimeoutOpt
@@ -53,6 +63,7 @@ app.add_typer(suspend.app)
 app.add_typer(groups.app, name="group", rich_help_panel="Groups and overflow volumes")
 app.add_typer(overflow.app, name="overflow", rich_help_panel="Groups and overflow volumes")
 app.add_typer(schedules.app, name="schedule", rich_help_panel="Schedules")
+app.add_typer(hosts.app, name="hosts", rich_help_panel="Between hosts")
 app.add_typer(system.app)
 
 

@@ -11,6 +11,7 @@ import typer
 from rich.console import RenderableType
 
 from ptcopy.cli import _views as views
+from ptcopy.cli import allhosts
 from ptcopy.cli._client import GROUP, JOB, NO_OBJECT, SET, Client, SetInfo
 from ptcopy.cli._errors import (
     BUS_ERROR_PREFIX,
@@ -50,6 +51,9 @@ from ptcopy.errnames import ErrorName
 app = typer.Typer(rich_markup_mode="markdown")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+AllHostsOpt = Annotated[bool, typer.Option(
+    "--all-hosts", help="This host and every host registered here (ptcopy hosts list), asked "
+    "in parallel; a host that does not answer is marked, not an error.")]
 
 
 def default_name(shadow: str) -> str:
@@ -390,6 +394,7 @@ def status(ctx: typer.Context, sets: OptionalSetsArg = None, *,
                                               help="Every set (the default).")] = False,
            group: Annotated[str | None, typer.Option(
                "--group", "-g", metavar="GROUP", help="The sets of this group.")] = None,
+           all_hosts: AllHostsOpt = False,
            json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Show sets as iiadm -i did: volumes and served devices, kind, copy state and
     direction, offline volumes, out of space, exported, how much differs, size, chunks,
@@ -397,6 +402,11 @@ def status(ctx: typer.Context, sets: OptionalSetsArg = None, *,
     if (sets or group is not None) and all_:
         raise UsageProblem("give sets or --all, not both (--group names sets too)")
     out = output(ctx, json_, quiet)
+    if all_hosts:
+        if sets or group is not None:
+            raise UsageProblem("--all-hosts shows every set of every host: give no sets")
+        allhosts.run_all(settings(ctx), out, full=True)
+        return
 
     async def body(c: Client) -> None:
         if sets or group is not None:
@@ -422,9 +432,13 @@ def status(ctx: typer.Context, sets: OptionalSetsArg = None, *,
 
 
 @app.command(name="list", rich_help_panel="Sets")
-def list_(ctx: typer.Context, *, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+def list_(ctx: typer.Context, *, all_hosts: AllHostsOpt = False, json_: JsonOpt = False,
+          quiet: QuietOpt = False) -> None:
     """List the sets, one a line."""
     out = output(ctx, json_, quiet)
+    if all_hosts:
+        allhosts.run_all(settings(ctx), out, full=False)
+        return
 
     async def body(c: Client) -> None:
         inv = await c.inventory()

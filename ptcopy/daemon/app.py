@@ -19,6 +19,7 @@ from ptcopy.daemon.dbus.bus import BUS_NAME, ROOT, PtcopyBus, record_caller
 from ptcopy.daemon.dbus.clients import Clients
 from ptcopy.daemon.dbus.context import HostContext
 from ptcopy.daemon.dbus.errors import CALLS
+from ptcopy.daemon.dbus.host import HostObjects
 from ptcopy.daemon.dbus.manager import Manager
 from ptcopy.daemon.dbus.paths import set_path
 from ptcopy.daemon.dbus.registry import Registry
@@ -40,11 +41,12 @@ class Daemon:
 
     def __init__(self, service: Service, bus_address: str | None, *,
                  job_retention: float = 900.0, volumes: str = "host",
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, host_probe_interval: float = 60.0) -> None:
         self.service = service
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.bus_address = bus_address
         self.job_retention = job_retention
+        self.host_probe_interval = host_probe_interval
         self.discovery = Discovery(service.run_dir)
         self.inventory = Inventory(service, self.discovery, all_volumes=volumes == "host")
         self.background = Background()
@@ -84,9 +86,13 @@ class Daemon:
                               registry.start_job, self.background)
         ScheduleObjects(scheduler, registry.auth, registry.export, bus.unexport)
         registry.job_listeners.append(scheduler.job_ended)
+        hosts = HostObjects(self.service.store, self.background, registry.auth,
+                            registry.export, bus.unexport,
+                            probe_interval=self.host_probe_interval)
         bus.export(ROOT, Manager(self.service, registry.context,
                                  HostContext(hotplug.rediscover, registry.sync_objects,
-                                             self.inventory.candidate_views), scheduler))
+                                             self.inventory.candidate_views), scheduler,
+                                 hosts))
         self.service.listeners.append(registry.on_event)
         hotplug.start()
         registry.sync_objects()
@@ -94,6 +100,7 @@ class Daemon:
             if self.service.copying(ms):
                 registry.start_job("resume", [set_path(sid)], [sid], 0)
         await scheduler.prepare()   # whoever sees ptcopyd on the bus sees its schedules
+        hosts.start()               # and its hosts
         reply = await bus.request_name(BUS_NAME)
         if reply is not RequestNameReply.PRIMARY_OWNER:
             raise SystemExit(f"ptcopyd: the bus name {BUS_NAME} is taken ({reply.name}); "

@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: %(default)s)")
     p.add_argument("--job-retention", type=float, default=900.0, metavar="SECONDS",
                    help="how long finished jobs stay readable (default: %(default)s)")
+    p.add_argument("--host-probe-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="how often to probe the registered remote hosts, read-only over SSH "
+                        "(0: only when asked; default: %(default)s)")
     p.add_argument("--test-clock", metavar="FILE", help=argparse.SUPPRESS)
     # tests only: schedules go by the time FILE holds (seconds since the epoch), read again
     # on SIGUSR1 (ptcopy.daemon.clock.FileClock)
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         service.restore()
         asyncio.run(Daemon(service, args.bus, job_retention=args.job_retention,
-                           volumes=args.volumes, clock=clock).run())
+                           volumes=args.volumes, clock=clock,
+                           host_probe_interval=max(0.0, args.host_probe_interval)).run())
     finally:
         service.stop()
         os.close(lock_fd)   # only now may another ptcopyd take the state directory

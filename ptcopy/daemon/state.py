@@ -56,6 +56,15 @@ CREATE TABLE IF NOT EXISTS schedules (
     last_result TEXT NOT NULL DEFAULT '',
     stamps TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS hosts (
+    name TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    added INTEGER NOT NULL DEFAULT 0,
+    last_seen INTEGER NOT NULL DEFAULT 0,
+    version TEXT NOT NULL DEFAULT '',
+    sets INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT ''
+);
 """
 
 # Columns added after the first release: a state store made before gets them (empty) when it
@@ -122,6 +131,23 @@ class ScheduleRow:
     stamps: str = ""       # JSON {set id: when its last point in time was taken}
 
     def with_(self, **changes: object) -> ScheduleRow:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class HostRow:
+    """A registered remote host (ptcopy.daemon.service.hosts); times in µs since the epoch,
+    the rest as its last probe found it."""
+
+    name: str
+    target: str            # the SSH destination, [USER@]HOST[:PORT]
+    added: int = 0
+    last_seen: int = 0     # the last probe that reached it (0: never)
+    version: str = ""      # its ptcopyd's version then
+    sets: int = 0          # how many sets it had then
+    last_error: str = ""   # why the last probe failed ('' when it did not)
+
+    def with_(self, **changes: object) -> HostRow:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
@@ -278,3 +304,18 @@ class Store:
             d["enabled"] = bool(d["enabled"])
             out.append(ScheduleRow(**d))  # type: ignore[arg-type]
         return out
+
+    # remote hosts
+    def put_host(self, row: HostRow) -> None:
+        names = [f.name for f in fields(HostRow)]
+        values = tuple(getattr(row, n) for n in names)
+        self._write(f"INSERT OR REPLACE INTO hosts ({', '.join(names)}) VALUES "
+                    f"({', '.join('?' for _ in names)})", values)
+
+    def delete_host(self, name: str) -> None:
+        self._write("DELETE FROM hosts WHERE name = ?", (name,))
+
+    def hosts(self) -> list[HostRow]:
+        names = [f.name for f in fields(HostRow)]
+        return [HostRow(**dict(zip(names, r, strict=True)))  # type: ignore[arg-type]
+                for r in self._rows(f"SELECT {', '.join(names)} FROM hosts ORDER BY name")]

@@ -12,6 +12,7 @@ from typing import Any
 
 from dbus_fast import introspection as intr
 
+from ptcopy.daemon.dbus.host import Host
 from ptcopy.daemon.dbus.iigroup import IIGroup
 from ptcopy.daemon.dbus.iioverflow import IIOverflow
 from ptcopy.daemon.dbus.iiset import IISet
@@ -29,7 +30,8 @@ def interfaces() -> list[Interface]:
     none: Any = None
     return [Manager(none, none, none), IISet(none, "", none), IIGroup(none, "", none),
             IIOverflow(none, "", none), Volume(VolumeView("")),
-            Job(0, "", [], [], 0, none, lambda j: None), Schedule(none, "", none)]
+            Job(0, "", [], [], 0, none, lambda j: None), Schedule(none, "", none),
+            Host(none, "")]
 
 
 def errors_comment() -> str:

@@ -13,6 +13,7 @@ from ptcopy.daemon.dbus.args import NO_OPTS, Options, Paths, R, TwoPaths
 from ptcopy.daemon.dbus.bus import IFACE, caller
 from ptcopy.daemon.dbus.context import Context, HostContext
 from ptcopy.daemon.dbus.errors import translated
+from ptcopy.daemon.dbus.host import HostObjects
 from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.paths import (
     NONE,
@@ -32,12 +33,13 @@ class Manager(Interface):
     """The root object: creates sets, groups and overflow volumes, and finds them."""
 
     def __init__(self, service: Service, ctx: Context, host: HostContext,
-                 scheduler: Scheduler | None = None) -> None:
+                 scheduler: Scheduler | None = None, hosts: HostObjects | None = None) -> None:
         super().__init__(IFACE + ".Manager")
         self.service = service
         self.ctx = ctx
         self.host = host
         self.scheduler = scheduler
+        self.hosts = hosts
 
     @dbus_property(access=R)
     def Version(self) -> DBusStr:
@@ -196,3 +198,18 @@ class Manager(Interface):
         n += await self.host.rediscover()
         self.host.sync_objects()
         return n
+
+    @method()
+    @translated
+    async def AddHost(self, name: DBusStr, target: DBusStr,
+                      options: Options) -> DBusObjectPath:
+        """Register a remote host under a name (letters, digits, '_', '.', '-'; ptcopy --host
+        NAME then reaches it): target is its SSH destination [USER@]HOST[:PORT] or an
+        ssh_config alias. Returns its Host object; adding the same name and target again
+        returns the same object, another target under a taken name is Exists. ptcopyd then
+        probes it (read-only) in the background."""
+        opt.parse(options, NO_OPTS)
+        if self.hosts is None:
+            raise invalid("this ptcopyd keeps no host registry")
+        await self.ctx.auth.check("add hosts")
+        return await self.hosts.add(name, target)

@@ -37,7 +37,7 @@ from tests.integration.daemon import unpriv_client
 pytestmark = pytest.mark.root
 
 READS = {("Manager", "LookUp"), ("Manager", "Candidates"), ("Job", "Wait"),
-         ("Schedule", "NextRuns")}
+         ("Schedule", "NextRuns"), ("Host", "Probe")}
 
 
 def as_nobody(bus: PrivateBus, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,8 +58,10 @@ async def world(client: Client, d: Ptcopyd) -> dict[str, str]:
     await client.wait_job(job)
     (sched,) = await client.ok(ROOT, MANAGER, "CreateSchedule", "ssaoa{sv}",
                                ["sched", "daily", [set1], {}])
+    (host,) = await client.ok(ROOT, MANAGER, "AddHost", "ssa{sv}", ["h", "127.0.0.1:1", {}])
+    await client.ok(host, IFACE + ".Host", "Probe", "a{sv}", [{}])   # its finding is stable
     return {"Manager": ROOT, "IISet": set1, "IIGroup": group, "IIOverflow": ov, "Job": job,
-            "set2": set2, "Schedule": sched}
+            "set2": set2, "Schedule": sched, "Host": host}
 
 
 def argument(name: str, sig: str, w: dict[str, str], d: Ptcopyd) -> Any:
@@ -70,7 +72,7 @@ def argument(name: str, sig: str, w: dict[str, str], d: Ptcopyd) -> Any:
         "bitmap": str(d.vol_dir / "free-b.img"), "path": str(d.vol_dir / "free-ov.img"),
         "sets": [w["set2"]], "overflow": w["IIOverflow"], "member": w["set2"],
         "delay": 1, "units": 2, "timeout": 0.5, "role": "shadow",
-        "spec": "hourly", "targets": [w["set2"]], "count": 3,
+        "spec": "hourly", "targets": [w["set2"]], "count": 3, "target": "other.example",
     }
     assert name in by_name, f"the test does not know argument {name} ({sig}) yet"
     return by_name[name]
