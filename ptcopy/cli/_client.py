@@ -367,8 +367,9 @@ class Client:
     DBUS_SYSTEM_BUS_ADDRESS); ``timeout`` bounds every call, in seconds."""
 
     def __init__(self, address: str | None, timeout: float, *, label: str = "",
-                 connect_timeout: float | None = None) -> None:
+                 connect_timeout: float | None = None, host: str = "") -> None:
         self.address = address
+        self.host = host     # the remote host (--host) this connection reaches, "" = local
         self.timeout = timeout
         self.label = label   # what the address is, for messages (a remote host)
         self.connect_timeout = timeout if connect_timeout is None else connect_timeout

@@ -97,7 +97,7 @@ async def open_client(s: Settings, host: str | None) -> AsyncIterator[Client]:
     label = f"host {host}" if str(target) == host else f"host {host} ({target})"
     async with Tunnel(target, opts) as tunnel:
         try:
-            async with Client(tunnel.address, s.timeout, label=label,
+            async with Client(tunnel.address, s.timeout, label=label, host=host,
                               connect_timeout=opts.connect_timeout + 5) as client:
                 yield client
         except (BusUnreachable, CallTimedOut) as e:

@@ -51,7 +51,7 @@ def import_(
             opts["chunk_size"] = chunk_size
         if no_loop:
             opts["loop"] = False
-        path = await c.import_shadow(volume_path(shadow), volume_path(bitmap), opts)
+        path = await c.import_shadow(volume_path(c, shadow), volume_path(c, bitmap), opts)
         info = await c.set_info(path)
         out.result({"name": info.name, "object": path, "kind": info.kind,
                     "shadow": info.shadow, "bitmap": info.bitmap,

@@ -31,7 +31,7 @@ def init(ctx: typer.Context,
     out = output(ctx, json_, quiet)
 
     async def body(c: Client) -> None:
-        path = await c.create_overflow(volume_path(volume), chunk_size or 0)
+        path = await c.create_overflow(volume_path(c, volume), chunk_size or 0)
         inv = await c.inventory()
         o = inv.overflows.get(path) or await c.overflow_info(path)
         out.result(views.overflow_json(o, inv),
@@ -48,7 +48,7 @@ def attach(ctx: typer.Context, overflow: OverflowArg, set_: SetArg, *, json_: Js
     out = output(ctx, json_, quiet)
 
     async def body(c: Client) -> None:
-        opath = await c.resolve(volume_path(overflow), "overflow volume")
+        opath = await c.resolve(volume_path(c, overflow), "overflow volume")
         spath = await c.resolve(set_, "set")
         await c.simple(spath, SET, "AttachOverflow", opath)
         info = await c.set_info(spath)
@@ -101,7 +101,7 @@ def status(ctx: typer.Context, overflows: OverflowsArg = None, *, json_: JsonOpt
     out = output(ctx, json_, quiet)
 
     async def body(c: Client) -> None:
-        paths = [await c.resolve(volume_path(o), "overflow volume") for o in overflows or []]
+        paths = [await c.resolve(volume_path(c, o), "overflow volume") for o in overflows or []]
         inv = await c.inventory()
         chosen = views.chosen(inv.overflows, paths, lambda o: o.volume)
         human: list[object] = []
@@ -127,7 +127,7 @@ def delete(ctx: typer.Context,
     async def body(c: Client) -> None:
         done = []
         for name in overflows:
-            opath = await c.resolve(volume_path(name), "overflow volume")
+            opath = await c.resolve(volume_path(c, name), "overflow volume")
             o = await c.overflow_info(opath)
             await c.simple(opath, OVERFLOW, "Delete")
             done.append(o.volume)

@@ -66,8 +66,12 @@ def default_name(shadow: str) -> str:
     return base or "set"
 
 
-def volume_path(value: str) -> str:
-    """Volumes go to the daemon as absolute paths (it runs elsewhere)."""
+def volume_path(c: Client, value: str) -> str:
+    """Volumes go to the daemon as absolute paths (it runs elsewhere). A relative path means
+    nothing on another host: with --host it is refused."""
+    if c.host and not os.path.isabs(value):
+        raise UsageProblem(f"{value!r} is a relative path: on host {c.host} give volumes by "
+                           f"their absolute path there")
     return os.path.abspath(value)
 
 
@@ -179,7 +183,7 @@ def enable(
     async def body(c: Client) -> None:
         opts: dict[str, bool | int | str] = {}
         if overflow is not None:
-            opts["overflow"] = await c.resolve(volume_path(overflow), "overflow volume")
+            opts["overflow"] = await c.resolve(volume_path(c, overflow), "overflow volume")
         if group is not None:
             opts["group"] = await c.resolve(group, "group")
         if chunk_size is not None:
@@ -193,13 +197,13 @@ def enable(
         if no_loop:
             opts["loop"] = False
         try:
-            path, job = await c.create_set(set_name, kind, volume_path(master),
-                                           volume_path(shadow),
-                                           volume_path(bitmap) if bitmap else "", opts)
+            path, job = await c.create_set(set_name, kind, volume_path(c, master),
+                                           volume_path(c, shadow),
+                                           volume_path(c, bitmap) if bitmap else "", opts)
         except RemoteError as e:
             if e.short_name in SUGGEST_FOR:
                 e.hint = " ".join(filter(None, [e.hint, await _suggest(
-                    c, volume_path(master), kind)]))
+                    c, volume_path(c, master), kind)]))
             raise
         inv = await c.inventory()
         info = inv.sets.get(path) or await c.set_info(path)
@@ -554,7 +558,7 @@ def join(
 
     async def body(c: Client) -> None:
         path = await c.resolve(set_, "set")
-        await c.simple(path, SET, "Join", volume_path(bitmap))
+        await c.simple(path, SET, "Join", volume_path(c, bitmap))
         info = await c.set_info(path)
         out.result({"name": info.name, "exported": "exported" in info.flags},
                    human=f"the shadow of set {info.name} is back; ptcopy update {info.name} "
