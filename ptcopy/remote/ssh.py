@@ -98,7 +98,7 @@ _PATTERNS: tuple[tuple[str, str, str, str], ...] = (
 def explain_failure(target: Target | str, stderr: str, returncode: int | None) -> SshFailure:
     """What ssh's stderr and exit status mean, in one sentence naming the host."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    said = lines[-1] if lines else ""
+    said = lines[-1].removeprefix("ssh: ") if lines else ""
     for kind, pattern, sentence, hint in _PATTERNS:
         if re.search(pattern, stderr):
             detail = f" (ssh: {said})" if said else ""
