@@ -3,7 +3,8 @@
  * Layering: a file calls only files on its own line (as noted) or below it, never above, so the
  * C files do not depend on each other in a circle.
  *   set.c  setctl.c      sets' lifecycle (enable/open/close/disable); the other control calls
- *   copy.c               starting copies (one set or a group), abort, wait, progress, reset
+ *   copy.c group_hold.c  starting copies (one set or a group), abort, wait, progress, reset;
+ *                        a group point in time held across calls (group_hold.c)
  *   copier.c             the copier thread and its workers (direct_io.c: their O_DIRECT reads
  *                        and writes, beside util.c)
  *   io.c  cow_commit.c   reads and writes: redirection, copy-on-write, copy-on-demand;
@@ -302,6 +303,7 @@ struct pt_set {
     /* eventfd, readable exactly while no copier thread runs (pt_set_done_fd): drained by
      * pt_copier_spawn before the thread starts, written by its end once thr_done is set */
     int done_fd;
+    struct pt_hold *hold;   /* a group hold has frozen it (group_hold.c); set under ctl_mu */
 
     /* The fallback record (pt_set_fallback): where a bitmap that went offline is declared lost
      * when its bits live in memory only. fb_mu is a leaf, held across the record's I/O only. */
@@ -451,5 +453,33 @@ void pt_copy_hold(pt_set *s);
 /* Caller holds ctl_mu, the copier thread runs: it ends as an abort; returns once it has */
 void pt_copier_abort_locked(pt_set *s);
 void pt_copy_end_held(pt_set *s);                      /* a held restore aborted */
+
+/* copy.c: a point in time in three steps, which a group hold (group_hold.c) spreads over calls
+ * and its holder thread. pt_freeze_locked (every set's ctl_mu held) checks, precommits and
+ * takes the gates; pt_freeze_end (gates held, ctl_mu not needed) takes the point in time
+ * (commit) or not and releases the gates; pt_freeze_start_locked (ctl_mu held) starts the
+ * committed copies and frees the rest. */
+struct pt_flush_job;
+typedef struct pt_freeze {
+    pt_set **sets;          /* sorted, n of them */
+    int n, dir, full;
+    pt_master *ms[PT_MAX_SIBLINGS * 4];
+    int nm;
+    struct pt_flush_job *jobs;
+    uint32_t *saved;
+    uint64_t t0, frozen_ns;
+    bool empty, committed;
+} pt_freeze;
+int pt_freeze_locked(pt_freeze *f, int64_t owner, bool checked, pt_error *err);
+int pt_freeze_end(pt_freeze *f, int commit, pt_error *err);
+int pt_freeze_start_locked(pt_freeze *f, pt_error *err);
+void pt_freeze_free(pt_freeze *f);
+/* A group's sets, checked (count, direction, no duplicates, masters), sorted, malloc'ed. */
+int pt_group_sets(pt_set *const *in, int n, int dir, pt_set ***out, pt_error *err);
+void pt_sets_lock(pt_set **sets, int n);     /* ctl_mu of every set, in order */
+void pt_sets_unlock(pt_set **sets, int n);
+/* group_hold.c: a hold on s ends now, thawed unchanged (close, disable). Caller holds no
+ * ctl_mu. */
+void pt_hold_drop_set(pt_set *s);
 
 #endif
