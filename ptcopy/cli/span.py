@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ptcopy.cli._client import NO_OBJECT, Client
+from ptcopy.cli._client import GROUP, NO_OBJECT, Client
 from ptcopy.cli._errors import ERROR_PREFIX, CliError, RemoteError
 
 FREEZE_TIMEOUT_MAX = 30.0   # seconds: what ptcopyd accepts for a hold
@@ -137,19 +137,35 @@ async def span_point_in_time(members: Sequence[tuple[str, Client, str]], operati
         else:
             out.held = True
             tokens.append(h)
+    if all(t is not None for t in tokens):
+        # every host answered its Hold; one that died since (its daemon, or the link) would
+        # miss the commit the others take: ask each once more, just before committing. This
+        # narrows the in-doubt window to the commit messages themselves.
+        alive = await asyncio.gather(*(c.props(g, GROUP) for _, c, g in members),
+                                     return_exceptions=True)
+        for out, a in zip(result.hosts, alive, strict=True):
+            if isinstance(a, BaseException):
+                if not isinstance(a, Exception):
+                    raise a
+                out.held = False
+                out.error = f"lost after its hold: {_reason(a)}"
+                if not _answered(a):
+                    silent.append(out.host)
     failed = [h for h in result.hosts if not h.held]
     commit = not failed
+    sent = [i for i, t in enumerate(tokens) if t is not None]
     releases = await asyncio.gather(
-        *(c.group_release(g, t, commit) for (_, c, g), t in zip(members, tokens, strict=True)
-          if t is not None),
+        *(members[i][1].group_release(members[i][2], str(tokens[i]), commit) for i in sent),
         return_exceptions=True)
     result.window = time.monotonic() - t0
-    held = [out for out in result.hosts if out.held]
-    for out, r in zip(held, releases, strict=True):
+    for i, r in zip(sent, releases, strict=True):
+        out = result.hosts[i]
         if isinstance(r, BaseException):
             if not isinstance(r, Exception):
                 raise r
-            out.error = _reason(r)
+            out.error = out.error or _reason(r)
+            if not _answered(r) and out.host not in silent:
+                silent.append(out.host)
             # a daemon that answered did not take it (nothing changes on a failed commit);
             # no answer: it took it or thawed unchanged at its timeout, nobody here can know
             out.committed = None if commit and not _answered(r) else False
@@ -158,11 +174,10 @@ async def span_point_in_time(members: Sequence[tuple[str, Client, str]], operati
             out.committed = commit
     if failed:
         why = "; ".join(f"{h.host}: {h.error}" for h in failed)
-        unsure = silent + [h.host for h in held if h.error]
         raise SpanError(
             f"no point in time was taken: {why}. Every host that held was released unchanged"
-            + (f"; a host that did not answer ({', '.join(unsure)}) thaws by itself within "
-               f"{freeze_timeout:g} s" if unsure else ""), result)
+            + (f"; a host that did not answer ({', '.join(silent)}) thaws by itself within "
+               f"{freeze_timeout:g} s" if silent else ""), result)
     if result.not_committed or result.in_doubt:
         parts = [f"took the new point in time: {', '.join(result.committed) or 'none'}"]
         if result.not_committed:
