@@ -3,8 +3,8 @@
  * Layering: a file calls only files on its own line (as noted) or below it, never above, so the
  * C files do not depend on each other in a circle.
  *   set.c  setctl.c      sets' lifecycle (enable/open/close/disable); the other control calls
- *   copy.c group_hold.c  starting copies (one set or a group), abort, wait, progress, reset;
- *                        a group point in time held across calls (group_hold.c)
+ *   copy.c group_hold.c  starting copies (one set or a group), abort, wait, progress; a group
+ *   reset.c              point in time held across calls (group_hold.c); reset (reset.c)
  *   copier.c             the copier thread and its workers (direct_io.c: their O_DIRECT reads
  *                        and writes, beside util.c)
  *   io.c  cow_commit.c   reads and writes: redirection, copy-on-write, copy-on-demand;
@@ -474,6 +474,10 @@ int pt_freeze_locked(pt_freeze *f, int64_t owner, bool checked, pt_error *err);
 int pt_freeze_end(pt_freeze *f, int commit, pt_error *err);
 int pt_freeze_start_locked(pt_freeze *f, pt_error *err);
 void pt_freeze_free(pt_freeze *f);
+/* The three steps at once (copies, updates, reset.c's resync). Caller holds every set's
+ * ctl_mu; checked: check_can_copy passed already. */
+int pt_start_locked(pt_set **sets, int n, int dir, int full, int64_t owner, bool checked,
+                    uint64_t *frozen_ns, pt_error *err);
 /* A group's sets, checked (count, direction, no duplicates, masters), sorted, malloc'ed. */
 int pt_group_sets(pt_set *const *in, int n, int dir, pt_set ***out, pt_error *err);
 void pt_sets_lock(pt_set **sets, int n);     /* ctl_mu of every set, in order */

@@ -94,7 +94,8 @@ class Core:
         self.overflows: dict[str, ManagedOverflow] = {}
         self.lock = threading.RLock()
         self.listeners: list[Listener] = []
-        self.holds: dict[str, GroupHold] = {}   # by token
+        self.holds: dict[str, GroupHold] = {}   # by token; changed under holds_lock
+        self.holds_lock = threading.Lock()
         # (set or overflow id, role) -> (block?, st_rdev or st_ino) of the descriptor the
         # engine was given
         self._bound: dict[tuple[str, str], tuple[bool, int]] = {}
@@ -127,7 +128,7 @@ class Core:
 
     def _no_group_hold(self, set_id: str, what: str) -> None:
         """Refuse ``what`` on a set a group hold has frozen (writes wait for its release)."""
-        for h in self.holds.values():
+        for h in list(self.holds.values()):
             if not h.expired and set_id in h.set_ids:
                 raise ServiceError(ErrorName.BUSY, f"set {self.sets[set_id].row.name} is held "
                                    f"for a point in time of group {self.groups[h.group_id].name}"
@@ -179,10 +180,13 @@ class Core:
     def stop(self) -> None:
         """Stop serving and close everything; running copies suspend and resume next start."""
         with self.lock:
-            for h in self.holds.values():   # thawed unchanged before anything stops serving
-                with contextlib.suppress(eng.PtcopyError, OSError):
-                    h.point.release(False)
-            self.holds.clear()
+            with self.holds_lock:
+                holds = list(self.holds.values())
+                self.holds.clear()
+            for h in holds:   # thawed unchanged before anything stops serving
+                if not h.expired:
+                    with contextlib.suppress(eng.PtcopyError, OSError):
+                        h.point.release(False)
             with contextlib.suppress(eng.PtcopyError, OSError):
                 self.datapath.stop(force=True)
             for ms in self.sets.values():

@@ -134,7 +134,7 @@ class GroupOps(VolumeOps):
     # ---- a point in time held for a coordinator ------------------------------------------
 
     def _group_not_held(self, group_id: str, what: str) -> None:
-        for h in self.holds.values():
+        for h in list(self.holds.values()):
             if h.group_id == group_id and not h.expired:
                 raise ServiceError(ErrorName.BUSY, f"group {self.groups[group_id].name} is held "
                                    f"for a point in time; {what} waits for the hold to be "
@@ -182,15 +182,19 @@ class GroupOps(VolumeOps):
                 point = self.engine.group_hold(sets, d, full=full, owner=who, timeout=timeout)
             h = GroupHold(uuid.uuid4().hex, group_id, ids, owner, point, timeout, full,
                           direction)
-            self.holds[h.token] = h
+            with self.holds_lock:
+                self.holds[h.token] = h
         self._emit("changed", "group", group_id)
         return h
+
+    # Ending a hold takes holds_lock, never self.lock: an operation holding self.lock may wait
+    # at a frozen master's gate (a sibling set's copy), and only the release thaws it.
 
     def group_release(self, token: str, commit: bool, owner: str) -> tuple[GroupHold, float]:
         """End a hold: take the point in time (``commit``: the instant of the hold; copies
         start) or not, and thaw. Only its maker may. Returns it and the seconds writes were
         frozen."""
-        with self.lock:
+        with self.holds_lock:
             h = self.holds.get(token)
             if h is None:
                 raise not_found(f"no hold {token} (released already, or its maker left)")
@@ -198,39 +202,37 @@ class GroupOps(VolumeOps):
                 raise ServiceError(ErrorName.NOT_AUTHORIZED, "only the client that made a hold "
                                                              "may release it")
             del self.holds[token]
-            if h.expired:
-                raise ServiceError(ErrorName.TIMEOUT, f"the hold was not released within "
-                                   f"{h.timeout:g} s: every member was thawed without a new "
-                                   "point in time")
-            try:
-                frozen = h.point.release(commit)
-            finally:
-                self._hold_ended(h)
+        if h.expired:
+            raise ServiceError(ErrorName.TIMEOUT, f"the hold was not released within "
+                               f"{h.timeout:g} s: every member was thawed without a new point "
+                               "in time")
+        try:
+            frozen = h.point.release(commit)
+        finally:
+            self._hold_ended(h)
         return h, frozen
 
     def group_expire(self, token: str) -> None:
         """At a hold's timeout: the engine has thawed it unchanged; drop the engine's handle and
         keep the record so that its maker's Release says what happened."""
-        with self.lock:
+        with self.holds_lock:
             h = self.holds.get(token)
             if h is None or h.expired:
                 return
             h.expired = True
-            with contextlib.suppress(eng.PtcopyError):   # Timeout: thawed already, as expected
-                h.point.release(False)
-            self._hold_ended(h)
+        with contextlib.suppress(eng.PtcopyError):   # Timeout: thawed already, as expected
+            h.point.release(False)
+        self._hold_ended(h)
 
     def release_holds_of(self, bus_name: str) -> None:
         """A client went away: its holds are thawed unchanged at once."""
-        with self.lock:
-            for token, h in list(self.holds.items()):
-                if h.owner != bus_name:
-                    continue
-                del self.holds[token]
-                if not h.expired:
-                    with contextlib.suppress(eng.PtcopyError):   # thawed already by a close
-                        h.point.release(False)
-                    self._hold_ended(h)
+        with self.holds_lock:
+            gone = [self.holds.pop(t) for t, h in list(self.holds.items()) if h.owner == bus_name]
+        for h in gone:
+            if not h.expired:
+                with contextlib.suppress(eng.PtcopyError):   # thawed already by a close
+                    h.point.release(False)
+                self._hold_ended(h)
 
     def _hold_ended(self, h: GroupHold) -> None:
         self._emit("changed", "group", h.group_id)
