@@ -232,12 +232,19 @@ async def test_hold_refusals_timeout_and_a_client_that_leaves(
     async for hosts in _hosts(1, tmp_path, buses, daemons):
         h = hosts[0]
         shadow = _digest(h.shadow)
-        token = await h.cli.group_hold(h.group, "update", "shadow", 0.5)
+        token = await h.cli.group_hold(h.group, "update", "shadow", 30)
         await h.client.refused("Busy", h.group, IGROUP, "Hold", "ssda{sv}",
                                ["update", "shadow", 5.0, {}])
         await h.client.refused("Busy", h.set, ISET, "Update", "sa{sv}", ["shadow", {}])
+        await h.client.refused("Busy", h.group, IGROUP, "RemoveSet", "oa{sv}", [h.set, {}])
         await h.client.refused("NotAuthorized", h.group, IGROUP, "Release", "sba{sv}",
                                [token, True, {}])
+        job, frozen = await h.cli.group_release(h.group, token, False)
+        assert job == "/" and frozen > 0
+        await h.client.refused("NotFound", h.group, IGROUP, "Release", "sba{sv}",
+                               [token, False, {}])
+
+        token = await h.cli.group_hold(h.group, "update", "shadow", 0.5)
         await asyncio.to_thread(write_dev, h.master_dev, 0, b"\x03" * SLOT)  # thaws at 0.5 s
         await asyncio.sleep(1)   # the daemon's record expires too
         with pytest.raises(Exception, match="not released within") as e:
