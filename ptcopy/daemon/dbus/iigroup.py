@@ -181,8 +181,8 @@ class IIGroup(Interface):
         frozen. A hold that had expired is refused (Timeout): nothing changed."""
         opt.parse(options, NO_OPTS)
         uid = await self.ctx.auth.check("copy or update groups")
-        h, frozen = await asyncio.to_thread(self.service.group_release, token, bool(commit),
-                                            caller.get())
+        h, frozen = await asyncio.to_thread(self.service.group_release, self.id, token,
+                                            bool(commit), caller.get())
         job = NONE
         if commit:
             ids = [i for i in h.set_ids if i in self.service.sets]

@@ -190,14 +190,16 @@ class GroupOps(VolumeOps):
     # Ending a hold takes holds_lock, never self.lock: an operation holding self.lock may wait
     # at a frozen master's gate (a sibling set's copy), and only the release thaws it.
 
-    def group_release(self, token: str, commit: bool, owner: str) -> tuple[GroupHold, float]:
-        """End a hold: take the point in time (``commit``: the instant of the hold; copies
-        start) or not, and thaw. Only its maker may. Returns it and the seconds writes were
-        frozen."""
+    def group_release(self, group_id: str, token: str, commit: bool,
+                      owner: str) -> tuple[GroupHold, float]:
+        """End a hold of the group: take the point in time (``commit``: the instant of the
+        hold; copies start) or not, and thaw. Only its maker may. Returns it and the seconds
+        writes were frozen."""
         with self.holds_lock:
             h = self.holds.get(token)
-            if h is None:
-                raise not_found(f"no hold {token} (released already, or its maker left)")
+            if h is None or h.group_id != group_id:
+                raise not_found(f"no hold {token} on this group (released already, or its "
+                                "maker left)")
             if h.owner != owner:
                 raise ServiceError(ErrorName.NOT_AUTHORIZED, "only the client that made a hold "
                                                              "may release it")

@@ -17,6 +17,7 @@ import pytest
 
 from ptcopy.cli._client import Client as CliClient
 from ptcopy.cli.span import SpanError, span_point_in_time
+from ptcopy.engine import Kind, bitmap_size
 from tests.helpers.blockio import write_dev
 from tests.helpers.bus import PrivateBus
 from tests.helpers.client import Client, Runner
@@ -40,6 +41,7 @@ class Host:
     set: str = ""
     group: str = ""
     shadow: str = ""         # the shadow volume's file
+    master: str = ""         # the master volume's file
     master_dev: str = ""
 
 
@@ -77,6 +79,7 @@ async def _hosts(n: int, tmp_path: Path, buses: list[PrivateBus],
             await h.client.wait_job(job)
         h.group = await h.client.create_group(f"span{i}", [h.set])
         h.shadow = s
+        h.master = m
         h.master_dev = (await h.client.props(h.set, ISET))["MasterDevice"]
         assert h.master_dev.startswith("/dev/loop")
         hosts.append(h)
@@ -306,3 +309,28 @@ async def test_hosts_are_recorded_and_survive_a_restart(
             assert await again.get(path, IGROUP, "Hosts") == ["db3"]
         finally:
             again.disconnect()
+
+
+async def test_a_copy_waiting_at_a_frozen_gate_does_not_block_the_release(
+        tmp_path: Path, buses: list[PrivateBus], daemons: list[Ptcopyd], aio: Runner) -> None:
+    """A sibling set (same master, not in the group) updated during the hold waits at the
+    frozen gate holding the daemon's service lock; the release must still get through."""
+    async for hosts in _hosts(1, tmp_path, buses, daemons):
+        h = hosts[0]
+        d = h.daemon
+        sib, _ = await h.client.create_set(
+            "sibling", "dependent", h.master, d.volume(SIZE),
+            d.volume(bitmap_size(SIZE, SIZE, 0, Kind.DEPENDENT)))
+        token = await h.cli.group_hold(h.group, "update", "shadow", 30)
+        other = await Client.connect(h.bus.address)
+        waiting = asyncio.create_task(other.set_call(sib, "Update", "sa{sv}", ["shadow", {}]))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()   # at the gate, holding the service lock
+        job, frozen = await asyncio.wait_for(h.cli.group_release(h.group, token, True), 20)
+        assert frozen > 0
+        if job != "/":
+            await h.client.wait_job(job)
+        (sib_job,) = await asyncio.wait_for(waiting, 20)
+        if sib_job != "/":
+            await h.client.wait_job(sib_job)
+        other.disconnect()
