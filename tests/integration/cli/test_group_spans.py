@@ -13,7 +13,10 @@ pytestmark = pytest.mark.root
 def test_the_hosts_a_group_spans(cli: Cli) -> None:
     a = cli.enable("sa")
     g = cli.name("spg")
-    cli.ok("group", "create", g, a, "--spans", "db2", "--spans", "admin@db3:2222")
+    made = cli.json("group", "create", g, a, "--spans", "db2", "--spans", "admin@db3:2222")
+    assert made["hosts"] == ["db2", "admin@db3:2222"]
+    table = cli.ok("group", "list", g).stdout
+    assert "ALSO ON" in table and "admin@db3:2222" in table
     assert cli.json("group", "spans", g, "db4") == {"group": g, "hosts": ["db4"]}
     r = cli.fails(2, "group", "spans", g, "db 4")
     assert "is not a host" in r.stderr
