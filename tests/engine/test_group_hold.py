@@ -11,15 +11,18 @@ from ptcopy.engine import (
     Closed,
     Direction,
     Engine,
+    Flag,
     Hold,
     InUse,
     InvalidArgument,
     Kind,
+    PtcopyError,
     Set,
     Side,
     Timeout,
+    VolumeRole,
 )
-from tests.engine.sets_common import C, Vols, whole
+from tests.engine.sets_common import C, Vols, heal, whole
 from tests.helpers.names import MakeVol
 
 BLOCKED = 0.3   # seconds a frozen writer is given to (wrongly) get through
@@ -173,3 +176,21 @@ def test_an_update_with_nothing_to_do_still_freezes(engine: Engine, tmp_vol: Mak
     assert not sets[0].progress().active
     assert sets[0].read(Side.SHADOW, 0, 13) != b"after the cut"
     assert 0 in sets[0].bits("shadow")
+
+
+def test_a_commit_that_fails_on_one_set_changes_none(engine: Engine, tmp_vol: MakeVol) -> None:
+    sets = _sets(engine, tmp_vol, kinds=(Kind.INDEPENDENT,))
+    for s in sets:
+        s.write(Side.MASTER, 0, b"new data")
+    shadow = whole(sets[0], Side.SHADOW)
+    hold = engine.group_hold(sets, Direction.TO_SHADOW, timeout=30)
+    sets[1].inject_error(VolumeRole.BITMAP, True)
+    with pytest.raises(PtcopyError, match="cannot record the copy"):
+        hold.release(True)
+    sets[0].write(Side.MASTER, C, b"thawed")   # returns: nothing stays frozen
+    for s in sets:
+        assert not s.progress().active
+        assert Flag.COPYING not in s.status().flags
+    assert whole(sets[0], Side.SHADOW) == shadow
+    assert sets[0].bits("copy") == []
+    heal(sets[1], VolumeRole.BITMAP)   # the bitmap comes back: a resync, as after any failure
