@@ -97,9 +97,9 @@ def _answered(e: BaseException) -> bool:
 
 
 async def _hold(client: Client, group: str, operation: str, direction: str, timeout: float,
-                confirm: bool) -> str:
+                confirm: bool, limit: float) -> str:
     return await asyncio.wait_for(
-        client.group_hold(group, operation, direction, timeout, confirm=confirm), timeout)
+        client.group_hold(group, operation, direction, timeout, confirm=confirm), limit)
 
 
 async def span_point_in_time(members: Sequence[tuple[str, Client, str]], operation: str,
@@ -108,10 +108,10 @@ async def span_point_in_time(members: Sequence[tuple[str, Client, str]], operati
     """Take one point in time of the groups ``members`` (host label, a connected Client to
     that host's ptcopyd, the group's object path there): all hosts or none. ``operation``:
     'copy' or 'update'; ``direction``: 'shadow' or 'master' (``confirm`` for the masters);
-    ``freeze_timeout``: the longest writers may stay frozen (seconds, at most 30); a hold
-    that does not answer within it counts as failed. Returns every host's job and frozen time
-    and the whole freeze window; raises SpanError (with the result) when not every host took
-    it."""
+    ``freeze_timeout``: the longest writers may stay frozen (seconds, at most 30); every host
+    must hold within half of it (the other half is the commit's), or none takes the point in
+    time. Returns every host's job and frozen time and the whole freeze window; raises
+    SpanError (with the result) when not every host took it."""
     if not members:
         raise CliError("a group spanning hosts needs at least one member")
     if len({m[0] for m in members}) != len(members):
@@ -121,8 +121,13 @@ async def span_point_in_time(members: Sequence[tuple[str, Client, str]], operati
                        f"most {FREEZE_TIMEOUT_MAX:g}")
     result = SpanResult(operation, direction, [HostOutcome(m[0]) for m in members])
     t0 = time.monotonic()
+    # Every host's watchdog runs out at t0 + freeze_timeout at the earliest. The commits go out
+    # by half of it or not at all, so each has the other half to arrive before any host thaws
+    # on its own: a host that held first must not time out while the last one is answering.
+    commit_by = t0 + freeze_timeout / 2
     holds = await asyncio.gather(
-        *(_hold(c, g, operation, direction, freeze_timeout, confirm) for _, c, g in members),
+        *(_hold(c, g, operation, direction, freeze_timeout, confirm, freeze_timeout / 2)
+          for _, c, g in members),
         return_exceptions=True)
     tokens: list[str | None] = []
     silent: list[str] = []   # holds without an answer: maybe in place, thawed at the timeout
@@ -141,8 +146,10 @@ async def span_point_in_time(members: Sequence[tuple[str, Client, str]], operati
         # every host answered its Hold; one that died since (its daemon, or the link) would
         # miss the commit the others take: ask each once more, just before committing. This
         # narrows the in-doubt window to the commit messages themselves.
-        alive = await asyncio.gather(*(c.props(g, GROUP) for _, c, g in members),
-                                     return_exceptions=True)
+        left = max(commit_by - time.monotonic(), 0.001)
+        alive = await asyncio.gather(
+            *(asyncio.wait_for(c.props(g, GROUP), left) for _, c, g in members),
+            return_exceptions=True)
         for out, a in zip(result.hosts, alive, strict=True):
             if isinstance(a, BaseException):
                 if not isinstance(a, Exception):
@@ -152,7 +159,8 @@ async def span_point_in_time(members: Sequence[tuple[str, Client, str]], operati
                 if not _answered(a):
                     silent.append(out.host)
     failed = [h for h in result.hosts if not h.held]
-    commit = not failed
+    late = not failed and time.monotonic() > commit_by
+    commit = not failed and not late
     sent = [i for i, t in enumerate(tokens) if t is not None]
     releases = await asyncio.gather(
         *(members[i][1].group_release(members[i][2], str(tokens[i]), commit) for i in sent),
@@ -172,6 +180,11 @@ async def span_point_in_time(members: Sequence[tuple[str, Client, str]], operati
         else:
             out.job, out.frozen_usec = r
             out.committed = commit
+    if late:
+        raise SpanError(f"no point in time was taken: the hosts took longer than "
+                        f"{freeze_timeout / 2:g} s (half the freeze timeout) to hold, and a "
+                        "commit sent then could race their timeouts; every host was released "
+                        "unchanged", result, "a longer --freeze-timeout gives slow links room")
     if failed:
         why = "; ".join(f"{h.host}: {h.error}" for h in failed)
         raise SpanError(
