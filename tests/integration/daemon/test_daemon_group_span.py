@@ -334,3 +334,36 @@ async def test_a_copy_waiting_at_a_frozen_gate_does_not_block_the_release(
         if sib_job != "/":
             await h.client.wait_job(sib_job)
         other.disconnect()
+
+
+class SlowAnswer(CliClient):
+    """A coordinator's client whose host answers its Hold too late (a slow link)."""
+
+    async def group_hold(self, path: str, operation: str, direction: str, timeout: float, *,
+                         confirm: bool = False) -> str:
+        token = await super().group_hold(path, operation, direction, timeout, confirm=confirm)
+        await asyncio.sleep(timeout)
+        return token
+
+
+async def test_a_host_too_slow_to_hold_thaws_every_host(
+        tmp_path: Path, buses: list[PrivateBus], daemons: list[Ptcopyd], aio: Runner) -> None:
+    async for hosts in _hosts(2, tmp_path, buses, daemons):
+        for h in hosts:
+            write_dev(h.master_dev, 0, b"\x05" * SLOT)
+        shadows = [_digest(h.shadow) for h in hosts]
+        slow = SlowAnswer(hosts[1].bus.address, 20)
+        await slow.__aenter__()
+        members = [(hosts[0].label, hosts[0].cli, hosts[0].group),
+                   (hosts[1].label, slow, hosts[1].group)]
+        with pytest.raises(SpanError) as e:
+            await span_point_in_time(members, "update", "shadow", 1)
+        assert "host1: no answer in time" in e.value.message, e.value.message
+        assert "thaws by itself within 1 s" in e.value.message, e.value.message
+        assert [o.committed for o in e.value.result.hosts] == [False, False]
+        # host1 held all the same: its own watchdog thaws it
+        await asyncio.to_thread(write_dev, hosts[1].master_dev, SLOT, b"\x06" * SLOT)
+        await asyncio.to_thread(write_dev, hosts[0].master_dev, SLOT, b"\x06" * SLOT)
+        for h, before in zip(hosts, shadows, strict=True):
+            assert _digest(h.shadow) == before
+        await slow.__aexit__(None, None, None)
