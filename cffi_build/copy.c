@@ -1,5 +1,5 @@
-/* Copies and updates: starting them at one point in time (one set or a group), abort, wait,
- * progress and reset. The copier thread that then moves the chunks is copier.c.
+/* Copies and updates: starting them at one point in time (one set or a group), abort, wait
+ * and progress (reset: reset.c). The copier thread that then moves the chunks is copier.c.
  *
  * Starting fixes the point in time with every involved master's gate held exclusive:
  *   phase 1 records the copy in the header and ORs the shadow bitmap into the copy bitmap,
@@ -9,6 +9,8 @@
  * Writers wait while the gates are held, so the work under them is kept small: before taking
  * them the copy bits known so far are set and made durable (a precommit), so phase 1 writes
  * little more than each header, and the sets' flushes run in parallel, not one after another.
+ * The three steps (freeze, end, start: pt_freeze_*) are apart so that a group hold
+ * (group_hold.c) can spread them over calls: freeze now, take the point in time or not later.
  */
 #include <pthread.h>
 #include <errno.h>
@@ -75,9 +77,14 @@ static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
     pt_copier_reap(s);
     if (atomic_load(&s->retired))
         return pt_fail(err, PT_E_CLOSED, "set %s is being disabled", s->name);
+    if (atomic_load(&s->closing))
+        return pt_fail(err, PT_E_CLOSED, "set %s is being closed", s->name);
     if (s->lock_owner && s->lock_owner != owner)
         return pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
                        (long long)s->lock_owner);
+    if (PT_LOAD(s->hold))
+        return pt_fail(err, PT_E_IN_USE, "set %s is held for a group point in time; wait for "
+                       "that hold to be released", s->name);
     if (s->held)
         return pt_fail(err, PT_E_COPY_IN_PROGRESS,
                        "set %s holds a restore interrupted by a restart; resume it (a copy or "
@@ -122,7 +129,7 @@ static enum action plan(const pt_set *s, int dir)
 
 /* ---- flushing several sets at once ---- */
 
-struct flush_job {
+struct pt_flush_job {
     pt_set *s;
     int rc;
     bool threaded;
@@ -131,7 +138,7 @@ struct flush_job {
 
 static void *flush_thread(void *arg)
 {
-    struct flush_job *j = arg;
+    struct pt_flush_job *j = arg;
     j->rc = pt_meta_flush(j->s);
     return NULL;
 }
@@ -139,7 +146,7 @@ static void *flush_thread(void *arg)
 /* Flushes the n sets' bitmaps in parallel: a flush is mostly waiting for the disk, and n of
  * them in a row would hold the gates n times as long. Where a thread cannot start, its flush
  * runs here; nothing is lost but the overlap. */
-static void flush_all(struct flush_job *jobs, int n)
+static void flush_all(struct pt_flush_job *jobs, int n)
 {
     for (int i = 1; i < n; i++)
         jobs[i].threaded = !jobs[i].s->bitmap_mem &&
@@ -249,14 +256,14 @@ static int cmp_ptr(const void *a, const void *b)
 /* Phase 1 on every set that copies, their flushes in parallel: the commit point. On a failure
  * every set is rolled back (the failed ones in memory; the others also on disk) and the first
  * failure is reported. Caller holds the gates exclusive. */
-static int phase1_all(pt_set **sets, int n, int dir, int full, struct flush_job *jobs,
+static int phase1_all(pt_set **sets, int n, int dir, int full, struct pt_flush_job *jobs,
                       uint32_t *saved, pt_error *err)
 {
     int nj = 0;
     for (int i = 0; i < n; i++)
         if (plan(sets[i], dir) == A_COPY) {
             saved[nj] = phase1_mark(sets[i], dir, full);
-            jobs[nj++] = (struct flush_job){.s = sets[i]};
+            jobs[nj++] = (struct pt_flush_job){.s = sets[i]};
         }
     flush_all(jobs, nj);
     int rc = 0;
@@ -273,79 +280,148 @@ static int phase1_all(pt_set **sets, int n, int dir, int full, struct flush_job 
     return rc;
 }
 
-/* Caller holds every set's ctl_mu. */
-static int start_locked(pt_set **sets, int n, int dir, int full, int64_t owner,
-                        bool checked, uint64_t *frozen_ns, pt_error *err)
+/* Before the gates: each set can take part (unless checked), and the precommit, durable.
+ * Then the gates of every involved master, exclusive: writers wait from here on. 0: the
+ * gates are held; otherwise nothing changed and no gate is held. Caller holds every set's
+ * ctl_mu; f->sets, n, dir and full are set. */
+int pt_freeze_locked(pt_freeze *f, int64_t owner, bool checked, pt_error *err)
 {
-    int rc;
+    pt_set **sets = f->sets;
+    int n = f->n, rc;
     for (int i = 0; !checked && i < n; i++)
-        if ((rc = check_can_copy(sets[i], dir, owner, err)) != 0)
+        if ((rc = check_can_copy(sets[i], f->dir, owner, err)) != 0)
             return rc;
-    struct flush_job *jobs = calloc((size_t)n, sizeof *jobs);
-    uint32_t *saved = calloc((size_t)n, sizeof *saved);
-    if (!jobs || !saved) {
-        free(jobs);
-        free(saved);
+    f->jobs = calloc((size_t)n, sizeof *f->jobs);
+    f->saved = calloc((size_t)n, sizeof *f->saved);
+    if (!f->jobs || !f->saved) {
+        pt_freeze_free(f);
         return pt_fail(err, ENOMEM, "out of memory");
     }
     int nj = 0;
     for (int i = 0; i < n; i++)
-        if (plan(sets[i], dir) == A_COPY) {
-            precommit(sets[i], full);
-            jobs[nj++] = (struct flush_job){.s = sets[i]};
+        if (plan(sets[i], f->dir) == A_COPY) {
+            precommit(sets[i], f->full);
+            f->jobs[nj++] = (struct pt_flush_job){.s = sets[i]};
         }
-    flush_all(jobs, nj);   /* failures show again in phase 1, which rolls back */
-    pt_master *ms[PT_MAX_SIBLINGS * 4];
-    int nm = 0;
+    flush_all(f->jobs, nj);   /* failures show again in phase 1, which rolls back */
+    f->nm = 0;
     for (int i = 0; i < n; i++) {
         bool seen = false;
-        for (int j = 0; j < nm && !seen; j++)
-            seen = ms[j] == sets[i]->m;
-        if (!seen && nm < (int)(sizeof ms / sizeof ms[0]))
-            ms[nm++] = sets[i]->m;
+        for (int j = 0; j < f->nm && !seen; j++)
+            seen = f->ms[j] == sets[i]->m;
+        if (!seen && f->nm < (int)(sizeof f->ms / sizeof f->ms[0]))
+            f->ms[f->nm++] = sets[i]->m;
     }
-    qsort(ms, (size_t)nm, sizeof ms[0], cmp_ptr);
-    for (int j = 0; j < nm; j++)
-        pthread_rwlock_wrlock(&ms[j]->gate);
-    uint64_t t0 = pt_now_ns();
+    qsort(f->ms, (size_t)f->nm, sizeof f->ms[0], cmp_ptr);
+    for (int j = 0; j < f->nm; j++)
+        pthread_rwlock_wrlock(&f->ms[j]->gate);
+    f->t0 = pt_now_ns();
     /* again under the gates: a restore of a sibling may have started since the check */
     rc = 0;
     for (int i = 0; i < n && !rc; i++)
-        rc = check_restores(sets[i], dir, err);
-    for (int i = 0; rc && i < n; i++)
-        if (plan(sets[i], dir) == A_COPY)   /* the precommit's bits: no copy records them */
-            drop_precommit(sets[i]);
-    if (!rc)
-        rc = phase1_all(sets, n, dir, full, jobs, saved, err);
-    if (!rc)
-        for (int i = 0; i < n; i++)
-            phase2(sets[i], plan(sets[i], dir), dir);
-    uint64_t t1 = pt_now_ns();
-    for (int j = nm - 1; j >= 0; j--)
-        pthread_rwlock_unlock(&ms[j]->gate);
-    if (frozen_ns)
-        *frozen_ns = t1 - t0;
-    if (!rc) {   /* phase 2 durable; a failure only leaves extra bits */
-        for (int i = 0; i < n; i++)
-            jobs[i] = (struct flush_job){.s = sets[i]};
-        flush_all(jobs, n);
-    }
-    free(jobs);
-    free(saved);
-    if (rc)
-        return rc;
-    for (int i = 0; i < n; i++) {
-        pt_set *s = sets[i];
-        if (plan(s, dir) == A_COPY && pt_copier_spawn(s, NULL) != 0) {
-            pthread_rwlock_wrlock(&s->m->gate);
-            PT_STORE(s->copying, false);
-            pthread_rwlock_unlock(&s->m->gate);
-            pt_fail(err, EAGAIN, "set %s: the copy is recorded but its thread could not start; "
-                    "reset the set to resume it", s->name);
-            rc = -EAGAIN;
-        }
+        rc = check_restores(sets[i], f->dir, err);
+    if (rc) {
+        (void)pt_freeze_end(f, 0, NULL);
+        pt_freeze_free(f);
     }
     return rc;
+}
+
+/* Every set reports an empty copy, over at once. */
+static void report_empty(pt_set **sets, int n)
+{
+    uint64_t now = pt_now_ns();
+    for (int i = 0; i < n; i++) {
+        pt_set *s = sets[i];
+        atomic_store(&s->abort_req, 0);
+        atomic_store(&s->result, 0);
+        atomic_store(&s->total, 0);
+        atomic_store(&s->left_end, 0);
+        atomic_store(&s->start_ns, now);
+        atomic_store(&s->end_ns, now);
+    }
+}
+
+static bool nothing_to_do(pt_set *s, int dir);
+
+/* With the gates held since pt_freeze_locked: commit takes the point in time (phase 1, the
+ * commit point, then phase 2); !commit drops the precommit's bits and changes nothing. Then
+ * the gates go. On a commit's failure every set is as before. */
+int pt_freeze_end(pt_freeze *f, int commit, pt_error *err)
+{
+    int rc = 0;
+    f->empty = false;
+    if (commit && !f->full) {   /* an update with nothing to do on any set: no header write */
+        f->empty = true;
+        for (int i = 0; i < f->n && f->empty; i++)
+            f->empty = nothing_to_do(f->sets[i], f->dir);
+    }
+    if (commit && !f->empty)
+        rc = phase1_all(f->sets, f->n, f->dir, f->full, f->jobs, f->saved, err);
+    else
+        for (int i = 0; i < f->n; i++)
+            if (plan(f->sets[i], f->dir) == A_COPY)   /* the precommit's bits: no copy records them */
+                drop_precommit(f->sets[i]);
+    if (commit && !rc && !f->empty)
+        for (int i = 0; i < f->n; i++)
+            phase2(f->sets[i], plan(f->sets[i], f->dir), f->dir);
+    uint64_t t1 = pt_now_ns();
+    for (int j = f->nm - 1; j >= 0; j--)
+        pthread_rwlock_unlock(&f->ms[j]->gate);
+    f->frozen_ns = t1 - f->t0;
+    f->committed = commit && !rc;
+    return rc;
+}
+
+/* After pt_freeze_end: a committed point in time's phase 2 made durable (a failure only
+ * leaves extra bits) and its copies' threads started; frees what the freeze allocated.
+ * Caller holds every set's ctl_mu. */
+int pt_freeze_start_locked(pt_freeze *f, pt_error *err)
+{
+    int rc = 0;
+    if (f->committed && f->empty)
+        report_empty(f->sets, f->n);
+    if (f->committed && !f->empty) {
+        for (int i = 0; i < f->n; i++)
+            f->jobs[i] = (struct pt_flush_job){.s = f->sets[i]};
+        flush_all(f->jobs, f->n);
+        for (int i = 0; i < f->n; i++) {
+            pt_set *s = f->sets[i];
+            if (plan(s, f->dir) == A_COPY && pt_copier_spawn(s, NULL) != 0) {
+                pthread_rwlock_wrlock(&s->m->gate);
+                PT_STORE(s->copying, false);
+                pthread_rwlock_unlock(&s->m->gate);
+                pt_fail(err, EAGAIN, "set %s: the copy is recorded but its thread could not "
+                        "start; reset the set to resume it", s->name);
+                rc = -EAGAIN;
+            }
+        }
+    }
+    pt_freeze_free(f);
+    return rc;
+}
+
+void pt_freeze_free(pt_freeze *f)
+{
+    free(f->jobs);
+    free(f->saved);
+    f->jobs = NULL;
+    f->saved = NULL;
+}
+
+/* The three steps at once. Caller holds every set's ctl_mu. */
+int pt_start_locked(pt_set **sets, int n, int dir, int full, int64_t owner, bool checked,
+                    uint64_t *frozen_ns, pt_error *err)
+{
+    pt_freeze f = {.sets = sets, .n = n, .dir = dir, .full = full};
+    int rc = pt_freeze_locked(&f, owner, checked, err);
+    if (rc)
+        return rc;
+    rc = pt_freeze_end(&f, 1, err);
+    if (frozen_ns)
+        *frozen_ns = f.frozen_ns;
+    int r2 = pt_freeze_start_locked(&f, rc ? NULL : err);
+    return rc ? rc : r2;
 }
 
 /* An update that has nothing to move or record: no bit differs, no copy is unfinished, and a
@@ -375,16 +451,7 @@ static int update_nothing(pt_set **sets, int n, int dir, int64_t owner, uint64_t
     for (int i = 0; i < n; i++)
         if (!nothing_to_do(sets[i], dir))
             return 1;
-    uint64_t now = pt_now_ns();
-    for (int i = 0; i < n; i++) {
-        pt_set *s = sets[i];
-        atomic_store(&s->abort_req, 0);
-        atomic_store(&s->result, 0);
-        atomic_store(&s->total, 0);
-        atomic_store(&s->left_end, 0);
-        atomic_store(&s->start_ns, now);
-        atomic_store(&s->end_ns, now);
-    }
+    report_empty(sets, n);
     if (frozen_ns)
         *frozen_ns = 0;
     return 0;
@@ -406,8 +473,7 @@ static int resume_held(pt_set *s, int64_t owner, pt_error *err)
     return rc;
 }
 
-int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
-                  uint64_t *frozen_ns, pt_error *err)
+int pt_group_sets(pt_set *const *in, int n, int dir, pt_set ***out, pt_error *err)
 {
     if (n <= 0 || n > PT_MAX_SIBLINGS * 4)
         return pt_fail(err, PT_E_INVALID, "a group copy needs between 1 and %d sets",
@@ -420,31 +486,49 @@ int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
         return pt_fail(err, ENOMEM, "out of memory");
     memcpy(sets, in, (size_t)n * sizeof *sets);
     qsort(sets, (size_t)n, sizeof *sets, cmp_ptr);
-    int rc;
-    for (int i = 0; i < n; i++)
-        if ((rc = pt_import_refuse(sets[i], "copied or updated", err)) != 0 ||
-            (rc = pt_export_refuse(sets[i], "copied or updated", err)) != 0)
-            goto out_free;
-    for (int i = 1; i < n; i++)
-        if (sets[i] == sets[i - 1]) {
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++)
+        if ((rc = pt_import_refuse(sets[i], "copied or updated", err)) == 0)
+            rc = pt_export_refuse(sets[i], "copied or updated", err);
+    for (int i = 1; i < n && !rc; i++)
+        if (sets[i] == sets[i - 1])
             rc = pt_fail(err, PT_E_INVALID, "set %s is named twice", sets[i]->name);
-            goto out_free;
-        }
-    if ((rc = check_group_masters(sets, n, dir, err)) != 0)
-        goto out_free;
+    if (!rc)
+        rc = check_group_masters(sets, n, dir, err);
+    if (rc)
+        free(sets);
+    else
+        *out = sets;
+    return rc;
+}
+
+void pt_sets_lock(pt_set **sets, int n)
+{
     for (int i = 0; i < n; i++)
         pthread_mutex_lock(&sets[i]->ctl_mu);
-    if (n == 1 && dir == PT_TO_MASTER && sets[0]->held) {
-        rc = resume_held(sets[0], owner, err);
-        goto out_unlock;
-    }
-    rc = full ? 1 : update_nothing(sets, n, dir, owner, frozen_ns, err);
-    if (rc > 0)   /* an update has been checked already */
-        rc = start_locked(sets, n, dir, full, owner, !full, frozen_ns, err);
-out_unlock:
+}
+
+void pt_sets_unlock(pt_set **sets, int n)
+{
     for (int i = n - 1; i >= 0; i--)
         pthread_mutex_unlock(&sets[i]->ctl_mu);
-out_free:
+}
+
+int pt_group_copy(pt_set *const *in, int n, int dir, int full, int64_t owner,
+                  uint64_t *frozen_ns, pt_error *err)
+{
+    pt_set **sets;
+    int rc = pt_group_sets(in, n, dir, &sets, err);
+    if (rc)
+        return rc;
+    pt_sets_lock(sets, n);
+    if (n == 1 && dir == PT_TO_MASTER && sets[0]->held)
+        rc = resume_held(sets[0], owner, err);
+    else
+        rc = full ? 1 : update_nothing(sets, n, dir, owner, frozen_ns, err);
+    if (rc > 0)   /* an update has been checked already */
+        rc = pt_start_locked(sets, n, dir, full, owner, !full, frozen_ns, err);
+    pt_sets_unlock(sets, n);
     free(sets);
     return rc;
 }
@@ -524,80 +608,4 @@ int pt_set_progress(pt_set *s, pt_progress *o)
             o->rate = (uint64_t)((double)o->bytes_done * 1e9 / (double)o->elapsed_ns);
     }
     return 0;
-}
-
-/* ---- reset ---- */
-
-static int probe(pt_vol *v)
-{
-    uint8_t b[512];
-    if (v->fd < 0)
-        return 0;
-    int rc = pt_vol_pread(v, b, v->size < sizeof b ? (size_t)v->size : sizeof b, 0);
-    if (!rc)
-        atomic_store(&v->offline, 0);
-    return rc;
-}
-
-/* Brings the offline volumes back: each must read again; the bitmap, if it was offline, is
- * written whole (nobody knows which of its pages landed). f: the offline flags. */
-static int bring_back(pt_set *s, unsigned f, pt_error *err)
-{
-    pt_vol *vols[4] = {&s->m->vol, &s->shadow, s->bitmap_mem ? NULL : &s->bitmap,
-                       s->ov ? &s->ov->vol : NULL};
-    int rc;
-    for (int i = 0; i < 4; i++)
-        if (vols[i] && (rc = probe(vols[i])) != 0)
-            return pt_fail(err, PT_E_OFFLINE, "%s volume %s of set %s still fails: %s",
-                           vols[i]->role, vols[i]->path, s->name, strerror(-rc));
-    atomic_fetch_and(&s->rflags, ~PT_OFFLINE_MASK);
-    pthread_mutex_lock(&s->meta_mu);
-    s->pflags &= ~PT_PF_NEED_RESYNC;   /* recorded by the flush below or phase 1 */
-    if (f & PT_F_BITMAP_OFFLINE) {
-        s->img.ndirty = UINT64_MAX;
-        s->hdr_dirty = true;
-    }
-    pthread_mutex_unlock(&s->meta_mu);
-    if ((f & PT_F_BITMAP_OFFLINE) && (rc = pt_meta_flush(s)) != 0)
-        return pt_fail(err, -rc, "bitmap volume %s still fails", s->bitmap.path);
-    return 0;
-}
-
-int pt_set_reset(pt_set *s, int64_t owner, pt_error *err)
-{
-    pthread_mutex_lock(&s->ctl_mu);
-    pt_copier_reap(s);
-    int rc = 0;
-    unsigned f = atomic_load(&s->rflags) & PT_OFFLINE_MASK;
-    pthread_mutex_lock(&s->meta_mu);
-    uint32_t pf = s->pflags;
-    pthread_mutex_unlock(&s->meta_mu);
-    if (atomic_load(&s->retired))
-        rc = pt_fail(err, PT_E_CLOSED, "set %s is being disabled", s->name);
-    else if (s->kind == PT_IMPORTED || (atomic_load(&s->rflags) & PT_F_EXPORTED))
-        rc = s->kind == PT_IMPORTED ? pt_import_refuse(s, "reset", err)
-                                    : pt_export_refuse(s, "reset", err);
-    else if (s->lock_owner && s->lock_owner != owner)
-        rc = pt_fail(err, PT_E_IN_USE, "set %s is locked by %lld", s->name,
-                     (long long)s->lock_owner);
-    else if (s->thr_live || s->held)
-        rc = pt_fail(err, PT_E_COPY_IN_PROGRESS, "set %s is copying; abort it first", s->name);
-    if (rc || (!f && !(pf & PT_PF_OUT_OF_SPACE)))
-        goto out_unlock;   /* refused, or nothing offline, nothing lost: nothing to do */
-    rc = bring_back(s, f, err);
-    if (rc)
-        goto out_unlock;
-    bool restore = (pf & PT_PF_TO_MASTER) && (f & PT_F_MASTER_OFFLINE) &&
-                   (pf & (PT_PF_COPYING | PT_PF_INCOMPLETE));
-    int dir = restore ? PT_TO_MASTER : PT_TO_SHADOW;
-    if (!restore && s->kind == PT_DEPENDENT) {
-        pthread_mutex_lock(&s->meta_mu);
-        s->pflags &= ~PT_PF_INCOMPLETE;
-        pthread_mutex_unlock(&s->meta_mu);
-    }
-    pt_set *one[1] = {s};
-    rc = start_locked(one, 1, dir, 1, owner, true, NULL, err);
-out_unlock:
-    pthread_mutex_unlock(&s->ctl_mu);
-    return rc;
 }

@@ -4,7 +4,8 @@
  * C files do not depend on each other in a circle.
  *   set.c  setctl.c      sets' lifecycle (enable/open/close/disable); the other control calls;
  *   imported.c           shadows imported from another host (internal.h: their I/O rules)
- *   copy.c               starting copies (one set or a group), abort, wait, progress, reset
+ *   copy.c group_hold.c  starting copies (one set or a group), abort, wait, progress; a group
+ *   reset.c              point in time held across calls (group_hold.c); reset (reset.c)
  *   copier.c             the copier thread and its workers (direct_io.c: their O_DIRECT reads
  *                        and writes, beside util.c)
  *   io.c  cow_commit.c   reads and writes: redirection, copy-on-write, copy-on-demand;
@@ -304,6 +305,7 @@ struct pt_set {
     /* eventfd, readable exactly while no copier thread runs (pt_set_done_fd): drained by
      * pt_copier_spawn before the thread starts, written by its end once thr_done is set */
     int done_fd;
+    struct pt_hold *hold;   /* a group hold has frozen it (group_hold.c); set under ctl_mu */
 
     /* The fallback record (pt_set_fallback): where a bitmap that went offline is declared lost
      * when its bits live in memory only. fb_mu is a leaf, held across the record's I/O only. */
@@ -516,5 +518,37 @@ static inline int pt_export_refuse(pt_set *s, const char *what, pt_error *err)
  * alone, and a new import does not overwrite a released bitmap not yet joined; caller holds
  * eng->mu, s->m found, the volumes checked. */
 int pt_import_check(pt_set *s, const pt_open_args *a, pt_error *err);
+
+/* copy.c: a point in time in three steps, which a group hold (group_hold.c) spreads over calls
+ * and its holder thread. pt_freeze_locked (every set's ctl_mu held) checks, precommits and
+ * takes the gates; pt_freeze_end (gates held, ctl_mu not needed) takes the point in time
+ * (commit) or not and releases the gates; pt_freeze_start_locked (ctl_mu held) starts the
+ * committed copies and frees the rest. */
+struct pt_flush_job;
+typedef struct pt_freeze {
+    pt_set **sets;          /* sorted, n of them */
+    int n, dir, full;
+    pt_master *ms[PT_MAX_SIBLINGS * 4];
+    int nm;
+    struct pt_flush_job *jobs;
+    uint32_t *saved;
+    uint64_t t0, frozen_ns;
+    bool empty, committed;
+} pt_freeze;
+int pt_freeze_locked(pt_freeze *f, int64_t owner, bool checked, pt_error *err);
+int pt_freeze_end(pt_freeze *f, int commit, pt_error *err);
+int pt_freeze_start_locked(pt_freeze *f, pt_error *err);
+void pt_freeze_free(pt_freeze *f);
+/* The three steps at once (copies, updates, reset.c's resync). Caller holds every set's
+ * ctl_mu; checked: check_can_copy passed already. */
+int pt_start_locked(pt_set **sets, int n, int dir, int full, int64_t owner, bool checked,
+                    uint64_t *frozen_ns, pt_error *err);
+/* A group's sets, checked (count, direction, no duplicates, masters), sorted, malloc'ed. */
+int pt_group_sets(pt_set *const *in, int n, int dir, pt_set ***out, pt_error *err);
+void pt_sets_lock(pt_set **sets, int n);     /* ctl_mu of every set, in order */
+void pt_sets_unlock(pt_set **sets, int n);
+/* group_hold.c: a hold on s ends now, thawed unchanged (close, disable). Caller holds no
+ * ctl_mu. */
+void pt_hold_drop_set(pt_set *s);
 
 #endif

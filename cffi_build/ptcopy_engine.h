@@ -308,6 +308,20 @@ int pt_set_copy_source(pt_set *set, const pt_volspec *src, pt_error *err);
 int pt_group_copy(pt_set *const *sets, int nsets, int direction, int full, int64_t owner,
                   uint64_t *frozen_ns, pt_error *err);
 
+/* The same point in time in two calls, for a coordinator that freezes several hosts before it
+ * takes any point in time. pt_group_hold freezes writes on every set's master, checks every set
+ * can take part (all or nothing, as pt_group_copy) and returns with writes still frozen;
+ * pt_group_release then takes the point in time (commit=1: the hold's instant; bitmaps adjusted,
+ * copies started) or not (commit=0: nothing changed) and thaws, and frees the hold (once, always).
+ * A hold not released within timeout_ms (1..600000) is thawed unchanged by the engine; so is one
+ * whose set is closed meanwhile (pt_set_retire refuses while held). A release after that returns
+ * PT_E_TIMEOUT (or PT_E_CLOSED) and changes nothing. While held, copies, resets and other holds
+ * of the sets are refused (PT_E_IN_USE). frozen_ns (may be NULL): how long writes were held. */
+typedef struct pt_hold pt_hold;
+int pt_group_hold(pt_set *const *sets, int nsets, int direction, int full, int64_t owner,
+                  int timeout_ms, pt_hold **out, pt_error *err);
+int pt_group_release(pt_hold *hold, int commit, uint64_t *frozen_ns, pt_error *err);
+
 /* ---- overflow volumes --------------------------------------------------------------------- */
 int pt_overflow_init(pt_engine *eng, const pt_volspec *vol, uint32_t chunk_size,
                      pt_overflow **out, pt_error *err);

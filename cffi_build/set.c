@@ -484,6 +484,7 @@ static void set_unregister(pt_set *s)
 /* Suspends the copy, records state (a final one: the header was written already) and frees. */
 static int set_teardown(pt_set *s, uint32_t state, pt_error *err)
 {
+    pt_hold_drop_set(s);   /* a group hold on it ends first, thawed unchanged */
     pt_copy_stop(s);
     int rc = !pt_state_final(state) ? close_flush(s, state, err) : 0;
     set_unregister(s);
@@ -500,11 +501,16 @@ int pt_set_retire(pt_set *s, pt_error *err)
     pthread_mutex_lock(&s->ctl_mu);
     bool busy = PT_LOAD(s->copying);
     bool again = atomic_load(&s->retired);
+    bool held = PT_LOAD(s->hold) != NULL;
+    busy = busy || held;
     if (!busy)
         atomic_store(&s->retired, 1);   /* no copy may start from here on (checked under ctl_mu) */
     pthread_mutex_unlock(&s->ctl_mu);
     if (again)
         return 0;
+    if (held)
+        return pt_fail(err, PT_E_IN_USE, "set %s is held for a group point in time; release "
+                       "the hold before disabling", s->name);
     if (busy)
         return pt_fail(err, PT_E_COPY_IN_PROGRESS,
                        "set %s is copying; wait for the copy or abort it before disabling",
@@ -549,4 +555,5 @@ void pt_set_closing(pt_set *s)
     atomic_store(&s->closing, 1);
     pthread_cond_broadcast(&s->ctl_cv);   /* pt_set_wait looks at closing when woken */
     pthread_mutex_unlock(&s->ctl_mu);
+    pt_hold_drop_set(s);
 }

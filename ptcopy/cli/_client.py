@@ -75,6 +75,9 @@ CALLS: dict[tuple[str, str], tuple[str, str]] = {
     (GROUP, "Abort"): ("a{sv}", ""),
     (GROUP, "Rename"): ("sa{sv}", ""),
     (GROUP, "Delete"): ("a{sv}", ""),
+    (GROUP, "Hold"): ("ssda{sv}", "s"),
+    (GROUP, "Release"): ("sba{sv}", "ot"),
+    (GROUP, "SetHosts"): ("asa{sv}", ""),
     (OVERFLOW, "Delete"): ("a{sv}", ""),
     (JOB, "Cancel"): ("a{sv}", ""),
     (JOB, "Wait"): ("d", "b"),
@@ -95,7 +98,7 @@ PROPS: dict[str, tuple[str, ...]] = {
           "Overflow", "Group", "Status", "Flags", "Job", "DifferencePercent", "CopyPercent",
           "Size", "ChunkSize", "ShadowChunksTotal", "ShadowChunksUsed", "CopyDelay",
           "CopyUnits", "LastModified", "LockedBy"),
-    GROUP: ("Name", "Sets", "Status", "Job"),
+    GROUP: ("Name", "Sets", "Status", "Job", "Hosts"),
     OVERFLOW: ("Path", "Sets", "ChunksTotal", "ChunksUsed", "CountersValid"),
     VOLUME: ("Path", "Size", "Type", "FsType", "Mounted", "Holders", "UsedBy", "Available",
              "Unsuitable"),
@@ -202,10 +205,13 @@ class GroupInfo:
     sets: tuple[str, ...]
     status: str
     job: str
+    hosts: tuple[str, ...] = ()   # the other hosts the group spans
 
     @classmethod
     def from_props(cls, path: str, p: Mapping[str, Any]) -> GroupInfo:
-        return cls(path, str(p["Name"]), tuple(p["Sets"]), str(p["Status"]), str(p["Job"]))
+        # Hosts: a daemon from before groups spanned hosts has none
+        return cls(path, str(p["Name"]), tuple(p["Sets"]), str(p["Status"]), str(p["Job"]),
+                   tuple(p.get("Hosts", ())))
 
 
 @dataclass(frozen=True)
@@ -541,9 +547,27 @@ class Client:
         (path,) = await self.call(ROOT, MANAGER, "ImportShadow", shadow, bitmap, _options(opts))
         return str(path)
 
-    async def create_group(self, name: str, sets: Sequence[str]) -> str:
-        (path,) = await self.call(ROOT, MANAGER, "CreateGroup", name, list(sets), {})
+    async def create_group(self, name: str, sets: Sequence[str],
+                           hosts: Sequence[str] = ()) -> str:
+        opts = {"hosts": Variant("as", list(hosts))} if hosts else {}
+        (path,) = await self.call(ROOT, MANAGER, "CreateGroup", name, list(sets), opts)
         return str(path)
+
+    async def group_set_hosts(self, path: str, hosts: Sequence[str]) -> None:
+        await self.call(path, GROUP, "SetHosts", list(hosts), {})
+
+    async def group_hold(self, path: str, operation: str, direction: str, timeout: float, *,
+                         confirm: bool = False) -> str:
+        """Freeze the group's members for a coordinator; the hold's token."""
+        opts = _options({"confirm": True} if confirm else {})
+        (token,) = await self.call(path, GROUP, "Hold", operation, direction, float(timeout),
+                                   opts)
+        return str(token)
+
+    async def group_release(self, path: str, token: str, commit: bool) -> tuple[str, int]:
+        """End a hold: (the job of the copies, or '/'; microseconds writes were frozen)."""
+        job, frozen = await self.call(path, GROUP, "Release", token, bool(commit), {})
+        return str(job), int(frozen)
 
     async def create_overflow(self, volume: str, chunk_size: int) -> str:
         opts = _options({"chunk_size": chunk_size} if chunk_size else {})

@@ -172,16 +172,18 @@ def sets_table(sets: list[SetInfo], inv: Inventory) -> Table:
 def group_json(g: GroupInfo, inv: Inventory) -> dict[str, Any]:
     return {"name": g.name, "object": g.path, "status": g.status,
             "sets": [inv.name_of(p) for p in g.sets],
-            "job": None if g.job == NO_OBJECT else g.job}
+            "job": None if g.job == NO_OBJECT else g.job, "hosts": list(g.hosts)}
 
 
 def groups_table(groups: list[GroupInfo], inv: Inventory) -> Table:
     t = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("GROUP", "STATE", "SETS"):
+    spans = any(g.hosts for g in groups)   # the column only where a group spans hosts
+    for col in ("GROUP", "STATE", "SETS", *(("ALSO ON",) if spans else ())):
         t.add_column(col, overflow="fold")
     for g in groups:
         members = ", ".join(str(inv.name_of(p)) for p in g.sets) or "(none)"
-        t.add_row(g.name, Text(g.status, style=STATUS_STYLE.get(g.status, "")), members)
+        t.add_row(g.name, Text(g.status, style=STATUS_STYLE.get(g.status, "")), members,
+                  *((", ".join(g.hosts) or "-",) if spans else ()))
     return t
 
 

@@ -16,7 +16,7 @@ MAX_PATH = 4096
 
 # D-Bus signature -> the Python type dbus-fast gives for it
 _TYPES: dict[str, type] = {"b": bool, "s": str, "o": str, "u": int, "t": int, "i": int,
-                           "d": float}
+                           "d": float, "as": list}
 _RANGES: dict[str, tuple[int, int]] = {"u": (0, 2**32 - 1), "t": (0, 2**64 - 1),
                                        "i": (-(2**31), 2**31 - 1)}
 

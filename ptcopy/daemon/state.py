@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS sets (
 );
 CREATE TABLE IF NOT EXISTS groups (
     id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
+    name TEXT NOT NULL UNIQUE,
+    hosts TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS overflows (
     id TEXT PRIMARY KEY,
@@ -74,6 +75,7 @@ MIGRATIONS = (
     ("sets", "shadow_ident", "TEXT NOT NULL DEFAULT ''"),
     ("sets", "bitmap_ident", "TEXT NOT NULL DEFAULT ''"),
     ("overflows", "ident", "TEXT NOT NULL DEFAULT ''"),
+    ("groups", "hosts", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -106,6 +108,7 @@ class SetRow:
 class GroupRow:
     id: str
     name: str
+    hosts: tuple[str, ...] = ()   # the other hosts the group spans (one per line in the store)
 
 
 @dataclass(frozen=True)
@@ -265,14 +268,15 @@ class Store:
 
     # groups
     def put_group(self, row: GroupRow) -> None:
-        self._write("INSERT OR REPLACE INTO groups (id, name) VALUES (?, ?)", (row.id, row.name))
+        self._write("INSERT OR REPLACE INTO groups (id, name, hosts) VALUES (?, ?, ?)",
+                    (row.id, row.name, "\n".join(row.hosts)))
 
     def delete_group(self, group_id: str) -> None:
         self._write("DELETE FROM groups WHERE id = ?", (group_id,))
 
     def groups(self) -> list[GroupRow]:
-        return [GroupRow(str(i), str(n)) for i, n in
-                self._rows("SELECT id, name FROM groups ORDER BY name")]
+        return [GroupRow(str(i), str(n), tuple(str(h).split("\n")) if h else ()) for i, n, h in
+                self._rows("SELECT id, name, hosts FROM groups ORDER BY name")]
 
     # overflow volumes
     def put_overflow(self, row: OverflowRow) -> None:

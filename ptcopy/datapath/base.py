@@ -47,6 +47,10 @@ class Capabilities:
     # another host (``serve(shadow=False)``), an imported shadow (kind IMPORTED: no master)
     serve_one_side: bool = False
 
+    # a group point in time can be held across calls (``hold``), for a coordinator that spans
+    # hosts
+    group_hold: bool = False
+
 
 @dataclass(frozen=True)
 class SetVolumes:
@@ -105,6 +109,17 @@ class Copy(Protocol):
         ...
 
 
+class HeldPoint(Protocol):
+    """A group point in time ``DataPath.hold`` froze: writes to the sources wait until
+    ``release`` (or the hold's timeout, when the path thaws it unchanged by itself)."""
+
+    def release(self, commit: bool) -> float:
+        """Take the point in time (``commit``: the instant of the hold; copies start) or not
+        (nothing changes), and thaw; seconds writes were held. Raises the engine's ``Timeout``
+        when the hold had thawed at its timeout already (nothing changed)."""
+        ...
+
+
 class DataPath(Protocol):
     """Serves sets and runs their copies. Implementations: ``userspace.UserspacePath``,
     ``kernel.KernelPath``, ``null.NullPath``."""
@@ -150,6 +165,14 @@ class DataPath(Protocol):
              owner: int = 0) -> float:
         """Copy (``full``) or update served sets, all at one point in time; returns the seconds
         writes to the sources were held."""
+        ...
+
+    def hold(self, names: Sequence[str], direction: Direction, *, full: bool, owner: int,
+             timeout: float) -> HeldPoint:
+        """``copy``'s point in time in two steps: freeze writes to every set's source and check
+        each can take part (all or nothing), return with writes frozen; the ``HeldPoint`` takes
+        it or not. Thawed unchanged after ``timeout`` seconds if not released. Where
+        ``caps.group_hold`` is False, refuses saying why."""
         ...
 
     def progress(self, name: str) -> Progress:

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ptcopy.datapath.base import Capabilities, SetVolumes, Volume
-from ptcopy.engine import Direction, Engine, Kind, NotFound, Progress, Set
+from ptcopy.engine import Direction, Engine, Hold, Kind, NotFound, Progress, Set
 
 CAPS = Capabilities(name="none", bitmap_in_memory=True, exclusive_volumes=True,
                     target_writable_during_copy=True, group_restore_dependent=True,
-                    suspend_copy=True, rename_served=True, serve_one_side=True)
+                    suspend_copy=True, rename_served=True, serve_one_side=True,
+                    group_hold=True)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,13 @@ class NullPath:
         """The engine copies the sets at one point in time."""
         sets = [self._get(n) for n in names]
         return self._engine.group_copy(sets, direction, full=full, owner=owner)
+
+    def hold(self, names: Sequence[str], direction: Direction, *, full: bool, owner: int,
+             timeout: float) -> Hold:
+        """The engine holds the sets' point in time."""
+        sets = [self._get(n) for n in names]
+        return self._engine.group_hold(sets, direction, full=full, owner=owner,
+                                       timeout=timeout)
 
     def progress(self, name: str) -> Progress:
         """The engine set's copy."""

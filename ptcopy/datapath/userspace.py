@@ -21,6 +21,7 @@ from ptcopy.datapath.base import Capabilities, SetVolumes, Volume
 from ptcopy.engine import (
     Direction,
     Engine,
+    Hold,
     InUse,
     InvalidArgument,
     Kind,
@@ -134,7 +135,8 @@ def cleanup_stale(mountpoint: str) -> list[str]:
 
 CAPS = Capabilities(name="userspace", bitmap_in_memory=True, exclusive_volumes=True,
                     target_writable_during_copy=True, group_restore_dependent=True,
-                    suspend_copy=True, rename_served=True, serve_one_side=True)
+                    suspend_copy=True, rename_served=True, serve_one_side=True,
+                    group_hold=True)
 
 
 class UserspacePath:
@@ -284,14 +286,9 @@ class UserspacePath:
         if dev:
             blockdev.flush_buffers(dev)
 
-    def copy(self, names: Sequence[str], direction: Direction, *, full: bool,
-             owner: int = 0) -> float:
-        """Copy or update one or several served sets at one point in time.
-
-        The targets must not be in use. Mounted *sources* are frozen (FIFREEZE) for the instant
-        the point in time is taken, so each file system is captured consistent. Returns how
-        long writes were held, in seconds.
-        """
+    def _sources(self, names: Sequence[str], direction: Direction) -> tuple[list[Set], list[str]]:
+        """The engine sets, once every target is checked unused, and the mount points of the
+        sources (frozen for the instant the point in time is taken)."""
         if not names:
             raise InvalidArgument("no set named")
         loops = blockdev.list_loops()   # once for every check below
@@ -300,13 +297,34 @@ class UserspacePath:
         source = Direction.TO_SHADOW if direction is Direction.TO_MASTER else Direction.TO_MASTER
         mounted = [mp for n in names for mp in self.users(n, source, loops=loops)
                    if mp.startswith("/") and not mp.startswith("/dev/")]
-        sets = [self._served[n].set for n in names]
-        engine = sets[0]._engine
+        return [self._served[n].set for n in names], mounted
+
+    def copy(self, names: Sequence[str], direction: Direction, *, full: bool,
+             owner: int = 0) -> float:
+        """Copy or update one or several served sets at one point in time.
+
+        The targets must not be in use. Mounted *sources* are frozen (FIFREEZE) for the instant
+        the point in time is taken, so each file system is captured consistent. Returns how
+        long writes were held, in seconds.
+        """
+        sets, mounted = self._sources(names, direction)
         with blockdev.frozen(mounted):
-            held = engine.group_copy(sets, direction, full=full, owner=owner)
+            held = sets[0]._engine.group_copy(sets, direction, full=full, owner=owner)
         for name in names:
             self._refresh(name, direction)
         return held
+
+    def hold(self, names: Sequence[str], direction: Direction, *, full: bool, owner: int,
+             timeout: float) -> UserspaceHold:
+        """``copy``'s point in time held until ``release``. Mounted sources are frozen
+        (FIFREEZE) while the engine takes the hold and thawed right after: their file systems
+        are consistent at the hold's instant, and what they write later waits at the engine's
+        gate, so nothing of it reaches the point in time."""
+        sets, mounted = self._sources(names, direction)
+        with blockdev.frozen(mounted):
+            h = sets[0]._engine.group_hold(sets, direction, full=full, owner=owner,
+                                           timeout=timeout)
+        return UserspaceHold(self, list(names), direction, h)
 
     def progress(self, name: str) -> Progress:
         """The engine set's copy."""
@@ -369,3 +387,31 @@ class UserspacePath:
 
     def __exit__(self, *exc: object) -> None:
         self.stop(force=True)
+
+
+class UserspaceHold:
+    """A group point in time held on the userspace path (``UserspacePath.hold``)."""
+
+    def __init__(self, path: UserspacePath, names: list[str], direction: Direction,
+                 hold: Hold) -> None:
+        self._path = path
+        self._names = names
+        self._direction = direction
+        self._hold = hold
+
+    def release(self, commit: bool) -> float:
+        """Take the point in time or not; on a commit the targets must still be unused (a
+        target mounted meanwhile aborts the hold: nothing changes)."""
+        if commit:
+            try:
+                loops = blockdev.list_loops()
+                for name in self._names:
+                    self._path._check_target(name, self._direction, loops)
+            except BaseException:
+                self._hold.release(False)
+                raise
+        held = self._hold.release(commit)
+        if commit:
+            for name in self._names:
+                self._path._refresh(name, self._direction)
+        return held

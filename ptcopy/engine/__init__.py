@@ -13,6 +13,7 @@ Modules, by concern:
 - ``types``: constants, enums and the typed results of status calls;
 - ``lifetime``: a C handle's lifetime shared between threads;
 - ``sets``: :class:`Engine`, :class:`Set`, :class:`Overflow`;
+- ``hold``: a group point in time held across calls (:class:`Hold`);
 - ``fuse``: the FUSE :class:`Server` (userspace data path);
 - ``dm``: the device-mapper ioctls (kernel data path).
 
@@ -56,6 +57,7 @@ from ptcopy.engine.errors import (
     WrongKind,
 )
 from ptcopy.engine.fuse import Server
+from ptcopy.engine.hold import Hold
 from ptcopy.engine.sets import Engine, Overflow, Set, all_sets, bitmap_size
 from ptcopy.engine.types import (
     CHUNK_DEFAULT,
@@ -85,6 +87,7 @@ __all__ = [
     "DmOp",
     "Engine",
     "Flag",
+    "Hold",
     "InUse",
     "Incomplete",
     "InvalidArgument",

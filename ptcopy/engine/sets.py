@@ -17,6 +17,7 @@ from typing import Any
 
 from ptcopy.engine._ffi import ffi, lib, new_error, to_uuid
 from ptcopy.engine.errors import Closed, InvalidArgument, PtcopyError, check
+from ptcopy.engine.hold import Hold, group_hold
 from ptcopy.engine.lifetime import Lifetime
 from ptcopy.engine.types import (
     Direction,
@@ -213,6 +214,13 @@ class Engine:
             rc = lib.pt_group_copy(arr, len(sets), int(direction), int(full), owner, frozen, err)
         check(rc, err)
         return int(frozen[0]) / 1e9
+
+    def group_hold(self, sets: Sequence[Set], direction: Direction, *, full: bool = False,
+                   owner: int = 0, timeout: float = 10.0) -> Hold:
+        """:func:`ptcopy.engine.hold.group_hold`: the point in time of ``group_copy`` in two
+        calls, writes frozen in between (at most ``timeout`` seconds)."""
+        with self._use():
+            return group_hold(sets, direction, full=full, owner=owner, timeout=timeout)
 
 
 class _Tracked:

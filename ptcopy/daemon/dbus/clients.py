@@ -1,4 +1,5 @@
-"""Clients leaving the bus: the set locks a client holds die with its connection."""
+"""Clients leaving the bus: the set locks and group holds a client has die with its
+connection."""
 
 from __future__ import annotations
 
@@ -46,14 +47,19 @@ class Clients:
                     ms.locked_by == name for ms in list(self.service.sets.values())):
                 log.debug("client %s left holding locks: releasing them", name)
                 self.background.spawn(asyncio.to_thread(self.service.release_locks_of, name))
+            if name.startswith(":") and not new and any(
+                    h.owner == name for h in list(self.service.holds.values())):
+                log.debug("client %s left holding group holds: thawing them", name)
+                self.background.spawn(asyncio.to_thread(self.service.release_holds_of, name))
         return False
 
     async def release_if_gone(self, name: str) -> None:
-        """After a Lock: a client that left while its call ran had its NameOwnerChanged
-        looked at before the lock existed (on_message), so release it here. The lock is
-        recorded before the bus is asked, so one of the two always sees it."""
+        """After a Lock or Hold: a client that left while its call ran had its
+        NameOwnerChanged looked at before the lock or hold existed (on_message), so release it
+        here. Both are recorded before the bus is asked, so one of the two always sees it."""
         reply = await self.bus.call(_bus_call("NameHasOwner", [name]))
         if reply is not None and reply.message_type is MessageType.METHOD_RETURN \
                 and not reply.body[0]:
-            log.debug("client %s left during its Lock call: releasing its locks", name)
+            log.debug("client %s left during its call: releasing its locks and holds", name)
             await asyncio.to_thread(self.service.release_locks_of, name)
+            await asyncio.to_thread(self.service.release_holds_of, name)

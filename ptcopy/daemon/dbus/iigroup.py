@@ -1,19 +1,33 @@
-"""org.ptcopy.Imaging1.IIGroup: a group of sets that copy and update at one point in time.
-The object holds the Service and the group's id."""
+"""org.ptcopy.Imaging1.IIGroup: a group of sets that copy and update at one point in time,
+and the two-phase hold a coordinator spanning several hosts drives (Hold on every host, then
+Release on every host). The object holds the Service and the group's id."""
 
 import asyncio
+from typing import Annotated
 
 # dbus-fast's decorators and annotations, also under Debian 12's dbus-fast 1.84
-from ptcopy._dbus_compat import DBusObjectPath, DBusStr, dbus_property, method
+from ptcopy._dbus_compat import (
+    DBusBool,
+    DBusDouble,
+    DBusObjectPath,
+    DBusSignature,
+    DBusStr,
+    dbus_property,
+    method,
+)
 from ptcopy.daemon import options as opt
-from ptcopy.daemon.dbus.args import NO_OPTS, Options, Paths, R
-from ptcopy.daemon.dbus.bus import IFACE
+from ptcopy.daemon.dbus.args import CONFIRM, NO_OPTS, Options, Paths, R, Strings
+from ptcopy.daemon.dbus.bus import IFACE, caller
 from ptcopy.daemon.dbus.calls import authorized, copy
 from ptcopy.daemon.dbus.context import Context
 from ptcopy.daemon.dbus.errors import translated
 from ptcopy.daemon.dbus.interface import Interface
 from ptcopy.daemon.dbus.paths import NONE, group_path, id_of, set_path
 from ptcopy.daemon.service import Service
+
+JobAndFrozen = Annotated[tuple[str, int], DBusSignature("ot")]
+# after a hold's timeout the daemon drops the engine's handle (the engine thawed it already)
+EXPIRE_GRACE = 0.5
 
 
 class IIGroup(Interface):
@@ -25,6 +39,7 @@ class IIGroup(Interface):
         self.id = group_id
         self.ctx = ctx
         self.job = NONE
+        self._timers: set[asyncio.Task[None]] = set()
 
     @dbus_property(access=R)
     def Name(self) -> DBusStr:
@@ -45,6 +60,13 @@ class IIGroup(Interface):
             if st == "error" or (st == "degraded" and worst == "normal"):
                 worst = st
         return worst
+
+    @dbus_property(access=R)
+    def Hosts(self) -> Strings:
+        """The other hosts the group spans (ssh targets or registered host names); empty for a
+        group of this host only. A coordinator takes the group's point in time on all of them
+        with Hold and Release."""
+        return list(self.service.groups[self.id].hosts)
 
     @dbus_property(access=R)
     def Job(self) -> DBusObjectPath:
@@ -115,3 +137,58 @@ class IIGroup(Interface):
         """Delete the group; its sets stay, without a group."""
         await authorized(self.ctx, options, "delete groups",
                          self.service.group_delete, self.id)
+
+    @method()
+    @translated
+    async def SetHosts(self, hosts: Strings, options: Options) -> None:
+        """Record the other hosts the group spans (empty: this host only)."""
+        await authorized(self.ctx, options, "change groups",
+                         self.service.group_set_hosts, self.id, list(hosts))
+
+    @method()
+    @translated
+    async def Hold(self, operation: DBusStr, direction: DBusStr, timeout: DBusDouble,
+                   options: Options) -> DBusStr:
+        """Freeze writes to every member's source ('shadow': the masters) and check that every
+        member can take part in a copy or update ('copy'|'update'), all or nothing; returns a
+        token for Release while writes stay frozen. Not released within timeout seconds (at
+        most 30), the hold is thawed unchanged. Only this connection may release it; if it
+        leaves the bus, the hold is thawed unchanged at once. Options: confirm b (writing the
+        masters)."""
+        o = opt.parse(options, CONFIRM)
+        await self.ctx.auth.check("copy or update groups")
+        who = caller.get()
+        h = await asyncio.to_thread(self.service.group_hold, self.id, operation, direction,
+                                    float(timeout), bool(o.get("confirm", False)), who)
+        self.refresh()
+        timer = asyncio.get_running_loop().create_task(self._expire(h.token, h.timeout))
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+        await self.ctx.release_if_gone(who)
+        return h.token
+
+    async def _expire(self, token: str, timeout: float) -> None:
+        await asyncio.sleep(timeout + EXPIRE_GRACE)
+        await asyncio.to_thread(self.service.group_expire, token)
+
+    @method()
+    @translated
+    async def Release(self, token: DBusStr, commit: DBusBool,
+                      options: Options) -> JobAndFrozen:
+        """End a hold this connection made: commit takes the point in time (the instant of the
+        hold) on every member and starts the copies, returning their job; otherwise nothing
+        changes (job '/'). Writes are thawed either way. frozen_usec: how long writes were
+        frozen. A hold that had expired is refused (Timeout): nothing changed."""
+        opt.parse(options, NO_OPTS)
+        uid = await self.ctx.auth.check("copy or update groups")
+        h, frozen = await asyncio.to_thread(self.service.group_release, self.id, token,
+                                            bool(commit), caller.get())
+        job = NONE
+        if commit:
+            ids = [i for i in h.set_ids if i in self.service.sets]
+            what = f"group-{'copy' if h.full else 'update'}-to-{h.direction}"
+            job = self.ctx.start_job(what, [group_path(self.id)] + [set_path(i) for i in ids],
+                                     ids, uid)
+            self.job = job
+        self.refresh()
+        return (job, int(frozen * 1e6))

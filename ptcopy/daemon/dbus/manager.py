@@ -106,11 +106,13 @@ class Manager(Interface):
     @translated
     async def CreateGroup(self, name: DBusStr, sets: Paths,
                           options: Options) -> DBusObjectPath:
-        """Create a group of sets that copy and update at one point in time."""
-        opt.parse(options, NO_OPTS)
+        """Create a group of sets that copy and update at one point in time. Options: hosts as
+        (the other hosts the group spans, as IIGroup.Hosts)."""
+        o = opt.parse(options, {"hosts": opt.Opt("as", "the other hosts the group spans")})
         ids = [id_of(p, "sets") for p in sets]
         await self.ctx.auth.check("create groups")
-        gid = await asyncio.to_thread(self.service.create_group, name, ids)
+        gid = await asyncio.to_thread(self.service.create_group, name, ids,
+                                      list(o.get("hosts", [])))
         return group_path(gid)
 
     @method()

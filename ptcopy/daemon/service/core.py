@@ -20,7 +20,7 @@ from ptcopy import engine as eng
 from ptcopy.daemon.errors import ServiceError, not_found
 from ptcopy.daemon.state import GroupRow, OverflowRow, SetRow, Store
 from ptcopy.datapath import select
-from ptcopy.datapath.base import Copy, DataPath, Served
+from ptcopy.datapath.base import Copy, DataPath, HeldPoint, Served
 from ptcopy.engine import Direction, Kind
 from ptcopy.errnames import ErrorName
 
@@ -53,6 +53,21 @@ class ManagedOverflow:
     sets: list[str] = field(default_factory=list)
 
 
+@dataclass
+class GroupHold:
+    """A group point in time held across calls for a coordinator (``GroupOps.group_hold``)."""
+
+    token: str
+    group_id: str
+    set_ids: list[str]
+    owner: str                   # the bus name that made it: the only one that may release it
+    point: HeldPoint
+    timeout: float
+    full: bool                   # a copy (True) or an update
+    direction: str               # 'shadow' or 'master'
+    expired: bool = False        # thawed unchanged at its timeout; Release reports it
+
+
 def owner_id(bus_name: str) -> int:
     """A stable positive 63-bit engine lock owner for a bus name."""
     return (uuid.uuid5(uuid.NAMESPACE_URL, bus_name).int >> 65) or 1
@@ -79,6 +94,8 @@ class Core:
         self.overflows: dict[str, ManagedOverflow] = {}
         self.lock = threading.RLock()
         self.listeners: list[Listener] = []
+        self.holds: dict[str, GroupHold] = {}   # by token; changed under holds_lock
+        self.holds_lock = threading.Lock()
         # (set or overflow id, role) -> (block?, st_rdev or st_ino) of the descriptor the
         # engine was given
         self._bound: dict[tuple[str, str], tuple[bool, int]] = {}
@@ -108,6 +125,15 @@ class Core:
             raise ServiceError(ErrorName.OFFLINE,
                                f"set {ms.row.name} is not available: {ms.error}")
         return ms.set
+
+    def _no_group_hold(self, set_id: str, what: str) -> None:
+        """Refuse ``what`` on a set a group hold has frozen (writes wait for its release)."""
+        for h in list(self.holds.values()):
+            if not h.expired and set_id in h.set_ids:
+                raise ServiceError(ErrorName.BUSY, f"set {self.sets[set_id].row.name} is held "
+                                   f"for a point in time of group {self.groups[h.group_id].name}"
+                                   f"; {what} waits for that hold to be released (at most "
+                                   f"{h.timeout:g} s)")
 
     def find(self, name: str) -> tuple[str, str] | None:
         """A set, group or overflow by name or path (a set also by its shadow, as iiadm)."""
@@ -154,6 +180,13 @@ class Core:
     def stop(self) -> None:
         """Stop serving and close everything; running copies suspend and resume next start."""
         with self.lock:
+            with self.holds_lock:
+                holds = list(self.holds.values())
+                self.holds.clear()
+            for h in holds:   # thawed unchanged before anything stops serving
+                if not h.expired:
+                    with contextlib.suppress(eng.PtcopyError, OSError):
+                        h.point.release(False)
             with contextlib.suppress(eng.PtcopyError, OSError):
                 self.datapath.stop(force=True)
             for ms in self.sets.values():

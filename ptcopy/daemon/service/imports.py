@@ -172,6 +172,7 @@ class ImportOps(SetOps):
                 raise ServiceError(ErrorName.WRONG_TYPE, f"set {ms.row.name} is {ms.row.kind}; "
                                    "only independent shadows can be exported")
             self._one_side("export a shadow")
+            self._no_group_hold(set_id, "an export")
             self._not_missing(set_id)
             s = self.live(set_id)
             if ms.served is not None:   # refused while the shadow device is in use

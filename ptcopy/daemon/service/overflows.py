@@ -60,6 +60,7 @@ class OverflowOps(VolumeOps):
                 raise not_found(f"no overflow volume {ov_id}")
             if ms.row.overflow == ov_id:
                 return
+            self._no_group_hold(set_id, "attaching an overflow volume")
             self.live(set_id).attach_overflow(mo.ov)
             if ms.served is not None:
                 # checked, and served from that descriptor
@@ -78,6 +79,7 @@ class OverflowOps(VolumeOps):
             ov_id = ms.row.overflow
             if not ov_id:
                 raise not_found(f"set {ms.row.name} has no overflow volume")
+            self._no_group_hold(set_id, "detaching its overflow volume")
             if ms.served is not None:
                 self.datapath.detach_overflow(ms.row.name)   # refused while the path uses it
             self.live(set_id).detach_overflow()

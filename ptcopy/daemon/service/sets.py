@@ -166,6 +166,7 @@ class SetOps(VolumeOps):
             ms = self.get_set(set_id)
             if ms.set is not None:
                 self._not_suspended(set_id, "before disabling the set")
+                self._no_group_hold(set_id, "disabling it")
                 if ms.set.progress().active:
                     raise ServiceError(ErrorName.BUSY, f"set {ms.row.name} is copying; wait for "
                                                        "it or abort it first")
@@ -211,6 +212,7 @@ class SetOps(VolumeOps):
             for i in set_ids:
                 self._not_missing(i)
                 self._not_suspended(i, "before another copy")
+                self._no_group_hold(i, "a copy or update")
             who = owner_id(owner) if owner else 0
             if all(self.sets[i].served is not None for i in set_ids):
                 self.datapath.copy(names, d, full=full, owner=who)
@@ -265,6 +267,7 @@ class SetOps(VolumeOps):
             self._not_missing(set_id)
             s = self.live(set_id)
             self._not_suspended(set_id, "before a reset")
+            self._no_group_hold(set_id, "a reset")
             ms = self.sets[set_id]
             for role in SET_ROLES:   # a reset resyncs onto what the devices hold now
                 why = self._not_the_same(ms, role)
@@ -288,6 +291,7 @@ class SetOps(VolumeOps):
             if ms.row.name == name:
                 return
             self._name_free(name)
+            self._no_group_hold(set_id, "a rename")
             before = ms.row
             if ms.served is not None:   # devices keep serving: the path renames what it names
                 self.datapath.rename(before.name, name)

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ptcopy import engine as engine_mod
-from ptcopy.datapath.base import Capabilities, DataPath, SetVolumes, Volume
+from ptcopy.datapath.base import Capabilities, DataPath, HeldPoint, SetVolumes, Volume
 from ptcopy.datapath.kernel import blocks, merge, names, pit, record, stack, store, tables
 from ptcopy.datapath.kernel.ended import EndSignal
 from ptcopy.datapath.kernel.record import Layout, Record
@@ -305,6 +305,17 @@ class KernelPath:
             if self._wake >= 0:   # the monitor watches the new engine copies
                 os.eventfd_write(self._wake, 1)
             return held
+
+    def hold(self, names_: Sequence[str], direction: Direction, *, full: bool, owner: int,
+             timeout: float) -> HeldPoint:
+        """Refused (``caps.group_hold`` is False): see docs/kernel-path.md."""
+        for n in names_:
+            self.get(n)
+        raise WrongKind("the kernel data path cannot hold a group point in time across calls "
+                        "(a group that spans hosts): its point in time is one device-mapper "
+                        "transaction that suspends the sets' devices and resumes them in the "
+                        "same call, and a resume driven by a watchdog at the hold's timeout is "
+                        "not built; use the userspace data path for groups that span hosts")
 
     def _check_no_merge(self, ms: Master, what: str) -> None:
         """While a set's shadow merges into this master, the master's devices show the merged

@@ -73,6 +73,7 @@ def argument(name: str, sig: str, w: dict[str, str], d: Ptcopyd) -> Any:
         "sets": [w["set2"]], "overflow": w["IIOverflow"], "member": w["set2"],
         "delay": 1, "units": 2, "timeout": 0.5, "role": "shadow",
         "spec": "hourly", "targets": [w["set2"]], "count": 3, "target": "other.example",
+        "operation": "update", "token": "0" * 32, "commit": False, "hosts": ["other-host"],
     }
     assert name in by_name, f"the test does not know argument {name} ({sig}) yet"
     return by_name[name]

@@ -327,6 +327,10 @@ def argument(strats: dict[str, st.SearchStrategy[Any]], name: str, sig: str,
         return strats["objpath"]
     if sig == "d":
         return strats["float"]
+    if sig == "b":
+        return st.booleans()
+    if sig == "as":
+        return st.lists(strats["name"], max_size=3)
     if sig == "u":
         return strats["delay"] if name == "delay" else strats["u32"]
     if sig == "s":
