@@ -208,14 +208,6 @@ function connect() {
         model.client.close();
     model.client = cockpit.dbus(BUS_NAME, { bus: "system", superuser: "try" });
     model.proxies = {};
-    model.client.addEventListener("owner", (_ev, owner) => {
-        const was = model.running;
-        model.running = !!owner;
-        if (was === false && owner)
-            connect(); // ptcopyd started (again): read everything anew
-        else
-            render();
-    });
     model.client.addEventListener("close", (_ev, opts) => {
         if (opts && opts.problem) {
             model.running = false;
@@ -568,7 +560,7 @@ function field(label, control, helper) {
 
 function showInline(box, err) {
     const e = explain(err);
-    box.replaceChildren(h("div", { class: "pf-c-alert pf-m-danger pf-m-inline", role: "alert", id: "dialog-error" },
+    box.replaceChildren(h("div", { class: "pf-c-alert pf-m-danger pf-m-inline ptc-alert", role: "alert", id: "dialog-error" },
                           h("p", { class: "pf-c-alert__title" }, e.message),
                           e.hint ? h("div", { class: "pf-c-alert__description" }, e.hint) : null));
 }
@@ -705,4 +697,20 @@ function openNewSet() {
     name.focus();
 }
 
+/* ptcopyd starting or stopping: NameOwnerChanged of its name, from the bus itself. A new owner
+ * is a new ptcopyd, whose objects are read anew. */
+function watchOwner() {
+    const bus = cockpit.dbus("org.freedesktop.DBus", { bus: "system" });
+    bus.subscribe({ interface: "org.freedesktop.DBus", member: "NameOwnerChanged", arg0: BUS_NAME },
+                  (_path, _iface, _signal, args) => {
+                      if (args[2]) {
+                          connect();
+                      } else {
+                          model.running = false;
+                          render();
+                      }
+                  });
+}
+
+watchOwner();
 connect();
