@@ -125,6 +125,8 @@ function h(tag, attrs, ...children) {
             el.addEventListener(k.slice(2), v);
         else if (k === "class")
             el.className = v;
+        else if (k === "width")
+            el.style.width = v; // through CSSOM: Cockpit's Content-Security-Policy drops style=""
         else
             el.setAttribute(k, v === true ? "" : v);
     }
@@ -309,7 +311,7 @@ function progressBar(s) {
                       "aria-valuenow": pct.toFixed(1), title: copyText(s) },
              h("div", { class: "ptc-progress__label" }, "to " + direction(s) + " " + fmtPercent(pct)),
              h("div", { class: "ptc-progress__track" },
-               h("div", { class: "ptc-progress__bar", style: "width: " + pct.toFixed(1) + "%" })));
+               h("div", { class: "ptc-progress__bar", width: pct.toFixed(1) + "%" })));
 }
 
 function statusLabel(status, text) {

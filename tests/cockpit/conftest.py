@@ -61,7 +61,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def cockpit(system_bus: PrivateBus, tmp_path: Path) -> Iterator[str]:
+def cockpit(system_bus: PrivateBus, tmp_path: Path) -> Iterator[str]:  # noqa: F811
     """A cockpit-ws on 127.0.0.1 with a local session (no login): its bridge runs as root with
     DBUS_SYSTEM_BUS_ADDRESS at the private bus and finds cockpit/ptcopy of this checkout in
     XDG_DATA_DIRS. Yields the URL of the page on its own (without Cockpit's shell frame)."""
@@ -105,7 +105,7 @@ def browser(tmp_path: Path) -> Iterator[object]:
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 "--window-size=1280,900", f"--user-data-dir={tmp_path / 'chromium'}"):
+                 "--window-size=1280,1200", f"--user-data-dir={tmp_path / 'chromium'}"):
         opts.add_argument(flag)
     service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
     driver = webdriver.Chrome(options=opts, service=service)

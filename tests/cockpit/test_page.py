@@ -3,11 +3,18 @@ Chromium: what a person sees and does, with screenshots of each state in docs/co
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
+from ptcopy.engine import Kind, bitmap_size
 from tests.cockpit.conftest import SHOTS
+from tests.helpers.bus import PrivateBus
 from tests.helpers.daemon import Ptcopyd
+from tests.helpers.names import BUS_NAME, MIB
+
+ROOT = "/org/ptcopy/Imaging1"
+IFACE = "org.ptcopy.Imaging1."
 
 WAIT = 60.0
 
@@ -25,8 +32,11 @@ def wait_for(driver: Any, what: str, cond: Callable[[Any], Any], timeout: float 
 
 
 def text_of(driver: Any, css: str) -> str:
-    els = driver.find_elements("css selector", css)
-    return " ".join(e.text for e in els)
+    """The text of what css selects, read at once (the page redraws as the daemon's objects
+    change, so elements found earlier may be gone)."""
+    return str(driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]))"
+        ".map(e => e.innerText).join(' ')", css))
 
 
 def shot(driver: Any, name: str) -> None:
@@ -48,3 +58,137 @@ def test_not_running_then_empty(cockpit: str, browser: Any,
     wait_for(browser, "the empty state", lambda b: "No sets yet" in text_of(b, "#sets-empty"))
     assert "New set" in text_of(browser, "#sets-empty")
     shot(browser, "empty")
+
+
+def click(driver: Any, css: str) -> None:
+    assert driver.execute_script(
+        "const e = document.querySelector(arguments[0]); if (e) e.click(); return !!e", css), css
+
+
+def fill(driver: Any, css: str, value: str) -> None:
+    el = driver.find_element("css selector", css)
+    el.clear()
+    el.send_keys(value)
+    driver.execute_script("arguments[0].dispatchEvent(new Event('change'))", el)
+
+
+def prop(driver: Any, name: str) -> str:
+    return text_of(driver, f'#set-detail [data-prop="{name}"]')
+
+
+def alert_text(driver: Any) -> str:
+    return text_of(driver, "#alerts .pf-c-alert")
+
+
+def look_up(bus: PrivateBus, name: str) -> str:
+    out = bus.busctl("call", BUS_NAME, ROOT, IFACE + "Manager", "LookUp", "s", name).stdout
+    return out.split()[1].strip('"')
+
+
+def test_set_lifecycle(cockpit: str, browser: Any, system_bus: PrivateBus,
+                       daemon_factory: Callable[..., Ptcopyd]) -> None:
+    """New set through the dialog (the bitmap size computed for the user), its initial copy's
+    progress bar moving to the end, an update refused while it copies (the daemon's Busy error
+    in words), a new point in time after the master changed, restoring the master only after
+    confirmation, a group update, and disabling the set."""
+    d = daemon_factory()
+    size = 32 * MIB
+    need = bitmap_size(size, size, 0, Kind.INDEPENDENT)
+    master = d.volume(size, "master.img", data=b"m" * MIB)
+    shadow = d.volume(size, "shadow.img")
+    bitmap = d.volume(need, "bitmap.img")
+    browser.get(cockpit)
+    wait_for(browser, "the empty state", lambda b: "No sets yet" in text_of(b, "#sets-empty"))
+
+    click(browser, "#new-set")
+    wait_for(browser, "the New set dialog", lambda b: b.find_elements("css selector", "#new-name"))
+    fill(browser, "#new-name", "db")
+    fill(browser, "#new-master", master)
+    fill(browser, "#new-shadow", shadow)
+    fill(browser, "#new-bitmap", bitmap)
+    # slow enough to watch: 1024 chunks, a 40 ms pause every 8
+    fill(browser, "#new-delay", "40")
+    fill(browser, "#new-units", "8")
+    wait_for(browser, "the bitmap size", lambda b: "large enough" in text_of(b, "#bitmap-need"))
+    assert f"needs {need / 1024:.1f} KiB" in text_of(browser, "#bitmap-need")
+    shot(browser, "new-set")
+    click(browser, "#new-create")
+
+    # the new row appears with its copy's progress bar, which moves
+    bar = 'tr[data-set="db"] [role="progressbar"]'
+    seen: set[float] = set()
+
+    def progress(b: Any) -> bool:
+        for v in b.execute_script("return Array.from(document.querySelectorAll(arguments[0]))"
+                                  ".map(e => e.getAttribute('aria-valuenow'))", bar):
+            seen.add(float(v))
+        return len([v for v in seen if 0 < v < 100]) >= 2
+    wait_for(browser, "the copy's progress bar to move", progress)
+    assert "copying to the shadow" in prop(browser, "copy")
+    shot(browser, "copying")
+
+    # an update while the copy runs: refused, in plain words with what to do
+    click(browser, "#act-update")
+    wait_for(browser, "the Busy refusal", lambda b: "wait for the copy to end" in alert_text(b))
+    assert "org.ptcopy" not in alert_text(browser)
+    shot(browser, "refused")
+
+    wait_for(browser, "the copy to finish", lambda b: prop(b, "copy").startswith("idle"),
+             timeout=120)
+    assert not browser.find_elements("css selector", bar)
+    assert max(seen) > min(seen)
+
+    # a change on the master, then a new point in time of it
+    dev = prop(browser, "master").split("(use ")[1].rstrip(")")
+    fd = os.open(dev, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"x" * MIB, 4 * MIB)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    wait_for(browser, "the difference to show",
+             lambda b: prop(b, "differs") != "0.0 % of the chunks")
+    job_before = prop(browser, "job")
+    click(browser, "#act-update")
+    wait_for(browser, "the update to end",
+             lambda b: prop(b, "job") != job_before and prop(b, "copy").startswith("idle (last")
+             and prop(b, "differs") == "0.0 % of the chunks")
+    shot(browser, "detail")
+
+    # restoring the master asks first: cancelled, nothing happens
+    job_before = prop(browser, "job")
+    click(browser, "#act-restore")
+    wait_for(browser, "the confirmation", lambda b: b.find_elements("css selector", "#confirm-no"))
+    assert "is overwritten" in text_of(browser, "#confirm-dialog")
+    shot(browser, "restore-confirm")
+    click(browser, "#confirm-no")
+    wait_for(browser, "the dialog to close",
+             lambda b: not b.find_elements("css selector", "#confirm-dialog"))
+    assert prop(browser, "job") == job_before
+    click(browser, "#act-restore")
+    wait_for(browser, "the confirmation", lambda b: b.find_elements("css selector", "#confirm-yes"))
+    click(browser, "#confirm-yes")
+    wait_for(browser, "the restore to end",
+             lambda b: prop(b, "job") != job_before and prop(b, "copy").startswith("idle (last"))
+    assert not alert_text(browser)
+
+    # a group of the set, updated from the page
+    set_path = look_up(system_bus, "db")
+    system_bus.busctl("call", BUS_NAME, ROOT, IFACE + "Manager", "CreateGroup", "saoa{sv}",
+                      "nightly", "1", set_path, "0")
+    wait_for(browser, "the group", lambda b: "nightly" in text_of(b, "#groups"))
+    click(browser, 'button[data-group="nightly"]')
+    wait_for(browser, "the group's update to end", lambda b: "done" in text_of(b, "#groups")
+             or "succeeded" in text_of(b, "#groups") or "finished" in text_of(b, "#groups"))
+    assert not alert_text(browser)
+    browser.execute_script("document.getElementById('groups').scrollIntoView()")
+    shot(browser, "groups")
+
+    # disabling asks first; then the row goes and the empty state is back
+    browser.execute_script("window.scrollTo(0, 0)")
+    click(browser, "#act-disable")
+    wait_for(browser, "the confirmation", lambda b: b.find_elements("css selector", "#confirm-yes"))
+    click(browser, "#confirm-yes")
+    wait_for(browser, "the set to go", lambda b: "No sets yet" in text_of(b, "#sets-empty"))
+    assert not alert_text(browser)
+    assert "db" not in text_of(browser, "#groups")
