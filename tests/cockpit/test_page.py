@@ -184,6 +184,30 @@ def test_set_lifecycle(cockpit: str, browser: Any, system_bus: PrivateBus,
     browser.execute_script("document.getElementById('groups').scrollIntoView()")
     shot(browser, "groups")
 
+    # a full copy, aborted from the page
+    browser.execute_script("window.scrollTo(0, 0)")
+    job_before = prop(browser, "job")
+    click(browser, "#act-copy")
+    wait_for(browser, "the full copy to run", lambda b: b.find_elements("css selector", bar))
+    wait_for(browser, "Abort to be enabled", lambda b: b.execute_script(
+        "const e = document.querySelector('#act-abort'); return e && !e.disabled"))
+    click(browser, "#act-abort")
+    wait_for(browser, "the copy to stop", lambda b: prop(b, "job") != job_before
+             and prop(b, "copy").startswith("idle (last"))
+    assert "abort" in prop(browser, "copy").lower(), prop(browser, "copy")
+    assert not alert_text(browser)
+
+    # the volume browser of New set: the set's volumes, and why each cannot serve a new set
+    click(browser, "#new-set")
+    wait_for(browser, "the volume browser", lambda b: "master.img" in text_of(b, "#volume-browser"))
+    rows = text_of(browser, "#volume-browser tbody tr")
+    assert "used by db" in rows, rows
+    assert "32.0 MiB" in rows, rows
+    fill(browser, "#new-master", master)
+    wait_for(browser, "the bitmap size", lambda b: "needs" in text_of(b, "#bitmap-need"))
+    shot(browser, "volumes")
+    click(browser, "#new-cancel")
+
     # disabling asks first; then the row goes and the empty state is back
     browser.execute_script("window.scrollTo(0, 0)")
     click(browser, "#act-disable")
