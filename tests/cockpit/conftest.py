@@ -40,7 +40,7 @@ def _why_skip() -> str | None:
         return why
     for path, pkg in ((COCKPIT_WS, "cockpit-ws"), (CHROMIUM, "chromium"),
                       (CHROMEDRIVER, "chromium-driver"),
-                      ("/usr/share/cockpit/shell/index.css.gz", "cockpit-ws")):
+                      ("/usr/share/cockpit/shell/index.css.gz", "cockpit-system")):
         if not os.path.exists(path):
             return f"needs {path} (Debian's {pkg}; scripts/setup.sh installs it)"
     try:

@@ -59,6 +59,16 @@ def test_not_running_then_empty(cockpit: str, browser: Any,
     assert "New set" in text_of(browser, "#sets-empty")
     shot(browser, "empty")
 
+    # in Cockpit's shell: listed under Tools, shown in the shell's frame
+    browser.get(cockpit.split("/cockpit/@localhost/")[0] + "/ptcopy")
+    frame = 'iframe[name="cockpit1:localhost/ptcopy"]'
+    wait_for(browser, "the shell's frame", lambda b: b.find_elements("css selector", frame))
+    wait_for(browser, "the menu entry", lambda b: "Point-in-time copies" in text_of(b, "nav"))
+    browser.switch_to.frame(browser.find_element("css selector", frame))
+    wait_for(browser, "the page in the frame", lambda b: "No sets yet" in text_of(b, "#sets-empty"))
+    browser.switch_to.default_content()
+    shot(browser, "shell")
+
 
 def click(driver: Any, css: str) -> None:
     assert driver.execute_script(
