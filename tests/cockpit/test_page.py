@@ -46,8 +46,9 @@ def shot(driver: Any, name: str) -> None:
 
 def test_not_running_then_empty(cockpit: str, browser: Any,
                                 daemon_factory: Callable[..., Ptcopyd]) -> None:
-    """Without ptcopyd the page says so and how to start it; when ptcopyd starts, the page
-    follows by itself (the bus name's owner) and shows the empty state."""
+    """Without ptcopyd the page says so and how to start it; when ptcopyd starts (or stops and
+    starts again), the page follows by itself (the bus name's owner) and shows the empty state;
+    the page in Cockpit's shell."""
     d = daemon_factory(start=False)
     browser.get(cockpit)
     wait_for(browser, "the not-running state",
@@ -58,6 +59,13 @@ def test_not_running_then_empty(cockpit: str, browser: Any,
     wait_for(browser, "the empty state", lambda b: "No sets yet" in text_of(b, "#sets-empty"))
     assert "New set" in text_of(browser, "#sets-empty")
     shot(browser, "empty")
+
+    # ptcopyd stopping and starting again while the page is open
+    d.stop_and_check()
+    wait_for(browser, "the not-running state",
+             lambda b: "ptcopyd is not running" in text_of(b, "#not-running"))
+    d.start()
+    wait_for(browser, "the empty state", lambda b: "No sets yet" in text_of(b, "#sets-empty"))
 
     # in Cockpit's shell: listed under Tools, shown in the shell's frame
     browser.get(cockpit.split("/cockpit/@localhost/")[0] + "/ptcopy")
