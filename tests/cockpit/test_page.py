@@ -202,6 +202,22 @@ def test_set_lifecycle(cockpit: str, browser: Any, system_bus: PrivateBus,
     browser.execute_script("document.getElementById('groups').scrollIntoView()")
     shot(browser, "groups")
 
+    # the read-only lists: an overflow volume, a schedule and a remote host made with busctl
+    ov = d.volume(8 * MIB, "overflow.img")
+    mgr = (BUS_NAME, ROOT, IFACE + "Manager")
+    system_bus.busctl("call", *mgr, "CreateOverflow", "sa{sv}", ov, "0")
+    sched = system_bus.busctl("call", *mgr, "CreateSchedule", "ssaoa{sv}", "hourly-db", "hourly",
+                              "1", set_path, "0").stdout.split()[1].strip('"')
+    system_bus.busctl("call", *mgr, "AddHost", "ssa{sv}", "backup", "root@127.0.0.1:1", "0")
+    wait_for(browser, "the lists", lambda b: "overflow.img" in text_of(b, "#overflows")
+             and "hourly-db" in text_of(b, "#schedules") and "backup" in text_of(b, "#hosts"))
+    assert "db" in text_of(browser, "#schedules tbody")
+    assert "root@127.0.0.1:1" in text_of(browser, "#hosts tbody")
+    browser.execute_script("document.getElementById('overflows').scrollIntoView()")
+    shot(browser, "lists")
+    system_bus.busctl("call", BUS_NAME, sched, IFACE + "Schedule", "Delete", "a{sv}", "0")
+    wait_for(browser, "the schedule to go", lambda b: "hourly-db" not in text_of(b, "#schedules"))
+
     # a full copy, aborted from the page
     browser.execute_script("window.scrollTo(0, 0)")
     job_before = prop(browser, "job")
