@@ -50,7 +50,7 @@ function openThrottle(s) {
           close => [
               button("Apply", () => call(s.path, "IISet", "SetCopyParameters",
                                          [Number(delay.value), Number(units.value), {}], "uua{sv}")
-                      .then(close, e => showInline(err, e)), "primary"),
+                      .then(close, e => showInline(err, e)), "primary", { id: "throttle-apply" }),
               button("Cancel", close, "link"),
           ]);
 }

@@ -229,6 +229,7 @@ async function confirmThen(title, text, label, danger, action) {
 function setActions(s) {
     const p = s.path;
     const copying = s.Flags.includes("copying");
+    const suspended = s.Flags.includes("suspended");
     return h("div", { class: "ptc-actions" },
              button("Update to shadow", () => act("Update to shadow",
                                                   call(p, "IISet", "Update", ["shadow", {}], "sa{sv}")), "primary", { id: "act-update" }),
@@ -242,6 +243,17 @@ function setActions(s) {
                  "Restore master", true,
                  () => act("Restore master", call(p, "IISet", "Update", ["master", options({ confirm: ["b", true] })], "sa{sv}"))),
                     "warning", { id: "act-restore" }),
+             button("Full copy to master", () => confirmThen(
+                 "Copy the whole shadow of " + s.Name + " onto its master?",
+                 "Every chunk of the master " + s.Master + " is overwritten with the shadow's. Whatever " +
+                 "was written to the master since the point in time is lost.",
+                 "Copy to master", true,
+                 () => act("Full copy to master", call(p, "IISet", "Copy", ["master", options({ confirm: ["b", true] })], "sa{sv}"))),
+                    "secondary", { id: "act-copy-master" }),
+             button("Suspend", () => act("Suspend", call(p, "IISet", "Suspend", [{}], "a{sv}")), "secondary",
+                    { id: "act-suspend", disabled: !copying || suspended }),
+             button("Resume", () => act("Resume", call(p, "IISet", "Resume", [{}], "a{sv}")), "secondary",
+                    { id: "act-resume", disabled: !suspended }),
              button("Abort", () => act("Abort", call(p, "IISet", "Abort", [{}], "a{sv}")), "secondary",
                     { id: "act-abort", disabled: !copying }),
              button("Throttle…", () => openThrottle(s), "secondary", { id: "act-throttle" }),

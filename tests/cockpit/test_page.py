@@ -90,6 +90,11 @@ def fill(driver: Any, css: str, value: str) -> None:
     driver.execute_script("arguments[0].dispatchEvent(new Event('change'))", el)
 
 
+def enabled(driver: Any, css: str) -> bool:
+    return bool(driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return !!e && !e.disabled", css))
+
+
 def prop(driver: Any, name: str) -> str:
     return text_of(driver, f'#set-detail [data-prop="{name}"]')
 
@@ -218,17 +223,49 @@ def test_set_lifecycle(cockpit: str, browser: Any, system_bus: PrivateBus,
     system_bus.busctl("call", BUS_NAME, sched, IFACE + "Schedule", "Delete", "a{sv}", "0")
     wait_for(browser, "the schedule to go", lambda b: "hourly-db" not in text_of(b, "#schedules"))
 
-    # a full copy, aborted from the page
+    # a full copy, suspended, resumed and aborted from the page
     browser.execute_script("window.scrollTo(0, 0)")
     job_before = prop(browser, "job")
     click(browser, "#act-copy")
     wait_for(browser, "the full copy to run", lambda b: b.find_elements("css selector", bar))
-    wait_for(browser, "Abort to be enabled", lambda b: b.execute_script(
-        "const e = document.querySelector('#act-abort'); return e && !e.disabled"))
+    wait_for(browser, "Suspend to be enabled", lambda b: enabled(b, "#act-suspend"))
+    click(browser, "#act-suspend")
+    wait_for(browser, "the copy to be suspended",
+             lambda b: prop(b, "copy").startswith("suspended while copying to the shadow"))
+    assert enabled(browser, "#act-resume") and not enabled(browser, "#act-suspend")
+    click(browser, "#act-resume")
+    wait_for(browser, "the copy to run again",
+             lambda b: prop(b, "copy").startswith("copying to the shadow")
+             and enabled(b, "#act-abort"))
     click(browser, "#act-abort")
     # (the job's Done and Message may come in separate PropertiesChanged signals)
     wait_for(browser, "the copy to stop, saying so", lambda b: prop(b, "job") != job_before
              and prop(b, "copy").startswith("idle (last") and "abort" in prop(b, "copy").lower())
+    assert not alert_text(browser)
+
+    # no throttle any more, then a full copy onto the master (asks first)
+    click(browser, "#act-throttle")
+    wait_for(browser, "the throttle dialog",
+             lambda b: b.find_elements("css selector", "#throttle-delay"))
+    fill(browser, "#throttle-delay", "0")
+    click(browser, "#throttle-apply")
+    wait_for(browser, "no throttle", lambda b: prop(b, "throttle") == "none")
+    # the aborted copy left the shadow incomplete: refused, saying what to do
+    click(browser, "#act-copy-master")
+    wait_for(browser, "the confirmation", lambda b: b.find_elements("css selector", "#confirm-yes"))
+    click(browser, "#confirm-yes")
+    wait_for(browser, "the Incomplete refusal",
+             lambda b: "run the update again to complete it" in alert_text(b))
+    job_before = prop(browser, "job")
+    click(browser, "#act-update")
+    wait_for(browser, "the update to end", lambda b: prop(b, "job") != job_before
+             and prop(b, "copy").startswith("idle (last"))
+    job_before = prop(browser, "job")
+    click(browser, "#act-copy-master")
+    wait_for(browser, "the confirmation", lambda b: b.find_elements("css selector", "#confirm-yes"))
+    click(browser, "#confirm-yes")
+    wait_for(browser, "the copy to the master to end", lambda b: prop(b, "job") != job_before
+             and prop(b, "copy").startswith("idle (last: copy-to-master"))
     assert not alert_text(browser)
 
     # the volume browser of New set: the set's volumes, and why each cannot serve a new set
