@@ -249,7 +249,7 @@ function setActions(s) {
                  "was written to the master since the point in time is lost.",
                  "Copy to master", true,
                  () => act("Full copy to master", call(p, "IISet", "Copy", ["master", options({ confirm: ["b", true] })], "sa{sv}"))),
-                    "secondary", { id: "act-copy-master" }),
+                    "warning", { id: "act-copy-master" }),
              button("Suspend", () => act("Suspend", call(p, "IISet", "Suspend", [{}], "a{sv}")), "secondary",
                     { id: "act-suspend", disabled: !copying || suspended }),
              button("Resume", () => act("Resume", call(p, "IISet", "Resume", [{}], "a{sv}")), "secondary",

@@ -176,7 +176,9 @@ def test_set_lifecycle(cockpit: str, browser: Any, system_bus: PrivateBus,
     wait_for(browser, "the update to end",
              lambda b: prop(b, "job") != job_before and prop(b, "copy").startswith("idle (last")
              and prop(b, "differs") == "0.0 % of the chunks")
+    browser.execute_script("document.getElementById('set-detail').scrollIntoView()")
     shot(browser, "detail")
+    browser.execute_script("window.scrollTo(0, 0)")
 
     # restoring the master asks first: cancelled, nothing happens
     job_before = prop(browser, "job")
