@@ -279,6 +279,16 @@ def test_set_lifecycle(cockpit: str, browser: Any, system_bus: PrivateBus,
     fill(browser, "#new-master", master)
     wait_for(browser, "the bitmap size", lambda b: "needs" in text_of(b, "#bitmap-need"))
     shot(browser, "volumes")
+    # a compact dependent set (shadow smaller than the master) needs an index too: the page
+    # computes the size as the engine does
+    small = d.volume(8 * MIB, "small.img")
+    browser.execute_script("const k = document.getElementById('new-kind'); k.value = 'dependent';"
+                           "k.dispatchEvent(new Event('change'))")
+    fill(browser, "#new-shadow", small)
+    compact = bitmap_size(size, 8 * MIB, 0, Kind.DEPENDENT)
+    assert compact > need
+    wait_for(browser, "the compact bitmap size",
+             lambda b: f"needs {compact / 1024:.1f} KiB" in text_of(b, "#bitmap-need"))
     click(browser, "#new-cancel")
 
     # disabling asks first; then the row goes and the empty state is back
