@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from tests.helpers.fixtures import (  # noqa: F401  (fixtures pytest finds here)
     missing,
     system_bus,
 )
-from tests.helpers.names import REPO
+from tests.helpers.names import NOBODY, REPO
 from tests.helpers.system import terminate
 
 HERE = Path(__file__).parent
@@ -60,23 +61,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def cockpit(system_bus: PrivateBus, tmp_path: Path) -> Iterator[str]:  # noqa: F811
-    """A cockpit-ws on 127.0.0.1 with a local session (no login): its bridge runs as root with
-    DBUS_SYSTEM_BUS_ADDRESS at the private bus and finds cockpit/ptcopy of this checkout in
-    XDG_DATA_DIRS. Yields the URL of the page on its own (without Cockpit's shell frame)."""
-    data = tmp_path / "xdg"
+def _start_cockpit(bus: PrivateBus, base: Path, uid: int | None) -> tuple[
+        subprocess.Popen[bytes], str]:
+    """cockpit-ws on a free port of 127.0.0.1 with a local session (no login): its bridge runs
+    as root, or as ``uid``, with DBUS_SYSTEM_BUS_ADDRESS at the private bus and finds
+    cockpit/ptcopy of this checkout in XDG_DATA_DIRS. Returns the process and the URL of the
+    page on its own (without Cockpit's shell frame)."""
+    data = base / "xdg"
     (data / "cockpit").mkdir(parents=True)
     (data / "cockpit" / "ptcopy").symlink_to(REPO / "cockpit" / "ptcopy")
-    home = tmp_path / "home"
-    home.mkdir()
+    home = base / "home"
+    run = base / "run"
+    for d in (home, run):
+        d.mkdir(mode=0o700)
+        if uid is not None:
+            os.chown(d, uid, uid)
     port = _free_port()
-    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": system_bus.address, "HOME": str(home),
-           "XDG_DATA_DIRS": f"{data}:/usr/share", "XDG_RUNTIME_DIR": str(tmp_path)}
-    log = (tmp_path / "cockpit-ws.log").open("wb")
-    proc = subprocess.Popen([COCKPIT_WS, "--no-tls", "--local-session=cockpit-bridge",
-                             "--port", str(port), "--address", "127.0.0.1"],
-                            env=env, stdout=log, stderr=log)
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus.address, "HOME": str(home),
+           "XDG_DATA_DIRS": f"{data}:/usr/share", "XDG_RUNTIME_DIR": str(run)}
+    argv = [COCKPIT_WS, "--no-tls", "--local-session=cockpit-bridge", "--port", str(port),
+            "--address", "127.0.0.1"]
+    if uid is not None:
+        argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
+    log_path = base / "cockpit-ws.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=base)
     end = time.monotonic() + 20
     while True:
         with socket.socket() as s:
@@ -85,13 +94,32 @@ def cockpit(system_bus: PrivateBus, tmp_path: Path) -> Iterator[str]:  # noqa: F
         if proc.poll() is not None or time.monotonic() > end:
             terminate(proc)
             raise AssertionError("cockpit-ws did not start: "
-                                 + (tmp_path / "cockpit-ws.log").read_text(errors="replace"))
+                                 + log_path.read_text(errors="replace"))
         time.sleep(0.1)
+    return proc, f"http://127.0.0.1:{port}/cockpit/@localhost/ptcopy/index.html"
+
+
+@pytest.fixture
+def cockpit(system_bus: PrivateBus, tmp_path: Path) -> Iterator[str]:  # noqa: F811
+    """The URL of the page served by a cockpit-ws whose bridge runs as root."""
+    proc, url = _start_cockpit(system_bus, tmp_path, None)
     try:
-        yield f"http://127.0.0.1:{port}/cockpit/@localhost/ptcopy/index.html"
+        yield url
     finally:
         terminate(proc)
-        log.close()
+
+
+@pytest.fixture
+def cockpit_nobody(system_bus: PrivateBus) -> Iterator[str]:  # noqa: F811
+    """The same with the bridge running as nobody: no administrative access, no polkit."""
+    base = Path(tempfile.mkdtemp(prefix="ptcopy-cockpit-", dir="/tmp"))
+    base.chmod(0o755)  # nobody reaches its home, run and data directories below
+    proc, url = _start_cockpit(system_bus, base, NOBODY)
+    try:
+        yield url
+    finally:
+        terminate(proc)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

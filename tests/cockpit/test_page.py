@@ -299,3 +299,24 @@ def test_set_lifecycle(cockpit: str, browser: Any, system_bus: PrivateBus,
     wait_for(browser, "the set to go", lambda b: "No sets yet" in text_of(b, "#sets-empty"))
     assert not alert_text(browser)
     assert "db" not in text_of(browser, "#groups")
+
+
+def test_unprivileged_session(cockpit_nobody: str, browser: Any,
+                              daemon_factory: Callable[..., Ptcopyd]) -> None:
+    """A session without administrative access (the bridge runs as nobody, there is no polkit):
+    everything is shown, and a change is refused in plain words with what to do."""
+    d = daemon_factory()
+    m, s, b = d.set_volumes(4 * MIB, kind="independent")
+    browser.get(cockpit_nobody)
+    wait_for(browser, "the empty state", lambda b: "No sets yet" in text_of(b, "#sets-empty"))
+    click(browser, "#new-set")
+    wait_for(browser, "the New set dialog", lambda b: b.find_elements("css selector", "#new-name"))
+    fill(browser, "#new-name", "db")
+    fill(browser, "#new-master", m)
+    fill(browser, "#new-shadow", s)
+    fill(browser, "#new-bitmap", b)
+    click(browser, "#new-create")
+    wait_for(browser, "the refusal", lambda b: "not authorized" in text_of(b, "#dialog-error"))
+    said = text_of(browser, "#dialog-error")
+    assert "administrative access" in said and "org.ptcopy.imaging.manage" in said, said
+    shot(browser, "not-authorized")
