@@ -31,7 +31,9 @@ HERE = Path(__file__).parent
 COCKPIT_WS = "/usr/lib/cockpit/cockpit-ws"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SHOTS = REPO / "docs" / "cockpit"
+# Screenshots of each state: build/cockpit-shots (ignored by git) unless PTCOPY_COCKPIT_SHOTS
+# names another directory; the ones in the docs are made with PTCOPY_COCKPIT_SHOTS=docs/cockpit.
+SHOTS = REPO / os.environ.get("PTCOPY_COCKPIT_SHOTS", "build/cockpit-shots")
 
 
 def _why_skip() -> str | None:
