@@ -4,7 +4,7 @@
  * access (superuser "try"), and ptcopyd (polkit) decides as it does for the CLI. Plain
  * JavaScript, no build step: words.js and dialogs.js are loaded before this file. */
 /* global cockpit, BUS_NAME, ROOT, IFACE, NO_OBJECT, explain, NOT_RUNNING, fmtSize, fmtPercent,
-   fmtTime, h, button, refreshDialogs, confirmDialog, openThrottle, openNewSet */
+   fmtTime, h, button, refreshDialogs, confirmDialog, openThrottle, openNewSet, openNewGroup */
 "use strict";
 
 /* ---- the bus ----------------------------------------------------------------------------- */
@@ -308,10 +308,11 @@ function detailCard() {
 
 /* ---- groups, overflow volumes, schedules, hosts ------------------------------------------ */
 
-function listCard(id, title, cols, rows, emptyText) {
+function listCard(id, title, cols, rows, emptyText, action) {
     return h("article", { class: "pf-c-card ptc-card", id },
              h("div", { class: "pf-c-card__header" },
-               h("div", { class: "pf-c-card__title" }, h("h2", { class: "pf-c-title pf-m-lg" }, title))),
+               h("div", { class: "pf-c-card__title" }, h("h2", { class: "pf-c-title pf-m-lg" }, title)),
+               action ? h("div", { class: "pf-c-card__actions" }, action) : null),
              h("div", { class: "pf-c-card__body" },
                rows.length
                    ? h("table", { class: "pf-c-table pf-m-compact pf-m-grid-md", role: "grid" },
@@ -330,7 +331,8 @@ function groupsCard() {
             button("Update group to shadow", () => act("Update group " + g.Name,
                                                       call(g.path, "IIGroup", "Update", ["shadow", {}], "sa{sv}")),
                    "secondary", { "data-group": g.Name })];
-    }), "No groups. A group takes one point in time of several sets at once: ptcopy group create NAME SET...");
+    }), "No groups. A group takes one point in time of several sets at once: New group.",
+    button("New group", openNewGroup, "secondary", { id: "new-group", disabled: !objects("IISet").length }));
 }
 
 function overflowCard() {

@@ -197,11 +197,18 @@ def test_set_lifecycle(cockpit: str, browser: Any, system_bus: PrivateBus,
              lambda b: prop(b, "job") != job_before and prop(b, "copy").startswith("idle (last"))
     assert not alert_text(browser)
 
-    # a group of the set, updated from the page
+    # a group of the set, made and updated from the page
     set_path = look_up(system_bus, "db")
-    system_bus.busctl("call", BUS_NAME, ROOT, IFACE + "Manager", "CreateGroup", "saoa{sv}",
-                      "nightly", "1", set_path, "0")
-    wait_for(browser, "the group", lambda b: "nightly" in text_of(b, "#groups"))
+    click(browser, "#new-group")
+    wait_for(browser, "the New group dialog",
+             lambda b: b.find_elements("css selector", "#group-set-db"))
+    fill(browser, "#group-name", "nightly")
+    click(browser, "#group-set-db")
+    shot(browser, "new-group")
+    click(browser, "#group-create")
+    wait_for(browser, "the group", lambda b: "nightly" in text_of(b, "#groups tbody"))
+    assert "db" in text_of(browser, "#groups tbody")
+    assert not browser.find_elements("css selector", "#new-group-dialog")
     click(browser, 'button[data-group="nightly"]')
     wait_for(browser, "the group's update to end", lambda b: "done" in text_of(b, "#groups")
              or "succeeded" in text_of(b, "#groups") or "finished" in text_of(b, "#groups"))
