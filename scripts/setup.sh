@@ -36,6 +36,10 @@ PACKAGES=(
     debhelper dh-python python3-all-dev python3-setuptools python3-cffi
     python3-dbus-fast python3-typer python3-rich python3-pyudev
     lintian mmdebstrap
+    # the Cockpit page (cockpit/ptcopy, tests/cockpit): a cockpit-ws the tests start themselves
+    # on a free port (never the system's cockpit.socket on 9090: see "Debian packages" below),
+    # cockpit-system for the shell's PatternFly bundle, headless Chromium driven by Selenium
+    cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver
 )
 
 LOG=$(mktemp -t ptcopy-setup.XXXXXX)
@@ -82,13 +86,18 @@ drop_policy_rc() {
     if ((own_policy_rc)); then rm -f "$POLICY_RC"; fi
     rm -f "$LOG"
 }
+# The same for cockpit-ws, whose postinst enables and starts cockpit.socket (port 9090): the
+# tests run their own cockpit-ws; the socket is disabled after installing it (systemctl enable
+# --now cockpit.socket gives a system Cockpit).
 new_sshd=0
+new_cockpit=0
 for pkg in "${missing[@]}"; do
     if [[ $pkg == openssh-server ]]; then new_sshd=1; fi
+    if [[ $pkg == cockpit-ws ]]; then new_cockpit=1; fi
 done
 if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
-    if ((new_sshd)) && [[ ! -e $POLICY_RC ]]; then
+    if ((new_sshd || new_cockpit)) && [[ ! -e $POLICY_RC ]]; then
         trap drop_policy_rc EXIT
         printf '#!/bin/sh\n# scripts/setup.sh: no service starts while it installs packages\nexit 101\n' \
             >"$POLICY_RC"
@@ -106,6 +115,13 @@ if ((${#missing[@]})); then
         elif [[ -s /run/sshd.pid ]]; then
             kill "$(cat /run/sshd.pid)" 2>/dev/null || true
         fi
+    fi
+    if ((new_cockpit)); then
+        if [[ -d /run/systemd/system ]]; then
+            systemctl stop cockpit.socket cockpit.service >/dev/null 2>&1 || true
+        fi
+        systemctl disable --quiet cockpit.socket >/dev/null 2>&1 ||
+            rm -f /etc/systemd/system/sockets.target.wants/cockpit.socket
     fi
     drop_policy_rc
     own_policy_rc=0

@@ -6,7 +6,8 @@
 # Steps: setup.sh, then a quick tier without root first: tests/unit as the user nobody (seconds;
 # no bus, no devices), ruff, mypy, then pytest on the root tiers (tests/engine,
 # tests/integration/{daemon,cli,userspace,udev}, tests/remote (hosts in network namespaces reached
-# over SSH), tests/reliability and the VM tier in tests/vm:
+# over SSH), tests/cockpit (the Cockpit page in headless Chromium), tests/reliability and the VM
+# tier in tests/vm:
 # qemu boots of Debian's kernel for the device-mapper paths, and tests/vm/test_package.py: the
 # Debian package built and checked by lintian, installed with apt on a clean Debian 12 booted with
 # systemd), then a sanitizer pass: the C engine rebuilt with AddressSanitizer + UBSan into
@@ -53,7 +54,7 @@ step "ruff check"
 step "mypy (strict, package ptcopy)"
 "$VENV/bin/mypy" || fail "mypy found problems"
 
-step "pytest: the root tiers (engine, integration, remote, reliability, vm)"
+step "pytest: the root tiers (engine, integration, remote, cockpit, reliability, vm)"
 # The console script, not `python -m pytest`: that would put the current directory on sys.path.
 "$VENV/bin/pytest" -q --ignore=tests/unit tests || fail "pytest"
 
