@@ -8,7 +8,6 @@ other member thawed at its previous point in time."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from ptcopy.cli.span import SpanError, span_point_in_time
 from ptcopy.engine import Kind, bitmap_size
 from tests.helpers.blockio import write_dev
 from tests.helpers.bus import PrivateBus
+from tests.helpers.chain import ChainWriter, chain_seqs
 from tests.helpers.client import Client, Runner
 from tests.helpers.daemon import Ptcopyd, finish
 from tests.helpers.names import IGROUP, ISET, MIB, ROOT
@@ -95,53 +95,6 @@ def _members(hosts: list[Host]) -> list[tuple[str, CliClient, str]]:
     return [(h.label, h.cli, h.group) for h in hosts]
 
 
-class ChainWriter:
-    """One thread writing a global sequence round-robin over the hosts' masters: write k (the
-    value k, in slot k // n of host k % n) starts only once write k-1 was acknowledged, so
-    the writes form one causal chain across hosts. A consistent cut holds a prefix of it."""
-
-    def __init__(self, hosts: list[Host]) -> None:
-        self.devs = [h.master_dev for h in hosts]
-        self.acked = 0           # writes 1..acked are acknowledged
-        self.started = 0         # writes 1..started were issued
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-
-    def _run(self) -> None:
-        n = len(self.devs)
-        try:
-            k = 1
-            while not self.stop.is_set() and (k - 1) // n < SIZE // SLOT:
-                self.started = k
-                dev, slot = self.devs[(k - 1) % n], (k - 1) // n
-                write_dev(dev, slot * SLOT, k.to_bytes(8, "little") * (SLOT // 8))
-                self.acked = k
-                k += 1
-        except BaseException as e:  # reported by end()
-            self.error = e
-
-    def end(self) -> None:
-        self.stop.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive()
-        assert self.error is None, self.error
-
-
-def _seqs(path: str, host: int, n: int) -> list[int]:
-    """The sequence numbers a shadow holds (slot s of host h holds k = s*n + h + 1)."""
-    out = []
-    with open(path, "rb") as f:
-        data = f.read()
-    for slot in range(SIZE // SLOT):
-        k = int.from_bytes(data[slot * SLOT:slot * SLOT + 8], "little")
-        if k:
-            assert k == slot * n + host + 1, f"slot {slot} of host {host} holds {k}"
-            out.append(k)
-    return out
-
-
 def _digest(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -150,7 +103,7 @@ def _digest(path: str) -> bytes:
 async def test_a_point_in_time_across_three_daemons_is_one_cut(
         tmp_path: Path, buses: list[PrivateBus], daemons: list[Ptcopyd], aio: Runner) -> None:
     async for hosts in _hosts(3, tmp_path, buses, daemons):
-        w = ChainWriter(hosts)
+        w = ChainWriter([h.master_dev for h in hosts], SIZE)
         while w.acked < 20:
             await asyncio.sleep(0.01)
         before = w.acked
@@ -164,7 +117,7 @@ async def test_a_point_in_time_across_three_daemons_is_one_cut(
             assert o.job != "/"
             await h.client.wait_job(o.job)
         w.end()
-        got = sorted(k for i, h in enumerate(hosts) for k in _seqs(h.shadow, i, 3))
+        got = sorted(k for i, h in enumerate(hosts) for k in chain_seqs(h.shadow, i, 3, SIZE))
         cut = len(got)
         assert got == list(range(1, cut + 1)), f"not one cut: {got}"
         assert before <= cut <= after, (before, cut, after)
@@ -173,7 +126,7 @@ async def test_a_point_in_time_across_three_daemons_is_one_cut(
 async def test_a_member_that_cannot_take_part_thaws_every_other(
         tmp_path: Path, buses: list[PrivateBus], daemons: list[Ptcopyd], aio: Runner) -> None:
     async for hosts in _hosts(3, tmp_path, buses, daemons):
-        w = ChainWriter(hosts)
+        w = ChainWriter([h.master_dev for h in hosts], SIZE)
         while w.acked < 9:
             await asyncio.sleep(0.01)
         shadows = [_digest(h.shadow) for h in hosts]
