@@ -11,13 +11,17 @@ included), median of the rounds:
 - ``ptcopy status`` on the host's own bus (local), ``ptcopy --host H status``, and what a user
   would otherwise run, ``ssh H ptcopy status`` (the same ptcopy, run there);
 - ``ptcopy status --all-hosts`` from a host with 2 and with N-1 others registered, against one
-  ``--host`` call (the hosts are asked in parallel, so this should stay close to one).
+  ``--host`` call (the hosts are asked in parallel, so this should stay close to one);
+- a group spanning 3 hosts updated with ``ptcopy --host host1 group update``: the freeze window
+  the coordinator reports (first Hold sent to last Release answered: no member took its point in
+  time before every member was frozen) and the longest time one host's writes were held.
 Loopback veth links have no real latency: on a network each SSH round trip adds its RTT.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -74,6 +78,41 @@ def register(home: TestHost, others: list[TestHost]) -> None:
                         "--quiet"], check=True, capture_output=True, timeout=60)
 
 
+def span_rows(hosts: TestHosts, rounds: int) -> list[list[str]]:
+    """A group of one independent set on each of hosts 1-3, spanning the three."""
+    three = list(hosts)[:3]
+    for h in three:
+        vols = []
+        for role, size in (("m", 64 << 20), ("s", 64 << 20), ("b", 256 << 10)):
+            p = hosts.shared_dir / f"span-{h.name}-{role}.img"
+            with p.open("wb") as f:
+                f.truncate(size)
+            vols.append(str(p))
+        subprocess.run([PTCOPY, "--bus", h.bus_address, "enable", "--independent", *vols,
+                        "--name", f"span-{h.name}", "--no-loop", "--wait", "--quiet"],
+                       check=True, capture_output=True, timeout=120)
+        spans = [a for o in three if o is not h for a in ("--spans", o.name)]
+        subprocess.run([PTCOPY, "--bus", h.bus_address, "group", "create", "span",
+                        f"span-{h.name}", *spans, "--quiet"], check=True, capture_output=True,
+                       timeout=60)
+    argv = [PTCOPY, "--host", three[0].name, "--json", "group", "update", "span", "--to",
+            "shadow", "--wait"]
+    windows, held = [], []
+    for _ in range(rounds + 1):
+        r = subprocess.run(argv, env=hosts.env(), capture_output=True, text=True, timeout=120,
+                           check=True, stdin=subprocess.DEVNULL)
+        res = json.loads(r.stdout)
+        windows.append(res["freeze_window_sec"])
+        held.append(max(x["frozen_usec"] for x in res["hosts"]) / 1e6)
+    windows, held = windows[1:], held[1:]   # the first: SSH handshakes, cold caches
+    log(f"span: window {median(windows) * 1000:.1f} ms, held {median(held) * 1000:.1f} ms")
+    return [["group over 3 hosts: freeze window (coordinator)",
+             f"{median(windows) * 1000:.1f} ms",
+             f"{min(windows) * 1000:.1f}-{max(windows) * 1000:.1f} ms", "-"],
+            ["group over 3 hosts: longest hold on one host", f"{median(held) * 1000:.1f} ms",
+             f"{min(held) * 1000:.1f}-{max(held) * 1000:.1f} ms", "-"]]
+
+
 def measure(hosts: TestHosts, rounds: int) -> list[list[str]]:
     env = hosts.env()
     h1, h2 = hosts[0], hosts[1]
@@ -120,7 +159,7 @@ def main() -> int:
     hosts = start_hosts(args.hosts, data_path="none")
     try:
         seed(hosts)
-        rows = measure(hosts, args.rounds)
+        rows = measure(hosts, args.rounds) + span_rows(hosts, args.rounds)
     finally:
         hosts.stop(check_log=False)
     table = md_table(["command", "median", "range", "vs one --host call"], rows)
