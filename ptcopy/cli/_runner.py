@@ -154,13 +154,16 @@ def confirm_master_write(out: Output, what: str, yes: bool) -> None:
         raise NotConfirmed(f"{what} replaces the data on the master, and there is no terminal "
                            "to ask for confirmation on; nothing was done",
                            "add --yes to confirm")
-    try:
-        ok = Confirm.ask(f"{what} replaces the data on the master. Go ahead?",
-                         console=out.err, default=False)
-    except EOFError:
-        ok = False
-    if not ok:
+    if not ask(out, f"{what} replaces the data on the master. Go ahead?"):
         raise NotConfirmed("not confirmed; nothing was done")
+
+
+def ask(out: Output, question: str) -> bool:
+    """A yes/no question at the terminal: no by default, and at the end of input."""
+    try:
+        return bool(Confirm.ask(question, console=out.err, default=False))
+    except EOFError:
+        return False
 
 
 async def follow(client: Client, out: Output, job: str, what: str, *, show: bool) -> JobInfo:

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.prompt import Confirm
 from rich.table import Table
 from rich.text import Text
 
@@ -18,7 +17,7 @@ from ptcopy.cli._client import HOST, MANAGER, ROOT, Client, HostInfo, when
 from ptcopy.cli._errors import BUS_ERROR_PREFIX, CliError, NotConfirmed, RemoteError, UsageProblem
 from ptcopy.cli._output import Output
 from ptcopy.cli._params import JsonOpt, QuietOpt
-from ptcopy.cli._runner import CONNECT_TIMEOUT, output, resolve_host, run, settings
+from ptcopy.cli._runner import CONNECT_TIMEOUT, ask, output, resolve_host, run, settings
 from ptcopy.remote.ssh import HostKey, SshOptions, effective, record_keys, scan_keys
 from ptcopy.remote.targets import BadTarget, Target, check_host_name, host_object_id
 
@@ -181,12 +180,7 @@ def _trust(out: Output, host: str, target: Target, yes: bool) -> dict[str, Any]:
                                "the fingerprints on", "compare them with the host's ("
                                "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub there), then "
                                "add --yes")
-        try:
-            ok = Confirm.ask(f"Trust these keys of {where} (compare them with the host's own)?",
-                             console=out.err, default=False)
-        except EOFError:
-            ok = False
-        if not ok:
+        if not ask(out, f"Trust these keys of {where} (compare them with the host's own)?"):
             raise NotConfirmed("not confirmed; nothing was recorded")
     record_keys(keys, known_hosts)
     out.say(f"trusted {where}: {len(keys)} key(s) recorded in {known_hosts}")

@@ -31,6 +31,12 @@ def missing(tools: tuple[str, ...], without_root: str) -> str | None:
     return None
 
 
+def daemon_tier_skip() -> str | None:
+    """Why a tier that runs ptcopyd on a private bus cannot run here, or None."""
+    return missing(("dbus-daemon", "busctl", "gdbus", "setpriv", "losetup"),
+                   "needs root (ptcopyd serves loop devices over FUSE)")
+
+
 def directory_hooks(here: Path, why_skip: Callable[[], str | None], timeout: float,
                     ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
     """The pytest hooks of a directory of root-only tests whose ``async def`` tests run on the

@@ -15,8 +15,8 @@ from tests.helpers.fixtures import (  # noqa: F401  (fixtures pytest finds here)
     connect,
     daemon_args,
     daemon_factory,
+    daemon_tier_skip,
     directory_hooks,
-    missing,
     ptcopyd,
     system_bus,
 )
@@ -24,10 +24,5 @@ from tests.helpers.fixtures import (  # noqa: F401  (fixtures pytest finds here)
 HERE = Path(__file__).parent
 
 
-def _why_skip() -> str | None:
-    return missing(("dbus-daemon", "busctl", "gdbus", "setpriv", "losetup"),
-                   "needs root (ptcopyd serves loop devices over FUSE)")
-
-
 (pytest_collection_modifyitems, pytest_pyfunc_call,
- pytest_runtest_makereport) = directory_hooks(HERE, _why_skip, timeout=150)
+ pytest_runtest_makereport) = directory_hooks(HERE, daemon_tier_skip, timeout=150)
