@@ -42,7 +42,17 @@ from typing import TYPE_CHECKING
 
 from ptcopy import engine as engine_mod
 from ptcopy.datapath.base import Capabilities, DataPath, SetVolumes, Volume
-from ptcopy.datapath.kernel import blocks, merge, names, pit, record, stack, store, tables
+from ptcopy.datapath.kernel import (
+    blocks,
+    merge,
+    names,
+    pit,
+    record,
+    rename,
+    stack,
+    store,
+    tables,
+)
 from ptcopy.datapath.kernel.ended import EndSignal
 from ptcopy.datapath.kernel.record import Layout, Record
 from ptcopy.datapath.kernel.state import KernelSet, Master, State
@@ -65,7 +75,8 @@ from ptcopy.engine import (
 log = logging.getLogger(__name__)
 
 CAPS = Capabilities(name="kernel", bitmap_in_memory=False, exclusive_volumes=False,
-                    target_writable_during_copy=False, group_restore_dependent=True)
+                    target_writable_during_copy=False, group_restore_dependent=True,
+                    rename_served=True)
 
 
 class KernelPath:
@@ -191,6 +202,8 @@ class KernelPath:
                                ov[0] if ov is not None else None, ofd, blks)
                 ms.sets.append(name)
                 try:
+                    # devices a crash left mid-rename take back the name the caller serves
+                    rename.claim(ks.uid, name)
                     stack.build(ks, fresh, self._run_dir)
                 except BaseException:
                     ms.sets.remove(name)
@@ -381,12 +394,20 @@ class KernelPath:
         raise NoCopy(f"set {name} has no suspended copy")
 
     def rename(self, name: str, new: str) -> None:
-        """Refused: users open ``/dev/mapper/ptcopy-<set>-master`` and ``-shadow``; the path
-        does not rename device-mapper devices yet."""
-        self.get(name)
-        raise InUse(f"set {name} is served as /dev/mapper/{names.master(name)} and "
-                    f"/dev/mapper/{names.shadow(name)}; the kernel data path cannot rename "
-                    "device-mapper devices while they serve: the set keeps its name")
+        """Serve the set as ``new``: its two devices are renamed in the kernel and keep
+        serving (open descriptors and mounts keep working). The caller records the new name
+        after this; a crash before that is undone at the next serve (``rename.claim``)."""
+        with self._lock:
+            ks = self.get(name)
+            if new in self._sets:
+                raise InvalidArgument(f"a set named {new!r} is served already")
+            rename.rename(name, new)
+            ks.name = new
+            ms = ks.stack
+            ms.sets[ms.sets.index(name)] = new
+            self._sets[new] = self._sets.pop(name)
+            with self._ends_lock:
+                self._ends[new] = self._ends.pop(name)
 
     def status(self, name: str) -> dict[str, object]:
         """Kernel-side facts: devices, store usage of a dependent shadow, merge state."""

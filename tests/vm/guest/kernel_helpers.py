@@ -8,7 +8,7 @@ import mmap
 import os
 import random
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,12 +181,13 @@ def reopen(engine: Engine, kp: KernelPath, name: str, m: Vol, s: Vol, b: Vol,
 
 
 @contextlib.contextmanager
-def served_daemon(workdir: str, data_path: str) -> Iterator[tuple[Ptcopyd, Pool]]:
-    """ptcopyd with ``--data-path data_path`` on a private bus, and a pool of volumes in
-    ``workdir``; afterwards the devices it left to the kernel (it leaves them when it stops)
-    are taken down for the next test."""
+def served_daemon(workdir: str, data_path: str,
+                  extra: Sequence[str] = ()) -> Iterator[tuple[Ptcopyd, Pool]]:
+    """ptcopyd with ``--data-path data_path`` (and the ``extra`` arguments) on a private bus,
+    and a pool of volumes in ``workdir``; afterwards the devices it left to the kernel (it
+    leaves them when it stops) are taken down for the next test."""
     bus = PrivateBus.start()
-    d = Ptcopyd(bus, Path(workdir), ["--data-path", data_path])
+    d = Ptcopyd(bus, Path(workdir), ["--data-path", data_path, *extra])
     pool = Pool(workdir)
     try:
         yield d, pool
