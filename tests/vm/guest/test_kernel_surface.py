@@ -1,7 +1,7 @@
 """What the kernel data path refuses, exactly (issue 15): suspending a copy (its frozen view's
-store would grow for as long as the pause lasts), renaming a served set (its device-mapper
-devices carry the name), and cancelling a merge (the kernel cannot stop one half way: the job
-says Cancelable false)."""
+store would grow for as long as the pause lasts), renaming a set onto a name a device-mapper
+device already has, and cancelling a merge (the kernel cannot stop one half way: the job says
+Cancelable false); and a rename while a copy runs, which works."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from ptcopy.datapath.kernel import KernelPath
-from ptcopy.engine import Kind
+from ptcopy.engine import Kind, dm_info
 from tests.helpers.daemon import Ptcopyd
 from tests.helpers.names import IJOB, ISET, MANAGER, ROOT
-from tests.vm.guest.kernel_helpers import CHUNK, MIB, Pool, scribble, served_daemon
+from tests.vm.guest.kernel_helpers import CHUNK, MIB, Pool, digest, scribble, served_daemon
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def _volumes(pool: Pool, name: str, kind: Kind, size: int = 16 * MIB) -> tuple[s
     return m.path, s.path, b.path
 
 
-def test_suspend_rename_and_merge_cancel_are_refused_exactly(
+def test_suspend_a_taken_name_and_merge_cancel_are_refused_exactly(
         daemon: tuple[Ptcopyd, Pool]) -> None:
     d, pool = daemon
     d.start(timeout=120)
@@ -60,12 +60,24 @@ def test_suspend_rename_and_merge_cancel_are_refused_exactly(
     assert _prop(d, job, IJOB, "Cancelable") == "b true"   # an engine copy can be stopped
     r = _busctl(d, ipath, ISET, "Resume", "a{sv}", "0")
     assert r.returncode != 0 and "no suspended copy" in r.stderr, r.stderr
-    assert _busctl(d, job, IJOB, "Wait", "d", "240").stdout.strip() == "b true"
 
+    # a rename onto a name a device-mapper device has is refused, and changes nothing
+    blocker = "ptcopy-ks2-shadow"
+    subprocess.run(["dmsetup", "create", blocker, "--table", "0 8 error"], check=True,
+                   capture_output=True)
     r = _busctl(d, ipath, ISET, "Rename", "sa{sv}", "ks2", "0")
-    assert r.returncode != 0 and "/dev/mapper/ptcopy-ks-master" in r.stderr, r.stderr
-    assert "cannot rename" in r.stderr, r.stderr
+    assert r.returncode != 0 and f"{blocker} exists already" in r.stderr, r.stderr
     assert _prop(d, ipath, ISET, "Name") == 's "ks"'
+    assert dm_info("ptcopy-ks-master").exists and dm_info("ptcopy-ks-shadow").exists
+    assert not dm_info("ptcopy-ks2-master").exists
+    subprocess.run(["dmsetup", "remove", blocker], check=True, capture_output=True)
+    # while the copy runs: the devices take the new name and the copy goes on under it
+    assert _busctl(d, ipath, ISET, "Rename", "sa{sv}", "ks2", "0").returncode == 0
+    assert _prop(d, ipath, ISET, "Name") == 's "ks2"'
+    assert _busctl(d, job, IJOB, "Wait", "d", "240").stdout.strip() == "b true"
+    assert _prop(d, job, IJOB, "Success") == "b true"
+    assert digest("/dev/mapper/ptcopy-ks2-shadow") == digest(mi)
+    assert not dm_info("ptcopy-ks-shadow").exists
 
     # a dependent set's restore is a merge in the kernel: its job cannot be cancelled
     md, sd, bd = _volumes(pool, "km", Kind.DEPENDENT, size=64 * MIB)
