@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -381,4 +382,25 @@ int pt_dm_rename(const char *name, const char *new_name, int set_uuid, pt_error 
 out_close:
     (void)close(fd);   /* control node: nothing to lose on close */
     return rc;
+}
+
+int pt_dm_reserve(int fd, uint64_t len, pt_error *err)
+{
+    if (fd < 0 || len == 0 || len > (uint64_t)INT64_MAX)
+        return pt_fail(err, PT_E_INVALID, "nothing to reserve (descriptor %d, %llu bytes)", fd,
+                       (unsigned long long)len);
+    /* fallocate itself, not posix_fallocate: its fallback writes zero bytes into holes, which
+     * could overwrite data a loop device writes into the file at the same time */
+    if (fallocate(fd, 0, 0, (off_t)len) != 0) {
+        int e = errno;
+        if (e == ENOSPC)
+            return pt_fail(err, PT_E_OUT_OF_SPACE, "no room to reserve %llu bytes",
+                           (unsigned long long)len);
+        if (e == EOPNOTSUPP)
+            return pt_fail(err, PT_E_INVALID, "the file system cannot reserve space "
+                           "(no fallocate)");
+        return pt_fail(err, e, "reserving %llu bytes: %s", (unsigned long long)len,
+                       strerror(e));
+    }
+    return 0;
 }

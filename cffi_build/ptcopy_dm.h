@@ -55,6 +55,10 @@ int pt_dm_find_uuid(const char *uuid, char *out, size_t len, pt_error *err);
  * new_name (set_uuid != 0; the kernel takes a uuid only on a device that has none). The
  * device keeps serving: its number, its table and its openers do not change. */
 int pt_dm_rename(const char *name, const char *new_name, int set_uuid, pt_error *err);
+/* Allocate the first len bytes of the file open at fd (fallocate, mode 0: data already there
+ * stays), so writes within them cannot fail for want of space. Never emulated by writing: a
+ * file system without fallocate gets an error. */
+int pt_dm_reserve(int fd, uint64_t len, pt_error *err);
 /* The live table (table != 0) or status lines, "<start> <length> <target> <text>". Never call
  * it on a suspended era device: the kernel blocks until it is resumed. */
 int pt_dm_status(const char *name, int table, char *out, size_t len, pt_error *err);

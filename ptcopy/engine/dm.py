@@ -16,7 +16,7 @@ from ptcopy.engine.errors import InvalidArgument, check
 
 __all__ = [
     "DmInfo", "DmOp", "dm_find_uuid", "dm_info", "dm_list", "dm_message", "dm_recover",
-    "dm_rename", "dm_run", "dm_set_uuid", "dm_status", "dm_targets", "dm_version",
+    "dm_rename", "dm_reserve", "dm_run", "dm_set_uuid", "dm_status", "dm_targets", "dm_version",
 ]
 
 
@@ -108,6 +108,14 @@ def dm_rename(name: str, new: str) -> None:
     its openers; only ``/dev/mapper``'s name changes. Raises Already when ``new`` is taken."""
     err = new_error()
     check(lib.pt_dm_rename(name.encode(), new.encode(), 0, err), err)
+
+
+def dm_reserve(fd: int, length: int) -> None:
+    """Allocate the first ``length`` bytes of the file open at ``fd`` (fallocate; data there
+    stays), so writes within them cannot fail for want of room: OutOfSpace when there is no
+    room, InvalidArgument when the file system cannot reserve space."""
+    err = new_error()
+    check(lib.pt_dm_reserve(fd, length, err), err)
 
 
 def dm_set_uuid(name: str, uuid: str) -> None:
