@@ -24,12 +24,21 @@ CHUNK = 64 * 1024
 
 
 def remove_ptcopy_devices() -> None:
-    """Take down the ptcopy device-mapper devices a test left (masters first: they hold the
-    rest), so the next test starts without them."""
-    for name in sorted(dm_list(), key=lambda n: ("-master" not in n, n)):
-        if name.startswith("ptcopy-"):
-            subprocess.run(["dmsetup", "remove", "--retry", name], check=False,
-                           capture_output=True)
+    """Take down the ptcopy device-mapper devices a test left, so the next test starts without
+    them: in passes, each removing what nothing holds any more (the devices users open first,
+    then what they were stacked on), so no removal waits out ``--retry`` on a device still
+    held; what is left after that gets ``--retry``."""
+    left = sorted((n for n in dm_list() if n.startswith("ptcopy-")),
+                  key=lambda n: (not n.endswith(("-master", "-shadow")), n))
+    while left:
+        held = [n for n in left if subprocess.run(["dmsetup", "remove", n], check=False,
+                                                  capture_output=True).returncode]
+        if len(held) == len(left):
+            break
+        left = held
+    for name in left:
+        subprocess.run(["dmsetup", "remove", "--retry", name], check=False,
+                       capture_output=True)
 
 
 @dataclass
