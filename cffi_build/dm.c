@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -21,6 +22,7 @@ static const char *op_word(unsigned long cmd)
     case DM_LIST_DEVICES: return "list devices";
     case DM_DEV_CREATE: return "create";
     case DM_DEV_REMOVE: return "remove";
+    case DM_DEV_RENAME: return "rename";
     case DM_DEV_SUSPEND: return "suspend/resume";
     case DM_DEV_STATUS: return "info";
     case DM_TABLE_LOAD: return "load table";
@@ -236,6 +238,7 @@ int pt_dm_query(const char *name, pt_dm_info *out, pt_error *err)
     out->major = (uint32_t)((b.io->dev >> 8) & 0xfff) | (uint32_t)((b.io->dev >> 32) & ~0xfffu);
     out->minor = (uint32_t)(b.io->dev & 0xff) | (uint32_t)((b.io->dev >> 12) & ~0xffu);
     out->event_nr = b.io->event_nr;
+    snprintf(out->uuid, sizeof out->uuid, "%s", b.io->uuid);
 out_free:
     free(b.io);
     return rc;
@@ -302,4 +305,102 @@ out_free:
 out_close:
     (void)close(fd);
     return rc;
+}
+
+static int uuid_ok(const char *uuid, pt_error *err)
+{
+    if (!uuid || !uuid[0] || strlen(uuid) >= DM_UUID_LEN)
+        return pt_fail(err, PT_E_INVALID, "invalid device-mapper uuid '%s' (1..%d bytes)",
+                       uuid ? uuid : "", DM_UUID_LEN - 1);
+    return 0;
+}
+
+int pt_dm_find_uuid(const char *uuid, char *out, size_t len, pt_error *err)
+{
+    if (!out || !len)
+        return pt_fail(err, PT_E_INVALID, "no buffer for the device name");
+    out[0] = 0;
+    int rc = uuid_ok(uuid, err);
+    if (rc)
+        return rc;
+    int fd = pt_dmc_open(err);
+    if (fd < 0)
+        return fd;
+    dmbuf b = {0};
+    rc = pt_dmc_buf_init(&b, sizeof(struct dm_ioctl), NULL, 0, err);
+    if (rc)
+        goto out_close;
+    /* the kernel looks a device up by uuid when the request names none */
+    snprintf(b.io->uuid, sizeof b.io->uuid, "%s", uuid);
+    pt_error mine = {0};
+    rc = pt_dmc_call(fd, DM_DEV_STATUS, &b, false, &mine);
+    if (rc == -PT_E_NOT_FOUND) {
+        rc = 0;   /* no device has it: an answer */
+        goto out_free;
+    }
+    if (rc) {
+        rc = pt_fail(err, mine.code, "looking up device-mapper uuid %s: %s", uuid, mine.msg);
+        goto out_free;
+    }
+    rc = copy_out(out, len, b.io->name, err);
+out_free:
+    free(b.io);
+out_close:
+    (void)close(fd);   /* control node: nothing to lose on close */
+    return rc;
+}
+
+int pt_dm_rename(const char *name, const char *new_name, int set_uuid, pt_error *err)
+{
+    int rc = pt_dmc_name_ok(name, err);
+    if (rc)
+        return rc;
+    rc = set_uuid ? uuid_ok(new_name, err) : pt_dmc_name_ok(new_name, err);
+    if (rc)
+        return rc;
+    int fd = pt_dmc_open(err);
+    if (fd < 0)
+        return fd;
+    dmbuf b = {0};
+    size_t size = sizeof(struct dm_ioctl) + DM_UUID_LEN + 8;
+    rc = pt_dmc_buf_init(&b, size, name, set_uuid ? DM_UUID_FLAG : 0, err);
+    if (rc)
+        goto out_close;
+    /* the new name (or uuid) is the payload, NUL-terminated within data_size */
+    snprintf(pt_dmc_payload(&b), DM_UUID_LEN, "%s", new_name);
+    pt_error mine = {0};
+    rc = pt_dmc_call(fd, DM_DEV_RENAME, &b, false, &mine);
+    if (rc == -PT_E_IN_USE && !set_uuid)
+        rc = pt_fail(err, PT_E_ALREADY, "cannot rename device-mapper device %s to %s: a device "
+                     "of that name exists", name, new_name);
+    else if (rc && set_uuid && mine.code == EINVAL)   /* it has a uuid already */
+        rc = pt_fail(err, PT_E_INVALID, "cannot give device-mapper device %s the uuid %s: %s",
+                     name, new_name, mine.msg);
+    else if (rc)
+        rc = pt_fail(err, mine.code, "%s", mine.msg);
+    free(b.io);
+out_close:
+    (void)close(fd);   /* control node: nothing to lose on close */
+    return rc;
+}
+
+int pt_dm_reserve(int fd, uint64_t len, pt_error *err)
+{
+    if (fd < 0 || len == 0 || len > (uint64_t)INT64_MAX)
+        return pt_fail(err, PT_E_INVALID, "nothing to reserve (descriptor %d, %llu bytes)", fd,
+                       (unsigned long long)len);
+    /* fallocate itself, not posix_fallocate: its fallback writes zero bytes into holes, which
+     * could overwrite data a loop device writes into the file at the same time */
+    if (fallocate(fd, 0, 0, (off_t)len) != 0) {
+        int e = errno;
+        if (e == ENOSPC)
+            return pt_fail(err, PT_E_OUT_OF_SPACE, "no room to reserve %llu bytes",
+                           (unsigned long long)len);
+        if (e == EOPNOTSUPP)
+            return pt_fail(err, PT_E_INVALID, "the file system cannot reserve space "
+                           "(no fallocate)");
+        return pt_fail(err, e, "reserving %llu bytes: %s", (unsigned long long)len,
+                       strerror(e));
+    }
+    return 0;
 }

@@ -231,7 +231,16 @@ static int run_op(int fd, const pt_dm_op *op, pt_error *err)
         return rc;
     unsigned long cmd = 0;
     switch (op->kind) {
-    case PT_DM_CREATE: cmd = DM_DEV_CREATE; break;
+    case PT_DM_CREATE:
+        cmd = DM_DEV_CREATE;
+        if (op->uuid && op->uuid[0]) {
+            if (strlen(op->uuid) >= DM_UUID_LEN)
+                rc = pt_fail(err, PT_E_INVALID, "%s: device-mapper uuid '%s' too long", op->name,
+                             op->uuid);
+            else
+                snprintf(b.io->uuid, sizeof b.io->uuid, "%s", op->uuid);
+        }
+        break;
     case PT_DM_REMOVE: cmd = DM_DEV_REMOVE; break;
     case PT_DM_SUSPEND: cmd = DM_DEV_SUSPEND; b.io->flags = DM_SUSPEND_FLAG; break;
     case PT_DM_RESUME: cmd = DM_DEV_SUSPEND; break;

@@ -19,6 +19,7 @@ typedef struct pt_dm_info {
     uint32_t target_count;
     uint32_t major, minor;
     uint32_t event_nr;
+    char uuid[129];      /* the device's dm uuid ("" when it has none) */
 } pt_dm_info;
 
 enum pt_dm_opkind {
@@ -36,6 +37,7 @@ typedef struct pt_dm_op {
     const char *table;  /* PT_DM_LOAD */
     int read_only;      /* PT_DM_LOAD */
     uint64_t length;    /* PT_DM_ZERO */
+    const char *uuid;   /* PT_DM_CREATE: the new device's dm uuid (NULL or "": none) */
 } pt_dm_op;
 
 /* The kernel's device-mapper ioctl version, e.g. 4.47.0. Fails when device-mapper is absent. */
@@ -46,6 +48,17 @@ int pt_dm_targets(char *out, size_t len, pt_error *err);
 int pt_dm_list(char *out, size_t len, pt_error *err);
 /* out->exists = 0 (and return 0) when there is no such device. */
 int pt_dm_query(const char *name, pt_dm_info *out, pt_error *err);
+/* The name of the device whose dm uuid is uuid, into out; out = "" (and return 0) when no
+ * device has it. */
+int pt_dm_find_uuid(const char *uuid, char *out, size_t len, pt_error *err);
+/* DM_DEV_RENAME: give device name the name new_name (set_uuid = 0), or give it the dm uuid
+ * new_name (set_uuid != 0; the kernel takes a uuid only on a device that has none). The
+ * device keeps serving: its number, its table and its openers do not change. */
+int pt_dm_rename(const char *name, const char *new_name, int set_uuid, pt_error *err);
+/* Allocate the first len bytes of the file open at fd (fallocate, mode 0: data already there
+ * stays), so writes within them cannot fail for want of space. Never emulated by writing: a
+ * file system without fallocate gets an error. */
+int pt_dm_reserve(int fd, uint64_t len, pt_error *err);
 /* The live table (table != 0) or status lines, "<start> <length> <target> <text>". Never call
  * it on a suspended era device: the kernel blocks until it is resumed. */
 int pt_dm_status(const char *name, int table, char *out, size_t len, pt_error *err);

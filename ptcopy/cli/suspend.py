@@ -36,8 +36,8 @@ def suspend(ctx: typer.Context, sets: OptionalSetsArg = None, *, all_: AllSetsOp
             json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Suspend running copies (--all: every one): each keeps its place (nothing copied is
     copied again) and its set stays copying, both sides usable, until ptcopy resume, also
-    across a restart of ptcopyd. Not available on the kernel data path (abort there; the next
-    update copies only what was left)."""
+    across a restart of ptcopyd. On the kernel data path the target stays read-only meanwhile
+    and a restart starts the copy again from a new point in time (docs/kernel-path.md)."""
     out = output(ctx, json_, quiet)
 
     async def body(c: Client) -> None:

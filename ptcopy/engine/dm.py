@@ -15,8 +15,8 @@ from ptcopy.engine._ffi import ffi, lib, new_error
 from ptcopy.engine.errors import InvalidArgument, check
 
 __all__ = [
-    "DmInfo", "DmOp", "dm_info", "dm_list", "dm_message", "dm_recover", "dm_run", "dm_status",
-    "dm_targets", "dm_version",
+    "DmInfo", "DmOp", "dm_find_uuid", "dm_info", "dm_list", "dm_message", "dm_recover",
+    "dm_rename", "dm_reserve", "dm_run", "dm_set_uuid", "dm_status", "dm_targets", "dm_version",
 ]
 
 
@@ -32,6 +32,7 @@ class DmInfo:
     major: int = 0
     minor: int = 0
     event_nr: int = 0
+    uuid: str = ""   # the device's dm uuid, "" when it has none
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class DmOp:
     table: str = ""  # load: "<start> <length> <target> <args>" lines
     read_only: bool = False
     length: int = 0  # zero: bytes
+    uuid: str = ""   # create: the new device's dm uuid ("" for none)
 
 
 # DmOp.kind -> enum pt_dm_kind (ptcopy_engine.h)
@@ -92,7 +94,35 @@ def dm_info(name: str) -> DmInfo:
         return DmInfo(False)
     return DmInfo(True, bool(out.suspended), bool(out.read_only), bool(out.live_table),
                   bool(out.inactive_table), out.open_count, out.target_count, out.major,
-                  out.minor, out.event_nr)
+                  out.minor, out.event_nr, ffi.string(out.uuid).decode("utf-8", "replace"))
+
+
+def dm_find_uuid(uuid: str) -> str | None:
+    """The name of the device whose dm uuid is ``uuid``; None when no device has it."""
+    name = _dm_text(lib.pt_dm_find_uuid, uuid.encode(), size=256)
+    return name or None
+
+
+def dm_rename(name: str, new: str) -> None:
+    """Rename device ``name`` to ``new`` (DM_DEV_RENAME): it keeps its number, its table and
+    its openers; only ``/dev/mapper``'s name changes. Raises Already when ``new`` is taken."""
+    err = new_error()
+    check(lib.pt_dm_rename(name.encode(), new.encode(), 0, err), err)
+
+
+def dm_reserve(fd: int, length: int) -> None:
+    """Allocate the first ``length`` bytes of the file open at ``fd`` (fallocate; data there
+    stays), so writes within them cannot fail for want of room: OutOfSpace when there is no
+    room, InvalidArgument when the file system cannot reserve space."""
+    err = new_error()
+    check(lib.pt_dm_reserve(fd, length, err), err)
+
+
+def dm_set_uuid(name: str, uuid: str) -> None:
+    """Give device ``name`` the dm uuid ``uuid``; the kernel takes it only on a device that
+    has none (InvalidArgument otherwise)."""
+    err = new_error()
+    check(lib.pt_dm_rename(name.encode(), uuid.encode(), 1, err), err)
 
 
 def dm_status(name: str, *, table: bool = False) -> str:
@@ -117,12 +147,14 @@ def dm_run(ops: Sequence[DmOp], *, timeout: float = 10.0) -> float:
             raise InvalidArgument(f"unknown device-mapper step {op.kind!r}")
         name = ffi.new("char[]", os.fsencode(op.name))
         table = ffi.new("char[]", op.table.encode())
-        keep += [name, table]
+        uuid = ffi.new("char[]", op.uuid.encode()) if op.uuid else ffi.NULL
+        keep += [name, table, uuid]
         arr[i].kind = _DM_KINDS[op.kind]
         arr[i].name = name
         arr[i].table = table
         arr[i].read_only = int(op.read_only)
         arr[i].length = op.length
+        arr[i].uuid = uuid
     held = ffi.new("uint64_t *")
     err = new_error()
     check(lib.pt_dm_run(arr, len(ops), max(1, int(timeout * 1000)), held, err), err)

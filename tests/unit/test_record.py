@@ -4,6 +4,7 @@ needed: these run on the host)."""
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,12 @@ def test_record_round_trips_and_refuses_damage(tmp_path: Path) -> None:
     assert len(raw) == record.RECORD
     assert Record.decode(raw, "b") == rec
     assert Record.decode(b"\0" * record.RECORD, "b") == Record()
+    paused = Record(1, 2, "cd" * 16, suspended=True)   # a suspended copy is kept
+    assert Record.decode(paused.encode(), "b") == paused
+    # a record written before suspensions were kept reads as not suspended
+    body = b'{"master_era": 1, "shadow_era": 2, "uuid": "", "extents": []}'
+    old = record.MAGIC + zlib.crc32(body).to_bytes(4, "little") + len(body).to_bytes(4, "little")
+    assert Record.decode(old + body, "b") == Record(1, 2)
     damaged = bytearray(raw)
     damaged[20] ^= 1
     with pytest.raises(BadHeader, match="corrupted"):

@@ -359,8 +359,7 @@ class IISet(Interface):
     async def Rename(self, name: DBusStr, options: Options) -> None:
         """Give the set another name. Its devices keep serving: on the userspace path the
         FUSE files move to the new name (same inodes; loop devices are numbered), on the
-        kernel path a served set cannot be renamed (its device-mapper devices carry the
-        name)."""
+        kernel path its device-mapper devices are renamed (same devices, same openers)."""
         await authorized(self.ctx, options, "rename sets",
                          self.service.rename_set, self.id, name)
 

@@ -138,7 +138,7 @@ def done(ks: KernelSet) -> None:
             DmOp("load", cow, cow_table(ks, [])), DmOp("resume", cow),
             DmOp("zero", tables.node(cow), length=ks.chunk)]
     if not tables.exists(shadow):
-        ops.append(DmOp("create", shadow))
+        ops.append(DmOp("create", shadow, uuid=ks.dm_uuid("shadow")))
     ops += [DmOp("load", shadow, tables.snapshot(ms.ref, tables.ref(cow), ks.master_size,
                                                  ks.chunk)),
             DmOp("resume", shadow), DmOp("resume", ms.origin)]

@@ -1,10 +1,12 @@
 """Every device-mapper device name the kernel path makes, built here and nowhere else.
 
-A set's own devices (what users open) carry the set's name; the devices under them carry the
-set's uid (the first 12 hex digits of its uuid: unique, and the same after a rename or a
-reboot) or, for the devices one master's sets share, the master's device number. The prefix is
-what tells ptcopy's devices apart from everyone else's (ptcopyd's discovery and volume checks,
-``ptcopy/daemon/discovery.py`` and ``volumes.py``, recognise it too).
+A set's own devices (what users open) carry the set's name, and a dm uuid made of the set's
+uid that a rename keeps (how a restart finds them whatever a crash left them named); the
+devices under them carry the set's uid (the first 12 hex digits of its uuid: unique, and the
+same after a rename or a reboot) or, for the devices one master's sets share, the master's
+device number. The prefix is what tells ptcopy's devices apart from everyone else's
+(ptcopyd's discovery and volume checks, ``ptcopy/daemon/discovery.py`` and ``volumes.py``,
+recognise it too).
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ def master(name: str) -> str:
 def shadow(name: str) -> str:
     """The shadow device users open: ``ptcopy-<set>-shadow``."""
     return f"{PREFIX}{name}-shadow"
+
+
+UUID_PREFIX = "PTCOPY-"
+
+
+def dm_uuid(set_uid: str, role: str) -> str:
+    """The dm uuid of a set's ``master`` or ``shadow`` device: ``PTCOPY-<uid>-<role>``."""
+    if role not in ("master", "shadow"):
+        raise ValueError(f"no device role {role!r}")
+    return f"{UUID_PREFIX}{set_uid}-{role}"
 
 
 def uid(uuid_hex: str) -> str:

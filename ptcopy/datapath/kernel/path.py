@@ -42,7 +42,18 @@ from typing import TYPE_CHECKING
 
 from ptcopy import engine as engine_mod
 from ptcopy.datapath.base import Capabilities, DataPath, HeldPoint, SetVolumes, Volume
-from ptcopy.datapath.kernel import blocks, merge, names, pit, record, stack, store, tables
+from ptcopy.datapath.kernel import (
+    blocks,
+    merge,
+    names,
+    pause,
+    pit,
+    record,
+    rename,
+    stack,
+    store,
+    tables,
+)
 from ptcopy.datapath.kernel.ended import EndSignal
 from ptcopy.datapath.kernel.record import Layout, Record
 from ptcopy.datapath.kernel.state import KernelSet, Master, State
@@ -65,7 +76,8 @@ from ptcopy.engine import (
 log = logging.getLogger(__name__)
 
 CAPS = Capabilities(name="kernel", bitmap_in_memory=False, exclusive_volumes=False,
-                    target_writable_during_copy=False, group_restore_dependent=True)
+                    target_writable_during_copy=False, group_restore_dependent=True,
+                    suspend_copy=True, rename_served=True)
 
 
 class KernelPath:
@@ -191,6 +203,8 @@ class KernelPath:
                                ov[0] if ov is not None else None, ofd, blks)
                 ms.sets.append(name)
                 try:
+                    # devices a crash left mid-rename take back the name the caller serves
+                    rename.claim(ks.uid, name)
                     stack.build(ks, fresh, self._run_dir)
                 except BaseException:
                     ms.sets.remove(name)
@@ -232,6 +246,13 @@ class KernelPath:
                 log.info("set %s: resuming its interrupted copy to the %s", name,
                          "master" if d is Direction.TO_MASTER else "shadow")
                 self.copy([name], d, full=False)
+                if ks.record.suspended:   # suspended by the user: from a new frozen view
+                    try:
+                        self.suspend(name)
+                    except NoCopy:   # over already
+                        pause.forget(ks)
+            else:
+                pause.forget(ks)
 
     def get(self, name: str) -> KernelSet:
         """The served set of that name (NotFound otherwise)."""
@@ -350,7 +371,7 @@ class KernelPath:
         if ks.state in (State.MERGING, State.MERGE_FAILED):
             return merge.progress(ks)
         p = ks.set.progress()
-        return dataclasses.replace(p, active=True) if ks.state is State.COPYING else p
+        return dataclasses.replace(p, active=True) if _running(ks) else p
 
     def busy(self, name: str) -> bool:
         """A copy or merge runs (or failed half way): its target is not usable yet."""
@@ -377,27 +398,35 @@ class KernelPath:
         ks.set.abort()
 
     def suspend(self, name: str) -> None:
-        """Refused: a copy here reads a frozen view (a transient dm snapshot) and its target
-        stays read-only until the copy ends; suspended, the view's store would fill with every
-        master write for as long as the pause lasts."""
-        self.get(name)
-        raise WrongKind(f"set {name}: the kernel data path cannot suspend a copy (it reads a "
-                        "frozen view of the source whose store grows with every write while "
-                        "it waits, and the target stays read-only); abort it instead: the "
-                        "next update copies only the chunks that were left")
+        """Stop the set's copy where it is, its frozen view's store reserved first (``pause``)."""
+        with self._lock:
+            ks = self.get(name)
+            pause.suspend(ks, self._run_dir)
+            self._ends[name].set(True)
 
     def resume(self, name: str) -> None:
-        """Nothing here is ever suspended (see ``suspend``)."""
-        self.get(name)
-        raise NoCopy(f"set {name} has no suspended copy")
+        """Go on with the suspended copy from the same frozen view."""
+        with self._lock:
+            pause.resume(self.get(name))
+            self._ends[name].set(False)
+            if self._wake >= 0:   # the monitor watches the engine copy again
+                os.eventfd_write(self._wake, 1)
 
     def rename(self, name: str, new: str) -> None:
-        """Refused: users open ``/dev/mapper/ptcopy-<set>-master`` and ``-shadow``; the path
-        does not rename device-mapper devices yet."""
-        self.get(name)
-        raise InUse(f"set {name} is served as /dev/mapper/{names.master(name)} and "
-                    f"/dev/mapper/{names.shadow(name)}; the kernel data path cannot rename "
-                    "device-mapper devices while they serve: the set keeps its name")
+        """Serve the set as ``new``: its two devices are renamed in the kernel and keep
+        serving (open descriptors and mounts keep working). The caller records the new name
+        after this; a crash before that is undone at the next serve (``rename.claim``)."""
+        with self._lock:
+            ks = self.get(name)
+            if new in self._sets:
+                raise InvalidArgument(f"a set named {new!r} is served already")
+            rename.rename(name, new)
+            ks.name = new
+            ms = ks.stack
+            ms.sets[ms.sets.index(name)] = new
+            self._sets[new] = self._sets.pop(name)
+            with self._ends_lock:
+                self._ends[new] = self._ends.pop(name)
 
     def status(self, name: str) -> dict[str, object]:
         """Kernel-side facts: devices, store usage of a dependent shadow, merge state."""
@@ -465,8 +494,9 @@ class KernelPath:
     def _tick(self) -> None:
         for ks in list(self._sets.values()):
             if ks.state is State.COPYING:
-                if not ks.set.progress().active:
+                if not ks.set.progress().active and not ks.set.suspended:
                     pit.dismantle(ks, self._run_dir)
+                    pause.forget(ks)
             elif ks.state is State.MERGING:
                 merge.follow(ks)
             elif ks.kind is Kind.DEPENDENT and ks.state is not State.MERGE_FAILED:
@@ -543,8 +573,8 @@ class KernelCopy:
 
     @property
     def suspended(self) -> bool:
-        """Copies are never suspended on this path."""
-        return False
+        ks = self._kp.served.get(self._name)
+        return ks is not None and pause.suspended(ks)
 
     def done_fd(self) -> int:
         return self._kp.done_fd(self._name)
@@ -570,8 +600,9 @@ def _check_group_restore(kss: list[KernelSet]) -> None:
 
 
 def _running(ks: KernelSet) -> bool:
-    """What KernelPath.progress reports active: a copy until its end is finished, a merge."""
-    return ks.state in (State.COPYING, State.MERGING)
+    """What KernelPath.progress reports active: a copy until its end is finished (unless
+    suspended), a merge."""
+    return ks.state is State.MERGING or (ks.state is State.COPYING and not pause.suspended(ks))
 
 
 if TYPE_CHECKING:

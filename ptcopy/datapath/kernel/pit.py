@@ -187,7 +187,8 @@ def _freeze_ops(kss: list[KernelSet], direction: Direction, run_dir: str
     return ops, after
 
 
-def _freeze_path(ks: KernelSet, run_dir: str) -> str:
+def freeze_path(ks: KernelSet, run_dir: str) -> str:
+    """The sparse file in the run directory that stores the set's frozen view's changes."""
     return os.path.join(run_dir, names.freeze_file(ks.uid))
 
 
@@ -195,7 +196,7 @@ def _freeze_store(ks: KernelSet, run_dir: str) -> str:
     """A new sparse file in the run directory on a loop device bound to it by ioctl (no
     losetup process: under emulation each costs a tenth of a second); returns the loop's
     ``major:minor`` for the snapshot's table."""
-    path = _freeze_path(ks, run_dir)
+    path = freeze_path(ks, run_dir)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)   # a leftover: made again, never reused with its mode
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -213,7 +214,7 @@ def _drop_freeze_store(ks: KernelSet, run_dir: str) -> None:
     """Unbind the store's loop device (found through the file itself, from sysfs: no process)
     and delete the file. A loop still held by a frozen view that could not be removed is
     detached by the kernel when its last opener goes (LOOP_CLR_FD's autoclear)."""
-    path = _freeze_path(ks, run_dir)
+    path = freeze_path(ks, run_dir)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -86,10 +86,13 @@ class Record:
     uuid: str = ""   # the set's: a reused bitmap volume's old record is told apart
     # (overflow path, offset, length) pieces appended to a compact shadow's exception store
     extents: list[tuple[str, int, int]] = field(default_factory=list)
+    # the copy was suspended by the user (the engine forgets it at an open on this path)
+    suspended: bool = False
 
     def encode(self) -> bytes:
         body = json.dumps({"master_era": self.master_era, "shadow_era": self.shadow_era,
-                           "uuid": self.uuid, "extents": self.extents}).encode()
+                           "uuid": self.uuid, "extents": self.extents,
+                           "suspended": self.suspended}).encode()
         if len(body) > RECORD - 16:
             raise InvalidArgument("kernel record too large (too many overflow extents)")
         raw = MAGIC + zlib.crc32(body).to_bytes(4, "little") + len(body).to_bytes(4, "little")
@@ -108,7 +111,7 @@ class Record:
             raise BadHeader(f"bitmap volume {path}: kernel record is corrupted")
         d = json.loads(body)
         return cls(d["master_era"], d["shadow_era"], d.get("uuid", ""),
-                   [tuple(e) for e in d["extents"]])
+                   [tuple(e) for e in d["extents"]], bool(d.get("suspended", False)))
 
 
 def formatted(fd: int, lay: Layout) -> bool:

@@ -38,7 +38,8 @@ def build(ks: KernelSet, fresh: bool, run_dir: str) -> None:
         else:
             _build_dependent(ks, fresh, made)
         top = names.master(ks.name)
-        tables.create(top, tables.linear(tables.ref(ms.top), ms.size))
+        tables.create(top, tables.linear(tables.ref(ms.top), ms.size),
+                      uuid=ks.dm_uuid("master"))
         made.append(top)
         if fresh:   # from now on the era metadata and the store hold what they record
             record.write_record(ks.bitmap_fd, ks.layout, ks.record)
@@ -79,7 +80,7 @@ def _reload_shadow(ks: KernelSet) -> None:
     shadow = names.shadow(ks.name)
     ops = [DmOp("suspend", ms.origin)]
     if not tables.exists(shadow):
-        ops.append(DmOp("create", shadow))
+        ops.append(DmOp("create", shadow, uuid=ks.dm_uuid("shadow")))
     ops += [DmOp("load", shadow, tables.snapshot(ms.ref, tables.ref(ks.dev(Part.COW)),
                                                  ks.master_size, ks.chunk)),
             DmOp("resume", shadow), DmOp("resume", ms.origin)]
@@ -111,7 +112,8 @@ def _build_independent(ks: KernelSet, fresh: bool, made: list[str]) -> None:
     ms.chain.append(ks.dev(Part.MERA))
     relink(ms)
     shadow = names.shadow(ks.name)
-    tables.create(shadow, tables.linear(tables.ref(ks.dev(Part.SERA)), ks.master_size))
+    tables.create(shadow, tables.linear(tables.ref(ks.dev(Part.SERA)), ks.master_size),
+                  uuid=ks.dm_uuid("shadow"))
     made.append(shadow)
 
 
@@ -123,7 +125,7 @@ def _build_dependent(ks: KernelSet, fresh: bool, made: list[str]) -> None:
     if fresh:   # an all-zero header makes dm-snapshot start an empty store
         dm_run([DmOp("zero", tables.node(cow), length=ks.chunk)])
     shadow = names.shadow(ks.name)
-    dm_run([DmOp("suspend", ms.origin), DmOp("create", shadow),
+    dm_run([DmOp("suspend", ms.origin), DmOp("create", shadow, uuid=ks.dm_uuid("shadow")),
             DmOp("load", shadow, tables.snapshot(ms.ref, tables.ref(cow), ks.master_size,
                                                  ks.chunk)),
             DmOp("resume", shadow), DmOp("resume", ms.origin)], timeout=tables.TIMEOUT)

@@ -121,6 +121,10 @@ class KernelSet:
         """The name of one device of this set's stack."""
         return names.part(self.uid, names.Part(which))
 
+    def dm_uuid(self, role: str) -> str:
+        """The dm uuid of the set's ``master`` or ``shadow`` device (kept by a rename)."""
+        return names.dm_uuid(self.uid, role)
+
     @property
     def master_device(self) -> str:
         return node(names.master(self.name))

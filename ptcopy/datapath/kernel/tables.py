@@ -220,9 +220,9 @@ def ref(name: str) -> str:
     return f"{info.major}:{info.minor}"
 
 
-def create(name: str, table: str, *, read_only: bool = False) -> str:
-    """Create and activate one device; returns its node."""
-    engine.dm_run([DmOp("create", name), DmOp("load", name, table, read_only),
+def create(name: str, table: str, *, read_only: bool = False, uuid: str = "") -> str:
+    """Create and activate one device (with that dm uuid, if any); returns its node."""
+    engine.dm_run([DmOp("create", name, uuid=uuid), DmOp("load", name, table, read_only),
                    DmOp("resume", name)])
     return ensure_node(name)
 

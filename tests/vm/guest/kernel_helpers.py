@@ -8,7 +8,7 @@ import mmap
 import os
 import random
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,12 +24,21 @@ CHUNK = 64 * 1024
 
 
 def remove_ptcopy_devices() -> None:
-    """Take down the ptcopy device-mapper devices a test left (masters first: they hold the
-    rest), so the next test starts without them."""
-    for name in sorted(dm_list(), key=lambda n: ("-master" not in n, n)):
-        if name.startswith("ptcopy-"):
-            subprocess.run(["dmsetup", "remove", "--retry", name], check=False,
-                           capture_output=True)
+    """Take down the ptcopy device-mapper devices a test left, so the next test starts without
+    them: in passes, each removing what nothing holds any more (the devices users open first,
+    then what they were stacked on), so no removal waits out ``--retry`` on a device still
+    held; what is left after that gets ``--retry``."""
+    left = sorted((n for n in dm_list() if n.startswith("ptcopy-")),
+                  key=lambda n: (not n.endswith(("-master", "-shadow")), n))
+    while left:
+        held = [n for n in left if subprocess.run(["dmsetup", "remove", n], check=False,
+                                                  capture_output=True).returncode]
+        if len(held) == len(left):
+            break
+        left = held
+    for name in left:
+        subprocess.run(["dmsetup", "remove", "--retry", name], check=False,
+                       capture_output=True)
 
 
 @dataclass
@@ -181,12 +190,13 @@ def reopen(engine: Engine, kp: KernelPath, name: str, m: Vol, s: Vol, b: Vol,
 
 
 @contextlib.contextmanager
-def served_daemon(workdir: str, data_path: str) -> Iterator[tuple[Ptcopyd, Pool]]:
-    """ptcopyd with ``--data-path data_path`` on a private bus, and a pool of volumes in
-    ``workdir``; afterwards the devices it left to the kernel (it leaves them when it stops)
-    are taken down for the next test."""
+def served_daemon(workdir: str, data_path: str,
+                  extra: Sequence[str] = ()) -> Iterator[tuple[Ptcopyd, Pool]]:
+    """ptcopyd with ``--data-path data_path`` (and the ``extra`` arguments) on a private bus,
+    and a pool of volumes in ``workdir``; afterwards the devices it left to the kernel (it
+    leaves them when it stops) are taken down for the next test."""
     bus = PrivateBus.start()
-    d = Ptcopyd(bus, Path(workdir), ["--data-path", data_path])
+    d = Ptcopyd(bus, Path(workdir), ["--data-path", data_path, *extra])
     pool = Pool(workdir)
     try:
         yield d, pool

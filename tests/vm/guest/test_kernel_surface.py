@@ -1,7 +1,8 @@
-"""What the kernel data path refuses, exactly (issue 15): suspending a copy (its frozen view's
-store would grow for as long as the pause lasts), renaming a served set (its device-mapper
-devices carry the name), and cancelling a merge (the kernel cannot stop one half way: the job
-says Cancelable false)."""
+"""Suspend, resume and rename on the kernel data path (issue 15), and what it refuses exactly:
+a suspended copy keeps its frozen view (its store reserved to its bound, the source's size),
+resumes where it stopped and stays suspended across a restart; a rename while a copy waits
+works, onto a name a device-mapper device already has it is refused; cancelling a merge is
+refused (the kernel cannot stop one half way: the job says Cancelable false)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,18 @@ from pathlib import Path
 import pytest
 
 from ptcopy.datapath.kernel import KernelPath
-from ptcopy.engine import Kind
+from ptcopy.engine import Kind, dm_info
 from tests.helpers.daemon import Ptcopyd
 from tests.helpers.names import IJOB, ISET, MANAGER, ROOT
-from tests.vm.guest.kernel_helpers import CHUNK, MIB, Pool, scribble, served_daemon
+from tests.vm.guest.kernel_helpers import (
+    CHUNK,
+    MIB,
+    Pool,
+    digest,
+    scribble,
+    served_daemon,
+    write_at,
+)
 
 
 @pytest.fixture
@@ -43,7 +52,17 @@ def _volumes(pool: Pool, name: str, kind: Kind, size: int = 16 * MIB) -> tuple[s
     return m.path, s.path, b.path
 
 
-def test_suspend_rename_and_merge_cancel_are_refused_exactly(
+def _job(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 0, r.stderr
+    return re.findall(r'"([^"]+)"', r.stdout)[0]
+
+
+def _done(d: Ptcopyd, job: str) -> None:
+    assert _busctl(d, job, IJOB, "Wait", "d", "240").stdout.strip() == "b true"
+    assert _prop(d, job, IJOB, "Success") == "b true", _prop(d, job, IJOB, "Message")
+
+
+def test_suspend_resume_rename_and_what_is_refused(
         daemon: tuple[Ptcopyd, Pool]) -> None:
     d, pool = daemon
     d.start(timeout=120)
@@ -54,18 +73,46 @@ def test_suspend_rename_and_merge_cancel_are_refused_exactly(
     assert out.returncode == 0, out.stderr
     ipath, job = re.findall(r'"([^"]+)"', out.stdout)
     assert job != "/"
-    r = _busctl(d, ipath, ISET, "Suspend", "a{sv}", "0")
-    assert r.returncode != 0 and "cannot suspend a copy" in r.stderr, r.stderr
-    assert "abort it instead" in r.stderr, r.stderr
+    pit = digest(mi)
     assert _prop(d, job, IJOB, "Cancelable") == "b true"   # an engine copy can be stopped
     r = _busctl(d, ipath, ISET, "Resume", "a{sv}", "0")
     assert r.returncode != 0 and "no suspended copy" in r.stderr, r.stderr
+    r = _busctl(d, ipath, ISET, "Suspend", "a{sv}", "0")
+    assert r.returncode == 0, r.stderr
+    # the job ends saying so; the frozen view's store is reserved whole
     assert _busctl(d, job, IJOB, "Wait", "d", "240").stdout.strip() == "b true"
+    assert "suspended at" in _prop(d, job, IJOB, "Message"), d.log_tail()
+    (store,) = (d.run_dir / "kernel").glob("*.freeze")
+    st = store.stat()
+    assert st.st_blocks * 512 >= st.st_size >= 16 * MIB
+    write_at("/dev/mapper/ptcopy-ks-master", 0, b"x" * CHUNK)   # after the point in time
 
+    # a rename onto a name a device-mapper device has is refused, and changes nothing
+    blocker = "ptcopy-ks2-shadow"
+    subprocess.run(["dmsetup", "create", blocker, "--table", "0 8 error"], check=True,
+                   capture_output=True)
     r = _busctl(d, ipath, ISET, "Rename", "sa{sv}", "ks2", "0")
-    assert r.returncode != 0 and "/dev/mapper/ptcopy-ks-master" in r.stderr, r.stderr
-    assert "cannot rename" in r.stderr, r.stderr
+    assert r.returncode != 0 and f"{blocker} exists already" in r.stderr, r.stderr
     assert _prop(d, ipath, ISET, "Name") == 's "ks"'
+    assert dm_info("ptcopy-ks-master").exists and dm_info("ptcopy-ks-shadow").exists
+    assert not dm_info("ptcopy-ks2-master").exists
+    subprocess.run(["dmsetup", "remove", blocker], check=True, capture_output=True)
+    # while the copy waits: the devices take the new name and the copy goes on under it
+    assert _busctl(d, ipath, ISET, "Rename", "sa{sv}", "ks2", "0").returncode == 0
+    assert _prop(d, ipath, ISET, "Name") == 's "ks2"'
+    job = _job(_busctl(d, ipath, ISET, "Resume", "a{sv}", "0"))
+    _done(d, job)
+    assert digest("/dev/mapper/ptcopy-ks2-shadow") == pit   # the point in time, not later
+    assert not dm_info("ptcopy-ks-shadow").exists
+    # suspended across a restart: the copy starts again from a new frozen view, suspended
+    job = _job(_busctl(d, ipath, ISET, "Copy", "sa{sv}", "shadow", "0"))
+    assert _busctl(d, ipath, ISET, "Suspend", "a{sv}", "0").returncode == 0
+    _busctl(d, job, IJOB, "Wait", "d", "240")
+    d.kill()
+    d.start(timeout=120)
+    assert digest("/dev/mapper/ptcopy-ks2-shadow") == digest("/dev/mapper/ptcopy-ks2-master")
+    _done(d, _job(_busctl(d, ipath, ISET, "Resume", "a{sv}", "0")))
+    assert digest("/dev/mapper/ptcopy-ks2-shadow") == digest("/dev/mapper/ptcopy-ks2-master")
 
     # a dependent set's restore is a merge in the kernel: its job cannot be cancelled
     md, sd, bd = _volumes(pool, "km", Kind.DEPENDENT, size=64 * MIB)
