@@ -172,6 +172,10 @@ class Fuzzer:
             return self.text()
         if sig == "v":
             return self.variant()
+        if sig == "b":
+            return self.rng.random() < 0.5
+        if sig == "as":
+            return [self.text() for _ in range(self.rng.randint(0, 3))]
         raise AssertionError(f"no generator for {sig}")
 
     # -- world --

@@ -39,6 +39,7 @@ from tests.helpers.names import (
     ERR,
     IFACE,
     IGROUP,
+    IHOST,
     IJOB,
     IOVERFLOW,
     ISCHEDULE,
@@ -219,6 +220,12 @@ async def replenish(w: World) -> list[str]:
         await w.c.call(ROOT, MANAGER, "CreateSchedule", "ssaoa{sv}",
                        [f"fz-s-{w.serial}", "hourly", sets[:1], {}])
         changed = True
+    if not any(IHOST in ifs for ifs in objs.values()):
+        # a host that cannot be resolved: its probes fail at once, nothing leaves the machine
+        w.serial += 1
+        await w.c.call(ROOT, MANAGER, "AddHost", "ssa{sv}",
+                       [f"fz-h-{w.serial}", "fuzz-host.invalid", {}])
+        changed = True
     if not any(IOVERFLOW in ifs for ifs in objs.values()):
         for f in (w.files[13], w.files[14]):
             if f not in used:
@@ -343,7 +350,7 @@ def argument(strats: dict[str, st.SearchStrategy[Any]], name: str, sig: str,
 
 
 TARGETS = {MANAGER: "Manager", ISET: "sets", IGROUP: "groups", IOVERFLOW: "overflow",
-           IJOB: "jobs", ISCHEDULE: "schedules"}
+           IJOB: "jobs", ISCHEDULE: "schedules", IHOST: "hosts"}
 
 
 def target(fixed: tuple[str, ...], iface: str) -> st.SearchStrategy[str]:
