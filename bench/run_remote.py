@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -47,13 +48,19 @@ Measured by `bench/run_remote.py`; the table is its output (`--write-doc`).
 PTCOPY = str(Path(sys.executable).parent / "ptcopy")
 
 
-def timed_cmd(argv: list[str], env: dict[str, str]) -> float:
+def timed_cmd(argv: list[str], env: dict[str, str], cpu: list[float] | None = None) -> float:
+    """Wall time of one command; ``cpu`` gets the CPU time it and its children (the ssh
+    clients) used: the client's share, the rest being the hosts' sshd and ptcopyd."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
                        stdin=subprocess.DEVNULL, timeout=120)
     dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
+    if cpu is not None:
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return dt
 
 
@@ -108,9 +115,9 @@ def span_rows(hosts: TestHosts, rounds: int) -> list[list[str]]:
     log(f"span: window {median(windows) * 1000:.1f} ms, held {median(held) * 1000:.1f} ms")
     return [["group over 3 hosts: freeze window (coordinator)",
              f"{median(windows) * 1000:.1f} ms",
-             f"{min(windows) * 1000:.1f}-{max(windows) * 1000:.1f} ms", "-"],
+             f"{min(windows) * 1000:.1f}-{max(windows) * 1000:.1f} ms", "-", "-"],
             ["group over 3 hosts: longest hold on one host", f"{median(held) * 1000:.1f} ms",
-             f"{min(held) * 1000:.1f}-{max(held) * 1000:.1f} ms", "-"]]
+             f"{min(held) * 1000:.1f}-{max(held) * 1000:.1f} ms", "-", "-"]]
 
 
 def measure(hosts: TestHosts, rounds: int) -> list[list[str]]:
@@ -126,23 +133,36 @@ def measure(hosts: TestHosts, rounds: int) -> list[list[str]]:
     cases.append(("`ptcopy status --all-hosts`, 3 hosts",
                   [PTCOPY, "--bus", h1.bus_address, "status", "--all-hosts"]))
     times: dict[str, list[float]] = {name: [] for name, _ in cases}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in cases}
     for name, argv in cases:
         timed_cmd(argv, env)   # warm: page cache, first SSH handshakes
         for _ in range(rounds):
-            times[name].append(timed_cmd(argv, env))
+            times[name].append(timed_cmd(argv, env, cpu[name]))
         log(f"{name}: {median(times[name]) * 1000:.0f} ms")
     register(h1, list(hosts)[3:])
     name = f"`ptcopy status --all-hosts`, {len(hosts)} hosts"
     argv = [PTCOPY, "--bus", h1.bus_address, "status", "--all-hosts"]
     timed_cmd(argv, env)
-    times[name] = [timed_cmd(argv, env) for _ in range(rounds)]
+    cpu[name] = []
+    times[name] = [timed_cmd(argv, env, cpu[name]) for _ in range(rounds)]
+    log(f"{name}: {median(times[name]) * 1000:.0f} ms")
+    # the same with the classic key exchange instead of OpenSSH 9's post-quantum default
+    # (sntrup761x25519), which costs each ssh client most of its CPU
+    classic = hosts.client_dir / "ssh_config-classic-kex"
+    classic.write_text(hosts.ssh_config.read_text() + "\nHost *\n  KexAlgorithms "
+                       "curve25519-sha256\n")
+    env_classic = hosts.env(classic)
+    name = f"`ptcopy status --all-hosts`, {len(hosts)} hosts, KexAlgorithms curve25519-sha256"
+    timed_cmd(argv, env_classic)
+    cpu[name] = []
+    times[name] = [timed_cmd(argv, env_classic, cpu[name]) for _ in range(rounds)]
     log(f"{name}: {median(times[name]) * 1000:.0f} ms")
     one = median(times["`ptcopy --host H status`"])
     rows = []
     for name, ts in times.items():
         rows.append([name, f"{median(ts) * 1000:.0f} ms",
                      f"{min(ts) * 1000:.0f}-{max(ts) * 1000:.0f} ms",
-                     f"{median(ts) / one:.2f}x"])
+                     f"{median(ts) / one:.2f}x", f"{median(cpu[name]) * 1000:.0f} ms"])
     return rows
 
 
@@ -162,7 +182,8 @@ def main() -> int:
         rows = measure(hosts, args.rounds) + span_rows(hosts, args.rounds)
     finally:
         hosts.stop(check_log=False)
-    table = md_table(["command", "median", "range", "vs one --host call"], rows)
+    table = md_table(["command", "median", "range", "vs one --host call",
+                      "client CPU (ptcopy + ssh)"], rows)
     text = (f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {args.hosts} hosts on veth "
             f"links (no added latency), {args.rounds} rounds, two sets per host; each figure "
             f"is a whole command (a new process).\n\n{table}\n")
