@@ -84,15 +84,18 @@ def run(ctx: typer.Context, body: Callable[[Client], Awaitable[None]]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_client(s: Settings, host: str | None) -> AsyncIterator[Client]:
+async def open_client(s: Settings, host: str | None,
+                      target: Target | None = None) -> AsyncIterator[Client]:
     """A connection to ptcopyd: the local one (``host`` None, or --bus), or the one on
-    ``host`` over SSH. A failure of the SSH link, at the start or mid-command, leaves as a
-    HostFailed that says why (ssh's reason) instead of a bare broken connection."""
+    ``host`` over SSH (at ``target`` when the caller resolved it already). A failure of the
+    SSH link, at the start or mid-command, leaves as a HostFailed that says why (ssh's reason)
+    instead of a bare broken connection."""
     if host is None:
         async with Client(s.bus, s.timeout) as client:
             yield client
         return
-    target = await resolve_host(s, host)
+    if target is None:
+        target = await resolve_host(s, host)
     opts = SshOptions(connect_timeout=min(s.timeout, CONNECT_TIMEOUT))
     label = f"host {host}" if str(target) == host else f"host {host} ({target})"
     async with Tunnel(target, opts) as tunnel:

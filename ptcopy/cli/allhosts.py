@@ -19,6 +19,7 @@ from ptcopy.cli._client import Inventory, SetInfo
 from ptcopy.cli._errors import CliError, UsageProblem
 from ptcopy.cli._output import Output
 from ptcopy.cli._runner import CONNECT_TIMEOUT, Settings, open_client
+from ptcopy.remote.targets import BadTarget, parse_target
 
 LOCAL = "local"
 CALL_TIMEOUT = 15.0   # seconds per call to a remote host (at most --timeout)
@@ -47,10 +48,12 @@ async def _remote(s: Settings, name: str, target: str) -> HostView:
     bounded = dataclasses.replace(s, timeout=min(s.timeout, CALL_TIMEOUT))
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT + 5 + 2 * bounded.timeout):
-            async with open_client(bounded, name) as c:
+            async with open_client(bounded, name, parse_target(target)) as c:
                 return HostView(name, target, await c.inventory())
     except CliError as e:
         return HostView(name, target, error=e)
+    except BadTarget as e:
+        return HostView(name, target, error=CliError(f"host {name}: {e}"))
     except TimeoutError:
         return HostView(name, target, error=CliError(f"host {name} did not answer in time"))
 
