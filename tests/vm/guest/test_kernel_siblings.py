@@ -7,15 +7,21 @@ time."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
-from ptcopy.engine import Direction, InvalidArgument, Kind, WrongKind
+from ptcopy.datapath.kernel import KernelPath
+from ptcopy.datapath.kernel.state import KernelSet
+from ptcopy.engine import Direction, Engine, Flag, InvalidArgument, Kind, WrongKind
 from tests.vm.guest.kernel_helpers import (
     MIB,
     Pool,
     digest,
     kernel_path,
     make_set,
+    reopen,
     scribble,
 )
 
@@ -121,3 +127,63 @@ def test_group_restore_of_dependent_sets(pool: Pool, tmp_path) -> None:  # type:
         for k in (g1, g2):
             assert digest(k.master_device) == want[k.name]
         assert digest(g3.shadow_device) == want["sg3"]
+
+
+def test_an_interrupted_restore_waits_for_every_sibling(  # type: ignore[no-untyped-def]
+        pool: Pool, tmp_path) -> None:
+    """A restore through the master's stack that a crash (here: the process's handles dropped
+    mid-copy, the devices left) interrupted does not resume while some of the master's sets
+    are not served again (its copier would write beneath their snapshots and eras): it waits,
+    and resumes once the last of them is back; every point in time is kept."""
+    run = str(tmp_path)
+    engine = Engine()
+    kp = KernelPath(engine, os.path.join(run, "run"))
+    d = make_set(engine, kp, pool, "swd", Kind.DEPENDENT, master_size=SIZE)
+    master = next(v for v in pool.vols if v.path == d.master)
+    i = make_set(engine, kp, pool, "swi", Kind.INDEPENDENT, master=master)
+    kp.copy(["swi"], Direction.TO_SHADOW, full=True)
+    assert kp.wait("swi", 300)
+    j = make_set(engine, kp, pool, "swj", Kind.INDEPENDENT, master=master)
+    kp.copy(["swj"], Direction.TO_SHADOW, full=True)
+    assert kp.wait("swj", 300)
+    scribble(d.master_device, SIZE, 10, seed=21)
+    scribble(i.shadow_device, SIZE, 24, seed=22)
+    scribble(d.shadow_device, SIZE, 5, seed=23)
+    scribble(j.shadow_device, SIZE, 5, seed=24)
+    pit = {k.name: digest(k.shadow_device) for k in (d, i, j)}
+    vols = {v.path: v for v in pool.vols}
+    order = [i, d, j]   # the restoring set comes back first: the worst case
+    again: dict[str, KernelSet] = {}
+    i.set.set_copy_params(300, 1)
+    kp.copy(["swi"], Direction.TO_MASTER, full=False)
+    deadline = time.monotonic() + 60
+    while i.set.progress().chunks_done == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    kp.stop()   # the devices stay, as after ptcopyd was killed
+    engine.close()
+    assert i.record.restore_sets == 3
+    engine2 = Engine()
+    kp2 = KernelPath(engine2, os.path.join(run, "run"))
+    try:
+        for n, k in enumerate(order):
+            m, s, b = vols[k.master], vols[k.shadow], vols[k.bitmap]
+            again[k.name] = reopen(engine2, kp2, k.name, m, s, b)
+            kp2.started(k.name, new=False)
+            if n < len(order) - 1:
+                assert not kp2.busy("swi"), "the restore resumed before every set was back"
+                assert again["swi"].set.status().flags & Flag.INCOMPLETE
+        assert kp2.wait("swi", 300)
+        ri = again["swi"]
+        assert not ri.set.status().flags & Flag.INCOMPLETE
+        assert digest(ri.master_device) == digest(ri.master) == pit["swi"]
+        for name in ("swd", "swj"):
+            k = again[name]
+            assert digest(k.shadow_device) == pit[name], f"{name} lost its point in time"
+            assert digest(k.master_device) == pit["swi"]
+        kp2.copy(["swj"], Direction.TO_SHADOW, full=False)
+        assert kp2.wait("swj", 300)
+        assert digest(again["swj"].shadow_device) == pit["swi"]
+    finally:
+        kp2.teardown()
+        engine2.close()
