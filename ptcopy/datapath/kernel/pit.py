@@ -16,6 +16,7 @@ import functools
 import os
 from collections.abc import Callable
 
+from ptcopy import engine as engine_mod
 from ptcopy.datapath import blockdev as loopdev
 from ptcopy.datapath.kernel import blocks, names, record, tables
 from ptcopy.datapath.kernel.names import Part
@@ -252,12 +253,27 @@ def use_target(ks: KernelSet) -> None:
 
 
 def _show_frozen(ks: KernelSet, direction: Direction) -> None:
-    """The target shows the new point in time at once, read-only until the copy ends."""
+    """The target shows the new point in time at once, read-only until the copy ends. A
+    restore shows it on every master device of that master: a write through another set's
+    master device meanwhile would be overwritten by the copier (or mix with it)."""
     freeze = ks.dev(Part.FREEZE)
     tables.ensure_node(freeze)
-    top = names.shadow(ks.name) if direction is Direction.TO_SHADOW else names.master(ks.name)
-    tables.reload(top, tables.linear(tables.ref(freeze), ks.master_size), read_only=True)
-    loopdev.flush_buffers(tables.node(top))
+    tops = [names.shadow(ks.name)] if direction is Direction.TO_SHADOW else \
+        [names.master(n) for n in ks.stack.sets if tables.exists(names.master(n))]
+    for top in tops:
+        tables.reload(top, tables.linear(tables.ref(freeze), ks.master_size), read_only=True)
+        loopdev.flush_buffers(tables.node(top))
+
+
+def _showing(freeze: str) -> list[str]:
+    """The master devices (any set's, served or not yet) whose table reads this frozen view:
+    a crash can leave those of sets this process has not served yet."""
+    if not tables.exists(freeze):
+        return []
+    ref = tables.ref(freeze)
+    return [n for n in engine_mod.dm_list()
+            if n.startswith(names.PREFIX) and n.endswith("-master")
+            and dm_status(n, table=True).split()[3:4] == [ref]]
 
 
 def _fold(ks: KernelSet, *, full: bool = False) -> None:
@@ -323,10 +339,13 @@ def dismantle(ks: KernelSet, run_dir: str, *, interrupted: bool = False) -> None
         record.write_record(ks.bitmap_fd, ks.layout, ks.record)
     if direction is not None:
         if direction is Direction.TO_SHADOW:
-            top, below = names.shadow(ks.name), ks.dev(Part.SERA)
+            tops, below = [names.shadow(ks.name)], ks.dev(Part.SERA)
         else:
-            top, below = names.master(ks.name), ks.stack.top
-        tables.reload(top, tables.linear(tables.ref(below), ks.master_size))
-        loopdev.flush_buffers(tables.node(top))
+            tops = list(dict.fromkeys([names.master(ks.name),
+                                       *_showing(ks.dev(Part.FREEZE))]))
+            below = ks.stack.top
+        for top in tops:
+            tables.reload(top, tables.linear(tables.ref(below), ks.master_size))
+            loopdev.flush_buffers(tables.ensure_node(top))
     tables.remove(ks.dev(Part.FREEZE))
     _drop_freeze_store(ks, run_dir)

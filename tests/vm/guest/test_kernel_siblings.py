@@ -16,6 +16,7 @@ from ptcopy.datapath.kernel import KernelPath
 from ptcopy.datapath.kernel.state import KernelSet
 from ptcopy.engine import Direction, Engine, Flag, InvalidArgument, Kind, WrongKind
 from tests.vm.guest.kernel_helpers import (
+    CHUNK,
     MIB,
     Pool,
     digest,
@@ -23,6 +24,7 @@ from tests.vm.guest.kernel_helpers import (
     make_set,
     reopen,
     scribble,
+    write_at,
 )
 
 SIZE = 8 * MIB
@@ -82,7 +84,14 @@ def test_restore_from_an_independent_shadow_keeps_every_sibling(  # type: ignore
         scribble(j.shadow_device, SIZE, 5, seed=15)
         pit = {k.name: digest(k.shadow_device) for k in (d, i, j, c)}
 
+        i.set.set_copy_params(100, 1)   # slow enough to look at the devices meanwhile
         kp.copy(["sri"], Direction.TO_MASTER, full=False)
+        assert kp.busy("sri") and i.record.restore_sets == 4
+        for k in (d, j, c):   # every master device shows the restored image, read-only
+            assert digest(k.master_device) == pit["sri"]
+            with pytest.raises(OSError):
+                write_at(k.master_device, 0, b"x" * CHUNK)
+        i.set.set_copy_params(0, 64)
         assert kp.wait("sri", 300)
         assert not i.record.restore_sets   # the restore ended: nothing left to resume
         assert digest(i.master_device) == digest(i.master) == pit["sri"]
