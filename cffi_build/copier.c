@@ -113,51 +113,74 @@ static bool stopping(pool *p)
  * master (io.c's pt_master_prepare): a dependent set receives the old data, an independent set's
  * bit is set, a copy it runs moves the chunk first, all durable before the master changes.
  * On the kernel path the master's siblings are device-mapper snapshots and eras the engine's
- * writes to the raw volumes would bypass: that path refuses such a restore (copy.c), and a
- * sibling that appeared meanwhile fails the run rather than be corrupted. */
+ * writes to the raw volumes would bypass: there the restore writes through the master's device
+ * stack (a copy target, pt_set_copy_target), whose origin copies on write into every snapshot
+ * and whose eras mark the change, before the write reaches the volume; without one that path
+ * refuses the restore (copy.c), and a sibling that appeared meanwhile fails the run rather than
+ * be corrupted. */
 static int prepare_siblings(pool *p, run *r, uint8_t *buf)
 {
     pt_set *s = p->s;
-    if (s->dir != PT_TO_MASTER || s->m->nsets < 2)
+    if (s->dir != PT_TO_MASTER || s->m->nsets < 2 || s->has_dst)
         return 0;
     if (s->has_src)
         return -PT_E_DEPENDENCY;
     return pt_master_prepare(s->m, s, r->c, r->c + r->n - 1, s, buf);
 }
 
+/* Moves chunks [c, c+n) in place (same offset on both sides: the shadow is not compact). */
+static int move_range(pool *p, run *r, uint64_t c, uint64_t n, uint8_t *buf)
+{
+    pt_set *s = p->s;
+    uint64_t off = c << s->cshift;
+    uint64_t len = 0;
+    for (uint64_t i = 0; i < n; i++)
+        len += pt_chunk_len(s, c + i);
+    pt_vol *src = p->src.v, *dst = p->dst.v;
+    bool direct = true;
+    int rc = pt_dio_pread(&p->src, buf, len, off, &direct);
+    if (rc) {
+        /* a failing frozen view (its snapshot overflowed) ends the copy, not the volume */
+        if (src != &s->src)
+            pt_set_offline(s, src == &s->m->vol ? PT_F_MASTER_OFFLINE : PT_F_SHADOW_OFFLINE);
+        return rc;
+    }
+    direct = true;
+    rc = pt_dio_pwrite(&p->dst, buf, len, off, &direct);
+    if (!direct)
+        r->cached = true;
+    if (rc)   /* the copy target is the master's device stack: the master failed */
+        pt_set_offline(s, dst == &s->shadow ? PT_F_SHADOW_OFFLINE : PT_F_MASTER_OFFLINE);
+    return rc;
+}
+
 /* Moves run r. Caller holds the gate shared and the run's stripes exclusive. */
 static int copy_run(pool *p, run *r, uint8_t *buf)
 {
     pt_set *s = p->s;
-    r->cached = true;
+    r->cached = false;
     int prc = prepare_siblings(p, r, buf);
     if (prc)
         return prc;
-    /* contiguous on both sides unless the shadow is compact: then chunk by chunk */
-    bool whole = !s->compact;
-    for (uint64_t i = 0; i < r->n && whole; i++)
-        whole = pt_bit_get(&s->C, r->c + i);
-    if (whole) {
-        uint64_t off = r->c << s->cshift;
-        uint64_t len = 0;
-        for (uint64_t i = 0; i < r->n; i++)
-            len += pt_chunk_len(s, r->c + i);
-        pt_vol *src = p->src.v, *dst = p->dst.v;
-        bool direct = true;
-        int rc = pt_dio_pread(&p->src, buf, len, off, &direct);
-        if (rc) {
-            /* a failing frozen view (its snapshot overflowed) ends the copy, not the volume */
-            if (src != &s->src)
-                pt_set_offline(s, src == &s->m->vol ? PT_F_MASTER_OFFLINE : PT_F_SHADOW_OFFLINE);
-            return rc;
+    /* contiguous on both sides unless the shadow is compact: then chunk by chunk; a chunk a
+     * writer moved meanwhile (its bit clear) is left alone */
+    if (!s->compact) {
+        for (uint64_t i = 0; i < r->n;) {
+            if (!pt_bit_get(&s->C, r->c + i)) {
+                i++;
+                continue;
+            }
+            uint64_t j = i + 1;
+            while (j < r->n && pt_bit_get(&s->C, r->c + j))
+                j++;
+            int rc = move_range(p, r, r->c + i, j - i, buf);
+            if (rc)
+                return rc;
+            i = j;
         }
-        direct = true;
-        rc = pt_dio_pwrite(&p->dst, buf, len, off, &direct);
-        r->cached = !direct;
-        if (rc)
-            pt_set_offline(s, dst == &s->m->vol ? PT_F_MASTER_OFFLINE : PT_F_SHADOW_OFFLINE);
-        return rc;
+        return 0;
     }
+    r->cached = true;
     for (uint64_t i = 0; i < r->n; i++) {
         if (!pt_bit_get(&s->C, r->c + i))
             continue;
@@ -260,7 +283,8 @@ static int pool_init(pool *p, pt_set *s, size_t bufsize)
         goto out_work_cv;
     pt_vol *src = s->dir == PT_TO_SHADOW ? &s->m->vol : &s->shadow;
     pt_dio_open(&p->src, s->has_src ? &s->src : src, false);
-    pt_dio_open(&p->dst, s->dir == PT_TO_SHADOW ? &s->shadow : &s->m->vol, true);
+    pt_dio_open(&p->dst, s->dir == PT_TO_SHADOW ? &s->shadow
+                         : s->has_dst ? &s->dst : &s->m->vol, true);
     return 0;
 
 out_work_cv:
@@ -318,7 +342,7 @@ static void drop_cached(pt_set *s, const batch *b)
 {
     if (s->compact)
         return;
-    int fd = s->dir == PT_TO_SHADOW ? s->shadow.fd : s->m->vol.fd;
+    int fd = s->dir == PT_TO_SHADOW ? s->shadow.fd : s->has_dst ? s->dst.fd : s->m->vol.fd;
     for (int r = 0; r < b->nruns; r++)
         if (b->runs[r].cached)
             (void)posix_fadvise(fd, (off_t)(b->runs[r].c << s->cshift),
@@ -328,7 +352,8 @@ static void drop_cached(pt_set *s, const batch *b)
 static int target_sync(pt_set *s)
 {
     if (s->dir == PT_TO_MASTER) {
-        if (pt_vol_sync(&s->m->vol) != 0) {
+        /* through the copy target the flush goes down its stack to the volume */
+        if (pt_vol_sync(s->has_dst ? &s->dst : &s->m->vol) != 0) {
             pt_set_offline(s, PT_F_MASTER_OFFLINE);
             return -EIO;
         }

@@ -101,11 +101,13 @@ static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
     pthread_mutex_unlock(&s->meta_mu);
     bool last_to_master = pf & PT_PF_TO_MASTER;
     if (dir == PT_TO_MASTER) {
-        if (s->m->nsets > 1 && atomic_load(&s->eng->defer_copies))
+        /* kernel path: only through the master's device stack (pt_set_copy_target) */
+        if (s->m->nsets > 1 && atomic_load(&s->eng->defer_copies) && !s->has_dst)
             return pt_fail(err, PT_E_DEPENDENCY,
                            "master %s has %d shadows; on the kernel data path a restore writes "
                            "the raw master, past the other sets' copy-on-write and change "
-                           "tracking", s->m->vol.path, s->m->nsets);
+                           "tracking, unless it is given the master's device stack as its "
+                           "copy target", s->m->vol.path, s->m->nsets);
         if (pf & PT_PF_OUT_OF_SPACE)
             return pt_fail(err, PT_E_OUT_OF_SPACE,
                            "shadow of set %s lost chunks when it ran out of space; it cannot "

@@ -287,6 +287,8 @@ struct pt_set {
     int64_t lock_owner;
     pt_vol src;             /* kernel path: frozen source for copies, when has_src */
     bool has_src;
+    pt_vol dst;             /* kernel path: the device restores write the master through */
+    bool has_dst;
     bool held;              /* a recorded restore, copying but without its thread (RESTORE_HELD) */
     /* read by I/O under the gate; changed only with the gate held exclusive */
     bool copying;

@@ -301,6 +301,12 @@ int pt_set_mark(pt_set *set, uint64_t first, uint64_t count, pt_error *err);
 /* Copies read their source side from src (a frozen snapshot of the live volume, same size)
  * instead of the live volume; src NULL goes back to the live one. Refused while a copy runs. */
 int pt_set_copy_source(pt_set *set, const pt_volspec *src, pt_error *err);
+/* Copies to the master (restores) write it through dst (a device stacked on the master volume,
+ * at least as large: device-mapper's origin and era devices, so the other sets' snapshots copy
+ * on write and their eras see the change) instead of the raw volume, and leave the other sets
+ * of the master to that device (no sibling work in the engine). dst NULL goes back to the raw
+ * volume. Refused while a copy runs, and for a compact set (its chunks are not in place). */
+int pt_set_copy_target(pt_set *set, const pt_volspec *dst, pt_error *err);
 
 /* One point in time across several sets: freezes writes on all, checks every set can take
  * part (all or nothing), adjusts every bitmap, unfreezes and starts the copies.

@@ -137,6 +137,8 @@ static void set_free(pt_set *s)
     free(s->rel);
     if (s->has_src)
         pt_vol_close(&s->src);
+    if (s->has_dst)
+        pt_vol_close(&s->dst);
     pt_vol_close(&s->shadow);
     pt_vol_close(&s->bitmap);
     if (s->fb_fd >= 0)

@@ -496,3 +496,42 @@ out_unlock:
     pthread_mutex_unlock(&s->ctl_mu);
     return rc;
 }
+
+int pt_set_copy_target(pt_set *s, const pt_volspec *dst, pt_error *err)
+{
+    if (dst && s->compact)
+        return pt_fail(err, PT_E_WRONG_KIND, "set %s is compact: its chunks are moved one by "
+                       "one, not through a copy target", s->name);
+    pthread_mutex_lock(&s->ctl_mu);
+    int rc = 0;
+    if (s->copying || (s->thr_live && !s->thr_done)) {
+        rc = pt_fail(err, PT_E_COPY_IN_PROGRESS, "set %s is copying; its target cannot change "
+                     "under the copy", s->name);
+        goto out_unlock;
+    }
+    if (!dst) {
+        if (s->has_dst)
+            pt_vol_close(&s->dst);
+        s->has_dst = false;
+        goto out_unlock;
+    }
+    pt_vol v;
+    rc = pt_vol_open(&v, dst, "copy target", err);
+    if (rc)
+        goto out_unlock;
+    if (v.size < s->master_size) {
+        rc = pt_fail(err, PT_E_TOO_SMALL, "copy target %s has %llu bytes; set %s needs %llu",
+                     v.path, (unsigned long long)v.size, s->name,
+                     (unsigned long long)s->master_size);
+        pt_vol_close(&v);
+        goto out_unlock;
+    }
+    if (s->has_dst)
+        pt_vol_close(&s->dst);
+    s->dst = v;
+    s->has_dst = true;
+
+out_unlock:
+    pthread_mutex_unlock(&s->ctl_mu);
+    return rc;
+}

@@ -528,6 +528,20 @@ class Set(_Tracked):
         with self._use() as h:
             check(lib.pt_set_copy_source(h, v.spec, err), err)
 
+    def copy_target(self, target: VolumeLike | None) -> None:
+        """Kernel data path: copies to the master (restores) write it through ``target`` (the
+        master's device-mapper stack, so the other sets' snapshots and eras see the writes)
+        instead of the raw volume; None goes back to the raw volume. Refused while a copy runs
+        and for a compact set."""
+        err = new_error()
+        if target is None:
+            with self._use() as h:
+                check(lib.pt_set_copy_target(h, ffi.NULL, err), err)
+            return
+        v = _Vol(target)
+        with self._use() as h:
+            check(lib.pt_set_copy_target(h, v.spec, err), err)
+
     def set_fallback(self, fd: int) -> bool:
         """Give the set its fallback record: ``fd`` is an open descriptor (the engine keeps a
         duplicate) of a root-only regular file outside the bitmap volume, one per set. When the

@@ -41,6 +41,8 @@ def test_record_round_trips_and_refuses_damage(tmp_path: Path) -> None:
     assert Record.decode(b"\0" * record.RECORD, "b") == Record()
     paused = Record(1, 2, "cd" * 16, suspended=True)   # a suspended copy is kept
     assert Record.decode(paused.encode(), "b") == paused
+    restoring = Record(1, 2, "cd" * 16, restore_sets=3)   # a restore through the stack
+    assert Record.decode(restoring.encode(), "b") == restoring
     # a record written before suspensions were kept reads as not suspended
     body = b'{"master_era": 1, "shadow_era": 2, "uuid": "", "extents": []}'
     old = record.MAGIC + zlib.crc32(body).to_bytes(4, "little") + len(body).to_bytes(4, "little")

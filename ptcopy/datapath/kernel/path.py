@@ -100,6 +100,8 @@ class KernelPath:
         os.chmod(self._run_dir, 0o700)
         self._lock = threading.RLock()
         self._sets: dict[str, KernelSet] = {}
+        # independent sets whose interrupted restore waits for their master's other sets
+        self._waiting: set[str] = set()
         self._masters: dict[str, Master] = {}
         self._stop = threading.Event()
         # each served set's copy-end signal for jobs (set by the copies and the monitor); the
@@ -230,29 +232,47 @@ class KernelPath:
         """A new independent set's first full copy (the engine deferred it: it reads a frozen
         view); after a restart, the copy a crash interrupted starts again from a new frozen
         view, as the userspace path resumes it (the engine folded what was left into the
-        bitmap)."""
+        bitmap). A restore through the master's stack waits until every set its master had
+        is served again (``record.restore_sets``), then resumes from the last of them."""
         with self._lock:
             ks = self.get(name)
-            if ks.kind is not Kind.INDEPENDENT:
-                return
-            if new:
-                self.copy([name], Direction.TO_SHADOW, full=True)
-                return
-            if ks.busy:
-                return
-            flags = ks.set.status().flags
-            if flags & Flag.INCOMPLETE:
-                d = Direction.TO_MASTER if flags & Flag.TO_MASTER else Direction.TO_SHADOW
-                log.info("set %s: resuming its interrupted copy to the %s", name,
-                         "master" if d is Direction.TO_MASTER else "shadow")
-                self.copy([name], d, full=False)
-                if ks.record.suspended:   # suspended by the user: from a new frozen view
+            if ks.kind is Kind.INDEPENDENT:
+                if new:
+                    self.copy([name], Direction.TO_SHADOW, full=True)
+                    return
+                self._resume_interrupted(ks)
+            for other in [n for n in ks.stack.sets if n in self._waiting]:
+                if len(ks.stack.sets) >= self._sets[other].record.restore_sets:
+                    self._waiting.discard(other)
                     try:
-                        self.suspend(name)
-                    except NoCopy:   # over already
-                        pause.forget(ks)
-            else:
-                pause.forget(ks)
+                        self._resume_interrupted(self._sets[other])
+                    except engine_mod.PtcopyError as e:   # not this set's failure
+                        log.error("set %s: its interrupted restore did not resume: %s",
+                                  other, e)
+
+    def _resume_interrupted(self, ks: KernelSet) -> None:
+        """A copy of this independent set a crash interrupted starts again (or waits)."""
+        name = ks.name
+        if ks.busy:
+            return
+        flags = ks.set.status().flags
+        if flags & Flag.INCOMPLETE:
+            d = Direction.TO_MASTER if flags & Flag.TO_MASTER else Direction.TO_SHADOW
+            if d is Direction.TO_MASTER and len(ks.stack.sets) < ks.record.restore_sets:
+                log.info("set %s: its interrupted restore waits for the %d sets of its "
+                         "master to be served again", name, ks.record.restore_sets)
+                self._waiting.add(name)
+                return
+            log.info("set %s: resuming its interrupted copy to the %s", name,
+                     "master" if d is Direction.TO_MASTER else "shadow")
+            self.copy([name], d, full=False)
+            if ks.record.suspended:   # suspended by the user: from a new frozen view
+                try:
+                    self.suspend(name)
+                except NoCopy:   # over already
+                    pause.forget(ks)
+        else:
+            pause.forget(ks)
 
     def get(self, name: str) -> KernelSet:
         """The served set of that name (NotFound otherwise)."""
@@ -277,6 +297,7 @@ class KernelPath:
             ks = self.get(name)
             if ks.busy:
                 raise CopyInProgress(f"set {name} is copying; wait for it first")
+            self._check_no_merge(ks.stack, f"disabling set {name}")
             if not force:
                 for d in Direction:
                     busy = self.users(name, d)
@@ -288,6 +309,7 @@ class KernelPath:
             if ks.overflow_fd >= 0:
                 os.close(ks.overflow_fd)
             del self._sets[name]
+            self._waiting.discard(name)
             with self._ends_lock:
                 self._ends.pop(name).close()
             self._release(ks.blocks.values())
@@ -341,12 +363,20 @@ class KernelPath:
     def _check_no_merge(self, ms: Master, what: str) -> None:
         """While a set's shadow merges into this master, the master's devices show the merged
         image but its raw volume, which snapshots and frozen views are taken of, is half merged:
-        a new point in time of it (or another restore) waits for the merge to end."""
+        a new point in time of it (or another restore) waits for the merge to end. So does a
+        restore from an independent set through the master's stack (its copier holds the top
+        of the era chain: no era may join or leave it meanwhile)."""
         for n in ms.sets:
             other = self._sets.get(n)
-            if other is not None and other.state in (State.MERGING, State.MERGE_FAILED):
+            if other is None:
+                continue
+            if other.state in (State.MERGING, State.MERGE_FAILED):
                 raise CopyInProgress(f"master {ms.path} is being restored from set {n} (a merge "
                                      f"in the kernel); wait for it to end before {what}")
+            if (other.state is State.COPYING and other.phase.direction is Direction.TO_MASTER
+                    and len(ms.sets) > 1):
+                raise CopyInProgress(f"master {ms.path} is being restored from set {n}; wait "
+                                     f"for it to end before {what}")
 
     def copier(self, name: str) -> KernelCopy:
         """What a job follows for this set's copy (merges included)."""

@@ -16,6 +16,7 @@ import functools
 import os
 from collections.abc import Callable
 
+from ptcopy import engine as engine_mod
 from ptcopy.datapath import blockdev as loopdev
 from ptcopy.datapath.kernel import blocks, names, record, tables
 from ptcopy.datapath.kernel.names import Part
@@ -23,7 +24,6 @@ from ptcopy.datapath.kernel.state import KernelSet, Phase, State
 from ptcopy.datapath.kernel.store import cow_table
 from ptcopy.engine import (
     CopyInProgress,
-    Dependency,
     Direction,
     DmOp,
     Flag,
@@ -80,21 +80,13 @@ def check(ks: KernelSet, direction: Direction, owner: int) -> None:
 
 
 def _check_siblings(ks: KernelSet) -> None:
-    """A restore of a master that other sets share. From a dependent set it is dm-snapshot's
-    merge, which copies on write into every other snapshot of the origin before it writes a
-    chunk (merge.py marks what it changes for the independent ones): allowed, with every
-    device of the master closed, since the master changes under all of them. From an
-    independent set it would be the engine's copier writing the raw master volume, beneath the
-    origin and the era devices: refused."""
-    n = len(ks.stack.sets)
-    if ks.kind is Kind.INDEPENDENT:
-        raise Dependency(
-            f"master {ks.master} has {n} shadows: on the kernel data path a restore from an "
-            f"independent shadow such as {ks.name}'s is the engine's copier writing the raw "
-            "master volume beneath device-mapper, where the other sets' snapshots (copy-on-"
-            "write) and era devices (change tracking) do not see it, so they would lose their "
-            "points in time. Restore from it with ptcopyd on the userspace data path, or "
-            "disable the other sets of this master first")
+    """A restore of a master that other sets share, allowed with every device of the master
+    closed, since the master changes under all of them. From a dependent set it is
+    dm-snapshot's merge, which copies on write into every other snapshot of the origin before
+    it writes a chunk (merge.py marks what it changes for the independent ones). From an
+    independent set it is the engine's copier writing through the top of the master's stack
+    (``use_target``): the origin copies on write into every snapshot, the eras mark the chunks
+    for the independent sets' next fold."""
     for other in ks.stack.sets:
         if other == ks.name:
             continue
@@ -128,6 +120,8 @@ def take(kss: list[KernelSet], direction: Direction, *, full: bool, owner: int,
         _fold(ks, full=full)
         try:
             _use_frozen(ks)
+            if direction is Direction.TO_MASTER and len(ks.stack.sets) > 1:
+                use_target(ks)
             if full:
                 ks.set.copy(direction, owner=owner)
             else:
@@ -239,13 +233,47 @@ def _use_frozen(ks: KernelSet) -> None:
         os.close(fd)
 
 
+def use_target(ks: KernelSet) -> None:
+    """The restore writes the master through the top of its stack (the last era of the chain,
+    or the origin), not the raw volume: dm-snapshot copies each chunk's old data into every
+    dependent sibling's store before it changes, and every era above the origin marks it (on
+    disk before the write is issued: dm-era commits its metadata first), so the independent
+    siblings' next fold marks it in their bitmaps. The master's set count is recorded first:
+    a restore a crash interrupted resumes only once that many sets are served again."""
+    top = ks.stack.top
+    tables.ensure_node(top)
+    ks.record.restore_sets = len(ks.stack.sets)
+    record.write_record(ks.bitmap_fd, ks.layout, ks.record)
+    # read-write, without O_EXCL: the devices stacked on it hold it already
+    fd = os.open(tables.node(top), os.O_RDWR | os.O_CLOEXEC)
+    try:
+        ks.set.copy_target((tables.node(top), fd))
+    finally:
+        os.close(fd)
+
+
 def _show_frozen(ks: KernelSet, direction: Direction) -> None:
-    """The target shows the new point in time at once, read-only until the copy ends."""
+    """The target shows the new point in time at once, read-only until the copy ends. A
+    restore shows it on every master device of that master: a write through another set's
+    master device meanwhile would be overwritten by the copier (or mix with it)."""
     freeze = ks.dev(Part.FREEZE)
     tables.ensure_node(freeze)
-    top = names.shadow(ks.name) if direction is Direction.TO_SHADOW else names.master(ks.name)
-    tables.reload(top, tables.linear(tables.ref(freeze), ks.master_size), read_only=True)
-    loopdev.flush_buffers(tables.node(top))
+    tops = [names.shadow(ks.name)] if direction is Direction.TO_SHADOW else \
+        [names.master(n) for n in ks.stack.sets if tables.exists(names.master(n))]
+    for top in tops:
+        tables.reload(top, tables.linear(tables.ref(freeze), ks.master_size), read_only=True)
+        loopdev.flush_buffers(tables.node(top))
+
+
+def _showing(freeze: str) -> list[str]:
+    """The master devices (any set's, served or not yet) whose table reads this frozen view:
+    a crash can leave those of sets this process has not served yet."""
+    if not tables.exists(freeze):
+        return []
+    ref = tables.ref(freeze)
+    return [n for n in engine_mod.dm_list()
+            if n.startswith(names.PREFIX) and n.endswith("-master")
+            and dm_status(n, table=True).split()[3:4] == [ref]]
 
 
 def _fold(ks: KernelSet, *, full: bool = False) -> None:
@@ -291,24 +319,33 @@ def copying_to(ks: KernelSet) -> Direction | None:
 
 def leave(ks: KernelSet, direction: Direction, run_dir: str) -> None:
     """Take down the frozen view of a copy a crash interrupted (``direction``: the side it was
-    writing); the copy itself is resumed by ``KernelPath.started``."""
+    writing); the copy itself is resumed by ``KernelPath.started`` (a restore's recorded set
+    count stays for it)."""
     ks.enter(Phase(State.COPYING, direction=direction))
-    dismantle(ks, run_dir)
+    dismantle(ks, run_dir, interrupted=True)
 
 
-def dismantle(ks: KernelSet, run_dir: str) -> None:
+def dismantle(ks: KernelSet, run_dir: str, *, interrupted: bool = False) -> None:
     """After a copy (done, aborted or failed): the target is live and writable again."""
     direction = ks.phase.direction if ks.state is State.COPYING else None
     if ks.state is State.COPYING:
         ks.enter(Phase())
     with contextlib.suppress(Exception):
         ks.set.copy_source(None)
+    with contextlib.suppress(Exception):
+        ks.set.copy_target(None)
+    if ks.record.restore_sets and not interrupted:
+        ks.record.restore_sets = 0
+        record.write_record(ks.bitmap_fd, ks.layout, ks.record)
     if direction is not None:
         if direction is Direction.TO_SHADOW:
-            top, below = names.shadow(ks.name), ks.dev(Part.SERA)
+            tops, below = [names.shadow(ks.name)], ks.dev(Part.SERA)
         else:
-            top, below = names.master(ks.name), ks.stack.top
-        tables.reload(top, tables.linear(tables.ref(below), ks.master_size))
-        loopdev.flush_buffers(tables.node(top))
+            tops = list(dict.fromkeys([names.master(ks.name),
+                                       *_showing(ks.dev(Part.FREEZE))]))
+            below = ks.stack.top
+        for top in tops:
+            tables.reload(top, tables.linear(tables.ref(below), ks.master_size))
+            loopdev.flush_buffers(tables.ensure_node(top))
     tables.remove(ks.dev(Part.FREEZE))
     _drop_freeze_store(ks, run_dir)

@@ -88,11 +88,16 @@ class Record:
     extents: list[tuple[str, int, int]] = field(default_factory=list)
     # the copy was suspended by the user (the engine forgets it at an open on this path)
     suspended: bool = False
+    # a restore writing the master through its device stack runs, and the master had this many
+    # sets when it started: one a crash interrupted resumes only once they are all served again
+    # (before that, its copier would write beneath the snapshots and eras of those not yet back)
+    restore_sets: int = 0
 
     def encode(self) -> bytes:
         body = json.dumps({"master_era": self.master_era, "shadow_era": self.shadow_era,
                            "uuid": self.uuid, "extents": self.extents,
-                           "suspended": self.suspended}).encode()
+                           "suspended": self.suspended,
+                           "restore_sets": self.restore_sets}).encode()
         if len(body) > RECORD - 16:
             raise InvalidArgument("kernel record too large (too many overflow extents)")
         raw = MAGIC + zlib.crc32(body).to_bytes(4, "little") + len(body).to_bytes(4, "little")
@@ -111,7 +116,8 @@ class Record:
             raise BadHeader(f"bitmap volume {path}: kernel record is corrupted")
         d = json.loads(body)
         return cls(d["master_era"], d["shadow_era"], d.get("uuid", ""),
-                   [tuple(e) for e in d["extents"]], bool(d.get("suspended", False)))
+                   [tuple(e) for e in d["extents"]], bool(d.get("suspended", False)),
+                   int(d.get("restore_sets", 0)))
 
 
 def formatted(fd: int, lay: Layout) -> bool:

@@ -6,13 +6,13 @@ side (every set on that master sees a master write). ``Copy``/``Update`` X -> Y 
 as it was at the call; for a dependent set an update to the shadow is a new point in time and one
 to the master restores it. A group copy does this for every member at one instant. Reads of
 either side, at any time, must match the model: on the userspace path also while a copy runs
-(both sides stay usable); on the kernel path a copy's target is read-only while it runs and a
-dependent shadow is taken away while it merges, so the driver waits for the copy before
-writing the target (or touching such a shadow) there.
+(both sides stay usable); on the kernel path a copy's target is read-only while it runs (a
+restore from an independent shadow: every master device of that master), and a dependent
+shadow is taken away while it merges, so the driver waits for the copy before writing the
+target (or touching such a shadow) there.
 
-Refusals the contract names are "no change": on the kernel path a restore from an independent
-shadow of a master with several shadows (``Dependency``) and a group mixing merges and copies
-(``WrongType``); a group restoring one master from two shadows (``InvalidArgument``); a copy
+Refusals the contract names are "no change": on the kernel path a group mixing merges and
+copies (``WrongType``); a group restoring one master from two shadows (``InvalidArgument``); a copy
 while one runs, or while a restore of its master runs (``Busy``, only when a copy of ours may
 still be running). The driver then checks at once that
 nothing changed. Any other refusal, a failed job, or a byte that differs is a failure.

@@ -168,6 +168,13 @@ class Driver:
             merging = self.cfg.sets[s].kind == "dependent" and p.direction == MASTER
             if (writing and side == p.direction) or (merging and side == SHADOW):
                 await self.wait_job(p)
+        if writing and side == MASTER:   # a restore from an independent shadow makes every
+            master = self.cfg.sets[s].master   # master device of that master read-only
+            for p in list(self.pending):
+                if p in self.pending and p.direction == MASTER and any(
+                        self.cfg.sets[x].master == master
+                        and self.cfg.sets[x].kind == "independent" for x in p.sets):
+                    await self.wait_job(p)
 
     async def compare(self, s: int, side: str, off: int = 0, length: int | None = None) -> None:
         length = self.cfg.size - off if length is None else length
@@ -263,9 +270,6 @@ class Driver:
         """Refusal names the contract allows for this copy now, with why."""
         ok: dict[str, str] = {}
         kinds = {self.cfg.sets[s].kind for s in sets}
-        if (direction == MASTER and self.path == "kernel" and "independent" in kinds
-                and any(self.cfg.shared(s) for s in sets)):
-            ok[ERR + "Dependency"] = "the kernel path restores a shared master by merges only"
         masters = [self.cfg.sets[s].master for s in sets]
         if direction == MASTER and len(set(masters)) < len(masters):
             ok[ERR + "InvalidArgument"] = "a group restores a master from one shadow only"
