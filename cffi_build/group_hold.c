@@ -42,19 +42,6 @@ struct pt_hold {
     pt_freeze f;
 };
 
-static int cond_init_monotonic(pthread_cond_t *cv)
-{
-    pthread_condattr_t ca;
-    int rc = pthread_condattr_init(&ca);
-    if (rc)
-        return rc;
-    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (!rc)
-        rc = pthread_cond_init(cv, &ca);
-    (void)pthread_condattr_destroy(&ca);
-    return rc;
-}
-
 static void hold_put(pt_hold *h)
 {
     pthread_mutex_lock(&h->mu);
@@ -133,7 +120,7 @@ int pt_group_hold(pt_set *const *in, int n, int dir, int full, int64_t owner, in
     h->f = (pt_freeze){.sets = sets, .n = n, .dir = dir, .full = full != 0};
     if ((rc = pthread_mutex_init(&h->mu, NULL)) != 0)
         goto out_free;
-    if ((rc = cond_init_monotonic(&h->cv)) != 0)
+    if ((rc = pt_cond_init_monotonic(&h->cv)) != 0)
         goto out_mu;
     if ((rc = pthread_create(&h->thr, NULL, holder, h)) != 0)
         goto out_cv;

@@ -113,6 +113,9 @@ void pt_vol_close(pt_vol *v);
 bool pt_vol_same(const pt_vol *a, const pt_vol *b);
 /* The whole range or an error (-errno; -EIO at the end of the volume); *done: bytes moved */
 int pt_fd_rw(int fd, void *buf, size_t len, uint64_t off, bool write, size_t *done);
+/* A condition variable whose timed waits count on CLOCK_MONOTONIC (deadlines that a change of
+ * the wall clock cannot move); 0 or an errno. */
+int pt_cond_init_monotonic(pthread_cond_t *cv);
 int pt_vol_pread(pt_vol *v, void *buf, size_t len, uint64_t off);
 int pt_vol_pwrite(pt_vol *v, const void *buf, size_t len, uint64_t off);
 int pt_vol_sync(pt_vol *v);   /* group-committed fdatasync */

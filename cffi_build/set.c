@@ -75,22 +75,6 @@ static int defer_copy(pt_set *s, bool all, pt_error *err)
 
 /* ---- the handle ---- */
 
-/* pt_set_wait's deadlines are on CLOCK_MONOTONIC. */
-static int cond_init_monotonic(pthread_cond_t *cv)
-{
-    pthread_condattr_t ca;
-    int rc = pthread_condattr_init(&ca);
-    if (rc)
-        return rc;
-    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (rc)
-        goto out_attr;
-    rc = pthread_cond_init(cv, &ca);
-out_attr:
-    (void)pthread_condattr_destroy(&ca);
-    return rc;
-}
-
 static pt_set *set_alloc(pt_engine *eng)
 {
     pt_set *s = calloc(1, sizeof *s);
@@ -100,7 +84,7 @@ static pt_set *set_alloc(pt_engine *eng)
         goto out_free;
     if (pthread_mutex_init(&s->ctl_mu, NULL) != 0)
         goto out_meta_mu;
-    if (cond_init_monotonic(&s->ctl_cv) != 0)
+    if (pt_cond_init_monotonic(&s->ctl_cv) != 0)
         goto out_ctl_mu;
     if (pt_gc_init(&s->meta_gc) != 0)
         goto out_ctl_cv;

@@ -301,3 +301,16 @@ int pt_vol_zero(pt_vol *v, uint64_t off, uint64_t len)
     }
     return 0;
 }
+
+int pt_cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    int rc = pthread_condattr_init(&ca);
+    if (rc)
+        return rc;
+    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (!rc)
+        rc = pthread_cond_init(cv, &ca);
+    (void)pthread_condattr_destroy(&ca);
+    return rc;
+}
