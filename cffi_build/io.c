@@ -138,14 +138,20 @@ static int io_error(pt_set *s, pt_vol *v, int rc, const char *what, pt_error *er
                    v ? v->role : "a", v ? v->path : "?", s->name, strerror(rc < 0 ? -rc : EIO));
 }
 
+/* What every read and write checks first: an imported set's side (its one volume is held as
+ * the master), an exported shadow (another host's), then the range. */
+static int io_entry(pt_set *s, int *side, uint64_t off, size_t len, const char *what,
+                    pt_error *err)
+{
+    int rc = s->kind == PT_IMPORTED ? pt_import_side(s, side, err) : 0;
+    if (!rc && *side == PT_SHADOW)
+        rc = pt_export_refuse(s, what, err);
+    return rc ? rc : check_io(s, *side, off, len, err);
+}
+
 int pt_set_read(pt_set *s, int side, uint64_t off, void *buf, size_t len, pt_error *err)
 {
-    int rc = s->kind == PT_IMPORTED ? pt_import_side(s, &side, err) : 0;
-    if (!rc && side == PT_SHADOW)
-        rc = pt_export_refuse(s, "read", err);
-    if (rc)
-        return rc;
-    rc = check_io(s, side, off, len, err);
+    int rc = io_entry(s, &side, off, len, "read", err);
     if (rc || len == 0)
         return rc;
     pt_master *m = s->m;
@@ -452,12 +458,7 @@ int pt_master_prepare(pt_master *m, const pt_set *skip, uint64_t c0, uint64_t c1
 int pt_set_write(pt_set *s, int side, uint64_t off, const void *buf, size_t len,
                  pt_error *err)
 {
-    int rc = s->kind == PT_IMPORTED ? pt_import_side(s, &side, err) : 0;
-    if (!rc && side == PT_SHADOW)
-        rc = pt_export_refuse(s, "written", err);
-    if (rc)
-        return rc;
-    rc = check_io(s, side, off, len, err);
+    int rc = io_entry(s, &side, off, len, "written", err);
     if (rc || len == 0)
         return rc;
     pt_master *m = s->m;
