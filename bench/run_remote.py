@@ -64,19 +64,24 @@ def timed_cmd(argv: list[str], env: dict[str, str], cpu: list[float] | None = No
     return dt
 
 
+def enable(hosts: TestHosts, h: TestHost, name: str, kind: str, size: int) -> None:
+    """A set NAME of KIND on fresh files of SIZE in the shared directory, made on H's bus."""
+    vols = []
+    for role, n in (("m", size), ("s", size), ("b", 256 << 10)):
+        p = hosts.shared_dir / f"{name}-{role}.img"
+        with p.open("wb") as f:
+            f.truncate(n)
+        vols.append(str(p))
+    subprocess.run([PTCOPY, "--bus", h.bus_address, "enable", f"--{kind}", *vols, "--name",
+                    name, "--no-loop", "--wait", "--quiet"], check=True, capture_output=True,
+                   timeout=120)
+
+
 def seed(hosts: TestHosts) -> None:
     """Two dependent sets on every host, created on its own bus."""
     for h in hosts:
         for i in range(2):
-            vols = []
-            for role, size in (("m", 4 << 20), ("s", 4 << 20), ("b", 256 << 10)):
-                p = hosts.shared_dir / f"{h.name}-{i}-{role}.img"
-                with p.open("wb") as f:
-                    f.truncate(size)
-                vols.append(str(p))
-            subprocess.run([PTCOPY, "--bus", h.bus_address, "enable", "--dependent", *vols,
-                            "--name", f"{h.name}-set{i}", "--no-loop", "--quiet"], check=True,
-                           capture_output=True, timeout=60)
+            enable(hosts, h, f"{h.name}-set{i}", "dependent", 4 << 20)
 
 
 def register(home: TestHost, others: list[TestHost]) -> None:
@@ -89,15 +94,7 @@ def span_rows(hosts: TestHosts, rounds: int) -> list[list[str]]:
     """A group of one independent set on each of hosts 1-3, spanning the three."""
     three = list(hosts)[:3]
     for h in three:
-        vols = []
-        for role, size in (("m", 64 << 20), ("s", 64 << 20), ("b", 256 << 10)):
-            p = hosts.shared_dir / f"span-{h.name}-{role}.img"
-            with p.open("wb") as f:
-                f.truncate(size)
-            vols.append(str(p))
-        subprocess.run([PTCOPY, "--bus", h.bus_address, "enable", "--independent", *vols,
-                        "--name", f"span-{h.name}", "--no-loop", "--wait", "--quiet"],
-                       check=True, capture_output=True, timeout=120)
+        enable(hosts, h, f"span-{h.name}", "independent", 64 << 20)
         spans = [a for o in three if o is not h for a in ("--spans", o.name)]
         subprocess.run([PTCOPY, "--bus", h.bus_address, "group", "create", "span",
                         f"span-{h.name}", *spans, "--quiet"], check=True, capture_output=True,
