@@ -339,6 +339,70 @@ class Driver:
         assert job is not None, "the copy after an abort was refused with an allowed name"
         await self.wait_job(self.pending[-1])
 
+    async def op_suspend(self, op: Op) -> None:
+        """A copy suspended mid-way keeps its point in time: the target reads as the model
+        while it waits (and across a restart: on the kernel path a restart takes a new point
+        in time, as documented), writes to the source do not reach it, and Resume ends it."""
+        s = op.s
+        await self.wait_sets([s])
+        sp = self.set_paths[s]
+        throttle = [await self.c.get(sp, ISET, "CopyDelay"),
+                    await self.c.get(sp, ISET, "CopyUnits")]
+        # slow enough (128 chunks in about 0.6 s) for the Suspend to find it running
+        await self.c.set_call(sp, "SetCopyParameters", "uua{sv}", [20, 4, {}])
+        try:
+            await self._suspend_resume(op)
+        finally:
+            await self.c.set_call(sp, "SetCopyParameters", "uua{sv}", [*throttle, {}])
+
+    async def _suspend_resume(self, op: Op) -> None:
+        s = op.s
+        job = await self.start_copy([s], op.side, op.full, False)
+        if job is None:
+            return
+        p = self.pending[-1]
+        try:
+            await self.c.set_call(self.set_paths[s], "Suspend")
+        except CallFailed as e:   # it ended first (or, kernel path, merges in the kernel)
+            if e.name not in (ERR + "NoCopy", ERR + "WrongType"):
+                raise self.fail(f"Suspend of set{s} refused: {e.name}: {e.text}") from None
+            self.done[f"suspend refused {e.name.rsplit('.', 1)[-1]}"] += 1
+            await self.wait_job(p)
+            return
+        jp = await self.c.wait_job(job, timeout=240)
+        self.pending.remove(p)
+        if jp["Success"] or not str(jp.get("Message", "")).startswith("suspended"):
+            raise self.fail(f"the job of the suspended copy of set{s} ended {jp}")
+        await self.refresh_devices()
+        await self.compare(s, op.side)
+        if op.data:
+            await self.op_write(Op("write", s, MASTER, op.off, op.length, "direct", op.data))
+        if op.mode:
+            await self.wait_all()
+            if op.mode == "term":
+                rc = self.d.stop(timeout=120)
+                if rc != 0:
+                    raise self.fail(f"ptcopyd exited with {rc} on SIGTERM:\n"
+                                    f"{self.d.log_tail(30)}")
+            else:
+                self.d.kill()
+            start_daemon(self.d)
+            if self.path == "kernel":   # the copy starts again from a new frozen view
+                self.model.copy([s], op.side)
+            await self.refresh_devices()
+            await self.check_all()
+        flags = await self.c.get(self.set_paths[s], ISET, "Flags")
+        if "suspended" not in flags:
+            raise self.fail(f"set{s} is no longer suspended: flags {flags}")
+        (job2,) = await self.c.set_call(self.set_paths[s], "Resume")
+        p = Pending(str(job2), [s], op.side)
+        self.pending.append(p)
+        await self.wait_job(p)
+        await self.refresh_devices()
+        for side in (MASTER, SHADOW):
+            await self.compare(s, side)
+        self.done[f"suspend{f' + restart {op.mode}' if op.mode else ''}"] += 1
+
     async def op_restart(self, op: Op) -> None:
         if op.wait:
             await self.wait_all()
@@ -408,6 +472,8 @@ class Driver:
         elif op.kind == "restart":
             await self.op_restart(op)
             self.done[f"restart {op.mode}"] += 1
+        elif op.kind == "suspend":
+            await self.op_suspend(op)
         else:
             raise ValueError(f"unknown op {op.kind}")
 

@@ -60,13 +60,13 @@ class Config:
 
 @dataclass(frozen=True)
 class Op:
-    kind: str            # write read copy group wait check abort restart
+    kind: str            # write read copy group wait check abort restart suspend
     s: int = 0           # set index
     side: str = ""       # write/read: master|shadow; copy/group/abort: the direction
     off: int = 0
     length: int = 0
-    mode: str = ""       # write: direct|buffered; restart: term|kill
-    data: int = 0        # write: seed of the bytes
+    mode: str = ""       # write: direct|buffered; restart: term|kill; suspend: ""|term|kill
+    data: int = 0        # write, suspend: seed of the bytes (suspend: 0 = no write)
     full: bool = False   # copy/group: Copy (True) or Update
     wait: bool = False   # copy/group: wait for the job; restart: wait for every job first
 
@@ -86,6 +86,10 @@ class Op:
             return f"Copy set{self.s} -> {self.side}, Abort, wait, Copy -> {self.side}, wait"
         if k == "restart":
             return f"restart ptcopyd ({self.mode}{', jobs waited' if self.wait else ''})"
+        if k == "suspend":
+            return (f"{'Copy' if self.full else 'Update'} set{self.s} -> {self.side}, Suspend"
+                    f"{f', write master [{self.off}, +{self.length})' if self.data else ''}"
+                    f"{f', restart ptcopyd ({self.mode})' if self.mode else ''}, Resume, wait")
         return k
 
 
@@ -159,7 +163,30 @@ def generate(cfg: Config, n: int, *, restarts: bool = True) -> list[Op]:
                           wait=rng.random() < 0.5))
         else:
             ops.append(Op(k))
-    return ops
+    return _with_suspends(cfg, ops, restarts)
+
+
+def _with_suspends(cfg: Config, ops: list[Op], restarts: bool) -> list[Op]:
+    """About one op in 25 more: a copy suspended mid-way, the source written (to the master)
+    and maybe ptcopyd restarted while it waits, then resumed. Drawn from a stream of their own
+    and inserted, so the rest of a seed's sequence is what it was before they existed."""
+    rng = random.Random(f"suspend-{cfg.seed}")
+    out: list[Op] = []
+    for op in ops:
+        out.append(op)
+        if rng.random() >= 0.04:
+            continue
+        direction = SHADOW if rng.random() < 0.7 else MASTER
+        off = rng.randrange(cfg.size // 4096) * 4096
+        length = min(rng.randint(1, 16) * 4096, cfg.size - off)
+        data = rng.getrandbits(32) | 1 if direction == SHADOW and rng.random() < 0.8 else 0
+        mode = rng.choice(["", "", "term", "kill"]) if restarts else ""
+        # mostly the independent set: a dependent set's new point in time copies nothing
+        indep = [i for i, sp in enumerate(cfg.sets) if sp.kind == "independent"]
+        s = rng.choice(indep) if indep and rng.random() < 0.8 else rng.randrange(len(cfg.sets))
+        out.append(Op("suspend", s, direction, off, length, mode, data,
+                      full=rng.random() < 0.7))
+    return out
 
 
 # ---- the model -------------------------------------------------------------------------------
