@@ -1,5 +1,6 @@
 /* Copies and updates: starting them at one point in time (one set or a group), abort, wait
- * and progress (reset: reset.c). The copier thread that then moves the chunks is copier.c.
+ * and progress (reset: reset.c). The copier thread that then moves the chunks is copier.c;
+ * what each step below records in a set (bits, header flags, their flushes) is copy_record.c.
  *
  * Starting fixes the point in time with every involved master's gate held exclusive:
  *   phase 1 records the copy in the header and ORs the shadow bitmap into the copy bitmap,
@@ -19,8 +20,6 @@
 #include <time.h>
 
 #include "internal.h"
-
-enum action { A_NONE, A_COPY, A_NEW_PIT };
 
 /* ---- starting copies ---- */
 
@@ -124,162 +123,10 @@ static int check_can_copy(pt_set *s, int dir, int64_t owner, pt_error *err)
     return check_restores_shared(s, dir, err);
 }
 
-static enum action plan(const pt_set *s, int dir)
-{
-    return (s->kind == PT_DEPENDENT && dir == PT_TO_SHADOW) ? A_NEW_PIT : A_COPY;
-}
-
-/* ---- flushing several sets at once ---- */
-
-struct pt_flush_job {
-    pt_set *s;
-    int rc;
-    bool threaded;
-    pthread_t thr;
-};
-
-static void *flush_thread(void *arg)
-{
-    struct pt_flush_job *j = arg;
-    j->rc = pt_meta_flush(j->s);
-    return NULL;
-}
-
-/* Flushes the n sets' bitmaps in parallel: a flush is mostly waiting for the disk, and n of
- * them in a row would hold the gates n times as long. Where a thread cannot start, its flush
- * runs here; nothing is lost but the overlap. */
-static void flush_all(struct pt_flush_job *jobs, int n)
-{
-    for (int i = 1; i < n; i++)
-        jobs[i].threaded = !jobs[i].s->bitmap_mem &&
-                           pthread_create(&jobs[i].thr, NULL, flush_thread, &jobs[i]) == 0;
-    for (int i = 0; i < n; i++)
-        if (!jobs[i].threaded)
-            jobs[i].rc = pt_meta_flush(jobs[i].s);
-    for (int i = 1; i < n; i++)
-        if (jobs[i].threaded)
-            (void)pthread_join(jobs[i].thr, NULL);   /* fails only for a bad handle */
-}
-
-/* Before the gates: the copy bits known now (all of them for a full copy), made durable. Copy
- * bits the header does not record a copy for are folded back into the shadow bitmap by the next
- * open, so a crash after this costs copying, never correctness; phase 1 ORs again under the
- * gate for the bits set meanwhile. A failed flush takes the bitmap offline: phase 1 then fails
- * and rolls back. */
-static void precommit(pt_set *s, int full)
-{
-    pthread_mutex_lock(&s->meta_mu);
-    if (full && s->kind == PT_INDEPENDENT)
-        pt_bits_fill(&s->C, pt_image_mark, &s->img);
-    else
-        pt_bits_or(&s->C, &s->D, pt_image_mark, &s->img);
-    pthread_mutex_unlock(&s->meta_mu);
-}
-
-/* phase 1, in memory: the copy recorded and its bits set; the caller flushes. Caller holds the
- * gate exclusive. Returns the flags to restore if the flush fails. */
-static uint32_t phase1_mark(pt_set *s, int dir, int full)
-{
-    pthread_mutex_lock(&s->meta_mu);
-    uint32_t saved = s->pflags;
-    s->pflags |= PT_PF_COPYING;
-    if (dir == PT_TO_MASTER)
-        s->pflags |= PT_PF_TO_MASTER;
-    else
-        s->pflags &= ~PT_PF_TO_MASTER;
-    /* a restore with siblings is held at the next open, not resumed (PT_F_RESTORE_HELD);
-     * nsets is stable: the caller holds the gate exclusive */
-    if (dir == PT_TO_MASTER && s->m->nsets > 1)
-        s->pflags |= PT_PF_SIBLINGS;
-    else
-        s->pflags &= ~PT_PF_SIBLINGS;
-    s->hdr_dirty = true;
-    if (full && s->kind == PT_INDEPENDENT)
-        pt_bits_fill(&s->C, pt_image_mark, &s->img);
-    else
-        pt_bits_or(&s->C, &s->D, pt_image_mark, &s->img);
-    pthread_mutex_unlock(&s->meta_mu);
-    return saved;
-}
-
-/* phase 1's flush failed on this set: back to the flags it had, no copy bits */
-static void phase1_rollback(pt_set *s, uint32_t saved)
-{
-    pthread_mutex_lock(&s->meta_mu);
-    s->pflags = saved;
-    pt_bits_zero(&s->C, pt_image_mark, &s->img);
-    pthread_mutex_unlock(&s->meta_mu);
-}
-
-/* A start refused under the gates: the precommit's copy bits go (the shadow bitmap still has
- * every chunk that differs; the next flush writes the cleared pages). */
-static void drop_precommit(pt_set *s)
-{
-    pthread_mutex_lock(&s->meta_mu);
-    pt_bits_zero(&s->C, pt_image_mark, &s->img);
-    pthread_mutex_unlock(&s->meta_mu);
-}
-
-static void undo_phase1(pt_set *s)
-{
-    pthread_mutex_lock(&s->meta_mu);
-    s->pflags &= ~PT_PF_COPYING;
-    s->hdr_dirty = true;
-    pt_bits_zero(&s->C, pt_image_mark, &s->img);
-    pthread_mutex_unlock(&s->meta_mu);
-    (void)pt_meta_flush(s);   /* a failure takes the bitmap offline: a reset rewrites it */
-}
-
-static void phase2(pt_set *s, enum action a, int dir)
-{
-    pthread_mutex_lock(&s->meta_mu);
-    if (a == A_NEW_PIT) {
-        for (uint64_t c = pt_bits_next(&s->D, 0); s->compact && c < s->nchunks;
-             c = pt_bits_next(&s->D, c + 1))
-            pt_slot_free(s, c);
-        s->pflags &= ~(PT_PF_OUT_OF_SPACE | PT_PF_INCOMPLETE | PT_PF_SPILLED);
-        s->lost = 0;
-        s->hdr_dirty = true;
-    }
-    pt_bits_zero(&s->D, pt_image_mark, &s->img);
-    pthread_mutex_unlock(&s->meta_mu);
-    if (a == A_COPY) {
-        PT_STORE(s->copying, true);
-        PT_STORE(s->dir, dir);
-    }
-}
-
 static int cmp_ptr(const void *a, const void *b)
 {
     uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
     return x < y ? -1 : x > y;
-}
-
-/* Phase 1 on every set that copies, their flushes in parallel: the commit point. On a failure
- * every set is rolled back (the failed ones in memory; the others also on disk) and the first
- * failure is reported. Caller holds the gates exclusive. */
-static int phase1_all(pt_set **sets, int n, int dir, int full, struct pt_flush_job *jobs,
-                      uint32_t *saved, pt_error *err)
-{
-    int nj = 0;
-    for (int i = 0; i < n; i++)
-        if (plan(sets[i], dir) == A_COPY) {
-            saved[nj] = phase1_mark(sets[i], dir, full);
-            jobs[nj++] = (struct pt_flush_job){.s = sets[i]};
-        }
-    flush_all(jobs, nj);
-    int rc = 0;
-    for (int j = 0; j < nj && !rc; j++)
-        if (jobs[j].rc)
-            rc = pt_fail(err, -jobs[j].rc, "bitmap volume %s of set %s: cannot record the copy: "
-                         "%s", jobs[j].s->bitmap.path, jobs[j].s->name, strerror(-jobs[j].rc));
-    for (int j = 0; rc && j < nj; j++) {
-        if (jobs[j].rc)
-            phase1_rollback(jobs[j].s, saved[j]);
-        else
-            undo_phase1(jobs[j].s);
-    }
-    return rc;
 }
 
 /* Before the gates: each set can take part (unless checked), and the precommit, durable.
@@ -293,19 +140,9 @@ int pt_freeze_locked(pt_freeze *f, int64_t owner, bool checked, pt_error *err)
     for (int i = 0; !checked && i < n; i++)
         if ((rc = check_can_copy(sets[i], f->dir, owner, err)) != 0)
             return rc;
-    f->jobs = calloc((size_t)n, sizeof *f->jobs);
-    f->saved = calloc((size_t)n, sizeof *f->saved);
-    if (!f->jobs || !f->saved) {
-        pt_freeze_free(f);
+    if (pt_freeze_alloc(f) != 0)
         return pt_fail(err, ENOMEM, "out of memory");
-    }
-    int nj = 0;
-    for (int i = 0; i < n; i++)
-        if (plan(sets[i], f->dir) == A_COPY) {
-            precommit(sets[i], f->full);
-            f->jobs[nj++] = (struct pt_flush_job){.s = sets[i]};
-        }
-    flush_all(f->jobs, nj);   /* failures show again in phase 1, which rolls back */
+    pt_precommit_all(f);
     f->nm = 0;
     for (int i = 0; i < n; i++) {
         bool seen = false;
@@ -329,23 +166,6 @@ int pt_freeze_locked(pt_freeze *f, int64_t owner, bool checked, pt_error *err)
     return rc;
 }
 
-/* Every set reports an empty copy, over at once. */
-static void report_empty(pt_set **sets, int n)
-{
-    uint64_t now = pt_now_ns();
-    for (int i = 0; i < n; i++) {
-        pt_set *s = sets[i];
-        atomic_store(&s->abort_req, 0);
-        atomic_store(&s->result, 0);
-        atomic_store(&s->total, 0);
-        atomic_store(&s->left_end, 0);
-        atomic_store(&s->start_ns, now);
-        atomic_store(&s->end_ns, now);
-    }
-}
-
-static bool nothing_to_do(pt_set *s, int dir);
-
 /* With the gates held since pt_freeze_locked: commit takes the point in time (phase 1, the
  * commit point, then phase 2); !commit drops the precommit's bits and changes nothing. Then
  * the gates go. On a commit's failure every set is as before. */
@@ -356,17 +176,14 @@ int pt_freeze_end(pt_freeze *f, int commit, pt_error *err)
     if (commit && !f->full) {   /* an update with nothing to do on any set: no header write */
         f->empty = true;
         for (int i = 0; i < f->n && f->empty; i++)
-            f->empty = nothing_to_do(f->sets[i], f->dir);
+            f->empty = pt_nothing_to_do(f->sets[i], f->dir);
     }
     if (commit && !f->empty)
-        rc = phase1_all(f->sets, f->n, f->dir, f->full, f->jobs, f->saved, err);
+        rc = pt_phase1_all(f, err);
     else
-        for (int i = 0; i < f->n; i++)
-            if (plan(f->sets[i], f->dir) == A_COPY)   /* the precommit's bits: no copy records them */
-                drop_precommit(f->sets[i]);
+        pt_drop_precommit_all(f);
     if (commit && !rc && !f->empty)
-        for (int i = 0; i < f->n; i++)
-            phase2(f->sets[i], plan(f->sets[i], f->dir), f->dir);
+        pt_phase2_all(f);
     uint64_t t1 = pt_now_ns();
     for (int j = f->nm - 1; j >= 0; j--)
         pthread_rwlock_unlock(&f->ms[j]->gate);
@@ -382,14 +199,12 @@ int pt_freeze_start_locked(pt_freeze *f, pt_error *err)
 {
     int rc = 0;
     if (f->committed && f->empty)
-        report_empty(f->sets, f->n);
+        pt_report_empty(f->sets, f->n);
     if (f->committed && !f->empty) {
-        for (int i = 0; i < f->n; i++)
-            f->jobs[i] = (struct pt_flush_job){.s = f->sets[i]};
-        flush_all(f->jobs, f->n);
+        pt_flush_sets(f);
         for (int i = 0; i < f->n; i++) {
             pt_set *s = f->sets[i];
-            if (plan(s, f->dir) == A_COPY && pt_copier_spawn(s, NULL) != 0) {
+            if (pt_copy_plan(s, f->dir) == PT_A_COPY && pt_copier_spawn(s, NULL) != 0) {
                 pthread_rwlock_wrlock(&s->m->gate);
                 PT_STORE(s->copying, false);
                 pthread_rwlock_unlock(&s->m->gate);
@@ -401,14 +216,6 @@ int pt_freeze_start_locked(pt_freeze *f, pt_error *err)
     }
     pt_freeze_free(f);
     return rc;
-}
-
-void pt_freeze_free(pt_freeze *f)
-{
-    free(f->jobs);
-    free(f->saved);
-    f->jobs = NULL;
-    f->saved = NULL;
 }
 
 /* The three steps at once. Caller holds every set's ctl_mu. */
@@ -426,19 +233,6 @@ int pt_start_locked(pt_set **sets, int n, int dir, int full, int64_t owner, bool
     return rc ? rc : r2;
 }
 
-/* An update that has nothing to move or record: no bit differs, no copy is unfinished, and a
- * new dependent point in time would change nothing. Caller holds ctl_mu. */
-static bool nothing_to_do(pt_set *s, int dir)
-{
-    uint32_t keep = plan(s, dir) == A_NEW_PIT
-                        ? PT_PF_OUT_OF_SPACE | PT_PF_INCOMPLETE | PT_PF_SPILLED
-                        : PT_PF_COPYING | PT_PF_INCOMPLETE | PT_PF_NEED_RESYNC;
-    pthread_mutex_lock(&s->meta_mu);
-    bool none = s->D.count == 0 && s->C.count == 0 && s->lost == 0 && !(s->pflags & keep);
-    pthread_mutex_unlock(&s->meta_mu);
-    return none;
-}
-
 /* Updates with nothing to do on any set end here, without a header write or a copier thread:
  * each set reports an empty copy, over at once (its copy-end descriptor stays readable). The
  * point in time is the check's; a write racing the call lands after it, as it may. 1: there is
@@ -451,9 +245,9 @@ static int update_nothing(pt_set **sets, int n, int dir, int64_t owner, uint64_t
         if ((rc = check_can_copy(sets[i], dir, owner, err)) != 0)
             return rc;
     for (int i = 0; i < n; i++)
-        if (!nothing_to_do(sets[i], dir))
+        if (!pt_nothing_to_do(sets[i], dir))
             return 1;
-    report_empty(sets, n);
+    pt_report_empty(sets, n);
     if (frozen_ns)
         *frozen_ns = 0;
     return 0;

@@ -6,6 +6,8 @@
  *   imported.c           shadows imported from another host (internal.h: their I/O rules)
  *   copy.c group_hold.c  starting copies (one set or a group), abort, wait, progress; a group
  *   reset.c              point in time held across calls (group_hold.c); reset (reset.c)
+ *   copy_record.c        what a point in time records in each set (header flags, copy and
+ *                        shadow bits) and their parallel flushes, in the steps copy.c orders
  *   copier.c             the copier thread and its workers (direct_io.c: their O_DIRECT reads
  *                        and writes, beside util.c)
  *   io.c  cow_commit.c   reads and writes: redirection, copy-on-write, copy-on-demand;
@@ -543,7 +545,6 @@ typedef struct pt_freeze {
 int pt_freeze_locked(pt_freeze *f, int64_t owner, bool checked, pt_error *err);
 int pt_freeze_end(pt_freeze *f, int commit, pt_error *err);
 int pt_freeze_start_locked(pt_freeze *f, pt_error *err);
-void pt_freeze_free(pt_freeze *f);
 /* The three steps at once (copies, updates, reset.c's resync). Caller holds every set's
  * ctl_mu; checked: check_can_copy passed already. */
 int pt_start_locked(pt_set **sets, int n, int dir, int full, int64_t owner, bool checked,
@@ -552,6 +553,26 @@ int pt_start_locked(pt_set **sets, int n, int dir, int full, int64_t owner, bool
 int pt_group_sets(pt_set *const *in, int n, int dir, pt_set ***out, pt_error *err);
 void pt_sets_lock(pt_set **sets, int n);     /* ctl_mu of every set, in order */
 void pt_sets_unlock(pt_set **sets, int n);
+
+/* copy_record.c: what each step of a freeze records in its sets, for copy.c. A dependent set
+ * updated from its master gets a new point in time (PT_A_NEW_PIT: its shadow bitmap is emptied,
+ * nothing is copied); every other set copies (PT_A_COPY). */
+enum pt_action { PT_A_COPY, PT_A_NEW_PIT };
+enum pt_action pt_copy_plan(const pt_set *s, int dir);
+int pt_freeze_alloc(pt_freeze *f);        /* f->jobs and f->saved for f->n sets; -ENOMEM */
+void pt_freeze_free(pt_freeze *f);
+/* Before the gates: the copy bits known now set on every set that copies, flushed in parallel
+ * (a failure shows again in phase 1). */
+void pt_precommit_all(pt_freeze *f);
+/* Gates held: phase 1 (the commit point); on a failure every set is rolled back, the first
+ * failure reported. */
+int pt_phase1_all(pt_freeze *f, pt_error *err);
+void pt_drop_precommit_all(pt_freeze *f);   /* gates held: no point in time after all */
+void pt_phase2_all(pt_freeze *f);           /* gates held, phase 1 durable: shadow bits go */
+void pt_flush_sets(pt_freeze *f);           /* every set's bitmap, in parallel */
+/* An update with nothing to do on s (caller holds ctl_mu); every set's copy reported empty. */
+bool pt_nothing_to_do(pt_set *s, int dir);
+void pt_report_empty(pt_set **sets, int n);
 /* group_hold.c: a hold on s ends now, thawed unchanged (close, disable). Caller holds no
  * ctl_mu. */
 void pt_hold_drop_set(pt_set *s);

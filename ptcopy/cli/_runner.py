@@ -15,7 +15,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.prompt import Confirm
 
 from ptcopy.cli import _output as fmt
-from ptcopy.cli._client import HOST, ROOT, Client, JobInfo
+from ptcopy.cli._client import Client
+from ptcopy.cli._contract import HOST, ROOT
 from ptcopy.cli._errors import (
     BUS_ERROR_PREFIX,
     BusUnreachable,
@@ -29,6 +30,7 @@ from ptcopy.cli._errors import (
     UsageProblem,
 )
 from ptcopy.cli._output import Output
+from ptcopy.cli._snapshots import JobInfo
 from ptcopy.remote.ssh import SshOptions
 from ptcopy.remote.targets import BadTarget, Target, check_host_name, host_object_id, parse_target
 from ptcopy.remote.tunnel import Tunnel

@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ptcopy.cli import _output as fmt
-from ptcopy.cli._client import (
-    NO_OBJECT,
+from ptcopy.cli._contract import NO_OBJECT
+from ptcopy.cli._snapshots import (
     GroupInfo,
     Inventory,
     JobInfo,

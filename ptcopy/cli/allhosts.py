@@ -15,10 +15,10 @@ from rich.text import Text
 
 from ptcopy.cli import _output as fmt
 from ptcopy.cli import _views as views
-from ptcopy.cli._client import Inventory, SetInfo
 from ptcopy.cli._errors import CliError, UsageProblem
 from ptcopy.cli._output import Output
 from ptcopy.cli._runner import CONNECT_TIMEOUT, Settings, open_client
+from ptcopy.cli._snapshots import Inventory, SetInfo
 from ptcopy.remote.targets import BadTarget, parse_target
 
 LOCAL = "local"

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from ptcopy.cli import _views as views
-from ptcopy.cli._client import GROUP, NO_OBJECT, Client, GroupInfo
+from ptcopy.cli._client import Client
+from ptcopy.cli._contract import GROUP, NO_OBJECT
 from ptcopy.cli._errors import CliError, NotFoundError, UsageProblem
 from ptcopy.cli._output import Output
 from ptcopy.cli._params import (
@@ -31,6 +32,7 @@ from ptcopy.cli._runner import (
     settings,
     wants_wait,
 )
+from ptcopy.cli._snapshots import GroupInfo
 from ptcopy.cli.sets import NAME_RE, progress_visible, start_and_follow
 from ptcopy.cli.span import FREEZE_TIMEOUT_MAX, span_point_in_time
 

@@ -13,11 +13,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ptcopy.cli._client import HOST, MANAGER, ROOT, Client, HostInfo, when
+from ptcopy.cli._client import Client
+from ptcopy.cli._contract import HOST, MANAGER, ROOT
 from ptcopy.cli._errors import BUS_ERROR_PREFIX, CliError, NotConfirmed, RemoteError, UsageProblem
 from ptcopy.cli._output import Output
 from ptcopy.cli._params import JsonOpt, QuietOpt
 from ptcopy.cli._runner import CONNECT_TIMEOUT, ask, output, resolve_host, run, settings
+from ptcopy.cli._snapshots import HostInfo, when
 from ptcopy.remote.ssh import HostKey, SshOptions, effective, record_keys, scan_keys
 from ptcopy.remote.targets import BadTarget, Target, check_host_name, host_object_id
 

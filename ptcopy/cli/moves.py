@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ptcopy.cli._client import SET, Client
+from ptcopy.cli._client import Client
+from ptcopy.cli._contract import SET
 from ptcopy.cli._errors import CliError, UsageProblem
 from ptcopy.cli._params import ChunkSizeOpt, JsonOpt, QuietOpt, SetArg
 from ptcopy.cli._runner import output, run

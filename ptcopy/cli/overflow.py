@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from ptcopy.cli import _views as views
-from ptcopy.cli._client import NO_OBJECT, OVERFLOW, SET, Client
+from ptcopy.cli._client import Client
+from ptcopy.cli._contract import NO_OBJECT, OVERFLOW, SET
 from ptcopy.cli._errors import CliError
 from ptcopy.cli._params import ChunkSizeOpt, JsonOpt, OverflowArg, QuietOpt, SetArg
 from ptcopy.cli._runner import output, run

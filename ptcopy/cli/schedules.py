@@ -9,10 +9,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ptcopy.cli._client import NO_OBJECT, SCHEDULE, Client, Inventory, ScheduleInfo, when
+from ptcopy.cli._client import Client
+from ptcopy.cli._contract import NO_OBJECT, SCHEDULE
 from ptcopy.cli._errors import UsageProblem
 from ptcopy.cli._params import JsonOpt, QuietOpt, WaitOpt
 from ptcopy.cli._runner import output, run, settings
+from ptcopy.cli._snapshots import Inventory, ScheduleInfo, when
 from ptcopy.cli.sets import NAME_RE, start_and_follow
 
 app = typer.Typer(help="Schedules: a new point in time onto the least recent of several "

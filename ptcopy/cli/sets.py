@@ -12,7 +12,8 @@ from rich.console import RenderableType
 
 from ptcopy.cli import _views as views
 from ptcopy.cli import allhosts
-from ptcopy.cli._client import GROUP, JOB, NO_OBJECT, SET, Client, SetInfo
+from ptcopy.cli._client import Client
+from ptcopy.cli._contract import GROUP, JOB, NO_OBJECT, SET
 from ptcopy.cli._errors import (
     BUS_ERROR_PREFIX,
     CliError,
@@ -46,6 +47,7 @@ from ptcopy.cli._runner import (
     settings,
     wants_wait,
 )
+from ptcopy.cli._snapshots import SetInfo
 from ptcopy.errnames import ErrorName
 
 app = typer.Typer(rich_markup_mode="markdown")

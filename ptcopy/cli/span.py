@@ -21,7 +21,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ptcopy.cli._client import GROUP, NO_OBJECT, Client
+from ptcopy.cli._client import Client
+from ptcopy.cli._contract import GROUP, NO_OBJECT
 from ptcopy.cli._errors import ERROR_PREFIX, CliError, RemoteError
 
 FREEZE_TIMEOUT_MAX = 30.0   # seconds: what ptcopyd accepts for a hold

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ptcopy.cli import _views as views
-from ptcopy.cli._client import SET, Client
+from ptcopy.cli._client import Client
+from ptcopy.cli._contract import SET
 from ptcopy.cli._errors import UsageProblem
 from ptcopy.cli._params import JsonOpt, OptionalSetsArg, QuietOpt, WaitOpt
 from ptcopy.cli._runner import follow, output, run, settings, wants_wait

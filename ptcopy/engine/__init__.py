@@ -12,7 +12,10 @@ Modules, by concern:
 - ``errors``: the error tree (names are :class:`ptcopy.errnames.ErrorName`) and ``check``;
 - ``types``: constants, enums and the typed results of status calls;
 - ``lifetime``: a C handle's lifetime shared between threads;
-- ``sets``: :class:`Engine`, :class:`Set`, :class:`Overflow`;
+- ``owner``: :class:`Engine`, the owner of every set and overflow volume;
+- ``sets``: :class:`Set` and ``bitmap_size``; ``overflow``: :class:`Overflow`;
+- ``tracked``, ``volspec``: what sets and overflow volumes share (a tracked handle, a volume as
+  the C calls take it);
 - ``hold``: a group point in time held across calls (:class:`Hold`);
 - ``fuse``: the FUSE :class:`Server` (userspace data path);
 - ``dm``: the device-mapper ioctls (kernel data path).
@@ -58,7 +61,9 @@ from ptcopy.engine.errors import (
 )
 from ptcopy.engine.fuse import Server
 from ptcopy.engine.hold import Hold
-from ptcopy.engine.sets import Engine, Overflow, Set, all_sets, bitmap_size
+from ptcopy.engine.overflow import Overflow
+from ptcopy.engine.owner import Engine, all_sets
+from ptcopy.engine.sets import Set, bitmap_size
 from ptcopy.engine.types import (
     CHUNK_DEFAULT,
     CHUNK_MAX,

@@ -7,7 +7,8 @@ from typing import Any
 
 from ptcopy.engine._ffi import ffi, lib, new_error
 from ptcopy.engine.errors import InvalidArgument, check
-from ptcopy.engine.sets import Engine, Set
+from ptcopy.engine.owner import Engine
+from ptcopy.engine.sets import Set
 
 __all__ = ["Server"]
 

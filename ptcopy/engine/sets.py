@@ -1,65 +1,35 @@
-"""The engine, its sets and overflow volumes: the objects that own the C handles.
-
-An :class:`Engine` owns every :class:`Set` and :class:`Overflow` opened through it; each holds its
-handle through a :class:`~ptcopy.engine.lifetime.Lifetime`, so a call from one thread never runs
-into a close, disable or delete from another.
+"""A set (master + shadow + bitmap volume) as Python holds it: :class:`Set`, the object that
+owns its engine handle (I/O, copies, state, overflow, export and lifetime), and
+:func:`bitmap_size`. The :class:`~ptcopy.engine.owner.Engine` makes sets and closes them with
+itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import threading
-import uuid as uuid_mod
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ptcopy.engine._ffi import ffi, lib, new_error, to_uuid
-from ptcopy.engine.errors import Closed, InvalidArgument, PtcopyError, check
-from ptcopy.engine.hold import Hold, group_hold
-from ptcopy.engine.lifetime import Lifetime
+from ptcopy.engine.errors import InvalidArgument, check
+from ptcopy.engine.overflow import Overflow
+from ptcopy.engine.tracked import Tracked
 from ptcopy.engine.types import (
     Direction,
     Flag,
     Kind,
-    OverflowStatus,
     Progress,
     SetStatus,
     Side,
     VolumeLike,
     VolumeRole,
 )
+from ptcopy.engine.volspec import VolSpec
 
-__all__ = ["Engine", "Overflow", "Set", "all_sets", "bitmap_size"]
+if TYPE_CHECKING:
+    from ptcopy.engine.owner import Engine
 
-
-class _Vol:
-    """Keeps a pt_volspec and the bytes it points at alive for one call."""
-
-    def __init__(self, vol: VolumeLike | None) -> None:
-        self.spec = ffi.new("pt_volspec *")
-        if vol is None:
-            self._path = ffi.new("char[]", b"")
-            self.spec.fd = -1
-        elif isinstance(vol, tuple):
-            label, fd = vol
-            if fd < 0 or not label:
-                raise InvalidArgument(f"volume {vol!r} is not valid")
-            self._path = ffi.new("char[]", os.fsencode(label))
-            self.spec.fd = fd
-        elif isinstance(vol, int):
-            if vol < 0:
-                raise InvalidArgument(f"descriptor {vol} is not valid")
-            self._path = ffi.new("char[]", f"/proc/self/fd/{vol}".encode())
-            self.spec.fd = vol
-        else:
-            raw = os.fsencode(vol)
-            if not raw or b"\0" in raw:
-                raise InvalidArgument(f"volume path {vol!r} is not valid")
-            self._path = ffi.new("char[]", raw)
-            self.spec.fd = -1
-        self.spec.path = self._path
+__all__ = ["Set", "bitmap_size"]
 
 
 def bitmap_size(master_size: int, shadow_size: int, chunk_size: int = 0,
@@ -71,245 +41,7 @@ def bitmap_size(master_size: int, shadow_size: int, chunk_size: int = 0,
     return int(out[0])
 
 
-class Engine:
-    """Owns every set and overflow volume opened through it."""
-
-    def __init__(self) -> None:
-        handle = lib.pt_engine_new()
-        if handle == ffi.NULL:
-            raise MemoryError("cannot create a ptcopy engine")
-        self._life = Lifetime(handle, "engine")
-        self._lock = threading.Lock()
-        self._objects: list[_Tracked] = []
-
-    def _use(self) -> contextlib.AbstractContextManager[Any]:
-        return self._life.use()
-
-    def close(self) -> None:
-        """Close every set (copies suspend, to resume on the next open) and overflow volume."""
-        failures: list[PtcopyError] = []
-
-        def close_all(h: Any) -> None:
-            # no enable or open is in flight any more: every object is tracked
-            with self._lock:
-                objs = list(self._objects)
-            # sets before overflow volumes: an overflow refuses to close while its sets are open
-            for o in sorted(objs, key=lambda o: isinstance(o, Overflow)):
-                try:
-                    o.close()
-                except PtcopyError as e:  # keep closing the rest; report the first failure
-                    failures.append(e)
-            lib.pt_engine_free(h)
-
-        self._life.free(None, close_all)
-        if failures:
-            raise failures[0]
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def defer_copies(self, on: bool = True) -> None:
-        """Kernel data path: copies start only when asked (from a frozen view); enabling an
-        independent set marks every chunk instead of copying from the live master, and an
-        interrupted copy is folded back into the shadow bitmap at open instead of resumed."""
-        with self._use() as h:
-            lib.pt_engine_defer_copies(h, int(on))
-
-    def _track(self, obj: _Tracked) -> None:
-        with self._lock:
-            self._objects.append(obj)
-
-    def _forget(self, obj: Set | Overflow) -> None:
-        with self._lock:
-            if obj in self._objects:
-                self._objects.remove(obj)
-
-    def enable(self, master: VolumeLike, shadow: VolumeLike, bitmap: VolumeLike | None,
-               kind: Kind, *, chunk_size: int = 0, overflow: Overflow | None = None,
-               set_uuid: uuid_mod.UUID | None = None, copy_delay_ms: int = 0,
-               copy_units: int = 0) -> Set:
-        """Enable a new set. ``bitmap=None`` keeps the bitmaps in memory only.
-
-        An independent set starts its full copy to the shadow at once.
-        """
-        cfg = ffi.new("pt_set_config *")
-        cfg.kind = int(kind)
-        cfg.chunk_size = chunk_size
-        cfg.bitmap_in_memory = 1 if bitmap is None else 0
-        if set_uuid is not None:
-            ffi.memmove(cfg.uuid, set_uuid.bytes, 16)
-        cfg.copy_delay_ms = copy_delay_ms
-        cfg.copy_units = copy_units
-        m, s, b = _Vol(master), _Vol(shadow), _Vol(bitmap)
-        out = ffi.new("pt_set **")
-        err = new_error()
-        with self._use() as h, _use_optional(overflow) as ov:
-            check(lib.pt_set_enable(h, m.spec, s.spec, b.spec, cfg, ov, out, err), err)
-            return Set(self, out[0], overflow)
-
-    def open(self, master: VolumeLike, shadow: VolumeLike, bitmap: VolumeLike, *,
-             overflow: Overflow | None = None) -> Set:
-        """Open an existing set from its bitmap volume; an interrupted copy resumes."""
-        m, s, b = _Vol(master), _Vol(shadow), _Vol(bitmap)
-        out = ffi.new("pt_set **")
-        err = new_error()
-        with self._use() as h, _use_optional(overflow) as ov:
-            check(lib.pt_set_open(h, m.spec, s.spec, b.spec, ov, out, err), err)
-            return Set(self, out[0], overflow)
-
-    def import_shadow(self, volume: VolumeLike, bitmap: VolumeLike, *,
-                      chunk_size: int = 0) -> Set:
-        """Import a shadow another host exported: ``volume`` is served through ``Side.SHADOW``
-        and every chunk written to it is marked in a new bitmap on ``bitmap`` (durable before
-        the write), for the exporting host's ``join``. Kind ``IMPORTED``: no copies here."""
-        v, b = _Vol(volume), _Vol(bitmap)
-        out = ffi.new("pt_set **")
-        err = new_error()
-        with self._use() as h:
-            check(lib.pt_import_create(h, v.spec, b.spec, chunk_size, out, err), err)
-            return Set(self, out[0], None)
-
-    def open_imported(self, volume: VolumeLike, bitmap: VolumeLike) -> Set:
-        """Open an imported shadow again from its bitmap (after a stop or a crash)."""
-        v, b = _Vol(volume), _Vol(bitmap)
-        out = ffi.new("pt_set **")
-        err = new_error()
-        with self._use() as h:
-            check(lib.pt_import_open(h, v.spec, b.spec, out, err), err)
-            return Set(self, out[0], None)
-
-    def init_overflow(self, volume: VolumeLike, chunk_size: int = 0) -> Overflow:
-        """Initialise a volume as an empty overflow volume."""
-        v = _Vol(volume)
-        out = ffi.new("pt_overflow **")
-        err = new_error()
-        with self._use() as h:
-            check(lib.pt_overflow_init(h, v.spec, chunk_size, out, err), err)
-            return Overflow(self, out[0])
-
-    def open_overflow(self, volume: VolumeLike) -> Overflow:
-        """Open an initialised overflow volume."""
-        v = _Vol(volume)
-        out = ffi.new("pt_overflow **")
-        err = new_error()
-        with self._use() as h:
-            check(lib.pt_overflow_open(h, v.spec, out, err), err)
-            return Overflow(self, out[0])
-
-    def group_copy(self, sets: Sequence[Set], direction: Direction, *, full: bool = False,
-                   owner: int = 0) -> float:
-        """Copy or update several sets at one point in time, all or nothing.
-
-        Returns how long writes were frozen, in seconds.
-        """
-        if not sets:
-            raise InvalidArgument("a group copy needs at least one set")
-        frozen = ffi.new("uint64_t *")
-        err = new_error()
-        with contextlib.ExitStack() as stack:
-            arr = ffi.new("pt_set *[]", [stack.enter_context(s._use()) for s in sets])
-            rc = lib.pt_group_copy(arr, len(sets), int(direction), int(full), owner, frozen, err)
-        check(rc, err)
-        return int(frozen[0]) / 1e9
-
-    def group_hold(self, sets: Sequence[Set], direction: Direction, *, full: bool = False,
-                   owner: int = 0, timeout: float = 10.0) -> Hold:
-        """:func:`ptcopy.engine.hold.group_hold`: the point in time of ``group_copy`` in two
-        calls, writes frozen in between (at most ``timeout`` seconds)."""
-        with self._use():
-            return group_hold(sets, direction, full=full, owner=owner, timeout=timeout)
-
-
-class _Tracked:
-    """An object the engine tracks (closed with it), behind a Lifetime: calls hold it open."""
-
-    def __init__(self, engine: Engine, handle: Any, what: str) -> None:
-        self._engine = engine
-        self._life = Lifetime(handle, what)
-        engine._track(self)
-
-    def _use(self) -> contextlib.AbstractContextManager[Any]:
-        return self._life.use()
-
-    @property
-    def closed(self) -> bool:
-        """Whether the object was closed (or its engine was)."""
-        return self._life.closed
-
-    def close(self) -> None:
-        """Release the engine's handle (sets and overflow volumes say how)."""
-        raise NotImplementedError
-
-
-class Overflow(_Tracked):
-    """An overflow volume shared by compact dependent sets."""
-
-    def __init__(self, engine: Engine, handle: Any) -> None:
-        super().__init__(engine, handle, "overflow volume")
-
-    def status(self) -> OverflowStatus:
-        st = ffi.new("pt_ov_status *")
-        sets = []
-        buf = ffi.new("uint8_t[16]")
-        with self._use() as h:
-            lib.pt_overflow_status(h, st)
-            for i in range(st.nsets):
-                if lib.pt_overflow_set_uuid(h, i, buf) == 0:
-                    sets.append(to_uuid(buf))
-        return OverflowStatus(
-            chunk_size=st.chunk_size, counters_valid=bool(st.counters_valid),
-            offline=bool(st.offline), chunks_total=st.chunks_total,
-            chunks_used=st.chunks_used, uuid=to_uuid(st.uuid), sets=tuple(sets),
-        )
-
-    def _end(self, wipe: bool) -> None:
-        err = new_error()
-        # the refusals (in use, sets attached) come first, with the handle still shared
-        with self._use() as h:
-            check(lib.pt_overflow_retire(h, int(wipe), err), err)
-        rc = 0
-
-        def free(h: Any) -> None:
-            nonlocal rc
-            rc = (lib.pt_overflow_delete if wipe else lib.pt_overflow_close)(h, err)
-
-        if self._life.free(None, free):
-            self._engine._forget(self)
-            check(rc, err)
-
-    def close(self) -> None:
-        """Close the volume; refused while open sets use it."""
-        if self._life.closed:
-            return
-        try:
-            self._end(wipe=False)
-        except Closed:
-            return   # closed meanwhile by another thread: what was asked
-
-    def delete(self) -> None:
-        """Wipe the volume's header; refused while any set is attached."""
-        self._end(wipe=True)
-
-    def __enter__(self) -> Overflow:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-@contextlib.contextmanager
-def _use_optional(ov: Overflow | None) -> Iterator[Any]:
-    if ov is None:
-        yield ffi.NULL
-        return
-    with ov._use() as h:
-        yield h
-
-
-class Set(_Tracked):
+class Set(Tracked):
     """A master + shadow + bitmap volume set."""
 
     def __init__(self, engine: Engine, handle: Any, overflow: Overflow | None) -> None:
@@ -504,7 +236,7 @@ class Set(_Tracked):
     def join(self, bitmap: VolumeLike) -> None:
         """OR another host's shadow bitmap for this set's exported shadow into this set's, so
         the next update resyncs the chunks written there."""
-        b = _Vol(bitmap)
+        b = VolSpec(bitmap)
         err = new_error()
         with self._use() as h:
             check(lib.pt_set_join(h, b.spec, err), err)
@@ -524,7 +256,7 @@ class Set(_Tracked):
             with self._use() as h:
                 check(lib.pt_set_copy_source(h, ffi.NULL, err), err)
             return
-        v = _Vol(source)
+        v = VolSpec(source)
         with self._use() as h:
             check(lib.pt_set_copy_source(h, v.spec, err), err)
 
@@ -538,7 +270,7 @@ class Set(_Tracked):
             with self._use() as h:
                 check(lib.pt_set_copy_target(h, ffi.NULL, err), err)
             return
-        v = _Vol(target)
+        v = VolSpec(target)
         with self._use() as h:
             check(lib.pt_set_copy_target(h, v.spec, err), err)
 
@@ -608,9 +340,3 @@ class Set(_Tracked):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def all_sets(engine: Engine) -> Iterable[Set]:
-    """The sets currently open in ``engine``."""
-    with engine._lock:
-        return [o for o in engine._objects if isinstance(o, Set)]

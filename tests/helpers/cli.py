@@ -216,7 +216,8 @@ class Cli:
 
 
 async def _cleanup(address: str, volumes: str, prefix: str) -> None:
-    from ptcopy.cli._client import GROUP, OVERFLOW, SET, Client
+    from ptcopy.cli._client import Client
+    from ptcopy.cli._contract import GROUP, OVERFLOW, SET
 
     async with Client(address, 30) as c:
         inv = await c.inventory()

@@ -1,7 +1,7 @@
 """A fake ptcopyd for the CLI's unit tests: no bus, no root, no engine.
 
 :class:`FakeDaemon` holds objects as a D-Bus object manager would (path -> interface ->
-properties) and answers the calls of the CLI's pinned table (``ptcopy.cli._client.CALLS``) the
+properties) and answers the calls of the CLI's pinned table (``ptcopy.cli._contract.CALLS``) the
 way the contract says; :class:`FakeClient` is the CLI's own ``Client`` with only the transport
 (``_send``) replaced, so everything the commands do above it (resolving names, reading the
 inventory, options, rendering, errors and exit codes) is the real code. ``run_cli`` runs one
@@ -22,7 +22,7 @@ import pytest
 from dbus_fast import Variant
 
 from ptcopy.cli import _client, _runner
-from ptcopy.cli._client import (
+from ptcopy.cli._contract import (
     CALLS,
     GROUP,
     JOB,

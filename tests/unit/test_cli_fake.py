@@ -12,7 +12,7 @@ import pytest
 
 from ptcopy import __version__
 from ptcopy.cli import iiadm
-from ptcopy.cli._client import MANAGER, SET
+from ptcopy.cli._contract import MANAGER, SET
 from ptcopy.cli._errors import HINTS, ExitCode
 from tests.helpers.fakes import ERR, FakeDaemon, Result, run_cli
 

@@ -18,23 +18,23 @@ point in time is one C transaction that suspends every source origin, creates th
 and resumes (``ptcopy.engine.dm_run``). Dependent sets are dm-snapshots: a new point in time
 re-creates the snapshot on an emptied store; an update to the master is a snapshot-merge.
 
-This module is the facade (``KernelPath``, the ``DataPath`` of ``ptcopy.datapath.base``) and
-its monitor thread; the work is done by its parts: ``names`` (every device name), ``state``
-(what is held per set, its state), ``tables`` (device-mapper text and devices), ``record``
-(what is kept on the bitmap volume), ``blocks`` (volumes, loops, openers), ``stack`` (build,
-take over, take down), ``pit`` (the point-in-time transaction, frozen views, era folding),
-``merge`` (snapshot-merge and its end), ``store`` (compact-store growth, overflow extents).
+This module is the facade (``KernelPath``, the ``DataPath`` of ``ptcopy.datapath.base``); the
+work is done by its parts: ``monitor`` (the thread that finishes copies and merges),
+``copyjob`` (what a job follows), ``refusals`` (what is refused before anything changes),
+``names`` (every device name), ``state`` (what is held per set, its state), ``tables``
+(device-mapper text and devices), ``record`` (what is kept on the bitmap volume), ``blocks``
+(volumes, loops, openers), ``stack`` (build, take over, take down), ``pit`` (the point-in-time
+transaction, frozen views, era folding), ``merge`` (snapshot-merge and its end), ``store``
+(compact-store growth, overflow extents), ``pause`` (suspend, resume), ``rename`` (a new name).
 
 Differences from the userspace path users can see are in docs/kernel-path.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import select
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -49,12 +49,15 @@ from ptcopy.datapath.kernel import (
     pause,
     pit,
     record,
+    refusals,
     rename,
     stack,
     store,
     tables,
 )
+from ptcopy.datapath.kernel.copyjob import KernelCopy, running
 from ptcopy.datapath.kernel.ended import EndSignal
+from ptcopy.datapath.kernel.monitor import Monitor
 from ptcopy.datapath.kernel.record import Layout, Record
 from ptcopy.datapath.kernel.state import KernelSet, Master, State
 from ptcopy.engine import (
@@ -69,7 +72,6 @@ from ptcopy.engine import (
     NotFound,
     Progress,
     Set,
-    TooSmall,
     WrongKind,
 )
 
@@ -103,17 +105,12 @@ class KernelPath:
         # independent sets whose interrupted restore waits for their master's other sets
         self._waiting: set[str] = set()
         self._masters: dict[str, Master] = {}
-        self._stop = threading.Event()
         # each served set's copy-end signal for jobs (set by the copies and the monitor); the
         # lock guards the dict and the descriptors' lifetime, so the event loop never waits
         # for a device-mapper transaction to hand one out
         self._ends: dict[str, EndSignal] = {}
         self._ends_lock = threading.Lock()
-        # wakes the monitor: a copy started (watch its engine copy) or stop
-        self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self._poll = poll
-        self._thread = threading.Thread(target=self._monitor, name="ptcopy-kernel", daemon=True)
-        self._thread.start()
+        self._monitor = Monitor(self._lock, self._tick, self._sets, poll)
 
     @property
     def caps(self) -> Capabilities:
@@ -137,18 +134,7 @@ class KernelPath:
                   bitmap: tuple[str, int] | None) -> None:
         """Refuse volumes this path cannot serve a set on, naming the size needed; callers run
         it before the engine writes anything."""
-        path, size = shadow
-        need = record.store_needed(master_size, chunk)
-        if kind is Kind.DEPENDENT and master_size <= size < need:
-            # full-size but short of dm-snapshot's own metadata: it would run out of space
-            # where the same set on the userspace path cannot; compact sets may spill
-            raise TooSmall(f"shadow volume {path} has {size} bytes; on the kernel data "
-                                 f"path a full-size dependent shadow needs {need} (the master "
-                                 "plus dm-snapshot's metadata), or make it smaller than the "
-                                 "master and attach an overflow volume")
-        if bitmap is not None:
-            record.check_size(bitmap[1], record.layout(master_size, size, chunk, kind),
-                              bitmap[0])
+        refusals.check_new(kind, chunk, master_size, shadow, bitmap)
 
     # ---- serving ----------------------------------------------------------------------------
 
@@ -198,7 +184,7 @@ class KernelPath:
                 key = names.master_key(mb.ref)
                 ms = self._masters.get(key) or Master(mb.node, mb.ref, st.master_size, key)
                 if fresh:
-                    self._check_no_merge(ms, f"enabling set {name}")
+                    refusals.check_no_merge(ms, self._sets, f"enabling set {name}")
                 ks = KernelSet(name, set_, kind, st.chunk_size, mb.node, blks["shadow"].node,
                                blks["bitmap"].node, bfd, st.master_size, st.shadow_size, lay,
                                rec, names.uid(st.uuid.hex), ms,
@@ -220,7 +206,7 @@ class KernelPath:
             self._masters[key] = ms
             self._sets[name] = ks
             with self._ends_lock:
-                self._ends[name] = EndSignal(idle=not _running(ks))
+                self._ends[name] = EndSignal(idle=not running(ks))
             return ks
 
     def serve_shadow(self, name: str, on: bool) -> None:
@@ -297,7 +283,7 @@ class KernelPath:
             ks = self.get(name)
             if ks.busy:
                 raise CopyInProgress(f"set {name} is copying; wait for it first")
-            self._check_no_merge(ks.stack, f"disabling set {name}")
+            refusals.check_no_merge(ks.stack, self._sets, f"disabling set {name}")
             if not force:
                 for d in Direction:
                     busy = self.users(name, d)
@@ -333,9 +319,10 @@ class KernelPath:
             # Everything that can refuse is asked of every set before anything changes.
             for ks in kss:
                 pit.check(ks, direction, owner)
-                self._check_no_merge(ks.stack, f"copying or updating set {ks.name}")
+                refusals.check_no_merge(ks.stack, self._sets,
+                                        f"copying or updating set {ks.name}")
             if direction is Direction.TO_MASTER:
-                _check_group_restore(kss)
+                refusals.check_group_restore(kss)
             if direction is Direction.TO_MASTER and kss[0].kind is Kind.DEPENDENT:
                 held = merge.start(kss, owner, {
                     ks.name: [self._sets[n] for n in ks.stack.sets
@@ -344,9 +331,8 @@ class KernelPath:
             else:
                 held = pit.take(kss, direction, full=full, owner=owner, run_dir=self._run_dir)
             for ks in kss:
-                self._ends[ks.name].set(not _running(ks))
-            if self._wake >= 0:   # the monitor watches the new engine copies
-                os.eventfd_write(self._wake, 1)
+                self._ends[ks.name].set(not running(ks))
+            self._monitor.wake()   # it watches the new engine copies
             return held
 
     def hold(self, names_: Sequence[str], direction: Direction, *, full: bool, owner: int,
@@ -359,24 +345,6 @@ class KernelPath:
                         "transaction that suspends the sets' devices and resumes them in the "
                         "same call, and a resume driven by a watchdog at the hold's timeout is "
                         "not built; use the userspace data path for groups that span hosts")
-
-    def _check_no_merge(self, ms: Master, what: str) -> None:
-        """While a set's shadow merges into this master, the master's devices show the merged
-        image but its raw volume, which snapshots and frozen views are taken of, is half merged:
-        a new point in time of it (or another restore) waits for the merge to end. So does a
-        restore from an independent set through the master's stack (its copier holds the top
-        of the era chain: no era may join or leave it meanwhile)."""
-        for n in ms.sets:
-            other = self._sets.get(n)
-            if other is None:
-                continue
-            if other.state in (State.MERGING, State.MERGE_FAILED):
-                raise CopyInProgress(f"master {ms.path} is being restored from set {n} (a merge "
-                                     f"in the kernel); wait for it to end before {what}")
-            if (other.state is State.COPYING and other.phase.direction is Direction.TO_MASTER
-                    and len(ms.sets) > 1):
-                raise CopyInProgress(f"master {ms.path} is being restored from set {n}; wait "
-                                     f"for it to end before {what}")
 
     def copier(self, name: str) -> KernelCopy:
         """What a job follows for this set's copy (merges included)."""
@@ -401,7 +369,7 @@ class KernelPath:
         if ks.state in (State.MERGING, State.MERGE_FAILED):
             return merge.progress(ks)
         p = ks.set.progress()
-        return dataclasses.replace(p, active=True) if _running(ks) else p
+        return dataclasses.replace(p, active=True) if running(ks) else p
 
     def busy(self, name: str) -> bool:
         """A copy or merge runs (or failed half way): its target is not usable yet."""
@@ -439,8 +407,7 @@ class KernelPath:
         with self._lock:
             pause.resume(self.get(name))
             self._ends[name].set(False)
-            if self._wake >= 0:   # the monitor watches the engine copy again
-                os.eventfd_write(self._wake, 1)
+            self._monitor.wake()   # it watches the engine copy again
 
     def rename(self, name: str, new: str) -> None:
         """Serve the set as ``new``: its two devices are renamed in the kernel and keep
@@ -478,50 +445,8 @@ class KernelPath:
         with self._lock:
             self._tick()
 
-    def _monitor(self) -> None:
-        # Every `poll` seconds, and as soon as an engine copy it watches ends (its copy-end
-        # descriptor), so a copy's end reaches its job in milliseconds. A copy that woke it
-        # once is left to the rounds until it is finished: one whose end failed would keep
-        # its descriptor readable and the loop spinning.
-        watch: dict[str, int] = {}
-        woke: set[str] = set()
-        try:
-            while self._sleep(watch, woke):
-                with self._lock:
-                    try:
-                        self._tick()
-                    except Exception:   # keep watching; the next round retries
-                        log.exception("kernel data path monitor")
-                    copying = {n: ks for n, ks in self._sets.items()
-                               if ks.state is State.COPYING}
-                    for n in [n for n in watch if n not in copying]:
-                        os.close(watch.pop(n))
-                        woke.discard(n)
-                    for n, ks in copying.items():
-                        with contextlib.suppress(engine_mod.PtcopyError, OSError):
-                            if n not in watch:
-                                watch[n] = ks.set.done_fd()
-                            elif ks.set.progress().active:
-                                woke.discard(n)   # a new engine copy: watch for its end
-        finally:
-            for fd in watch.values():
-                os.close(fd)
-
-    def _sleep(self, watch: dict[str, int], woke: set[str]) -> bool:
-        """Until the next round (False: stop)."""
-        p = select.poll()
-        p.register(self._wake, select.POLLIN)
-        by_fd = {fd: n for n, fd in watch.items() if n not in woke}
-        for fd in by_fd:
-            p.register(fd, select.POLLIN)
-        for fd, _ in p.poll(int(self._poll * 1000)):
-            if fd in by_fd:
-                woke.add(by_fd[fd])
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(self._wake)
-        return not self._stop.is_set()
-
     def _tick(self) -> None:
+        """The monitor's round (run under the lock)."""
         for ks in list(self._sets.values()):
             if ks.state is State.COPYING:
                 if not ks.set.progress().active and not ks.set.suspended:
@@ -531,7 +456,7 @@ class KernelPath:
                 merge.follow(ks)
             elif ks.kind is Kind.DEPENDENT and ks.state is not State.MERGE_FAILED:
                 store.watch(ks, self._sets.values())
-            self._ends[ks.name].set(not _running(ks))
+            self._ends[ks.name].set(not running(ks))
 
     # ---- overflow volumes -------------------------------------------------------------------
 
@@ -559,15 +484,7 @@ class KernelPath:
         """Stop watching. The devices stay: the kernel keeps serving applications, and the next
         KernelPath takes them over (``force`` changes nothing; see teardown)."""
         del force
-        with self._lock:
-            if self._wake < 0:
-                return
-            self._stop.set()
-            os.eventfd_write(self._wake, 1)
-        self._thread.join()
-        with self._lock:
-            os.close(self._wake)
-            self._wake = -1
+        self._monitor.stop()
 
     def teardown(self) -> None:
         """Stop and dismantle every device (tests, and `ptcopyd --data-path kernel` stop with
@@ -576,63 +493,6 @@ class KernelPath:
         with self._lock:
             for name in list(self._sets):
                 self.unserve(name, force=True)
-
-
-class KernelCopy:
-    """A set's copy as a job follows it (closed, progress, abort), merges included."""
-
-    def __init__(self, kp: KernelPath, name: str) -> None:
-        self._kp = kp
-        self._name = name
-
-    @property
-    def closed(self) -> bool:
-        return self._name not in self._kp.served
-
-    def progress(self) -> Progress:
-        return self._kp.progress(self._name)
-
-    def abort(self) -> None:
-        self._kp.abort(self._name)
-
-    @property
-    def cancelable(self) -> bool:
-        """A merge in the kernel cannot be stopped half way; an engine copy can."""
-        ks = self._kp.served.get(self._name)
-        return ks is not None and ks.state not in (State.MERGING, State.MERGE_FAILED)
-
-    @property
-    def suspended(self) -> bool:
-        ks = self._kp.served.get(self._name)
-        return ks is not None and pause.suspended(ks)
-
-    def done_fd(self) -> int:
-        return self._kp.done_fd(self._name)
-
-
-def _check_group_restore(kss: list[KernelSet]) -> None:
-    """A group restores each master from one shadow, and its members either all merge in the
-    kernel (dependent) or are all copied by the engine (independent)."""
-    seen: dict[str, str] = {}
-    for ks in kss:
-        if ks.stack.key in seen:
-            raise InvalidArgument(f"sets {seen[ks.stack.key]} and {ks.name} share master "
-                                  f"{ks.master}: a group restores a master from one of its "
-                                  "shadows only")
-        seen[ks.stack.key] = ks.name
-    if len({ks.kind for ks in kss}) > 1:
-        raise WrongKind("on the kernel data path a group restore cannot mix dependent and "
-                        "independent sets: a dependent shadow merges into its master in the "
-                        "kernel (one transaction for all of them), an independent one is "
-                        "copied by the engine from a frozen view (another transaction), so "
-                        "they would not share one point in time; restore the dependent "
-                        "members and the independent members as two groups")
-
-
-def _running(ks: KernelSet) -> bool:
-    """What KernelPath.progress reports active: a copy until its end is finished (unless
-    suspended), a merge."""
-    return ks.state is State.MERGING or (ks.state is State.COPYING and not pause.suspended(ks))
 
 
 if TYPE_CHECKING:

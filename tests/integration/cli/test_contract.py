@@ -1,4 +1,4 @@
-"""The CLI pins the D-Bus contract it speaks (ptcopy.cli._client): every call, signature and
+"""The CLI pins the D-Bus contract it speaks (ptcopy.cli._contract): every call, signature and
 property it uses must be in dbus/org.ptcopy.Imaging1.xml; and it never imports the engine.
 Error names (ptcopy.errnames): each has a hint (or is listed without one), each is documented
 in the XML's errors block, the XML documents no other, and every engine error has one."""
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-from ptcopy.cli import _client as client
+from ptcopy.cli import _contract as contract
 from ptcopy.cli._errors import HINTS, NO_HINT, hint_for
 from ptcopy.errnames import PREFIX, ErrorName
 from tests.helpers.names import REPO
@@ -25,7 +25,7 @@ def _interfaces() -> dict[str, ET.Element]:
 
 def test_every_call_is_in_the_contract() -> None:
     ifaces = _interfaces()
-    for (iface, member), (sig_in, sig_out) in client.CALLS.items():
+    for (iface, member), (sig_in, sig_out) in contract.CALLS.items():
         assert iface in ifaces, iface
         methods = {m.attrib["name"]: m for m in ifaces[iface].iter("method")}
         assert member in methods, f"{iface}.{member} is not in the contract"
@@ -37,14 +37,14 @@ def test_every_call_is_in_the_contract() -> None:
 
 def test_every_property_read_is_in_the_contract() -> None:
     ifaces = _interfaces()
-    for iface, names in client.PROPS.items():
+    for iface, names in contract.PROPS.items():
         props = {p.attrib["name"] for p in ifaces[iface].iter("property")}
         assert set(names) <= props, f"{iface}: {set(names) - props}"
 
 
 def test_options_sent_are_documented() -> None:
     text = CONTRACT.read_text()
-    for key, sig in client.OPTION_TYPES.items():
+    for key, sig in contract.OPTION_TYPES.items():
         assert f"{key} {sig}" in text or f"{key}=" in text, key
 
 
