@@ -3,6 +3,7 @@ clicking and filling it in (through Selenium), screenshots, and asking ptcopyd d
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -60,3 +61,13 @@ def alert_text(driver: Any) -> str:
 def look_up(bus: PrivateBus, name: str) -> str:
     out = bus.busctl("call", BUS_NAME, ROOT, IFACE + "Manager", "LookUp", "s", name).stdout
     return out.split()[1].strip('"')
+
+
+def managed(bus: PrivateBus, iface: str) -> dict[str, dict[str, Any]]:
+    """What ptcopyd itself says (not the page): its objects with interface ``iface`` (short
+    name, e.g. "Schedule"), by path, as {property: value}."""
+    out = bus.busctl("--json=short", "call", BUS_NAME, ROOT,
+                     "org.freedesktop.DBus.ObjectManager", "GetManagedObjects").stdout
+    objs = json.loads(out)["data"][0]
+    return {path: {k: v["data"] for k, v in ifaces[IFACE + iface].items()}
+            for path, ifaces in objs.items() if IFACE + iface in ifaces}

@@ -71,9 +71,9 @@ def test_remote_host(cockpit_remote: Remote, browser: Any,
     assert f"/cockpit/@{host.address}/ptcopy/" in src or "/cockpit/$" in src, src
     browser.switch_to.frame(browser.find_element("css selector", frame))
 
+    bar = 'tr[data-set="remote-db"] [role="progressbar"]'
     wait_for(browser, "the initial copy to end",
-             lambda b: "idle" in text_of(b, 'tr[data-set="remote-db"]')
-             or not b.find_elements("css selector", 'tr[data-set="remote-db"] [role="progressbar"]'))
+             lambda b: not b.find_elements("css selector", bar))
     click(browser, 'tr[data-set="remote-db"]')
     wait_for(browser, "the set's details", lambda b: b.find_elements("css selector", "#act-update"))
     job_before = _job_of(host, remote_path)
