@@ -2,7 +2,7 @@
  * with their actions and dialogs (new group, members, new overflow volume, new schedule). */
 /* global model, objects, byPath, nameOf, call, act, render, confirmThen, statusLabel, ROOT,
    fmtSize, fmtPercent, fmtTime, h, button, modal, field, showInline, NO_OBJECT */
-/* exported groupsCard, overflowCard, schedulesCard, hostsCard */
+/* exported groupsCard, overflowCard, schedulesCard, hostsCard, openSetOverflow */
 "use strict";
 
 function listCard(id, title, cols, rows, emptyText, action) {
@@ -133,7 +133,7 @@ function overflowCard() {
         button("Delete", () => confirmThen(
             "Delete overflow volume " + o.Path + "?",
             "ptcopyd stops using the volume (refused while a set spills into it); its data stays as it is.",
-            "Delete", true, () => act("Delete overflow volume " + o.Path, call(o.path, "IIOverflow", "Delete", [{}], "a{sv}"))),
+            "Delete", true, () => act("Delete overflow volume", call(o.path, "IIOverflow", "Delete", [{}], "a{sv}"))),
                "danger", { "data-overflow-delete": o.Path })]),
                     "No overflow volumes. Compact dependent sets (a shadow smaller than the master) spill into one when their shadow is full.",
                     button("New overflow volume", openNewOverflow, "secondary", { id: "new-overflow" }));
@@ -161,6 +161,37 @@ function openNewOverflow() {
               button("Cancel", close, "link"),
           ]);
     path.focus();
+}
+
+/* A compact dependent set's overflow volume: attach one (IISet.AttachOverflow) or detach it
+ * (IISet.DetachOverflow, refused while chunks of the set live there). */
+function openSetOverflow(set) {
+    const ovs = objects("IIOverflow").sort((a, b) => a.Path.localeCompare(b.Path));
+    const current = set.Overflow && set.Overflow !== NO_OBJECT ? set.Overflow : "";
+    const select = h("select", { class: "pf-c-form-control", id: "set-overflow" },
+                     h("option", { value: "" }, "(none)"),
+                     ovs.map(o => h("option", { value: o.path, selected: o.path === current },
+                                    o.Path + " (" + Math.max(0, o.ChunksTotal - o.ChunksUsed) + " chunks free)")));
+    const err = h("div", {});
+    modal("set-overflow-dialog", "Overflow volume of " + set.Name,
+          h("form", { class: "pf-c-form pf-m-horizontal", onsubmit: ev => ev.preventDefault() },
+            field("Spills into", select),
+            h("p", { class: "ptc-muted" }, "When its shadow is full, a compact dependent set keeps the old data of further " +
+              "master writes on its overflow volume (as ptcopy overflow attach and detach)."),
+            err),
+          close => [
+              button("Apply", () => {
+                  err.replaceChildren();
+                  if (select.value === current)
+                      return close();
+                  const done = select.value
+                      ? (current ? call(set.path, "IISet", "DetachOverflow", [{}], "a{sv}") : Promise.resolve())
+                              .then(() => call(set.path, "IISet", "AttachOverflow", [select.value, {}], "oa{sv}"))
+                      : call(set.path, "IISet", "DetachOverflow", [{}], "a{sv}");
+                  return done.then(() => { close(); render() }, e => showInline(err, e));
+              }, "primary", { id: "set-overflow-apply" }),
+              button("Cancel", close, "link"),
+          ]);
 }
 
 /* ---- schedules --------------------------------------------------------------------------- */
@@ -250,12 +281,41 @@ function openNewSchedule() {
     name.focus();
 }
 
-/* ---- hosts (read-only: adding a host is ptcopy hosts add) ---------------------------------- */
+/* ---- hosts: ptcopyd's registry of other hosts (ptcopy hosts) ------------------------------ */
 
 function hostsCard() {
     const hosts = objects("Host").sort((a, b) => a.Name.localeCompare(b.Name));
-    return listCard("hosts", "Hosts", ["Host", "Target", "Reachable", "Sets", "Version", "Last seen"],
+    return listCard("hosts", "Hosts", ["Host", "Target", "Reachable", "Sets", "Version", "Last seen", ""],
                     hosts.map(x => [x.Name, x.Target, x.Reachable ? "yes" : "no" + (x.LastError ? ": " + x.LastError : ""),
-                        String(x.Sets), x.Version || "-", fmtTime(x.LastSeen)]),
-                    "No remote hosts.");
+                        String(x.Sets), x.Version || "-", fmtTime(x.LastSeen), rowActions(
+                            button("Probe", () => act("Probe " + x.Name, call(x.path, "Host", "Probe", [{}], "a{sv}")),
+                                   "secondary", { "data-host-probe": x.Name }),
+                            button("Remove", () => confirmThen(
+                                "Remove host " + x.Name + "?",
+                                "ptcopyd forgets the host (as ptcopy hosts remove); nothing changes on the host itself.",
+                                "Remove", true, () => act("Remove host " + x.Name, call(x.path, "Host", "Remove", [{}], "a{sv}"))),
+                                   "danger", { "data-host-remove": x.Name }))]),
+                    "No remote hosts. ptcopyd reaches other hosts over SSH (ptcopy --host); registered ones are probed and listed here.",
+                    button("Add host", openAddHost, "secondary", { id: "add-host" }));
+}
+
+function openAddHost() {
+    const name = h("input", { class: "pf-c-form-control", type: "text", id: "host-name", required: true });
+    const target = h("input", { class: "pf-c-form-control", type: "text", id: "host-target", placeholder: "[user@]host[:port]" });
+    const err = h("div", {});
+    modal("add-host-dialog", "Add host",
+          h("form", { class: "pf-c-form pf-m-horizontal", onsubmit: ev => ev.preventDefault() },
+            field("Name", name), field("SSH target", target),
+            h("p", { class: "ptc-muted" }, "ptcopyd probes the host read-only over SSH (its version and sets), as ptcopy hosts add. " +
+              "Its host key must be trusted first: ptcopy hosts trust NAME."),
+            err),
+          close => [
+              button("Add", () => {
+                  err.replaceChildren();
+                  call(ROOT, "Manager", "AddHost", [name.value, target.value, {}], "ssa{sv}")
+                          .then(() => { close(); render() }, e => showInline(err, e));
+              }, "primary", { id: "host-add" }),
+              button("Cancel", close, "link"),
+          ]);
+    name.focus();
 }

@@ -5,7 +5,7 @@
  * JavaScript, no build step: words.js, dialogs.js and lists.js are loaded before this file. */
 /* global cockpit, BUS_NAME, ROOT, IFACE, NO_OBJECT, explain, NOT_RUNNING, fmtSize, fmtPercent,
    fmtTime, h, button, refreshDialogs, confirmDialog, openThrottle, openNewSet, groupsCard,
-   overflowCard, schedulesCard, hostsCard */
+   overflowCard, schedulesCard, hostsCard, openSetOverflow */
 "use strict";
 
 /* ---- the bus ----------------------------------------------------------------------------- */
@@ -258,6 +258,8 @@ function setActions(s) {
              button("Abort", () => act("Abort", call(p, "IISet", "Abort", [{}], "a{sv}")), "secondary",
                     { id: "act-abort", disabled: !copying }),
              button("Throttle…", () => openThrottle(s), "secondary", { id: "act-throttle" }),
+             s.Flags.includes("compact")
+                 ? button("Overflow volume…", () => openSetOverflow(s), "secondary", { id: "act-overflow" }) : null,
              button("Reset", () => act("Reset", call(p, "IISet", "Reset", [{}], "a{sv}")), "secondary", { id: "act-reset" }),
              button("Disable", () => confirmThen(
                  "Disable " + s.Name + "?",

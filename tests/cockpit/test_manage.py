@@ -42,24 +42,55 @@ def _by_name(bus: PrivateBus, iface: str, name: str, key: str = "Name") -> dict[
 
 def test_overflow_schedule_group(cockpit: str, browser: Any, system_bus: PrivateBus,
                                  daemon_factory: Callable[..., Ptcopyd]) -> None:
-    """A new overflow volume, then deleted; a new schedule with its next runs, a second of the
+    """A new overflow volume attached to a compact set, its deletion refused in words while
+    attached, then detached and deleted; a new schedule with its next runs, a second of the
     same name refused in words, paused, resumed, run now and deleted; a group's members
-    changed, then the group deleted (its sets stay)."""
+    changed, then the group deleted (its sets stay); a host added, probed and removed."""
     d = daemon_factory()
     a = _create_set(system_bus, d, "a")
     b = _create_set(system_bus, d, "b")
     browser.get(cockpit)
     wait_for(browser, "the sets", lambda br: "b" in text_of(br, 'tr[data-set="b"]'))
 
-    # an overflow volume, made and deleted
+    # an overflow volume: made, attached to a compact dependent set, refused deletion while
+    # attached (in words), detached, deleted
+    m, sh, bm = d.set_volumes(4 * MIB, 2 * MIB, kind="dependent")
+    c = system_bus.busctl("call", BUS_NAME, ROOT, IFACE + "Manager", "CreateSet", "sssssa{sv}",
+                          "c", "dependent", m, sh, bm, "0").stdout.split()[1].strip('"')
     ov = d.volume(8 * MIB, "overflow.img")
     click(browser, "#new-overflow")
     wait_for(browser, "the dialog", lambda br: br.find_elements("css selector", "#overflow-path"))
     fill(browser, "#overflow-path", ov)
+    shot(browser, "new-overflow")
     click(browser, "#overflow-create")
     wait_for(browser, "the overflow volume",
              lambda br: "overflow.img" in text_of(br, "#overflows tbody"))
-    assert _by_name(system_bus, "IIOverflow", ov, "Path") is not None
+    ov_path = next(p for p, o in managed(system_bus, "IIOverflow").items() if o["Path"] == ov)
+    click(browser, 'tr[data-set="c"]')
+    wait_for(browser, "the set's overflow action",
+             lambda br: br.find_elements("css selector", "#act-overflow"))
+    click(browser, "#act-overflow")
+    wait_for(browser, "the dialog", lambda br: br.find_elements("css selector", "#set-overflow"))
+    browser.execute_script("document.getElementById('set-overflow').value = arguments[0]",
+                           ov_path)
+    click(browser, "#set-overflow-apply")
+    wait_for(browser, "the set to spill into it",
+             lambda br: managed(system_bus, "IISet")[c]["Overflow"] == ov_path)
+    wait_for(browser, "the set's details",
+             lambda br: "overflow.img" in text_of(br, '[data-prop="overflow"]'))
+    _confirm(browser, f'button[data-overflow-delete="{ov}"]')
+    wait_for(browser, "the Dependency refusal", lambda br: "detach" in alert_text(br))
+    said = alert_text(browser)
+    assert "attached to c" in said and "detach or remove what depends on it first" in said, said
+    assert "org.ptcopy" not in said, said
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot(browser, "overflow-refused")
+    click(browser, "#act-overflow")
+    wait_for(browser, "the dialog", lambda br: br.find_elements("css selector", "#set-overflow"))
+    browser.execute_script("document.getElementById('set-overflow').value = ''")
+    click(browser, "#set-overflow-apply")
+    wait_for(browser, "the set to spill no more",
+             lambda br: managed(system_bus, "IISet")[c]["Overflow"] == "/")
     _confirm(browser, f'button[data-overflow-delete="{ov}"]')
     wait_for(browser, "the overflow volume to go",
              lambda br: "overflow.img" not in text_of(br, "#overflows"))
@@ -131,5 +162,21 @@ def test_overflow_schedule_group(cockpit: str, browser: Any, system_bus: Private
     _confirm(browser, 'button[data-group-delete="pair"]')
     wait_for(browser, "the group to go", lambda br: "pair" not in text_of(br, "#groups"))
     assert managed(system_bus, "IIGroup") == {}
-    assert set(managed(system_bus, "IISet")) == {a, b}
+    assert set(managed(system_bus, "IISet")) == {a, b, c}
+    assert not alert_text(browser)
+
+    # a host in ptcopyd's registry: added, probed (nothing listens there), removed
+    click(browser, "#add-host")
+    wait_for(browser, "the dialog", lambda br: br.find_elements("css selector", "#host-target"))
+    fill(browser, "#host-name", "backup")
+    fill(browser, "#host-target", "root@127.0.0.1:1")
+    click(browser, "#host-add")
+    wait_for(browser, "the host", lambda br: "backup" in text_of(br, "#hosts tbody"))
+    x = _by_name(system_bus, "Host", "backup")
+    assert x is not None and x["Target"] == "root@127.0.0.1:1", x
+    click(browser, 'button[data-host-probe="backup"]')
+    wait_for(browser, "why it is not reachable", lambda br: "no: " in text_of(br, "#hosts tbody"))
+    _confirm(browser, 'button[data-host-remove="backup"]')
+    wait_for(browser, "the host to go", lambda br: "backup" not in text_of(br, "#hosts"))
+    assert managed(system_bus, "Host") == {}
     assert not alert_text(browser)
