@@ -125,7 +125,7 @@ function openNewSet() {
         const vols = objects("Volume").sort((a, b) => a.Path.localeCompare(b.Path));
         browser.replaceChildren(vols.length
             ? h("table", { class: "pf-c-table pf-m-compact", role: "grid" },
-                h("thead", {}, h("tr", {}, ["Volume", "Type", "Size", "Use", "Can serve?"].map(c => h("th", {}, c)))),
+                h("thead", {}, h("tr", {}, ["Volume", "Type", "Size", "Use", "Can serve?"].map(c => h("th", { class: "pf-m-nowrap" }, c)))),
                 h("tbody", {}, vols.map(v => h("tr", { class: v.Available ? "ptc-row" : "ptc-row ptc-unavailable",
                                                        onclick: () => { if (v.Available) { focused.value = v.Path; update() } } },
                                                h("td", {}, v.Path), h("td", {}, v.Type), h("td", {}, fmtSize(v.Size)),

@@ -13,7 +13,7 @@ function listCard(id, title, cols, rows, emptyText, action) {
              h("div", { class: "pf-c-card__body" },
                rows.length
                    ? h("table", { class: "pf-c-table pf-m-compact pf-m-grid-md", role: "grid" },
-                       h("thead", {}, h("tr", {}, cols.map(c => h("th", { scope: "col" }, c)))),
+                       h("thead", {}, h("tr", {}, cols.map(c => h("th", { scope: "col", class: "pf-m-nowrap" }, c)))),
                        h("tbody", {}, rows.map(r => h("tr", {}, r.map((c, i) => h("td", { "data-label": cols[i] }, c))))))
                    : h("p", { class: "ptc-muted" }, emptyText)));
 }

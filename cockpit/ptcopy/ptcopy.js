@@ -203,7 +203,7 @@ function setsCard() {
     } else {
         const cols = ["Name", "Kind", "State", "Copy", "Differs", "Group", "Devices"];
         body = h("table", { class: "pf-c-table pf-m-compact pf-m-grid-md", role: "grid", id: "sets" },
-                 h("thead", {}, h("tr", {}, cols.map(c => h("th", { scope: "col" }, c)))),
+                 h("thead", {}, h("tr", {}, cols.map(c => h("th", { scope: "col", class: "pf-m-nowrap" }, c)))),
                  h("tbody", {}, sets.map(s => {
                      const row = h("tr", { class: "ptc-row" + (model.selected === s.path ? " pf-m-selected" : ""),
                                            "data-set": s.Name, onclick: () => { model.selected = s.path; render() } },

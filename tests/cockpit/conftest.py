@@ -158,6 +158,8 @@ def cockpit_remote(system_bus: PrivateBus, make_hosts: MakeHosts,  # noqa: F811
     knows one test host (tests/remote: its own network namespace, sshd, bus and ptcopyd) with
     this checkout's page installed there (tests/cockpit/multihost.py)."""
     why = remote_skip_reason()
+    if why is None and not os.path.exists(multihost.COCKPIT_SSH):
+        why = f"needs {multihost.COCKPIT_SSH} (Debian's cockpit-bridge)"
     if why is not None:
         pytest.skip(why)
     host = make_hosts(1, fresh=True)[0]

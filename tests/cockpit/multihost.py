@@ -25,6 +25,7 @@ from tests.helpers.names import REPO
 from tests.remote.testhosts import TestHost
 
 COCKPIT_SHARE = Path("/usr/share/cockpit")
+COCKPIT_SSH = "/usr/lib/cockpit/cockpit-ssh"
 
 
 @dataclass

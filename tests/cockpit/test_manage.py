@@ -61,7 +61,6 @@ def test_overflow_schedule_group(cockpit: str, browser: Any, system_bus: Private
     click(browser, "#new-overflow")
     wait_for(browser, "the dialog", lambda br: br.find_elements("css selector", "#overflow-path"))
     fill(browser, "#overflow-path", ov)
-    shot(browser, "new-overflow")
     click(browser, "#overflow-create")
     wait_for(browser, "the overflow volume",
              lambda br: "overflow.img" in text_of(br, "#overflows tbody"))
