@@ -2,7 +2,7 @@
  * browser). */
 /* global cockpit, model, objects, nameOf, call, options, render, explain, fmtSize, bitmapSize,
    h, button, ROOT */
-/* exported refreshDialogs, confirmDialog, openThrottle, openNewSet, openNewGroup */
+/* exported refreshDialogs, confirmDialog, openThrottle, openNewSet, modal, field, showInline */
 "use strict";
 
 /* ---- dialogs ----------------------------------------------------------------------------- */
@@ -125,7 +125,7 @@ function openNewSet() {
         const vols = objects("Volume").sort((a, b) => a.Path.localeCompare(b.Path));
         browser.replaceChildren(vols.length
             ? h("table", { class: "pf-c-table pf-m-compact", role: "grid" },
-                h("thead", {}, h("tr", {}, ["Volume", "Type", "Size", "Use", "Can serve?"].map(c => h("th", {}, c)))),
+                h("thead", {}, h("tr", {}, ["Volume", "Type", "Size", "Use", "Can serve?"].map(c => h("th", { class: "pf-m-nowrap" }, c)))),
                 h("tbody", {}, vols.map(v => h("tr", { class: v.Available ? "ptc-row" : "ptc-row ptc-unavailable",
                                                        onclick: () => { if (v.Available) { focused.value = v.Path; update() } } },
                                                h("td", {}, v.Path), h("td", {}, v.Type), h("td", {}, fmtSize(v.Size)),
@@ -198,37 +198,5 @@ function openNewSet() {
               }, "primary", { id: "new-create" }),
               button("Cancel", close, "link", { id: "new-cancel" }),
           ], () => dialogHooks.delete(drawBrowser));
-    name.focus();
-}
-
-/* New group: a name and the sets that are in no group yet. */
-function openNewGroup() {
-    const name = h("input", { class: "pf-c-form-control", type: "text", id: "group-name", required: true });
-    const free = objects("IISet").filter(s => !s.Group || s.Group === "/")
-            .sort((a, b) => a.Name.localeCompare(b.Name));
-    const boxes = free.map(s => h("input", { type: "checkbox", class: "pf-c-check__input", value: s.path,
-                                             id: "group-set-" + s.Name, "data-set": s.Name }));
-    const err = h("div", {});
-    modal("new-group-dialog", "New group",
-          h("form", { class: "pf-c-form pf-m-horizontal", onsubmit: ev => ev.preventDefault() },
-            field("Name", name),
-            h("div", { class: "pf-c-form__group" },
-              h("div", { class: "pf-c-form__group-label" }, h("span", { class: "pf-c-form__label-text" }, "Sets")),
-              h("div", { class: "pf-c-form__group-control" },
-                free.length
-                    ? boxes.map((b, i) => h("div", { class: "pf-c-check" }, b,
-                                            h("label", { class: "pf-c-check__label", for: b.id }, " " + free[i].Name)))
-                    : h("p", { class: "ptc-muted" }, "every set is in a group already"))),
-            h("p", { class: "ptc-muted" }, "The sets of a group copy and update at one point in time, all or nothing."),
-            err),
-          close => [
-              button("Create", () => {
-                  err.replaceChildren();
-                  const sets = boxes.filter(b => b.checked).map(b => b.value);
-                  call(ROOT, "Manager", "CreateGroup", [name.value, sets, {}], "saoa{sv}")
-                          .then(() => { close(); render() }, e => showInline(err, e));
-              }, "primary", { id: "group-create" }),
-              button("Cancel", close, "link"),
-          ]);
     name.focus();
 }

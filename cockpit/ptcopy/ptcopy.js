@@ -1,10 +1,11 @@
-/* ptcopy's Cockpit page, part 3: the model and the page. Sets, groups, overflow volumes,
+/* ptcopy's Cockpit page, part 4: the model, the sets and the page. Sets, groups, overflow volumes,
  * schedules and hosts of ptcopyd (org.ptcopy.Imaging1 on the system bus), live through the
  * ObjectManager's signals and PropertiesChanged; changes go through Cockpit's administrative
  * access (superuser "try"), and ptcopyd (polkit) decides as it does for the CLI. Plain
- * JavaScript, no build step: words.js and dialogs.js are loaded before this file. */
+ * JavaScript, no build step: words.js, dialogs.js and lists.js are loaded before this file. */
 /* global cockpit, BUS_NAME, ROOT, IFACE, NO_OBJECT, explain, NOT_RUNNING, fmtSize, fmtPercent,
-   fmtTime, h, button, refreshDialogs, confirmDialog, openThrottle, openNewSet, openNewGroup */
+   fmtTime, h, button, refreshDialogs, confirmDialog, openThrottle, openNewSet, groupsCard,
+   overflowCard, schedulesCard, hostsCard, openSetOverflow */
 "use strict";
 
 /* ---- the bus ----------------------------------------------------------------------------- */
@@ -202,7 +203,7 @@ function setsCard() {
     } else {
         const cols = ["Name", "Kind", "State", "Copy", "Differs", "Group", "Devices"];
         body = h("table", { class: "pf-c-table pf-m-compact pf-m-grid-md", role: "grid", id: "sets" },
-                 h("thead", {}, h("tr", {}, cols.map(c => h("th", { scope: "col" }, c)))),
+                 h("thead", {}, h("tr", {}, cols.map(c => h("th", { scope: "col", class: "pf-m-nowrap" }, c)))),
                  h("tbody", {}, sets.map(s => {
                      const row = h("tr", { class: "ptc-row" + (model.selected === s.path ? " pf-m-selected" : ""),
                                            "data-set": s.Name, onclick: () => { model.selected = s.path; render() } },
@@ -257,6 +258,8 @@ function setActions(s) {
              button("Abort", () => act("Abort", call(p, "IISet", "Abort", [{}], "a{sv}")), "secondary",
                     { id: "act-abort", disabled: !copying }),
              button("Throttle…", () => openThrottle(s), "secondary", { id: "act-throttle" }),
+             s.Flags.includes("compact")
+                 ? button("Overflow volume…", () => openSetOverflow(s), "secondary", { id: "act-overflow" }) : null,
              button("Reset", () => act("Reset", call(p, "IISet", "Reset", [{}], "a{sv}")), "secondary", { id: "act-reset" }),
              button("Disable", () => confirmThen(
                  "Disable " + s.Name + "?",
@@ -304,59 +307,6 @@ function detailCard() {
                                          h("dt", { class: "pf-c-description-list__term" }, k),
                                          h("dd", { class: "pf-c-description-list__description", "data-prop": k }, v)))),
                setActions(s)));
-}
-
-/* ---- groups, overflow volumes, schedules, hosts ------------------------------------------ */
-
-function listCard(id, title, cols, rows, emptyText, action) {
-    return h("article", { class: "pf-c-card ptc-card", id },
-             h("div", { class: "pf-c-card__header" },
-               h("div", { class: "pf-c-card__title" }, h("h2", { class: "pf-c-title pf-m-lg" }, title)),
-               action ? h("div", { class: "pf-c-card__actions" }, action) : null),
-             h("div", { class: "pf-c-card__body" },
-               rows.length
-                   ? h("table", { class: "pf-c-table pf-m-compact pf-m-grid-md", role: "grid" },
-                       h("thead", {}, h("tr", {}, cols.map(c => h("th", { scope: "col" }, c)))),
-                       h("tbody", {}, rows.map(r => h("tr", {}, r.map((c, i) => h("td", { "data-label": cols[i] }, c))))))
-                   : h("p", { class: "ptc-muted" }, emptyText)));
-}
-
-function groupsCard() {
-    const groups = objects("IIGroup").sort((a, b) => a.Name.localeCompare(b.Name));
-    return listCard("groups", "Groups", ["Group", "State", "Sets", "Copy", ""], groups.map(g => {
-        const j = byPath("Job", g.Job);
-        const job = j ? (j.Done ? j.Operation + ": " + (j.Message || (j.Success ? "done" : "failed"))
-            : j.Operation + " " + fmtPercent((j.ProgressValid ? j.Progress : 0) * 100)) : "-";
-        return [g.Name, statusLabel(g.Status), g.Sets.map(nameOf).join(", ") || "(none)", job,
-            button("Update group to shadow", () => act("Update group " + g.Name,
-                                                      call(g.path, "IIGroup", "Update", ["shadow", {}], "sa{sv}")),
-                   "secondary", { "data-group": g.Name })];
-    }), "No groups. A group takes one point in time of several sets at once: New group.",
-    button("New group", openNewGroup, "secondary", { id: "new-group", disabled: !objects("IISet").length }));
-}
-
-function overflowCard() {
-    const ovs = objects("IIOverflow").sort((a, b) => a.Path.localeCompare(b.Path));
-    return listCard("overflows", "Overflow volumes", ["Volume", "Chunks used", "Free", "Total", "Sets"], ovs.map(o => [
-        o.Path, String(o.ChunksUsed) + (o.CountersValid ? "" : " (counters not valid)"),
-        String(Math.max(0, o.ChunksTotal - o.ChunksUsed)), String(o.ChunksTotal),
-        o.Sets.map(nameOf).join(", ") || "-"]), "No overflow volumes.");
-}
-
-function schedulesCard() {
-    const sch = objects("Schedule").sort((a, b) => a.Name.localeCompare(b.Name));
-    return listCard("schedules", "Schedules", ["Schedule", "When", "Targets", "Enabled", "Next run", "Last run", "Last result"],
-                    sch.map(s => [s.Name, s.Spec, s.Targets.map(nameOf).join(", "), s.Enabled ? "yes" : "paused",
-                        fmtTime(s.NextRun), fmtTime(s.LastRun), s.LastResult || "-"]),
-                    "No schedules.");
-}
-
-function hostsCard() {
-    const hosts = objects("Host").sort((a, b) => a.Name.localeCompare(b.Name));
-    return listCard("hosts", "Hosts", ["Host", "Target", "Reachable", "Sets", "Version", "Last seen"],
-                    hosts.map(x => [x.Name, x.Target, x.Reachable ? "yes" : "no" + (x.LastError ? ": " + x.LastError : ""),
-                        String(x.Sets), x.Version || "-", fmtTime(x.LastSeen)]),
-                    "No remote hosts.");
 }
 
 /* ---- the page ----------------------------------------------------------------------------- */

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cockpit import multihost
 from tests.helpers.bus import PrivateBus
 from tests.helpers.fixtures import (  # noqa: F401  (fixtures pytest finds here)
     aio,
@@ -26,6 +27,8 @@ from tests.helpers.fixtures import (  # noqa: F401  (fixtures pytest finds here)
 )
 from tests.helpers.names import NOBODY, REPO
 from tests.helpers.system import terminate
+from tests.remote.fixtures import MakeHosts, make_hosts, shared_hosts  # noqa: F401  (fixtures)
+from tests.remote.testhosts import skip_reason as remote_skip_reason
 
 HERE = Path(__file__).parent
 COCKPIT_WS = "/usr/lib/cockpit/cockpit-ws"
@@ -63,8 +66,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_cockpit(bus: PrivateBus, base: Path, uid: int | None) -> tuple[
-        subprocess.Popen[bytes], str]:
+def _start_cockpit(bus: PrivateBus, base: Path, uid: int | None,
+                   extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """cockpit-ws on a free port of 127.0.0.1 with a local session (no login): its bridge runs
     as root, or as ``uid``, with DBUS_SYSTEM_BUS_ADDRESS at the private bus and finds
     cockpit/ptcopy of this checkout in XDG_DATA_DIRS. Returns the process and the URL of the
@@ -75,12 +78,13 @@ def _start_cockpit(bus: PrivateBus, base: Path, uid: int | None) -> tuple[
     home = base / "home"
     run = base / "run"
     for d in (home, run):
-        d.mkdir(mode=0o700)
+        d.mkdir(mode=0o700, exist_ok=True)
         if uid is not None:
             os.chown(d, uid, uid)
     port = _free_port()
     env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus.address, "HOME": str(home),
-           "XDG_DATA_DIRS": f"{data}:/usr/share", "XDG_RUNTIME_DIR": str(run)}
+           "XDG_DATA_DIRS": f"{data}:/usr/share", "XDG_RUNTIME_DIR": str(run),
+           **(extra_env or {})}
     argv = [COCKPIT_WS, "--no-tls", "--local-session=cockpit-bridge", "--port", str(port),
             "--address", "127.0.0.1"]
     if uid is not None:
@@ -145,3 +149,26 @@ def browser(tmp_path: Path) -> Iterator[object]:
     finally:
         driver.quit()
         shutil.rmtree(tmp_path / "chromium", ignore_errors=True)
+
+
+@pytest.fixture
+def cockpit_remote(system_bus: PrivateBus, make_hosts: MakeHosts,  # noqa: F811
+                   tmp_path: Path) -> Iterator[multihost.Remote]:
+    """Cockpit's multi-host mode: a cockpit-ws (local session, bridge as root) whose shell
+    knows one test host (tests/remote: its own network namespace, sshd, bus and ptcopyd) with
+    this checkout's page installed there (tests/cockpit/multihost.py)."""
+    why = remote_skip_reason()
+    if why is None and not os.path.exists(multihost.COCKPIT_SSH):
+        why = f"needs {multihost.COCKPIT_SSH} (Debian's cockpit-bridge)"
+    if why is not None:
+        pytest.skip(why)
+    host = make_hosts(1, fresh=True)[0]
+    env = multihost.ws_environment(host, tmp_path)
+    multihost.install_page(host)
+    proc, url = _start_cockpit(system_bus, tmp_path, None, env)
+    try:
+        yield multihost.Remote(host, local_page=url, key=tmp_path / "home" / ".ssh" / "id_ed25519",
+                               shell_url=url.split("/cockpit/@localhost/")[0]
+                               + f"/@{host.address}/ptcopy")
+    finally:
+        terminate(proc)
