@@ -42,7 +42,9 @@
 
 #define MAX_RUNS 256   /* runs per batch */
 #define NBATCH 3       /* batches under way: the oldest syncs and retires while the rest move */
-#define DEPTH 8         /* workers, so runs in flight; started as the queue needs them */
+#define DEPTH 32        /* workers at most, so runs in flight; started as the queue needs them */
+#define DEPTH_BIG 8     /* ... while the runs queued are large: */
+#define INFLIGHT (8u << 20)   /* more workers only while their runs total at most this */
 
 void pt_copier_reap(pt_set *s)
 {
@@ -222,10 +224,24 @@ static uint8_t *alloc_buf(size_t size)
     return posix_memalign(&buf, PT_DIO_MEM_ALIGN, size) == 0 ? buf : NULL;
 }
 
+/* The bytes run j needs in a worker's buffer: the run, or one chunk (a compact shadow's runs
+ * and the siblings' copy-on-write go chunk by chunk). */
+static size_t job_bytes(pool *p, job j)
+{
+    const pt_set *s = p->s;
+    size_t need = (size_t)(j.b->runs[j.i].n << s->cshift);
+    if (need < s->chunk)
+        need = s->chunk;
+    return need < p->bufsize ? need : p->bufsize;
+}
+
 static void *worker(void *arg)
 {
     pool *p = arg;
-    uint8_t *buf = alloc_buf(p->bufsize);
+    /* sized to the largest run this worker has moved, so the many workers of an update of
+     * scattered chunks hold little memory */
+    uint8_t *buf = NULL;
+    size_t have = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->qlen && !p->quit) {
@@ -239,7 +255,13 @@ static void *worker(void *arg)
         p->qhead = (p->qhead + 1) % (int)(sizeof p->q / sizeof p->q[0]);
         p->qlen--;
         pthread_mutex_unlock(&p->mu);
-        run_job(p, j, buf);
+        size_t need = job_bytes(p, j);
+        if (need > have) {
+            free(buf);
+            buf = alloc_buf(need);
+            have = buf ? need : 0;
+        }
+        run_job(p, j, buf);   /* a NULL buffer fails the run (ENOMEM) */
         pthread_mutex_lock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);
@@ -250,9 +272,14 @@ static void *worker(void *arg)
 /* Hands run i of b (filled in by the caller) to a worker, starting one when none is idle. */
 static void submit(pool *p, batch *b, int i)
 {
+    /* Small runs (an update of scattered chunks) are latency-bound: up to DEPTH in flight;
+     * large ones are bandwidth-bound and would only hold more memory: DEPTH_BIG. */
+    uint64_t len = b->runs[i].n << p->s->cshift;
+    int depth = len ? (int)(INFLIGHT / len) : DEPTH;
+    depth = depth < DEPTH_BIG ? DEPTH_BIG : depth > DEPTH ? DEPTH : depth;
     pthread_mutex_lock(&p->mu);
     b->nruns++;
-    if (p->idle <= p->qlen && p->nworkers < DEPTH &&
+    if (p->idle <= p->qlen && p->nworkers < depth &&
         pthread_create(&p->tid[p->nworkers], NULL, worker, p) == 0)
         p->nworkers++;
     bool alone = p->nworkers == 0;
