@@ -91,7 +91,8 @@ class Daemon:
                             probe_interval=self.host_probe_interval)
         bus.export(ROOT, Manager(self.service, registry.context,
                                  HostContext(hotplug.rediscover, registry.sync_objects,
-                                             self.inventory.candidate_views), scheduler,
+                                             self.inventory.candidate_views,
+                                             self.inventory.file_uses), scheduler,
                                  hosts))
         self.service.listeners.append(registry.on_event)
         hotplug.start()

@@ -1,5 +1,6 @@
-"""org.ptcopy.Imaging1.Volume: a volume of this host. The object holds only its view, which
-the daemon replaces when discovery or the sets change it."""
+"""org.ptcopy.Imaging1.Volume: a block device of this host. The object holds only its view,
+which the daemon replaces when discovery or the sets change it. Files are no Volume objects
+(Manager.FileVolumes lists those in use)."""
 
 # dbus-fast's decorators and annotations, also under Debian 12's dbus-fast 1.84
 from ptcopy._dbus_compat import DBusBool, DBusObjectPath, DBusStr, DBusUInt64, dbus_property
@@ -10,7 +11,8 @@ from ptcopy.daemon.discovery import VolumeView
 
 
 class Volume(Interface):
-    """A volume of this host: a block device udev knows, or a file a set or overflow uses."""
+    """A volume of this host: a block device udev knows (or, with --volumes used, one a set
+    or overflow volume uses)."""
 
     def __init__(self, view: VolumeView) -> None:
         super().__init__(IFACE + ".Volume")
@@ -28,7 +30,7 @@ class Volume(Interface):
 
     @dbus_property(access=R)
     def Path(self) -> DBusStr:
-        """The device node (/dev/mapper/NAME for device-mapper devices) or the file."""
+        """The device node (/dev/mapper/NAME for device-mapper devices)."""
         return self.view.path
 
     @dbus_property(access=R)
@@ -38,7 +40,7 @@ class Volume(Interface):
 
     @dbus_property(access=R)
     def Type(self) -> DBusStr:
-        """'disk', 'part', 'loop' (with a backing file), 'lvm', 'dm', 'md' or 'file'."""
+        """'disk', 'part', 'loop' (with a backing file), 'lvm', 'dm' or 'md'."""
         return self.view.type
 
     @dbus_property(access=R)
