@@ -54,7 +54,6 @@ CALLS: dict[tuple[str, str], tuple[str, str]] = {
     (MANAGER, "LookUp"): ("s", "o"),
     (MANAGER, "Candidates"): ("ssa{sv}", "ao"),
     (MANAGER, "Refresh"): ("a{sv}", "u"),
-    (MANAGER, "FileVolumes"): ("a{sv}", "a(stos)"),
     (SET, "Copy"): ("sa{sv}", "o"),
     (SET, "Update"): ("sa{sv}", "o"),
     (SET, "Abort"): ("a{sv}", ""),

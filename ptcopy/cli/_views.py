@@ -224,8 +224,7 @@ def overflow_panel(o: OverflowInfo, inv: Inventory) -> Table:
 # ---- volumes and jobs ------------------------------------------------------------------------
 
 def volume_json(v: VolumeInfo, inv: Inventory) -> dict[str, Any]:
-    return {"path": v.volume, "object": None if v.path == NO_OBJECT else v.path,
-            "size": v.size, "type": v.type,
+    return {"path": v.volume, "object": v.path, "size": v.size, "type": v.type,
             "fs_type": v.fs_type or None, "mounted": v.mounted, "holders": list(v.holders),
             "used_by": _ref(inv, v.used_by), "available": v.available,
             "unsuitable": v.unsuitable or None}

@@ -8,13 +8,12 @@ import typer
 
 from ptcopy import __version__
 from ptcopy.cli import _views as views
-from ptcopy.cli._client import MANAGER, NO_OBJECT, ROOT, Client, VolumeInfo
-from ptcopy.cli._errors import BUS_ERROR_PREFIX, CliError, RemoteError
+from ptcopy.cli._client import Client
+from ptcopy.cli._errors import CliError
 from ptcopy.cli._params import JsonOpt, QuietOpt
 from ptcopy.cli._runner import output, run
 
 app = typer.Typer(rich_markup_mode="markdown")
-UNKNOWN_METHOD = BUS_ERROR_PREFIX + "UnknownMethod"
 
 
 @app.command(rich_help_panel="The daemon")
@@ -28,8 +27,7 @@ def volumes(ctx: typer.Context, *,
 
     async def body(c: Client) -> None:
         inv = await c.inventory()
-        vols = [*inv.volumes.values(), *([] if available else await _files_in_use(c))]
-        chosen = sorted((v for v in vols if v.available or not available),
+        chosen = sorted((v for v in inv.volumes.values() if v.available or not available),
                         key=lambda v: v.volume)
         empty = "no volume is available for a new set" if available else "no volumes"
         human = views.volumes_table(chosen, inv) if chosen else empty
@@ -37,20 +35,6 @@ def volumes(ctx: typer.Context, *,
                    quiet=[v.volume for v in chosen])
 
     run(ctx, body)
-
-
-async def _files_in_use(c: Client) -> list[VolumeInfo]:
-    """The files sets and overflow volumes use, as volume rows: no Volume objects since
-    issue 13 (Manager.FileVolumes); an older ptcopyd exports them as objects, and has no
-    such method."""
-    try:
-        (rows,) = await c.call(ROOT, MANAGER, "FileVolumes", {})
-    except RemoteError as e:
-        if e.error_name == UNKNOWN_METHOD:
-            return []
-        raise
-    return [VolumeInfo(NO_OBJECT, str(p), int(size), "file", "", False, (), str(user), False,
-                       str(why)) for p, size, user, why in rows]
 
 
 @app.command(rich_help_panel="The daemon")

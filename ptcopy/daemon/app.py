@@ -91,8 +91,7 @@ class Daemon:
                             probe_interval=self.host_probe_interval)
         bus.export(ROOT, Manager(self.service, registry.context,
                                  HostContext(hotplug.rediscover, registry.sync_objects,
-                                             self.inventory.candidate_views,
-                                             self.inventory.file_uses), scheduler,
+                                             self.inventory.candidate_views), scheduler,
                                  hosts))
         self.service.listeners.append(registry.on_event)
         hotplug.start()

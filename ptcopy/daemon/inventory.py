@@ -1,7 +1,6 @@
 """The host's volumes as the Volume objects show them: every block device discovery knows
-(unless only the volumes in use are exported) and every device a set or overflow volume uses,
-with who uses it and why it could not be a volume of a new set; and the files in use, which
-are no objects (``file_uses``: each is already named by its set or overflow volume)."""
+(unless only the volumes in use are exported), and every file or device a set or overflow
+volume uses, with who uses it and why it could not be a volume of a new set."""
 
 from __future__ import annotations
 
@@ -20,15 +19,6 @@ KEY_CACHE = 1024   # volume paths whose identity is remembered (least recently u
 
 # who uses a volume: (object path, role, name, the path given, set id or '')
 Use = tuple[str, str, str, str, str]
-
-
-@dataclass(frozen=True)
-class FileUse:
-    """A file a set or overflow volume uses."""
-
-    path: str
-    used_by: str      # the object path of its (first) user
-    unsuitable: str   # why it cannot be a volume of a new set
 
 
 @dataclass
@@ -244,9 +234,18 @@ class Inventory:
                 continue
             seen.add(key)
             uses = users[key]
-            obj, _role, _name, p, _sid = uses[0]
-            why = self._why(uses)
-            if key[0] == 2:   # a file: no Volume object (see file_uses)
+            obj, role, name, p, sid = uses[0]
+            why = [f"is the {r} of {n}" + (" (removed)" if self.missing(s_, r) else "")
+                   for _o, r, n, _p, s_ in uses]
+            if key[0] == 2:
+                try:
+                    size = os.stat(p).st_size
+                except OSError:
+                    size = 0
+                vid = _vid(p)
+                out.keys[vid] = key
+                views[vid] = VolumeView(p, size, "file", used_by=obj,
+                                        unsuitable="; ".join(why))
                 continue
             # a block device in use that udev does not show (removed)
             sys_dev = f"/sys/dev/block/{os.major(key[1])}:{os.minor(key[1])}"
@@ -260,17 +259,6 @@ class Inventory:
         if keys is not None:
             seen.update(keys)
         return out
-
-    def _why(self, uses: list[Use]) -> list[str]:
-        return [f"is the {r} of {n}" + (" (removed)" if self.missing(s_, r) else "")
-                for _o, r, n, _p, s_ in uses]
-
-    def file_uses(self) -> list[FileUse]:
-        """The files sets and overflow volumes use, each once: (the path its first user
-        gave, that user's object path, why it cannot serve a new set). Files are no Volume
-        objects: with 1,000 sets their 3,000 objects made most of GetManagedObjects' reply."""
-        return [FileUse(uses[0][3], uses[0][0], "; ".join(self._why(uses)))
-                for key, uses in self._all_uses().items() if key[0] == 2]
 
     def candidate_views(self) -> list[CandidateView]:
         """On the loop: what Candidates' worker thread needs of the volumes (the dicts behind

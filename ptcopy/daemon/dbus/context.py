@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from ptcopy.daemon.candidates import CandidateView
 from ptcopy.daemon.dbus.auth import Authorizer
-from ptcopy.daemon.inventory import FileUse
 
 # (operation, object paths, set ids, uid of the caller) -> the path of the Job that follows
 StartJob = Callable[[str, Sequence[str], Sequence[str], int], str]
@@ -36,5 +35,3 @@ class HostContext:
     sync_objects: Callable[[], None]
     # on the loop: the volumes' sizes and availability, for a worker thread
     candidate_views: Callable[[], list[CandidateView]]
-    # on the loop: the files sets and overflow volumes use (no Volume objects)
-    file_uses: Callable[[], list[FileUse]]

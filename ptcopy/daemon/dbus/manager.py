@@ -2,20 +2,11 @@
 finds them, and reconciles. It holds the Service and the narrow contexts it calls."""
 
 import asyncio
-import os
-from typing import Annotated
 
 from ptcopy import __version__
 
 # dbus-fast's decorators and annotations, also under Debian 12's dbus-fast 1.84
-from ptcopy._dbus_compat import (
-    DBusObjectPath,
-    DBusSignature,
-    DBusStr,
-    DBusUInt32,
-    dbus_property,
-    method,
-)
+from ptcopy._dbus_compat import DBusObjectPath, DBusStr, DBusUInt32, dbus_property, method
 from ptcopy.daemon import options as opt
 from ptcopy.daemon.candidates import candidates
 from ptcopy.daemon.dbus.args import NO_OPTS, Options, Paths, R, TwoPaths
@@ -34,24 +25,8 @@ from ptcopy.daemon.dbus.paths import (
 )
 from ptcopy.daemon.dbus.schedule import schedule_path
 from ptcopy.daemon.errors import invalid
-from ptcopy.daemon.inventory import FileUse
 from ptcopy.daemon.scheduler import Scheduler
 from ptcopy.daemon.service import Service
-
-# Manager.FileVolumes: (path, size, used by, why it cannot serve a new set)
-FileRows = Annotated[list[tuple[str, int, str, str]], DBusSignature("a(stos)")]
-
-
-def _file_rows(uses: list[FileUse]) -> list[tuple[str, int, str, str]]:
-    """Each file in use with its size now (stat, in a worker thread: thousands of files)."""
-    rows = []
-    for u in uses:
-        try:
-            size = os.stat(u.path).st_size
-        except OSError:
-            size = 0
-        rows.append((u.path, size, u.used_by, u.unsuitable))
-    return sorted(rows)
 
 
 class Manager(Interface):
@@ -213,17 +188,6 @@ class Manager(Interface):
         found = await asyncio.to_thread(candidates, views, master, role, kind, chunk, shadow,
                                         uid, self.service.file_dirs)
         return [volume_path(vid) for vid in found]
-
-    @method()
-    @translated
-    async def FileVolumes(self, options: Options) -> FileRows:
-        """The files sets and overflow volumes use, which are no Volume objects (each is named
-        by its set's Master, Shadow and Bitmap or its overflow volume's Path): path, size in
-        bytes (0 if it cannot be read), the set or overflow volume using it, and why it could
-        not be a volume of a new set, sorted by path."""
-        opt.parse(options, NO_OPTS)
-        uses = self.host.file_uses()   # on the loop, which owns the inventory
-        return await asyncio.to_thread(_file_rows, uses)
 
     @method()
     @translated

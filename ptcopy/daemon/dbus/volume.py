@@ -1,6 +1,5 @@
-"""org.ptcopy.Imaging1.Volume: a block device of this host. The object holds only its view,
-which the daemon replaces when discovery or the sets change it. Files are no Volume objects
-(Manager.FileVolumes lists those in use)."""
+"""org.ptcopy.Imaging1.Volume: a volume of this host. The object holds only its view, which
+the daemon replaces when discovery or the sets change it."""
 
 # dbus-fast's decorators and annotations, also under Debian 12's dbus-fast 1.84
 from ptcopy._dbus_compat import DBusBool, DBusObjectPath, DBusStr, DBusUInt64, dbus_property
@@ -11,8 +10,7 @@ from ptcopy.daemon.discovery import VolumeView
 
 
 class Volume(Interface):
-    """A volume of this host: a block device udev knows (or, with --volumes used, one a set
-    or overflow volume uses)."""
+    """A volume of this host: a block device udev knows, or a file a set or overflow uses."""
 
     def __init__(self, view: VolumeView) -> None:
         super().__init__(IFACE + ".Volume")
@@ -30,7 +28,7 @@ class Volume(Interface):
 
     @dbus_property(access=R)
     def Path(self) -> DBusStr:
-        """The device node (/dev/mapper/NAME for device-mapper devices)."""
+        """The device node (/dev/mapper/NAME for device-mapper devices) or the file."""
         return self.view.path
 
     @dbus_property(access=R)
@@ -40,7 +38,7 @@ class Volume(Interface):
 
     @dbus_property(access=R)
     def Type(self) -> DBusStr:
-        """'disk', 'part', 'loop' (with a backing file), 'lvm', 'dm' or 'md'."""
+        """'disk', 'part', 'loop' (with a backing file), 'lvm', 'dm', 'md' or 'file'."""
         return self.view.type
 
     @dbus_property(access=R)

