@@ -37,6 +37,9 @@ LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32sQQ")   # struct loop_info64, 232
 LOOP_MAJOR = 7
 HEADER_MAGIC = {"bitmap": b"PTCOPYBM", "overflow": b"PTCOPYOV"}   # docs/bitmap-format.md
 
+UDEV_DB = "/run/udev/data"     # udev's database: one entry per device, b<major>:<minor>
+FS_UUID_LINE = "E:ID_FS_UUID="  # a property line of an entry
+
 # udev property -> key. Strong unless the disk is removable (then the serial and WWN are the
 # reader's, not the medium's: a card swapped in the same reader keeps them).
 UDEV_KEYS = {
@@ -173,9 +176,21 @@ def block_identity(rdev: int, fd: int | None = None) -> Identity:
 
 
 def _fs_uuid(st_dev: int) -> str:
+    """The UUID udev found on the file system holding a file: the ID_FS_UUID line of its
+    device's entry in udev's database, read directly. pyudev's device object walks sysfs and
+    reads the entry again per property (15 opens of a missing entry where udevd does not
+    run): that was most of opening a file volume, three times per CreateSet."""
     if os.major(st_dev) == 0:   # tmpfs, overlay, nfs: no block device to ask
         return ""
-    return _udev_props(st_dev).get("ID_FS_UUID", "")
+    try:
+        with open(os.path.join(UDEV_DB, f"b{os.major(st_dev)}:{os.minor(st_dev)}"),
+                  encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(FS_UUID_LINE):
+                    return line[len(FS_UUID_LINE):].rstrip("\n")
+    except OSError:   # no entry: udevd does not run, or it has not seen the device
+        pass
+    return ""
 
 
 def file_identity(st: os.stat_result) -> Identity:

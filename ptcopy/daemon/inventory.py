@@ -199,7 +199,10 @@ class Inventory:
         served: dict[str, str] | None = None
         out = KeyedViews({}, {}, set())
         views, seen = out.views, out.considered
-        for d in disc.devices.values():
+        devices = disc.devices.values()
+        if keys is not None and all(k[0] == 2 for k in keys):
+            devices = {}.values()   # only files: no device's view depends on them
+        for d in devices:
             key = (1, d.devnum, 0)
             parent = disc.devices.get(d.parent)
             pkey = (1, parent.devnum, 0) if parent is not None else None
