@@ -23,6 +23,13 @@ what every ended job did; a copy still running at the stop is finished by an Upd
 direction after the restart (the contract promises no more after a crash), then every side of
 every set is checked.
 
+A suspend starts a (throttled) copy, suspends it, writes the source, maybe restarts ptcopyd,
+and resumes it: the target reads as the point in time all along (on the kernel path a restart
+takes a new one, as documented); ``NoCopy`` (it ended first) is "no change". A group hold
+freezes every member's source: a write to one started during the hold must not complete until
+the release, and a committed release puts the point in time before that write (the kernel
+path refuses holds: ``WrongType``).
+
 Operations are drawn from a seed up front (:func:`generate`), so a run is a seed plus an op list;
 a failure names the op where the daemon and the model parted, and :func:`shrink` replays
 prefixes and drops ops to get a short sequence that still fails, printed as a replayable list.

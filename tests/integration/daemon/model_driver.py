@@ -339,6 +339,47 @@ class Driver:
         assert job is not None, "the copy after an abort was refused with an allowed name"
         await self.wait_job(self.pending[-1])
 
+    async def op_hold(self, op: Op) -> None:
+        """A group hold freezes every member's source: a write to one waits for the release,
+        and a committed release takes the point in time of the hold (before that write)."""
+        sets = list(self.cfg.group)
+        src = MASTER if op.side == SHADOW else SHADOW
+        for s in sets:
+            await self.before_io(s, SHADOW, False)
+        await self.before_io(op.s, src, True)
+        opts: dict[str, Variant] = {"confirm": b(True)} if op.side == MASTER else {}
+        try:
+            (token,) = await self.c.ok(self.group, IGROUP, "Hold", "ssda{sv}",
+                                       ["copy" if op.full else "update", op.side, 20.0, opts],
+                                       timeout=CALL_TIMEOUT)
+        except CallFailed as e:
+            allowed = self._allowed(sets, op.side, True)
+            if self.path == "kernel":
+                allowed[ERR + "WrongType"] = "the kernel path cannot hold a group"
+            if e.name not in allowed:
+                raise self.fail(f"group Hold -> {op.side} refused: {e.name}: {e.text}") from None
+            self.done[f"hold refused {e.name.rsplit('.', 1)[-1]}"] += 1
+            return
+        data = random.Random(op.data).randbytes(op.length)
+        dev = self.devs[op.s][src]
+        write = asyncio.ensure_future(asyncio.to_thread(_write_direct, dev, op.off, data))
+        await asyncio.sleep(0.3)
+        early = write.done()
+        job, _frozen = await self.c.ok(self.group, IGROUP, "Release", "sba{sv}",
+                                       [token, op.wait, {}], timeout=CALL_TIMEOUT)
+        try:
+            await write
+        except OSError as e:
+            raise self.fail(f"the write to set{op.s}.{src} during the hold failed: {e}") from None
+        if early:
+            raise self.fail(f"a write to set{op.s}.{src} completed while the group was held")
+        if op.wait:
+            self.model.copy(sets, op.side)   # the point in time is the hold's instant
+            if job != "/":
+                self.pending.append(Pending(str(job), sets, op.side))
+        self.model.write(op.s, src, op.off, data)
+        self.done[f"hold {'commit' if op.wait else 'no commit'} -> {op.side}"] += 1
+
     async def op_suspend(self, op: Op) -> None:
         """A copy suspended mid-way keeps its point in time: the target reads as the model
         while it waits (and across a restart: on the kernel path a restart takes a new point
@@ -474,6 +515,8 @@ class Driver:
             self.done[f"restart {op.mode}"] += 1
         elif op.kind == "suspend":
             await self.op_suspend(op)
+        elif op.kind == "hold":
+            await self.op_hold(op)
         else:
             raise ValueError(f"unknown op {op.kind}")
 

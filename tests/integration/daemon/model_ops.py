@@ -60,15 +60,16 @@ class Config:
 
 @dataclass(frozen=True)
 class Op:
-    kind: str            # write read copy group wait check abort restart suspend
+    kind: str            # write read copy group wait check abort restart suspend hold
     s: int = 0           # set index
     side: str = ""       # write/read: master|shadow; copy/group/abort: the direction
     off: int = 0
     length: int = 0
     mode: str = ""       # write: direct|buffered; restart: term|kill; suspend: ""|term|kill
     data: int = 0        # write, suspend: seed of the bytes (suspend: 0 = no write)
-    full: bool = False   # copy/group: Copy (True) or Update
-    wait: bool = False   # copy/group: wait for the job; restart: wait for every job first
+    full: bool = False   # copy/group/suspend/hold: Copy (True) or Update
+    wait: bool = False   # copy/group: wait for the job; restart: wait for every job first;
+                         # hold: commit
 
     def __str__(self) -> str:
         k = self.kind
@@ -86,6 +87,11 @@ class Op:
             return f"Copy set{self.s} -> {self.side}, Abort, wait, Copy -> {self.side}, wait"
         if k == "restart":
             return f"restart ptcopyd ({self.mode}{', jobs waited' if self.wait else ''})"
+        if k == "hold":
+            src = MASTER if self.side == SHADOW else SHADOW
+            return (f"group Hold {'copy' if self.full else 'update'} -> {self.side}, write "
+                    f"set{self.s}.{src} [{self.off}, +{self.length}) while held, Release "
+                    f"{'commit' if self.wait else 'without commit'}")
         if k == "suspend":
             return (f"{'Copy' if self.full else 'Update'} set{self.s} -> {self.side}, Suspend"
                     f"{f', write master [{self.off}, +{self.length})' if self.data else ''}"
@@ -163,7 +169,28 @@ def generate(cfg: Config, n: int, *, restarts: bool = True) -> list[Op]:
                           wait=rng.random() < 0.5))
         else:
             ops.append(Op(k))
-    return _with_suspends(cfg, ops, restarts)
+    return _with_holds(cfg, _with_suspends(cfg, ops, restarts))
+
+
+def _with_holds(cfg: Config, ops: list[Op]) -> list[Op]:
+    """With a group, about one op in 30 more: the group held, a member's source written (the
+    write must wait for the release), then released with or without the point in time. From a
+    stream of their own, like the suspends."""
+    if not cfg.group:
+        return ops
+    rng = random.Random(f"hold-{cfg.seed}")
+    out: list[Op] = []
+    for op in ops:
+        out.append(op)
+        if rng.random() >= 0.033:
+            continue
+        direction = SHADOW if rng.random() < 0.7 else MASTER
+        off = rng.randrange(cfg.size // 4096) * 4096
+        length = min(rng.randint(1, 16) * 4096, cfg.size - off)
+        out.append(Op("hold", rng.choice(cfg.group), direction, off, length, "",
+                      rng.getrandbits(32) | 1, full=rng.random() < 0.4,
+                      wait=rng.random() < 0.75))
+    return out
 
 
 def _with_suspends(cfg: Config, ops: list[Op], restarts: bool) -> list[Op]:
