@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tests.helpers.names import MIB
@@ -172,48 +173,50 @@ def generate(cfg: Config, n: int, *, restarts: bool = True) -> list[Op]:
     return _with_holds(cfg, _with_suspends(cfg, ops, restarts))
 
 
-def _with_holds(cfg: Config, ops: list[Op]) -> list[Op]:
-    """With a group, about one op in 30 more: the group held, a member's source written (the
-    write must wait for the release), then released with or without the point in time. From a
-    stream of their own, like the suspends."""
-    if not cfg.group:
-        return ops
-    rng = random.Random(f"hold-{cfg.seed}")
+def _inserted(cfg: Config, ops: list[Op], stream: str, rate: float,
+              make: Callable[[random.Random, str, int, int], Op]) -> list[Op]:
+    """``ops`` with, after each one at probability ``rate``, one more op made by ``make``
+    (given its direction and a 4 KiB-aligned range to write). Drawn from a stream of their
+    own, so the rest of a seed's sequence is what it was before such ops existed."""
+    rng = random.Random(f"{stream}-{cfg.seed}")
     out: list[Op] = []
     for op in ops:
         out.append(op)
-        if rng.random() >= 0.033:
+        if rng.random() >= rate:
             continue
         direction = SHADOW if rng.random() < 0.7 else MASTER
         off = rng.randrange(cfg.size // 4096) * 4096
         length = min(rng.randint(1, 16) * 4096, cfg.size - off)
-        out.append(Op("hold", rng.choice(cfg.group), direction, off, length, "",
-                      rng.getrandbits(32) | 1, full=rng.random() < 0.4,
-                      wait=rng.random() < 0.75))
+        out.append(make(rng, direction, off, length))
     return out
+
+
+def _with_holds(cfg: Config, ops: list[Op]) -> list[Op]:
+    """With a group, about one op in 30 more: the group held, a member's source written (the
+    write must wait for the release), then released with or without the point in time."""
+    if not cfg.group:
+        return ops
+
+    def hold(rng: random.Random, direction: str, off: int, length: int) -> Op:
+        return Op("hold", rng.choice(cfg.group), direction, off, length, "",
+                  rng.getrandbits(32) | 1, full=rng.random() < 0.4, wait=rng.random() < 0.75)
+
+    return _inserted(cfg, ops, "hold", 0.033, hold)
 
 
 def _with_suspends(cfg: Config, ops: list[Op], restarts: bool) -> list[Op]:
     """About one op in 25 more: a copy suspended mid-way, the source written (to the master)
-    and maybe ptcopyd restarted while it waits, then resumed. Drawn from a stream of their own
-    and inserted, so the rest of a seed's sequence is what it was before they existed."""
-    rng = random.Random(f"suspend-{cfg.seed}")
-    out: list[Op] = []
-    for op in ops:
-        out.append(op)
-        if rng.random() >= 0.04:
-            continue
-        direction = SHADOW if rng.random() < 0.7 else MASTER
-        off = rng.randrange(cfg.size // 4096) * 4096
-        length = min(rng.randint(1, 16) * 4096, cfg.size - off)
+    and maybe ptcopyd restarted while it waits, then resumed."""
+    # mostly the independent set: a dependent set's new point in time copies nothing
+    indep = [i for i, sp in enumerate(cfg.sets) if sp.kind == "independent"]
+
+    def suspend(rng: random.Random, direction: str, off: int, length: int) -> Op:
         data = rng.getrandbits(32) | 1 if direction == SHADOW and rng.random() < 0.8 else 0
         mode = rng.choice(["", "", "term", "kill"]) if restarts else ""
-        # mostly the independent set: a dependent set's new point in time copies nothing
-        indep = [i for i, sp in enumerate(cfg.sets) if sp.kind == "independent"]
         s = rng.choice(indep) if indep and rng.random() < 0.8 else rng.randrange(len(cfg.sets))
-        out.append(Op("suspend", s, direction, off, length, mode, data,
-                      full=rng.random() < 0.7))
-    return out
+        return Op("suspend", s, direction, off, length, mode, data, full=rng.random() < 0.7)
+
+    return _inserted(cfg, ops, "suspend", 0.04, suspend)
 
 
 # ---- the model -------------------------------------------------------------------------------
