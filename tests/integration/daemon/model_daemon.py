@@ -28,7 +28,8 @@ and resumes it: the target reads as the point in time all along (on the kernel p
 takes a new one, as documented); ``NoCopy`` (it ended first) is "no change". A group hold
 freezes every member's source: a write to one started during the hold must not complete until
 the release, and a committed release puts the point in time before that write (the kernel
-path refuses holds: ``WrongType``).
+path refuses holds: ``WrongType``). A rename keeps the devices serving: a descriptor of the
+master opened before it reads the model's bytes after it.
 
 Operations are drawn from a seed up front (:func:`generate`), so a run is a seed plus an op list;
 a failure names the op where the daemon and the model parted, and :func:`shrink` replays

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
 import os
 import random
 import subprocess
@@ -112,6 +113,7 @@ class Driver:
         self.index = -1
         self.initial: dict[tuple[int, str], bytes] = {}   # each side at setup, for diagnosis
         self.done: Counter[str] = Counter()   # what the run did, so a run that did little shows
+        self.renames = 0
 
     # -- helpers --
 
@@ -339,6 +341,45 @@ class Driver:
         assert job is not None, "the copy after an abort was refused with an allowed name"
         await self.wait_job(self.pending[-1])
 
+    async def op_rename(self, op: Op) -> None:
+        """Rename a set while it serves: its name changes, and a descriptor of its master
+        device opened before the rename reads what the model holds (the devices keep serving:
+        the same loop devices, or the same device-mapper devices under new names)."""
+        s = op.s
+        await self.before_io(s, MASTER, False)
+        fd = os.open(self.devs[s][MASTER], os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        try:
+            self.renames += 1
+            new = f"{self.cfg.sets[s].name}n{self.renames}"
+            try:
+                await self.c.set_call(self.set_paths[s], "Rename", "sa{sv}", [new, {}])
+            except CallFailed as e:
+                if e.name != ERR + "Busy" or not self.pending_for(s):
+                    raise self.fail(f"Rename of set{s} refused: {e.name}: {e.text}") from None
+                self.done["rename refused Busy"] += 1
+                return
+            name = await self.c.get(self.set_paths[s], ISET, "Name")
+            if name != new:
+                raise self.fail(f"set{s} is named {name!r} after Rename to {new!r}")
+            buf = mmap.mmap(-1, 4096)
+            try:
+                if os.preadv(fd, [buf], op.off) != 4096:
+                    raise self.fail(f"short read of set{s}'s master after the rename")
+                got = bytes(buf)
+            finally:
+                buf.close()
+        finally:
+            os.close(fd)
+        want = bytes(self.model.side(s, MASTER)[op.off:op.off + 4096])
+        if got != want:
+            raise self.fail(f"a descriptor of set{s}'s master opened before the rename reads "
+                            f"other bytes at {op.off} after it")
+        await self.refresh_devices()
+        for side in (MASTER, SHADOW):
+            await self.before_io(s, side, False)
+            await self.compare(s, side)
+        self.done["rename"] += 1
+
     async def op_hold(self, op: Op) -> None:
         """A group hold freezes every member's source: a write to one waits for the release,
         and a committed release takes the point in time of the hold (before that write)."""
@@ -517,6 +558,8 @@ class Driver:
             await self.op_suspend(op)
         elif op.kind == "hold":
             await self.op_hold(op)
+        elif op.kind == "rename":
+            await self.op_rename(op)
         else:
             raise ValueError(f"unknown op {op.kind}")
 

@@ -61,7 +61,7 @@ class Config:
 
 @dataclass(frozen=True)
 class Op:
-    kind: str            # write read copy group wait check abort restart suspend hold
+    kind: str            # write read copy group wait check abort restart suspend hold rename
     s: int = 0           # set index
     side: str = ""       # write/read: master|shadow; copy/group/abort: the direction
     off: int = 0
@@ -88,6 +88,9 @@ class Op:
             return f"Copy set{self.s} -> {self.side}, Abort, wait, Copy -> {self.side}, wait"
         if k == "restart":
             return f"restart ptcopyd ({self.mode}{', jobs waited' if self.wait else ''})"
+        if k == "rename":
+            return (f"Rename set{self.s}, read its master [{self.off}, +4096) through a "
+                    "descriptor opened before")
         if k == "hold":
             src = MASTER if self.side == SHADOW else SHADOW
             return (f"group Hold {'copy' if self.full else 'update'} -> {self.side}, write "
@@ -170,7 +173,7 @@ def generate(cfg: Config, n: int, *, restarts: bool = True) -> list[Op]:
                           wait=rng.random() < 0.5))
         else:
             ops.append(Op(k))
-    return _with_holds(cfg, _with_suspends(cfg, ops, restarts))
+    return _with_renames(cfg, _with_holds(cfg, _with_suspends(cfg, ops, restarts)))
 
 
 def _inserted(cfg: Config, ops: list[Op], stream: str, rate: float,
@@ -189,6 +192,16 @@ def _inserted(cfg: Config, ops: list[Op], stream: str, rate: float,
         length = min(rng.randint(1, 16) * 4096, cfg.size - off)
         out.append(make(rng, direction, off, length))
     return out
+
+
+def _with_renames(cfg: Config, ops: list[Op]) -> list[Op]:
+    """About one op in 40 more: a set renamed while its devices serve (a descriptor opened
+    before must go on reading the same device)."""
+
+    def rename(rng: random.Random, direction: str, off: int, length: int) -> Op:
+        return Op("rename", rng.randrange(len(cfg.sets)), off=off)
+
+    return _inserted(cfg, ops, "rename", 0.025, rename)
 
 
 def _with_holds(cfg: Config, ops: list[Op]) -> list[Op]:
