@@ -1,7 +1,8 @@
 """The randomized model test on the kernel data path (device-mapper), inside the VM: ptcopyd with
 ``--data-path kernel`` driven over D-Bus, random writes, reads, copies, updates, group updates
 (holds are refused on this path), aborts, suspends, renames and restarts on the served
-/dev/mapper devices, checked against "each side is a byte array" (tests/daemon/model_daemon.py, shared with the userspace test).
+/dev/mapper devices, checked against "each side is a byte array" (tests/daemon/model_daemon.py,
+shared with the userspace test).
 
 A failure prints a shrunk, replayable sequence (seed + op list). PTCOPY_MODEL_SEEDS and
 PTCOPY_MODEL_OPS raise the run; PTCOPY_MODEL_REPLAY plays one sequence (test_kernel_model_replay).
