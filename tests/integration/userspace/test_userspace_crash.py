@@ -108,8 +108,9 @@ def test_crash_of_the_serving_process(dp: Harness, kind: str, seed: int) -> None
 
     args = {"master": str(m), "shadow": str(sh), "bitmap": str(b), "run_dir": str(run_dir),
             "mode": "enable", "kind": kind, "chunk_size": CHUNK,
-            # independent: slow the initial copy down so the kill interrupts it
-            "copy_delay_ms": 100 if k is Kind.INDEPENDENT else 0, "copy_units": 16}
+            # independent: slow the initial copy down so the kill interrupts it. 32 units of
+            # 400 ms leave 12.8 s; at 100 ms a loaded machine once let the copy end first
+            "copy_delay_ms": 400 if k is Kind.INDEPENDENT else 0, "copy_units": 16}
     err = (dp.tmp / "child.err").open("w")
     proc = subprocess.Popen([sys.executable, "-m", CHILD, json.dumps(args)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=err, text=True)
@@ -159,6 +160,8 @@ def test_crash_of_the_serving_process(dp: Harness, kind: str, seed: int) -> None
 
     s = dp.engine.open(str(m), str(sh), str(b))
     assert s.status().flags & Flag.RECOVERED
+    if k is Kind.INDEPENDENT:
+        assert s.status().flags & Flag.COPYING, "the kill came after the initial copy ended"
     served = up.serve("crash", s)
     assert served.master_device and served.shadow_device
     if k is Kind.INDEPENDENT:
