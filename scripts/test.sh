@@ -38,15 +38,10 @@ step "pytest: the unit tier without root (tests/unit, as nobody)"
 # tree (chmod -R a+rX) and run the virtualenv's Python (made from a python3 nobody can reach);
 # otherwise as the user running this script, with a note.
 unit=("$VENV/bin/pytest" -q -p no:cacheprovider tests/unit)
-nobody_reaches=no
-if [[ $(id -u) -eq 0 ]] &&
-    runuser -u nobody -- "$VENV/bin/python" -c "open('$REPO/pyproject.toml').close()" \
-        2>/dev/null; then
-    nobody_reaches=yes
-fi
 if [[ $(id -u) -ne 0 ]]; then
     "${unit[@]}" || fail "pytest tests/unit"
-elif [[ $nobody_reaches == yes ]]; then
+elif runuser -u nobody -- "$VENV/bin/python" -c "open('$REPO/pyproject.toml').close()" \
+    2>/dev/null; then
     runuser -u nobody -- "${unit[@]}" || fail "pytest tests/unit (as nobody)"
 else
     echo "test.sh: nobody cannot read $REPO or run $VENV/bin/python: the unit tier runs as root" >&2
@@ -62,7 +57,8 @@ step "mypy (strict, package ptcopy)"
 step "pytest: the root tiers (engine, integration, remote, cockpit, reliability, vm)"
 # Their uid-65534 tests run the checkout's client as nobody: say so now rather than fail them one
 # by one when a parent directory is closed to others (mktemp -d makes 0700 directories).
-if [[ $(id -u) -eq 0 && $nobody_reaches == no ]]; then
+if [[ $(id -u) -eq 0 ]] && ! setpriv --reuid=65534 --regid=65534 --clear-groups \
+    "$VENV/bin/python" -c "open('$REPO/pyproject.toml').close()" 2>/dev/null; then
     fail "nobody (uid 65534) cannot read $REPO or run $VENV/bin/python, and the root tiers' \
 unprivileged tests need it: make $REPO and each directory above it searchable by others (o+x)"
 fi
