@@ -157,8 +157,14 @@ class Scheduler:
                                  run.set_ids, uid)
         self._runs[job] = (sid, run, now)
         self.last_job[sid] = job
-        await self._result(sid, f"running since {stamp(now)}: {kind} of {run.what}",
-                           since=now, last_run=now)
+        # Stamped now, when the point in time is taken, not when the job ends: a run asked for
+        # the moment the job's Completed is seen, or after a restart that lost the job, must
+        # already find this set the most recent. A run that fails leaves its shadow incomplete,
+        # which choose() takes first.
+        await asyncio.to_thread(self.schedules.stamped, sid, run.set_ids, now,
+                                last_result=f"running since {stamp(now)}: {kind} of {run.what}",
+                                since=now, last_run=now)
+        self.publish(sid)
         return job
 
     def job_ended(self, job: str, values: Mapping[str, Any]) -> None:
@@ -171,15 +177,9 @@ class Scheduler:
             return
         if values.get("Success"):
             text = f"done: {run.what} holds the point in time of {stamp(at)}"
-            self.background.spawn(self._stamped(sid, run.set_ids, at, text))
         else:
             text = f"failed: {run.what}: {values.get('Message', '')}"
-            self.background.spawn(self._result(sid, text))
-
-    async def _stamped(self, sid: str, set_ids: Sequence[str], at: int, text: str) -> None:
-        if sid in self.schedules.rows:
-            await asyncio.to_thread(self.schedules.stamped, sid, set_ids, at, last_result=text)
-            self.publish(sid)
+        self.background.spawn(self._result(sid, text))
 
     # ---- what the D-Bus objects ask --------------------------------------------------------
 

@@ -134,8 +134,10 @@ class Schedules:
     # ---- runs ------------------------------------------------------------------------------
 
     def choose(self, schedule_id: str) -> Run:
-        """What the next run copies: the group's members, or the set of the rotation whose
-        last point in time is the oldest (one never given one first, in the targets' order)."""
+        """What the next run copies: the group's members, or one set of the rotation: a set
+        whose shadow holds no whole point in time (a run or copy that failed or was aborted)
+        first, else the one whose last point in time is the oldest (one never given one first,
+        in the targets' order)."""
         row = self.get(schedule_id)
         s = self.service
         if row.grp:
@@ -151,7 +153,7 @@ class Schedules:
             raise not_found(f"schedule {row.name}: its sets were disabled")
         stamps = _stamps(row)
         order = {sid: n for n, sid in enumerate(alive)}
-        pick = min(alive, key=lambda i: (stamps.get(i, 0), order[i]))
+        pick = min(alive, key=lambda i: (not self._incomplete(i), stamps.get(i, 0), order[i]))
         return Run([pick], "", self._incomplete(pick), f"set {s.sets[pick].row.name}")
 
     def _incomplete(self, set_id: str) -> bool:

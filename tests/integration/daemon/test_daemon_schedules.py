@@ -238,3 +238,66 @@ async def test_a_run_cut_by_a_crash(timed: Ptcopyd, clock: MovedClock, client: C
     jobs = await _schedule_jobs(client, sets)
     assert [j["Operation"] for j in jobs] == ["resume"], jobs
     await client.set_call(sets[1], "Abort")
+
+
+async def test_rotation_picks_right_after_a_run_and_redoes_a_failed_one(
+        timed: Ptcopyd, clock: MovedClock, client: Client) -> None:
+    """A run asked for the moment the previous one's job ends goes to the next shadow (the
+    previous set is already the most recent); a run whose copy was cancelled left its shadow
+    incomplete, so the next run takes that shadow again, in full, though another is older; a
+    run cut by a crash still counts (its copy resumes), so the next run goes elsewhere."""
+    sets, mdev = await _rotation(timed, client, "rr")
+    pair = [sets[1], sets[0]]   # the independent set first: its update copies, slowly
+    (sched,) = await client.ok(ROOT, MANAGER, "CreateSchedule", "ssaoa{sv}",
+                               ["pair", "every 1h", pair, {}])
+    await client.ok(sched, ISCHEDULE, "Pause", "a{sv}", [{}])   # RunNow only
+
+    async def run_now(at: int) -> tuple[str, list[str]]:
+        clock.tick(timed, at)
+        await client.ping()
+        (job,) = await client.ok(sched, ISCHEDULE, "RunNow", "a{sv}", [{}])
+        return job, await client.get(job, IJOB, "Objects")
+
+    job, objs = await run_now(T0 + 1)
+    assert objs == [pair[0]]
+    assert (await client.wait_job(job))["Success"] is True
+    job, objs = await run_now(T0 + 2)            # at once after Completed
+    assert objs == [pair[1]], "the run after a finished one took the same shadow again"
+    assert (await client.wait_job(job))["Success"] is True
+
+    # pair[0] is now the oldest: its run is slowed down and cancelled
+    data = random.Random(4).randbytes(1 * MIB)
+    write_dev(mdev, 0, data)
+    await client.set_call(pair[0], "SetCopyParameters", "uua{sv}", [200, 1, {}])
+    job, objs = await run_now(T0 + 3)
+    assert objs == [pair[0]]
+    await client.ok(job, IJOB, "Cancel", "a{sv}", [{}])
+    assert (await client.wait_job(job))["Success"] is False
+    assert "incomplete" in await client.get(pair[0], ISET, "Flags")
+    await client.set_call(pair[0], "SetCopyParameters", "uua{sv}", [0, 256, {}])
+
+    # pair[1] (stamped T0 + 2) is older than pair[0] (T0 + 3), but pair[0] holds nothing whole
+    job, objs = await run_now(T0 + 4)
+    assert objs == [pair[0]], "a shadow left incomplete was not taken first"
+    jp = await client.wait_job(job)
+    assert jp["Success"] is True and jp["Operation"] == "copy-to-shadow", jp
+    _, sdev = await devices(client, pair[0])
+    assert read_dev(sdev, 0, len(data)) == data
+    job, objs = await run_now(T0 + 5)            # and the rotation goes on
+    assert objs == [pair[1]]
+    assert (await client.wait_job(job))["Success"] is True
+
+    # ptcopyd killed during pair[0]'s run: its copy resumes and ends by itself, so pair[0]
+    # holds the newest point in time and the next run goes to pair[1]
+    write_dev(mdev, 0, random.Random(5).randbytes(1 * MIB))
+    await client.set_call(pair[0], "SetCopyParameters", "uua{sv}", [200, 1, {}])
+    job, objs = await run_now(T0 + 6)
+    assert objs == [pair[0]]
+    timed.kill()
+    timed.start()
+    await client.set_call(pair[0], "SetCopyParameters", "uua{sv}", [0, 256, {}])
+    await client.wait_prop(pair[0], ISET, "Flags", lambda f: "copying" not in f)
+    job, objs = await run_now(T0 + 7)
+    assert objs == [pair[1]], "the run after a restart took the shadow just given a point in time"
+    assert (await client.wait_job(job))["Success"] is True
+    await client.assert_refresh_zero()
