@@ -27,6 +27,7 @@ class DaemonFigures:
 
     sets: int = 0
     gmo_busctl_ms: list[float] = field(default_factory=list)
+    gmo_busctl_quiet_ms: list[float] = field(default_factory=list)   # busctl --quiet
     gmo_ms: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
     create_ms: list[float] = field(default_factory=list)
@@ -37,11 +38,13 @@ def daemon_rows(nsets: int, reps: int) -> DaemonFigures:
     for rnd in range(reps):
         res = run_sets(nsets, ["--data-path", "none", "--volumes", "used"])
         out.gmo_busctl_ms.append(res["gmo_busctl_ms"])
+        out.gmo_busctl_quiet_ms.append(res["gmo_busctl_quiet_ms"])
         out.gmo_ms.append(res["gmo_ms"])
         out.rss_mib.append(res["rss_mib"])
         out.create_ms.append(res["create_med_ms"])
         log(f"  round {rnd + 1}: {nsets} sets: GetManagedObjects by busctl "
-            f"{res['gmo_busctl_ms']:.1f} ms, RSS {res['rss_mib']:.0f} MiB, CreateSet "
+            f"{res['gmo_busctl_ms']:.1f} ms ({res['gmo_busctl_quiet_ms']:.1f} ms with "
+            f"--quiet), RSS {res['rss_mib']:.0f} MiB, CreateSet "
             f"{out.create_ms[-1]:.1f} ms (median)")
     return out
 

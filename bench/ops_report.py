@@ -69,6 +69,14 @@ def lines(res: Results) -> tuple[list[Line], list[str]]:
                         "rewrites of the same blocks", f"{b / MiB:.0f} MiB/s", f"{_x(r)}",
                         "≥ 0.5x", r >= 0.5))
         notes.append(f"row 3 samples: first writes {_mibs(s.ours)}; rewrites {_mibs(s.theirs)}")
+        if s.bound:
+            c = median(s.bound)
+            out.append(Line("3", "ceiling: reading the old data alone (the master, cold, fio "
+                            "1 MiB, O_DIRECT, depth 4), which every first write must save",
+                            f"{c / MiB:.0f} MiB/s", "rewrites of the same blocks",
+                            f"{b / MiB:.0f} MiB/s", f"{_x(c / b)}", "—", None))
+            notes.append(f"row 3 ceiling samples: reads {_mibs(s.bound)}; first writes reach "
+                         f"{a / c:.2f}x of it")
     s = res.sets.get(4)
     if s and s.ours:
         a, b = median(s.ours), median(s.theirs)
@@ -77,12 +85,24 @@ def lines(res: Results) -> tuple[list[Line], list[str]]:
                         "dd bs=1M iflag=direct oflag=direct, same volumes", fmt_s(b),
                         f"{_x(r)} dd's speed", "≥ 1.5x", r >= 1.5))
         notes.append(f"row 4 samples: CreateSet → Completed {_ms(s.ours)}; dd {_ms(s.theirs)}")
+        if s.bound:
+            c = median(s.bound)
+            out.append(Line("4", "ceiling: reading the source alone (the master, cold, fio 1 MiB, "
+                            "O_DIRECT, depth 8), which every copy must do", fmt_s(c),
+                            "dd bs=1M iflag=direct oflag=direct", fmt_s(b),
+                            f"{_x(b / c)} dd's speed", "—", None))
+            notes.append(f"row 4 ceiling samples: reads {_ms(s.bound)}")
     d = res.daemon
     if d and d.gmo_busctl_ms:
         g, f = median(d.gmo_busctl_ms), median(d.gmo_ms)
         out.append(Line("5", f"GetManagedObjects with {d.sets} sets, busctl (process start "
                         "included)", f"{g:.1f} ms", "the same call from dbus-fast",
                         f"{f:.1f} ms", "—", "< 50 ms", g < 50))
+        if d.gmo_busctl_quiet_ms:
+            q = median(d.gmo_busctl_quiet_ms)
+            out.append(Line("5", "the same reply fetched by busctl --quiet (sent and parsed, "
+                            "not printed)", f"{q:.1f} ms", "busctl printing it", f"{g:.1f} ms",
+                            f"printing {(g - q) / g:.0%} of the call", "—", None))
         rss = median(d.rss_mib)
         out.append(Line("5", f"daemon RSS with {d.sets} sets", f"{rss:.0f} MiB", "—", "—", "—",
                         "< 150 MiB", rss < 150))
@@ -90,7 +110,8 @@ def lines(res: Results) -> tuple[list[Line], list[str]]:
         out.append(Line("5", "CreateSet latency (median, one after another)", f"{c:.1f} ms",
                         "—", "—", "—", "≤ 5 ms", c <= 5))
         notes.append(f"row 5 samples (`--data-path none --volumes used`): busctl "
-                     f"{', '.join(f'{x:.1f}' for x in d.gmo_busctl_ms)} ms; dbus-fast "
+                     f"{', '.join(f'{x:.1f}' for x in d.gmo_busctl_ms)} ms (--quiet "
+                     f"{', '.join(f'{x:.1f}' for x in d.gmo_busctl_quiet_ms)} ms); dbus-fast "
                      f"{', '.join(f'{x:.1f}' for x in d.gmo_ms)} ms; RSS "
                      f"{', '.join(f'{x:.0f}' for x in d.rss_mib)} MiB; CreateSet "
                      f"{', '.join(f'{x:.1f}' for x in d.create_ms)} ms per set")

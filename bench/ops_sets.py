@@ -9,6 +9,11 @@
   4 a full copy, ``CreateSet`` to ``Completed``, vs ``dd bs=1M iflag=direct oflag=direct``
     between the same two volumes.
 
+Rows 3 and 4 also time the one step no design can skip, from the same cold cache: reading the
+master (a first write must save the chunk's old data, a copy must read its source), with fio at
+the depth the row's writer or ptcopy's copier keeps. That puts a ceiling on each row's ratio
+for this disk, measured in the same run.
+
 Rows 1, 2 and 4 share one independent set per round (created, updated, disabled); row 3 then
 uses a dependent set on the same volumes.
 """
@@ -36,6 +41,8 @@ class Samples:
 
     ours: list[float] = field(default_factory=list)
     theirs: list[float] = field(default_factory=list)
+    # what no design can beat on this disk (rows 3 and 4: reading the source alone, cold)
+    bound: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -82,6 +89,8 @@ class SetRows:
             run("dd", f"if={m}", f"of={s}", "bs=1M", "iflag=direct", "oflag=direct",
                 f"count={self.size // MiB}", "status=none")
             self.res[4].theirs.append(time.monotonic() - t0)
+            # the copier keeps up to 8 MiB of 1 MiB runs in flight: read at that depth
+            self.res[4].bound.append(self.size / self.read_cold(m, 8))
         drop_caches()
         t0 = time.monotonic()
         set_path, job = self.rig.create_set(f"ind{rnd}", "independent", self.vols)
@@ -146,6 +155,7 @@ class SetRows:
         job = [f"--filename={dev}", "--rw=write", "--bs=1M", f"--size={self.size}"]
         for rnd in range(self.reps):
             self.rig.call_to_end(lambda: self.rig.c.update(set_path, "shadow"))
+            self.res[3].bound.append(self.read_cold(self.vols[0], 4))
             drop_caches()
             (first,) = fio.run([job])
             drop_caches()
@@ -155,6 +165,13 @@ class SetRows:
             log(f"  round {rnd + 1}: first writes {first.bw / MiB:.0f} MiB/s, rewrites "
                 f"{again.bw / MiB:.0f} MiB/s")
         self.rig.disable(set_path)
+
+    def read_cold(self, dev: str, depth: int) -> float:
+        """Bytes per second reading ``dev`` whole from a cold cache: fio, 1 MiB, O_DIRECT."""
+        drop_caches()
+        (r,) = Fio(self.rig.root, depth).run([[f"--filename={dev}", "--rw=read", "--bs=1M",
+                                               f"--size={self.size}"]], side="read")
+        return r.bw
 
 
 def _aligned(n: int) -> mmap.mmap:
