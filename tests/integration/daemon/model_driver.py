@@ -20,7 +20,7 @@ from ptcopy.engine import Kind, bitmap_size
 from tests.helpers.blockio import read_dev, write_dev
 from tests.helpers.client import CallFailed, Client, b, o, u
 from tests.helpers.daemon import Ptcopyd
-from tests.helpers.names import ERR, IGROUP, IJOB, ISET, MANAGER, ROOT
+from tests.helpers.names import ERR, IGROUP, IJOB, ISCHEDULE, ISET, MANAGER, ROOT
 from tests.integration.daemon.model_ops import (
     CALL_TIMEOUT,
     CHUNK,
@@ -114,6 +114,8 @@ class Driver:
         self.initial: dict[tuple[int, str], bytes] = {}   # each side at setup, for diagnosis
         self.done: Counter[str] = Counter()   # what the run did, so a run that did little shows
         self.renames = 0
+        self.schedule = ""                     # the rotation's Schedule ('' without one)
+        self.stamps: dict[int, int] = {}       # set -> its last run of the rotation (1, 2, ...)
 
     # -- helpers --
 
@@ -259,6 +261,11 @@ class Driver:
         if self.cfg.group:
             self.group = await self.c.create_group(
                 "g", [self.set_paths[i] for i in self.cfg.group])
+        if self.cfg.rotation():   # paused: it runs only when asked (RunNow)
+            (self.schedule,) = await self.c.ok(
+                ROOT, MANAGER, "CreateSchedule", "ssaoa{sv}",
+                ["rot", "every 1000d", [self.set_paths[i] for i in self.cfg.rotation()], {}])
+            await self.c.ok(self.schedule, ISCHEDULE, "Pause", "a{sv}", [{}])
         await self.refresh_devices()
         await self.wait_all()
         for i in range(len(self.cfg.sets)):
@@ -340,6 +347,38 @@ class Driver:
         job = await self.start_copy([op.s], op.side, True, False)
         assert job is not None, "the copy after an abort was refused with an allowed name"
         await self.wait_job(self.pending[-1])
+
+    async def op_rotate(self, op: Op) -> None:
+        """Schedule.RunNow: the run updates the set of the rotation whose last run was the
+        longest ago (never: first, in order), and its shadow then holds the master as of the
+        call; refused only while a copy of ours on those sets, or a restore of their master,
+        may run."""
+        rot = list(self.cfg.rotation())
+        for s in rot:
+            await self.before_io(s, SHADOW, False)
+        want = min(rot, key=lambda s: (self.stamps.get(s, 0), rot.index(s)))
+        try:
+            (job,) = await self.c.ok(self.schedule, ISCHEDULE, "RunNow", "a{sv}", [{}],
+                                     timeout=CALL_TIMEOUT)
+        except CallFailed as e:
+            if e.name not in self._allowed(rot, SHADOW, False):
+                raise self.fail(f"RunNow refused: {e.name}: {e.text}") from None
+            self.done[f"rotate refused {e.name.rsplit('.', 1)[-1]}"] += 1
+            for s in rot:
+                await self.before_io(s, SHADOW, False)
+                await self.compare(s, SHADOW)
+            return
+        got = await self.c.get(job, IJOB, "Objects")
+        if got != [self.set_paths[want]]:
+            names = {p: f"set{i}" for i, p in enumerate(self.set_paths)}
+            raise self.fail(f"RunNow ran on {[names.get(p, p) for p in got]}; the rotation's "
+                            f"least recent is set{want} (runs so far: {self.stamps})")
+        self.stamps[want] = max(self.stamps.values(), default=0) + 1
+        self.model.copy([want], SHADOW)
+        self.pending.append(Pending(str(job), [want], SHADOW))
+        self.done["rotate"] += 1
+        if op.wait:
+            await self.wait_job(self.pending[-1])
 
     async def op_rename(self, op: Op) -> None:
         """Rename a set while it serves: its name changes, and a descriptor of its master
@@ -560,6 +599,8 @@ class Driver:
             await self.op_hold(op)
         elif op.kind == "rename":
             await self.op_rename(op)
+        elif op.kind == "rotate":
+            await self.op_rotate(op)
         else:
             raise ValueError(f"unknown op {op.kind}")
 

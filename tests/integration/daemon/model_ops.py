@@ -51,6 +51,13 @@ class Config:
     def shared(self, i: int) -> bool:
         return sum(1 for s in self.sets if s.master == self.sets[i].master) > 1
 
+    def rotation(self) -> tuple[int, ...]:
+        """The sets of the master with the most of them, if several: a schedule rotates over
+        them (() when every master has one set)."""
+        best = max(self.masters(), key=lambda m: sum(s.master == m for s in self.sets))
+        rot = tuple(i for i, s in enumerate(self.sets) if s.master == best)
+        return rot if len(rot) > 1 else ()
+
     def describe(self) -> str:
         sets = ", ".join(f"{s.name}={s.kind}{'(compact)' if s.compact else ''}@master{s.master}"
                          f"{f' throttled {s.delay}ms/{s.units}' if s.delay else ''}"
@@ -62,6 +69,7 @@ class Config:
 @dataclass(frozen=True)
 class Op:
     kind: str            # write read copy group wait check abort restart suspend hold rename
+                         # rotate
     s: int = 0           # set index
     side: str = ""       # write/read: master|shadow; copy/group/abort: the direction
     off: int = 0
@@ -88,6 +96,8 @@ class Op:
             return f"Copy set{self.s} -> {self.side}, Abort, wait, Copy -> {self.side}, wait"
         if k == "restart":
             return f"restart ptcopyd ({self.mode}{', jobs waited' if self.wait else ''})"
+        if k == "rotate":
+            return f"Schedule.RunNow over the rotation{', wait' if self.wait else ''}"
         if k == "rename":
             return (f"Rename set{self.s}, read its master [{self.off}, +4096) through a "
                     "descriptor opened before")
@@ -173,7 +183,8 @@ def generate(cfg: Config, n: int, *, restarts: bool = True) -> list[Op]:
                           wait=rng.random() < 0.5))
         else:
             ops.append(Op(k))
-    return _with_renames(cfg, _with_holds(cfg, _with_suspends(cfg, ops, restarts)))
+    return _with_rotations(cfg, _with_renames(cfg, _with_holds(cfg, _with_suspends(
+        cfg, ops, restarts))))
 
 
 def _inserted(cfg: Config, ops: list[Op], stream: str, rate: float,
@@ -202,6 +213,19 @@ def _with_renames(cfg: Config, ops: list[Op]) -> list[Op]:
         return Op("rename", rng.randrange(len(cfg.sets)), off=off)
 
     return _inserted(cfg, ops, "rename", 0.025, rename)
+
+
+def _with_rotations(cfg: Config, ops: list[Op]) -> list[Op]:
+    """With several sets on one master, about one op in 25 more: a run of the schedule that
+    rotates over them, asked for now (the run must pick the shadow whose point in time from the
+    schedule is the oldest)."""
+    if not cfg.rotation():
+        return ops
+
+    def rotate(rng: random.Random, direction: str, off: int, length: int) -> Op:
+        return Op("rotate", wait=rng.random() < 0.6)
+
+    return _inserted(cfg, ops, "rotate", 0.04, rotate)
 
 
 def _with_holds(cfg: Config, ops: list[Op]) -> list[Op]:
