@@ -29,7 +29,10 @@ takes a new one, as documented); ``NoCopy`` (it ended first) is "no change". A g
 freezes every member's source: a write to one started during the hold must not complete until
 the release, and a committed release puts the point in time before that write (the kernel
 path refuses holds: ``WrongType``). A rename keeps the devices serving: a descriptor of the
-master opened before it reads the model's bytes after it.
+master opened before it reads the model's bytes after it. With several sets on one master, a
+paused schedule rotates over them: each ``RunNow`` must update the set whose last run was the
+longest ago (never: first), and is refused (``Busy``) only while a copy of ours on them, or a
+restore of their master, may still run.
 
 Operations are drawn from a seed up front (:func:`generate`), so a run is a seed plus an op list;
 a failure names the op where the daemon and the model parted, and :func:`shrink` replays

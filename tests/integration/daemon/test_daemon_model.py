@@ -1,6 +1,7 @@
 """The randomized model test on the userspace data path: ptcopyd driven over D-Bus, random
-writes, reads, copies, updates, group updates and holds, aborts, suspends, renames and restarts
-on the served devices, checked against "each side is a byte array" (tests/daemon/model_daemon.py).
+writes, reads, copies, updates, group updates and holds, aborts, suspends, renames, schedule
+runs and restarts on the served devices, checked against "each side is a byte array"
+(tests/integration/daemon/model_daemon.py).
 
 PTCOPY_MODEL_SEEDS (a count, or a list like "1-50,77") and PTCOPY_MODEL_OPS raise the run for
 long soaks; PTCOPY_MODEL_REPLAY plays the sequence a failure printed.
