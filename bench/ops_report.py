@@ -87,11 +87,12 @@ def lines(res: Results) -> tuple[list[Line], list[str]]:
         notes.append(f"row 4 samples: CreateSet → Completed {_ms(s.ours)}; dd {_ms(s.theirs)}")
         if s.bound:
             c = median(s.bound)
-            out.append(Line("4", "ceiling: reading the source alone (the master, cold, fio 1 MiB, "
-                            "O_DIRECT, depth 8), which every copy must do", fmt_s(c),
+            out.append(Line("4", "ceiling: reading the master and writing the shadow at once "
+                            "(cold, fio 1 MiB, O_DIRECT, depth 8 each), a copy's I/O alone",
+                            fmt_s(c),
                             "dd bs=1M iflag=direct oflag=direct", fmt_s(b),
                             f"{_x(b / c)} dd's speed", "—", None))
-            notes.append(f"row 4 ceiling samples: reads {_ms(s.bound)}")
+            notes.append(f"row 4 ceiling samples: fio read + write {_ms(s.bound)}")
     d = res.daemon
     if d and d.gmo_busctl_ms:
         g, f = median(d.gmo_busctl_ms), median(d.gmo_ms)

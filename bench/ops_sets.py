@@ -9,10 +9,11 @@
   4 a full copy, ``CreateSet`` to ``Completed``, vs ``dd bs=1M iflag=direct oflag=direct``
     between the same two volumes.
 
-Rows 3 and 4 also time the one step no design can skip, from the same cold cache: reading the
-master (a first write must save the chunk's old data, a copy must read its source), with fio at
-the depth the row's writer or ptcopy's copier keeps. That puts a ceiling on each row's ratio
-for this disk, measured in the same run.
+Rows 3 and 4 also time what no design can skip, from the same cold cache, with fio at the depth
+the row's writer or ptcopy's copier keeps: row 3 reads the master (a first write must save the
+chunk's old data), row 4 reads the master and writes the shadow at once (a copy's I/O, with no
+copy program in between). That puts a ceiling on each row's ratio for this disk, measured in
+the same run.
 
 Rows 1, 2 and 4 share one independent set per round (created, updated, disabled); row 3 then
 uses a dependent set on the same volumes.
@@ -20,6 +21,7 @@ uses a dependent set on the same volumes.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import random
@@ -89,8 +91,8 @@ class SetRows:
             run("dd", f"if={m}", f"of={s}", "bs=1M", "iflag=direct", "oflag=direct",
                 f"count={self.size // MiB}", "status=none")
             self.res[4].theirs.append(time.monotonic() - t0)
-            # the copier keeps up to 8 MiB of 1 MiB runs in flight: read at that depth
-            self.res[4].bound.append(self.size / self.read_cold(m, 8))
+            # the copier keeps up to 8 MiB of 1 MiB runs in flight: move at that depth
+            self.res[4].bound.append(self.copy_cold(m, s, 8))
         drop_caches()
         t0 = time.monotonic()
         set_path, job = self.rig.create_set(f"ind{rnd}", "independent", self.vols)
@@ -165,6 +167,20 @@ class SetRows:
             log(f"  round {rnd + 1}: first writes {first.bw / MiB:.0f} MiB/s, rewrites "
                 f"{again.bw / MiB:.0f} MiB/s")
         self.rig.disable(set_path)
+
+    def copy_cold(self, src: str, dst: str, depth: int) -> float:
+        """Seconds to read ``src`` and write ``dst`` whole, both at once, from a cold cache:
+        fio, 1 MiB, O_DIRECT, ``depth`` requests each (the longer of the two jobs)."""
+        drop_caches()
+        out = self.rig.root / "fio-copy.json"
+        run("fio", "--direct=1", "--ioengine=libaio", f"--iodepth={depth}", "--bs=1M",
+            f"--size={self.size}", "--output-format=json", f"--output={out}",
+            "--name=read", f"--filename={src}", "--rw=read",
+            "--name=write", f"--filename={dst}", "--rw=write")
+        jobs = json.loads(out.read_text())["jobs"]
+        out.unlink()
+        return max(j[side]["runtime"] for j, side in zip(jobs, ("read", "write"),
+                                                          strict=True)) / 1000
 
     def read_cold(self, dev: str, depth: int) -> float:
         """Bytes per second reading ``dev`` whole from a cold cache: fio, 1 MiB, O_DIRECT."""
