@@ -12,6 +12,8 @@
  * does not see: a descriptor passed to, or inherited by, another user.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -90,6 +92,21 @@ static bool caller_ok(fuse_req_t req, const pt_server *srv)
         return true;
     fuse_reply_err(req, EACCES);
     return false;
+}
+
+/* ---- open files ---- */
+
+/* What the server keeps per open file (fi->fh) of a descriptor opened for writing: whether a
+ * write came through it since its last flush. Its close (FUSE FLUSH) syncs only then: a close
+ * promises the closer's own writes, and a descriptor that only looked (losetup attaching a loop
+ * device, a reader) must not wait for a sync behind a running copy. fsync always syncs. */
+typedef struct handle {
+    atomic_bool wrote;
+} handle;
+
+static handle *handle_of(const struct fuse_file_info *fi)
+{
+    return fi ? (handle *)(uintptr_t)fi->fh : NULL;
 }
 
 /* ---- operations ---- */
@@ -246,6 +263,20 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     free(buf);
 }
 
+/* One open of ino less. A removed export may still be released: its slot is looked at
+ * directly. */
+static void forget_open(pt_server *srv, fuse_ino_t ino)
+{
+    pthread_mutex_lock(&srv->mu);
+    size_t slot = ino >= FIRST_INO ? (ino - FIRST_INO) / INO_PER_EXPORT : SIZE_MAX;
+    int kind = ino >= FIRST_INO ? (int)((ino - FIRST_INO) % INO_PER_EXPORT) : 0;
+    if (slot < srv->nslots && srv->exports[slot] && kind != 0) {
+        srv->exports[slot]->opens[kind - 1]--;
+        pthread_cond_broadcast(&srv->cv);
+    }
+    pthread_mutex_unlock(&srv->mu);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     pt_server *srv = fuse_req_userdata(req);
@@ -267,23 +298,26 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     fi->direct_io = 1;       /* no page cache of volumes in the kernel: see the file comment */
     fi->keep_cache = 0;
-    fuse_reply_open(req, fi);
+    fi->fh = 0;
+    if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+        handle *h = calloc(1, sizeof *h);
+        if (!h) {
+            forget_open(srv, ino);
+            fuse_reply_err(req, ENOMEM);
+            return;
+        }
+        fi->fh = (uint64_t)(uintptr_t)h;
+    }
+    if (fuse_reply_open(req, fi) != 0) {   /* the opener is gone: no release will come */
+        free(handle_of(fi));
+        forget_open(srv, ino);
+    }
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    (void)fi;
-    pt_server *srv = fuse_req_userdata(req);
-    int kind;
-    pthread_mutex_lock(&srv->mu);
-    /* a removed export may still be released: look at the slot directly */
-    size_t slot = ino >= FIRST_INO ? (ino - FIRST_INO) / INO_PER_EXPORT : SIZE_MAX;
-    kind = ino >= FIRST_INO ? (int)((ino - FIRST_INO) % INO_PER_EXPORT) : 0;
-    if (slot < srv->nslots && srv->exports[slot] && kind != 0) {
-        srv->exports[slot]->opens[kind - 1]--;
-        pthread_cond_broadcast(&srv->cv);
-    }
-    pthread_mutex_unlock(&srv->mu);
+    free(handle_of(fi));
+    forget_open(fuse_req_userdata(req), ino);
     fuse_reply_err(req, 0);
 }
 
@@ -342,11 +376,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
-    (void)fi;
     int side;
     export *e = acquire_file(req, ino, &side);
     if (!e)
         return;
+    handle *h = handle_of(fi);
+    if (h)   /* before the write: a flush racing with it syncs rather than misses it */
+        atomic_store(&h->wrote, true);
     uint64_t o = (uint64_t)off;
     int rc;
     if (o > e->size || size > e->size - o)
@@ -360,33 +396,39 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 /* fsync and close of a served file. The master's flush syncs what the master's durability
  * needs and never fails because the shadow side (shadow, bitmap, overflow) is offline: a file
  * system on the master would abort its journal. See pt_set_sync. */
-static void sync_export(fuse_req_t req, fuse_ino_t ino)
+static int sync_export(fuse_req_t req, fuse_ino_t ino)
 {
     pt_server *srv = fuse_req_userdata(req);
     if (!caller_ok(req, srv))
-        return;
+        return EACCES;
     int kind;
     export *e = acquire(srv, ino, &kind);
     if (!e) {
         fuse_reply_err(req, ENOENT);
-        return;
+        return ENOENT;
     }
     int rc = kind == 0 ? 0 : pt_set_sync(e->set, kind == 1 ? PT_MASTER : PT_SHADOW, NULL);
     release(srv, e);
     fuse_reply_err(req, rc ? to_errno(rc) : 0);
+    return rc ? to_errno(rc) : 0;
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     (void)datasync;
     (void)fi;
-    sync_export(req, ino);
+    (void)sync_export(req, ino);   /* replied there */
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    (void)fi;
-    sync_export(req, ino);
+    handle *h = handle_of(fi);
+    if (!h || !atomic_exchange(&h->wrote, false)) {
+        fuse_reply_err(req, 0);   /* nothing written through this descriptor: nothing to sync */
+        return;
+    }
+    if (sync_export(req, ino) != 0)
+        atomic_store(&h->wrote, true);   /* not durable: the next flush tries again */
 }
 
 const struct fuse_lowlevel_ops pt_fuse_ops = {

@@ -108,3 +108,34 @@ def test_served_master_fsync_survives_a_failing_shadow_side(dp: Harness, layout:
     if layout == "independent":
         assert sh.read_bytes() == master
     up.unserve("vol")
+
+
+def test_a_close_syncs_what_its_descriptor_wrote_and_only_that(dp: Harness) -> None:
+    """A served file's close (FUSE flush) syncs when its descriptor wrote since its last
+    flush, and only then (losetup attaching a loop device, or a reader, must not wait for a
+    sync behind a running copy); fsync always syncs. A failing shadow shows which did."""
+    s, _m, _sh = make_set(dp, "independent")
+    served = dp.userspace().serve("vol", s, loop=False)
+    looker = os.open(served.shadow_file, os.O_RDWR)   # opened for writing, never writes
+    reader = os.open(served.shadow_file, os.O_RDONLY)
+    writer = os.open(served.shadow_file, os.O_RDWR)
+    data = random.Random(6).randbytes(C)
+    assert os.pwrite(writer, data, 0) == C
+    assert os.pread(reader, C, 0) == data
+    s.inject_error(VolumeRole.SHADOW, error=errno.EIO)
+    try:
+        os.close(looker)                  # nothing written through these: no sync, no error
+        os.close(reader)
+        with pytest.raises(OSError) as ei:
+            os.close(writer)              # its flush syncs the shadow side, which fails
+        assert ei.value.errno == errno.EIO, ei.value
+        fd = os.open(served.shadow_file, os.O_RDONLY)
+        try:
+            with pytest.raises(OSError) as ei:
+                os.fsync(fd)              # fsync syncs, whoever wrote
+            assert ei.value.errno == errno.EIO, ei.value
+        finally:
+            os.close(fd)
+    finally:
+        s.inject_error(VolumeRole.SHADOW, on=False)
+    assert s.status().flags & Flag.SHADOW_OFFLINE
