@@ -52,6 +52,35 @@ def watch(ks: KernelSet, served: Iterable[KernelSet]) -> None:
              ks.overflow)
 
 
+def reserve(ks: KernelSet, nbytes: int, served: Iterable[KernelSet]) -> None:
+    """Grow a compact store now so that ``nbytes`` of the master more fit below GROW_AT. A
+    restore through the master's stack copies every chunk it changes into this store, faster
+    than the monitor's rounds grow it (a full restore of a small master takes less than one).
+    As far as the overflow volume has room; beyond that, watch() as always."""
+    if not ks.compact or not ks.overflow:
+        return
+    use = tables.snapshot_usage(names.shadow(ks.name))
+    if not use.valid or use.overflow:
+        return
+    chunks = min(-(-nbytes // ks.chunk) + 1, -(-ks.master_size // ks.chunk))
+    # each exception: its chunk, and 16 bytes in a metadata chunk (chunk/16 per metadata chunk)
+    need = chunks * ks.chunk + -(-chunks * 16 // ks.chunk) * ks.chunk
+    want = int((use.allocated * 512 + need) / GROW_AT) - use.total * 512
+    want = -(-want // ks.chunk) * ks.chunk   # whole chunks (allocate rounds down to sectors)
+    grown = 0
+    while want > grown:
+        piece = allocate(ks, want - grown, served)
+        if piece is None or piece[2] <= 0:
+            break
+        ks.record.extents.append(piece)
+        grown += piece[2]
+    if grown:
+        record.write_record(ks.bitmap_fd, ks.layout, ks.record)   # before it is used
+        tables.reload(ks.dev(names.Part.COW), cow_table(ks))
+        log.info("set %s: exception store grown by %d bytes from %s for a restore of its "
+                 "master", ks.name, grown, ks.overflow)
+
+
 def allocate(ks: KernelSet, want: int,
              served: Iterable[KernelSet]) -> tuple[str, int, int] | None:
     """First free range of the overflow volume (after the engine's header and slot map),

@@ -114,6 +114,34 @@ def test_restore_from_an_independent_shadow_keeps_every_sibling(  # type: ignore
         assert digest(i.shadow_device) == digest(i.shadow) == pit["sri"]
 
 
+def test_a_fast_restore_keeps_a_compact_sibling(  # type: ignore[no-untyped-def]
+        pool: Pool, tmp_path) -> None:
+    """A full restore from an independent shadow copies on write every chunk of the master into
+    a compact sibling's store, faster than the monitor's rounds grow it (found by the model
+    test, seed 37): the store is grown for all of it before the copy starts, so the sibling
+    keeps its point in time instead of being invalidated."""
+    size = 16 * MIB
+    with kernel_path(str(tmp_path)) as (engine, kp):
+        ov_vol = pool.loop("fov", 64 * MIB)
+        engine.init_overflow(ov_vol.spec, chunk_size=CHUNK).close()
+        i = make_set(engine, kp, pool, "fri", Kind.INDEPENDENT, master_size=size)
+        master = next(v for v in pool.vols if v.path == i.master)
+        kp.copy(["fri"], Direction.TO_SHADOW, full=True)
+        assert kp.wait("fri", 300)
+        c = make_set(engine, kp, pool, "frc", Kind.DEPENDENT, master=master,
+                     shadow_size=1 * MIB, overflow=ov_vol)
+        assert c.compact
+        scribble(i.shadow_device, size, 16, seed=21)   # what the restore brings back
+        pit, want = digest(c.shadow_device), digest(i.shadow_device)
+
+        kp.copy(["fri"], Direction.TO_MASTER, full=True)   # every chunk, at full speed
+        assert kp.wait("fri", 300)
+        assert digest(i.master_device) == want
+        assert not kp.status("frc")["out_of_space"]
+        assert kp.status("frc")["extents"]
+        assert digest(c.shadow_device) == pit, "the compact sibling lost its point in time"
+
+
 def test_group_restore_of_dependent_sets(pool: Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with kernel_path(str(tmp_path)) as (engine, kp):
         g1 = make_set(engine, kp, pool, "sg1", Kind.DEPENDENT, master_size=SIZE)
