@@ -329,24 +329,23 @@ class KernelPath:
                               if n != ks.name and self._sets[n].kind is Kind.INDEPENDENT]
                     for ks in kss})
             else:
-                if direction is Direction.TO_MASTER:
-                    self._reserve_for_restore(kss, full)
-                held = pit.take(kss, direction, full=full, owner=owner, run_dir=self._run_dir)
+                held = pit.take(kss, direction, full=full, owner=owner, run_dir=self._run_dir,
+                                before_restore=self._reserve_for_restore)
             for ks in kss:
                 self._ends[ks.name].set(not running(ks))
             self._monitor.wake()   # it watches the new engine copies
             return held
 
-    def _reserve_for_restore(self, kss: Sequence[KernelSet], full: bool) -> None:
+    def _reserve_for_restore(self, ks: KernelSet) -> None:
         """A restore from an independent shadow writes the master through its stack, so
         dm-snapshot copies each chunk it changes into every dependent sibling's store: grow
-        the compact ones for all of it first (store.reserve)."""
-        for ks in kss:
-            nbytes = ks.master_size if full else ks.set.status().diff_chunks * ks.chunk
-            for n in ks.stack.sets:
-                sib = self._sets.get(n)
-                if sib is not None and n != ks.name and sib.kind is Kind.DEPENDENT:
-                    store.reserve(sib, min(nbytes, ks.master_size), self._sets.values())
+        the compact ones for all of it first (store.reserve). Called once the restore's
+        chunks are marked (a full copy marks every one)."""
+        nbytes = min(ks.set.status().diff_chunks * ks.chunk, ks.master_size)
+        for n in ks.stack.sets:
+            sib = self._sets.get(n)
+            if sib is not None and n != ks.name and sib.kind is Kind.DEPENDENT:
+                store.reserve(sib, nbytes, self._sets.values())
 
     def hold(self, names_: Sequence[str], direction: Direction, *, full: bool, owner: int,
              timeout: float) -> HeldPoint:

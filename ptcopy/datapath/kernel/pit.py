@@ -97,9 +97,10 @@ def _check_siblings(ks: KernelSet) -> None:
 
 
 def take(kss: list[KernelSet], direction: Direction, *, full: bool, owner: int,
-         run_dir: str) -> float:
+         run_dir: str, before_restore: Callable[[KernelSet], None] | None = None) -> float:
     """Put a new point in time in force for these (checked) sets at once and start their
-    copies; returns the seconds the sources were held."""
+    copies; returns the seconds the sources were held. ``before_restore`` is called for a
+    restore through the master's stack once its chunks are marked, before it starts."""
     try:
         ops, after = _freeze_ops(kss, direction, run_dir)
         held = dm_run(ops, timeout=tables.TIMEOUT)
@@ -121,6 +122,8 @@ def take(kss: list[KernelSet], direction: Direction, *, full: bool, owner: int,
         try:
             _use_frozen(ks)
             if direction is Direction.TO_MASTER and len(ks.stack.sets) > 1:
+                if before_restore is not None:
+                    before_restore(ks)
                 use_target(ks)
             if full:
                 ks.set.copy(direction, owner=owner)
